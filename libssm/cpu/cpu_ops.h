@@ -1,0 +1,88 @@
+/* cpu_ops.h: the CPU backend's ops, fp32, one file each (libssm/cpu/<op>.c).
+ * The CUDA backend has the same op names in libssm/cuda/<op>.cu.
+ * Shapes: T = B * L rows (batch-major: row t = b * L + l); D = d_model, E = d_inner,
+ * N = d_state, K = d_conv, V = vocab. "ld" is the row stride of a matrix, in floats. */
+#ifndef SSM_CPU_OPS_H
+#define SSM_CPU_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* matmul.c: out (T, n_out) = in (T, n_in) . W^T with W (n_out, n_in) (nn.Linear without bias).
+ * beta = 0 overwrites out, beta = 1 adds to it. */
+void cpu_matmul_forward(float *out, int ld_out, float beta, const float *in, int ld_in,
+                        const float *W, int T, int n_in, int n_out);
+/* d_in (T, n_in) = beta * d_in + d_out . W (skipped when d_in is NULL);
+ * dW (n_out, n_in) += d_out^T . in. */
+void cpu_matmul_backward(float *d_in, int ld_din, float beta, float *dW, const float *d_out,
+                         int ld_dout, const float *in, int ld_in, const float *W, int T, int n_in,
+                         int n_out);
+
+/* embedding.c: out (T, D) = table[tokens[t]]; backward: d_table[tokens[t]] += d_out[t]. */
+void cpu_embedding_forward(float *out, const int32_t *tokens, const float *table, int T, int D);
+void cpu_embedding_backward(float *d_table, const int32_t *tokens, const float *d_out, int T,
+                            int D);
+
+/* rmsnorm.c: out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps); rstd (T) kept.
+ * backward ADDS to dx (the residual path already holds a gradient) and to dw. */
+void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int T, int D,
+                         float eps);
+void cpu_rmsnorm_backward(float *dx, float *dw, const float *d_out, const float *x,
+                          const float *w, const float *rstd, int T, int D);
+
+/* conv.c: depthwise causal conv1d + SiLU over each sequence of L rows:
+ * u[t, e] = silu(b[e] + sum_k w[e, k] * x[t - K + 1 + k, e]), zero left padding, or the
+ * carried inputs of state (B, E, K) (the last K inputs, oldest first) when state != NULL.
+ * x has row stride ld_x (it is the x half of in_proj's output). */
+void cpu_conv_forward(float *u, const float *x, int ld_x, const float *w, const float *b,
+                      const float *state, int B, int L, int E, int K);
+/* state (B, E, K) <- the last K inputs of [state | x] per sequence (after the forward). */
+void cpu_conv_state_update(float *state, const float *x, int ld_x, int B, int L, int E, int K);
+/* dx (row stride ld_x) = conv^T(du * silu'(pre)); dw, db += ...; zero initial state only. */
+void cpu_conv_backward(float *dx, float *dw, float *db, const float *du, const float *x,
+                       int ld_x, const float *w, const float *b, int B, int L, int E, int K);
+/* One token per sequence: state rolls left and takes x (B, E); u (B, E). */
+void cpu_conv_step(float *u, float *state, const float *x, int ld_x, const float *w,
+                   const float *b, int B, int E, int K);
+
+/* scan.c: the selective scan with dt bias + softplus and the D skip, per sequence:
+ *   delta = softplus(dt + dt_bias); A = -exp(A_log)
+ *   h_l = exp(delta * A) * h_{l-1} + delta * B_l * u_l;   y_l = C_l . h_l + D * u_l
+ * u, dt, y: (T, E); Bm, Cm: (T, N) with row stride ld_bc (columns of x_proj's output);
+ * state (B, E, N): initial state read and final state written when != NULL. */
+void cpu_scan_forward(float *y, const float *u, const float *dt, const float *dt_bias,
+                      const float *A_log, const float *Bm, const float *Cm, int ld_bc,
+                      const float *Dskip, float *state, int B, int L, int E, int N);
+/* Backward from zero initial state. Writes du, ddt (T, E) and dB, dC (row stride ld_bc);
+ * adds to d_dt_bias (E), dA_log (E, N), dD (E). Recomputes the states (never stored).
+ * scratch: threads * (L * N) floats; partial: threads * T * 2N floats. */
+void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_dt_bias,
+                       float *dA_log, float *dD, const float *dy, const float *u,
+                       const float *dt, const float *dt_bias, const float *A_log,
+                       const float *Bm, const float *Cm, int ld_bc, const float *Dskip, int B,
+                       int L, int E, int N, float *scratch, float *partial, int threads);
+/* One token per sequence: state (B, E, N) updated; y (B, E). */
+void cpu_scan_step(float *y, float *state, const float *u, const float *dt,
+                   const float *dt_bias, const float *A_log, const float *Bm,
+                   const float *Cm, int ld_bc, const float *Dskip, int B, int E, int N);
+
+/* gate.c: out = y * silu(z); z has row stride ld_z. backward writes dy and dz. */
+void cpu_gate_forward(float *out, const float *y, const float *z, int ld_z, int T, int E);
+void cpu_gate_backward(float *dy, float *dz, int ld_z, const float *d_out, const float *y,
+                       const float *z, int T, int E);
+
+/* cross_entropy.c: mean over rows with target >= 0 of -log softmax(logits)[target], in nats
+ * (accumulated in double); *count receives the number of scored rows. backward turns the
+ * logits (T, V) into d logits in place: (softmax - onehot) * scale, 0 on unscored rows. */
+double cpu_cross_entropy_forward(const float *logits, const int32_t *targets, int T, int V,
+                                 int64_t *count);
+void cpu_cross_entropy_backward(float *logits, const int32_t *targets, int T, int V,
+                                float scale);
+
+/* Shared scalar helpers of the ops. */
+static inline float cpu_silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
+static inline float cpu_sigmoid(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
+/* softplus with the reference's threshold: x above 20 is returned as is */
+static inline float cpu_softplus(float x) { return x > 20.0f ? x : __builtin_log1pf(__builtin_expf(x)); }
+
+#endif

@@ -1,0 +1,42 @@
+/* rmsnorm.c: RMSNorm in fp32 (mamba_ssm's RMSNorm, eps 1e-5), forward and backward. */
+#include <math.h>
+
+#include "cpu_ops.h"
+
+void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int T, int D,
+                         float eps) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * D;
+        float *ot = out + (size_t)t * D;
+        double ss = 0;
+        for (int i = 0; i < D; i++) ss += (double)xt[i] * xt[i];
+        /* rstd = 1 / sqrt(mean(x^2) + eps) */
+        float r = 1.0f / sqrtf((float)(ss / D) + eps);
+        rstd[t] = r;
+        for (int i = 0; i < D; i++) ot[i] = xt[i] * r * w[i];
+    }
+}
+
+void cpu_rmsnorm_backward(float *dx, float *dw, const float *d_out, const float *x,
+                          const float *w, const float *rstd, int T, int D) {
+    /* dx += rstd * (g * w) - x * rstd^3 * mean(g * w * x) */
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * D, *gt = d_out + (size_t)t * D;
+        float *dxt = dx + (size_t)t * D;
+        float r = rstd[t];
+        double dot = 0;
+        for (int i = 0; i < D; i++) dot += (double)gt[i] * w[i] * xt[i];
+        float c = (float)(dot / D) * r * r * r;
+        for (int i = 0; i < D; i++) dxt[i] += r * gt[i] * w[i] - c * xt[i];
+    }
+    /* dw += sum_t g * x * rstd: threads split the columns */
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < D; c0 += 16) {
+        int c1 = c0 + 16 < D ? c0 + 16 : D;
+        for (int t = 0; t < T; t++)
+            for (int i = c0; i < c1; i++)
+                dw[i] += d_out[(size_t)t * D + i] * x[(size_t)t * D + i] * rstd[t];
+    }
+}
