@@ -33,7 +33,7 @@ void cpu_conv_state_update(float *state, const float *x, int ld_x, int B, int L,
         for (int e = 0; e < E; e++) {
             float *s = state + ((size_t)bb * E + e) * K;
             float next[64]; /* d_conv <= 64 (ssm_config_validate) */
-            for (int k = 0; k < K; k++) next[k] = x_at(x, ld_x, s, bb, L, L - K + k, e, E, K);
+            for (int k = 0; k < K; k++) next[k] = x_at(x, ld_x, state, bb, L, L - K + k, e, E, K);
             memcpy(s, next, K * sizeof(float));
         }
 }
