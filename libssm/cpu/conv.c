@@ -14,17 +14,25 @@ static inline float x_at(const float *x, int ld_x, const float *state, int b, in
 
 void cpu_conv_forward(float *u, const float *x, int ld_x, const float *w, const float *b,
                       const float *state, int B, int L, int E, int K) {
+    /* rows in parallel, channels contiguous in the inner loops */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int bb = 0; bb < B; bb++)
-        for (int l = 0; l < L; l++)
-            for (int e = 0; e < E; e++) {
-                const float *we = w + (size_t)e * K;
-                /* pre = b + sum_k w[k] * x[l - K + 1 + k] */
-                float pre = b[e];
-                for (int k = 0; k < K; k++)
-                    pre += we[k] * x_at(x, ld_x, state, bb, L, l - K + 1 + k, e, E, K);
-                u[((size_t)bb * L + l) * E + e] = cpu_silu(pre);
+        for (int l = 0; l < L; l++) {
+            float *ut = u + ((size_t)bb * L + l) * E;
+            /* pre = b + sum_k w[k] * x[l - K + 1 + k] */
+            for (int e = 0; e < E; e++) ut[e] = b[e];
+            for (int k = 0; k < K; k++) {
+                int src = l - K + 1 + k;
+                if (src >= 0) {
+                    const float *xs = x + ((size_t)bb * L + src) * ld_x;
+                    for (int e = 0; e < E; e++) ut[e] += w[(size_t)e * K + k] * xs[e];
+                } else if (state) {
+                    for (int e = 0; e < E; e++)
+                        ut[e] += w[(size_t)e * K + k] * x_at(x, ld_x, state, bb, L, src, e, E, K);
+                }
             }
+            for (int e = 0; e < E; e++) ut[e] = cpu_silu(ut[e]);
+        }
 }
 
 void cpu_conv_state_update(float *state, const float *x, int ld_x, int B, int L, int E, int K) {
@@ -38,29 +46,44 @@ void cpu_conv_state_update(float *state, const float *x, int ld_x, int B, int L,
         }
 }
 
+#define CONV_BLOCK 16 /* channels per work item of the backward */
+
 void cpu_conv_backward(float *dx, float *dw, float *db, const float *du, const float *x,
                        int ld_x, const float *w, const float *b, int B, int L, int E, int K) {
-    /* threads own channels, so dw and db need no reduction */
+    /* threads own blocks of channels, so dw and db need no reduction */
+    int n_blocks = (E + CONV_BLOCK - 1) / CONV_BLOCK;
 #pragma omp parallel for schedule(static)
-    for (int e = 0; e < E; e++) {
-        const float *we = w + (size_t)e * K;
-        float *dwe = dw + (size_t)e * K;
+    for (int blk = 0; blk < n_blocks; blk++) {
+        int e0 = blk * CONV_BLOCK, e1 = e0 + CONV_BLOCK < E ? e0 + CONV_BLOCK : E;
+        float g[CONV_BLOCK];
         for (int bb = 0; bb < B; bb++) {
-            for (int l = 0; l < L; l++) dx[((size_t)bb * L + l) * ld_x + e] = 0.0f;
+            for (int l = 0; l < L; l++)
+                for (int e = e0; e < e1; e++) dx[((size_t)bb * L + l) * ld_x + e] = 0.0f;
             for (int l = 0; l < L; l++) {
                 /* recompute the pre-activation rather than storing it */
-                float pre = b[e];
-                for (int k = 0; k < K; k++)
-                    pre += we[k] * x_at(x, ld_x, NULL, bb, L, l - K + 1 + k, e, E, K);
-                float s = cpu_sigmoid(pre);
-                /* d pre = du * silu'(pre) = du * s * (1 + pre * (1 - s)) */
-                float g = du[((size_t)bb * L + l) * E + e] * s * (1.0f + pre * (1.0f - s));
-                db[e] += g;
+                for (int e = e0; e < e1; e++) g[e - e0] = b[e];
                 for (int k = 0; k < K; k++) {
                     int src = l - K + 1 + k;
                     if (src < 0) continue;
-                    dwe[k] += g * x[((size_t)bb * L + src) * ld_x + e];
-                    dx[((size_t)bb * L + src) * ld_x + e] += g * we[k];
+                    const float *xs = x + ((size_t)bb * L + src) * ld_x;
+                    for (int e = e0; e < e1; e++) g[e - e0] += w[(size_t)e * K + k] * xs[e];
+                }
+                /* d pre = du * silu'(pre) = du * s * (1 + pre * (1 - s)) */
+                const float *dut = du + ((size_t)bb * L + l) * E;
+                for (int e = e0; e < e1; e++) {
+                    float pre = g[e - e0], s = cpu_sigmoid(pre);
+                    g[e - e0] = dut[e] * s * (1.0f + pre * (1.0f - s));
+                    db[e] += g[e - e0];
+                }
+                for (int k = 0; k < K; k++) {
+                    int src = l - K + 1 + k;
+                    if (src < 0) continue;
+                    const float *xs = x + ((size_t)bb * L + src) * ld_x;
+                    float *dxs = dx + ((size_t)bb * L + src) * ld_x;
+                    for (int e = e0; e < e1; e++) {
+                        dw[(size_t)e * K + k] += g[e - e0] * xs[e];
+                        dxs[e] += g[e - e0] * w[(size_t)e * K + k];
+                    }
                 }
             }
         }

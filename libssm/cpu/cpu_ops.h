@@ -55,7 +55,9 @@ void cpu_scan_forward(float *y, const float *u, const float *dt, const float *dt
                       const float *Dskip, float *state, int B, int L, int E, int N);
 /* Backward from zero initial state. Writes du, ddt (T, E) and dB, dC (row stride ld_bc);
  * adds to d_dt_bias (E), dA_log (E, N), dD (E). Recomputes the states (never stored).
- * scratch: threads * (L * N) floats; partial: threads * T * 2N floats. */
+ * scratch: threads * CPU_SCAN_SCRATCH(L, N) floats; partial: threads * T * 2N floats. */
+#define CPU_SCAN_BLOCK 16
+#define CPU_SCAN_SCRATCH(L, N) (((size_t)(2 * (L) + 1) * (N) + (size_t)(L)) * CPU_SCAN_BLOCK)
 void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_dt_bias,
                        float *dA_log, float *dD, const float *dy, const float *u,
                        const float *dt, const float *dt_bias, const float *A_log,
@@ -79,10 +81,38 @@ double cpu_cross_entropy_forward(const float *logits, const int32_t *targets, in
 void cpu_cross_entropy_backward(float *logits, const int32_t *targets, int T, int V,
                                 float scale);
 
-/* Shared scalar helpers of the ops. */
+/* Shared scalar helpers of the ops, written so that loops over them vectorise. */
 static inline float cpu_silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
 static inline float cpu_sigmoid(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
-/* softplus with the reference's threshold: x above 20 is returned as is */
-static inline float cpu_softplus(float x) { return x > 20.0f ? x : __builtin_log1pf(__builtin_expf(x)); }
+
+/* exp(x): Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1e-7 relative), with
+ * no call and no branch so that the compiler vectorises it; clamped to [-87, 88]. */
+static inline float cpu_exp(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float k = __builtin_rintf(x * 1.44269504088896341f);
+    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { float f; int32_t i; } scale = {.i = ((int32_t)k + 127) << 23};
+    return p * scale.f;
+}
+
+/* softplus(x) = log(1 + exp(x)) with the reference's threshold (x > 20 returns x), as
+ * max(x, 0) + log1p(exp(-|x|)); log1p(y) for y in (0, 1] = 2 atanh(y / (2 + y)), series to
+ * s^11 (truncation < 2e-7). Vectorisable, no libm call. */
+static inline float cpu_softplus(float x) {
+    float y = cpu_exp(-__builtin_fabsf(x));
+    float s = y / (2.0f + y), s2 = s * s;
+    float p = 2.0f * s *
+              (1.0f + s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9 + s2 * (1.0f / 11))))));
+    float r = (x > 0.0f ? x : 0.0f) + p;
+    return x > 20.0f ? x : r;
+}
 
 #endif

@@ -8,25 +8,7 @@
 
 #include "cpu_ops.h"
 
-/* exp(x) for x <= 0 in the inner loops: Cephes' expf (range reduction by ln 2, degree-6
- * polynomial, relative error ~1e-7), written so that the compiler vectorises it. */
-static inline float scan_exp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float k = __builtin_rintf(x * 1.44269504088896341f);
-    float r = x - k * 0.693359375f + k * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { float f; int32_t i; } scale = {.i = ((int32_t)k + 127) << 23};
-    return p * scale.f;
-}
-
-#define SCAN_BLOCK 8 /* channels per work item: 8 contiguous floats of u, dt and y per row */
+#define SCAN_BLOCK CPU_SCAN_BLOCK /* channels per work item: a 64-byte line of u, dt, y per row */
 
 void cpu_scan_forward(float *y, const float *u, const float *dt, const float *dt_bias,
                       const float *A_log, const float *Bm, const float *Cm, int ld_bc,
@@ -49,18 +31,23 @@ void cpu_scan_forward(float *y, const float *u, const float *dt, const float *dt
                 for (int l = 0; l < L; l++) {
                     size_t t = (size_t)b * L + l;
                     const float *Bt = Bm + t * ld_bc, *Ct = Cm + t * ld_bc;
+                    /* delta = softplus(dt + dt_bias), the block's channels at once */
+                    float deltas[SCAN_BLOCK];
+#pragma omp simd
+                    for (int j = 0; j < ne; j++)
+                        deltas[j] = cpu_softplus(dt[t * E + e0 + j] + dt_bias[e0 + j]);
                     for (int j = 0; j < ne; j++) {
                         int e = e0 + j;
                         float uu = u[t * E + e];
-                        /* delta = softplus(dt + dt_bias) */
-                        float delta = cpu_softplus(dt[t * E + e] + dt_bias[e]);
+                        float delta = deltas[j];
                         float du = delta * uu;
                         float *hj = h + j * N;
                         const float *Aj = A + j * N;
                         float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
                         for (int n = 0; n < N; n++) {
                             /* h = exp(delta * A) * h + delta * B * u */
-                            hj[n] = scan_exp(delta * Aj[n]) * hj[n] + du * Bt[n];
+                            hj[n] = cpu_exp(delta * Aj[n]) * hj[n] + du * Bt[n];
                             /* y = C . h */
                             acc += hj[n] * Ct[n];
                         }
@@ -83,65 +70,102 @@ void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_d
                        const float *Bm, const float *Cm, int ld_bc, const float *Dskip, int B,
                        int L, int E, int N, float *scratch, float *partial, int threads) {
     size_t T = (size_t)B * L;
+    const int BL = SCAN_BLOCK;
+    int n_blocks = (E + BL - 1) / BL;
 #pragma omp parallel num_threads(threads)
     {
         int tid = omp_get_thread_num();
-        float *hs = scratch + (size_t)tid * L * N;     /* (L, N) recomputed states */
+        float *hs = scratch + (size_t)tid * CPU_SCAN_SCRATCH(L, N); /* (L + 1, BL, N) h_{l-1} */
+        float *dAs = hs + (size_t)(L + 1) * BL * N;                   /* (L, BL, N) exp(delta A) */
+        float *deltas = dAs + (size_t)L * BL * N;                     /* (L, BL) */
         float *pBC = partial + (size_t)tid * T * 2 * N; /* (T, 2N) this thread's dB | dC */
         memset(pBC, 0, T * 2 * N * sizeof(float));
-        float *A = malloc(sizeof(float) * 4 * N);
-        float *g = A + N, *dA_acc = A + 2 * N;
+        memset(hs, 0, (size_t)BL * N * sizeof(float)); /* row 0: h_{-1} = 0, never written */
+        float *A = malloc(sizeof(float) * 3 * BL * N); /* (BL, N) each */
+        float *g = A + BL * N, *dA_acc = A + 2 * BL * N;
 #pragma omp for schedule(static)
-        for (int e = 0; e < E; e++) {
-            for (int n = 0; n < N; n++) A[n] = -expf(A_log[(size_t)e * N + n]), dA_acc[n] = 0;
-            float dD_acc = 0, dbias_acc = 0;
+        for (int blk = 0; blk < n_blocks; blk++) {
+            int e0 = blk * BL, ne = E - e0 < BL ? E - e0 : BL;
+            float dD_acc[SCAN_BLOCK] = {0}, dbias_acc[SCAN_BLOCK] = {0};
+            for (int j = 0; j < ne; j++)
+                for (int n = 0; n < N; n++) {
+                    A[j * N + n] = -expf(A_log[(size_t)(e0 + j) * N + n]);
+                    dA_acc[j * N + n] = 0;
+                }
             for (int b = 0; b < B; b++) {
-                /* recompute h_l for every l, from h_{-1} = 0 */
-                float *h = hs;
-                for (int l = 0; l < L; l++, h += N) {
+                /* recompute h_l (row l + 1 of hs) and exp(delta_l A) for every l */
+                for (int l = 0; l < L; l++) {
                     size_t t = (size_t)b * L + l;
-                    float delta = cpu_softplus(dt[t * E + e] + dt_bias[e]);
-                    float dBu = delta * u[t * E + e];
-                    const float *Bt = Bm + t * ld_bc, *hp = l ? h - N : NULL;
-                    for (int n = 0; n < N; n++)
-                        h[n] = (hp ? scan_exp(delta * A[n]) * hp[n] : 0.0f) + dBu * Bt[n];
+                    const float *Bt = Bm + t * ld_bc;
+                    float *dl = deltas + (size_t)l * BL;
+#pragma omp simd
+                    for (int j = 0; j < ne; j++)
+                        dl[j] = cpu_softplus(dt[t * E + e0 + j] + dt_bias[e0 + j]);
+                    for (int j = 0; j < ne; j++) {
+                        int e = e0 + j;
+                        float delta = dl[j];
+                        float dBu = delta * u[t * E + e];
+                        const float *hp = hs + ((size_t)l * BL + j) * N, *Aj = A + j * N;
+                        float *h = hs + ((size_t)(l + 1) * BL + j) * N;
+                        float *dA = dAs + ((size_t)l * BL + j) * N;
+#pragma omp simd
+                        for (int n = 0; n < N; n++) {
+                            dA[n] = cpu_exp(delta * Aj[n]);
+                            h[n] = dA[n] * hp[n] + dBu * Bt[n];
+                        }
+                    }
                 }
                 /* walk back: g = dL/dh_l, carried through h_l = dA h_{l-1} + delta B u */
-                for (int n = 0; n < N; n++) g[n] = 0;
+                for (int i = 0; i < ne * N; i++) g[i] = 0;
                 for (int l = L - 1; l >= 0; l--) {
                     size_t t = (size_t)b * L + l;
-                    float x = dt[t * E + e] + dt_bias[e];
-                    float delta = cpu_softplus(x);
-                    float uu = u[t * E + e], dyv = dy[t * E + e];
                     const float *Bt = Bm + t * ld_bc, *Ct = Cm + t * ld_bc;
-                    const float *h = hs + (size_t)l * N, *hp = l ? h - N : NULL;
                     float *pB = pBC + t * 2 * N, *pC = pB + N;
-                    /* y = C . h + D u */
-                    dD_acc += dyv * uu;
-                    float du_acc = dyv * Dskip[e], ddelta = 0;
-                    for (int n = 0; n < N; n++) {
-                        g[n] += dyv * Ct[n];
-                        pC[n] += dyv * h[n];
-                        float dA = scan_exp(delta * A[n]);
-                        /* d(delta A) from h = dA h_prev + ...: g h_prev dA */
-                        float gdA = hp ? g[n] * hp[n] * dA : 0.0f;
-                        ddelta += gdA * A[n] + g[n] * Bt[n] * uu;
-                        dA_acc[n] += gdA * delta;
-                        pB[n] += g[n] * delta * uu;
-                        du_acc += g[n] * delta * Bt[n];
-                        g[n] *= dA;
+                    float ddeltas[SCAN_BLOCK];
+                    for (int j = 0; j < ne; j++) {
+                        int e = e0 + j;
+                        float delta = deltas[l * BL + j];
+                        float uu = u[t * E + e], dyv = dy[t * E + e];
+                        const float *hp = hs + ((size_t)l * BL + j) * N;
+                        const float *h = hs + ((size_t)(l + 1) * BL + j) * N;
+                        const float *dA = dAs + ((size_t)l * BL + j) * N, *Aj = A + j * N;
+                        float *gj = g + j * N, *dAj = dA_acc + j * N;
+                        /* y = C . h + D u */
+                        dD_acc[j] += dyv * uu;
+                        float ddelta = 0, gB = 0;
+#pragma omp simd reduction(+ : ddelta, gB)
+                        for (int n = 0; n < N; n++) {
+                            float gn = gj[n] + dyv * Ct[n];
+                            pC[n] += dyv * h[n];
+                            /* d(delta A) through dA = exp(delta A): g h_{l-1} dA */
+                            float gdA = gn * hp[n] * dA[n];
+                            ddelta += gdA * Aj[n] + gn * Bt[n] * uu;
+                            dAj[n] += gdA * delta;
+                            pB[n] += gn * delta * uu;
+                            gB += gn * Bt[n];
+                            gj[n] = gn * dA[n];
+                        }
+                        du[t * E + e] = dyv * Dskip[e] + gB * delta;
+                        ddeltas[j] = ddelta;
                     }
-                    du[t * E + e] = du_acc;
                     /* delta = softplus(x): d x = d delta * sigmoid(x), 1 above the threshold */
-                    float gx = ddelta * (x > 20.0f ? 1.0f : cpu_sigmoid(x));
-                    ddt[t * E + e] = gx;
-                    dbias_acc += gx;
+#pragma omp simd
+                    for (int j = 0; j < ne; j++) {
+                        float x = dt[t * E + e0 + j] + dt_bias[e0 + j];
+                        float gx = ddeltas[j] * (x > 20.0f ? 1.0f : 1.0f / (1.0f + cpu_exp(-x)));
+                        ddt[t * E + e0 + j] = gx;
+                        dbias_acc[j] += gx;
+                    }
                 }
             }
-            /* A = -exp(A_log): dA_log = dA * A */
-            for (int n = 0; n < N; n++) dA_log[(size_t)e * N + n] += dA_acc[n] * A[n];
-            dD[e] += dD_acc;
-            d_dt_bias[e] += dbias_acc;
+            for (int j = 0; j < ne; j++) {
+                int e = e0 + j;
+                /* A = -exp(A_log): dA_log = dA * A */
+                for (int n = 0; n < N; n++)
+                    dA_log[(size_t)e * N + n] += dA_acc[j * N + n] * A[j * N + n];
+                dD[e] += dD_acc[j];
+                d_dt_bias[e] += dbias_acc[j];
+            }
         }
         free(A);
     }
@@ -175,7 +199,7 @@ void cpu_scan_step(float *y, float *state, const float *u, const float *dt,
             for (int n = 0; n < N; n++) {
                 float A = -expf(A_log[(size_t)e * N + n]);
                 /* h = exp(delta * A) * h + delta * B * u;  y = C . h + D u */
-                h[n] = scan_exp(delta * A) * h[n] + delta * Bt[n] * uu;
+                h[n] = cpu_exp(delta * A) * h[n] + delta * Bt[n] * uu;
                 acc += h[n] * Ct[n];
             }
             y[t] = acc + Dskip[e] * uu;

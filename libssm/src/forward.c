@@ -56,7 +56,7 @@ static size_t carve(ssm_activations *a, const ssm_config *c, size_t T, int L, in
     TAKE(a->d_dt, T * E);
     TAKE(a->d_y, T * E);
     TAKE(a->d_gated, T * E);
-    TAKE(a->scan_scratch, (size_t)threads * L * N);
+    TAKE(a->scan_scratch, (size_t)threads * CPU_SCAN_SCRATCH(L, N));
     TAKE(a->dBC_partial, (size_t)threads * T * 2 * N);
 #undef TAKE
     return off;

@@ -40,7 +40,7 @@ struct ssm_activations {
     float *d_dt;          /* (T, E) */
     float *d_y;           /* (T, E) */
     float *d_gated;       /* (T, E) */
-    float *scan_scratch;  /* (threads, L * N) recomputed states for the scan backward */
+    float *scan_scratch;  /* (threads, CPU_SCAN_SCRATCH(L, N)) the scan backward's recomputation */
     float *dBC_partial;   /* (threads, T, 2N) per-thread dB, dC sums over channels */
     int scratch_threads;
 };
