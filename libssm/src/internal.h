@@ -49,11 +49,5 @@ struct ssm_activations {
 ssm_status ssm_acts_plan(ssm_model *model, int B, int L);
 void ssm_acts_free(ssm_activations *acts);
 
-/* Deterministic random numbers (xoshiro256**), for initialisation and sampling. */
-typedef struct ssm_rng { uint64_t s[4]; } ssm_rng;
-void ssm_rng_seed(ssm_rng *rng, uint64_t seed);
-uint64_t ssm_rng_next(ssm_rng *rng);
-double ssm_rng_uniform(ssm_rng *rng); /* [0, 1) */
-double ssm_rng_normal(ssm_rng *rng);  /* N(0, 1) */
 
 #endif

@@ -35,3 +35,12 @@ double ssm_rng_normal(ssm_rng *rng) {
     double u1 = ssm_rng_uniform(rng), u2 = ssm_rng_uniform(rng);
     return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
 }
+
+uint64_t ssm_rng_below(ssm_rng *rng, uint64_t n) {
+    /* rejection sampling: drop the top partial range so every value is equally likely */
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t x;
+    do x = ssm_rng_next(rng);
+    while (x >= limit);
+    return x % n;
+}

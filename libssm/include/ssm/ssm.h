@@ -38,6 +38,17 @@ const char *ssm_last_error(void);
 ssm_status ssm_set_error(ssm_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* ---- random numbers --------------------------------------------------------------------- */
+
+/* Deterministic random numbers (xoshiro256**): initialisation, data sampling, generation.
+ * The four words are the whole state, so saving them resumes a stream exactly. */
+typedef struct ssm_rng { uint64_t s[4]; } ssm_rng;
+void ssm_rng_seed(ssm_rng *rng, uint64_t seed);
+uint64_t ssm_rng_next(ssm_rng *rng);
+double ssm_rng_uniform(ssm_rng *rng);              /* [0, 1) */
+double ssm_rng_normal(ssm_rng *rng);               /* N(0, 1) */
+uint64_t ssm_rng_below(ssm_rng *rng, uint64_t n);  /* uniform in [0, n), n > 0, unbiased */
+
 /* ---- configuration ---------------------------------------------------------------------- */
 
 typedef struct ssm_config {
