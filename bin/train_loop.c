@@ -1,0 +1,1 @@
+/* train_loop.c: being written */
