@@ -1,1 +1,330 @@
-/* train_loop.c: being written */
+/* train_loop.c: ssm-train's run: model summary, Markov baseline, the loop (batch -> forward
+ * -> backward -> AdamW), validation, metrics.jsonl, checkpoints, Ctrl-C and exact resume. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ssm/checkpoint.h"
+#include "ssm/markov.h"
+#include "train.h"
+
+static volatile sig_atomic_t stop_signal = 0;
+
+static void on_signal(int sig) {
+    stop_signal = sig;
+    signal(sig, SIG_DFL); /* a second Ctrl-C stops at once */
+}
+
+typedef struct run {
+    ssm_recipe *recipe;
+    const ssm_task_ops *ops;
+    void *task;
+    train_settings *set;
+    ssm_model *model;
+    ssm_adamw *opt;
+    ssm_rng data_rng; /* the data position: the only source of randomness of the batches */
+    ssm_batch batch;
+    FILE *metrics;
+    double baseline_bits;
+    int baseline_order;
+    char path[4096];
+} run;
+
+static const char *run_file(run *r, const char *name) {
+    snprintf(r->path, sizeof r->path, "%s/%s", r->set->run_dir, name);
+    return r->path;
+}
+
+/* The recipe as YAML text (malloc'd), for the checkpoint's metadata. */
+static char *recipe_text(const ssm_recipe *recipe) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    ssm_status s = ssm_recipe_emit(recipe, f);
+    fclose(f);
+    if (s) free(buf), buf = NULL;
+    return buf;
+}
+
+/* config.json beside model.safetensors, as transformers' MambaConfig writes it, so that
+ * MambaForCausalLM.from_pretrained(run_dir) loads our runs. */
+static ssm_status write_hf_config(run *r) {
+    const ssm_config *c = &r->model->config;
+    json_t *j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:b,s:b,s:b,s:b,s:i}",
+                          "architectures", "MambaForCausalLM", "model_type", "mamba",
+                          "vocab_size", c->vocab_size, "hidden_size", c->d_model,
+                          "num_hidden_layers", c->n_layer, "state_size", c->d_state, "expand",
+                          c->expand, "conv_kernel", c->d_conv, "time_step_rank", c->dt_rank,
+                          "intermediate_size", c->d_inner, "layer_norm_epsilon",
+                          (double)c->norm_eps, "use_bias", 0, "use_conv_bias", 1,
+                          "tie_word_embeddings", 1, "residual_in_fp32", 1, "bos_token_id",
+                          r->ops->bos_token ? r->ops->bos_token(r->task) : 0);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", run_file(r, "config.json"));
+    int bad = !j || json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) || rename(tmp, r->path);
+    json_decref(j);
+    if (bad) return ssm_set_error(SSM_ERR_IO, "%s: cannot write", r->path);
+    return SSM_OK;
+}
+
+/* model.safetensors (+ config.json), then train_state.safetensors; each written to a temporary
+ * file and renamed, and the step recorded in both so a resume can check they match. */
+static ssm_status save_checkpoint(run *r) {
+    char step[32], rng[96];
+    snprintf(step, sizeof step, "%" PRId64, r->opt->step);
+    snprintf(rng, sizeof rng, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64,
+             r->data_rng.s[0], r->data_rng.s[1], r->data_rng.s[2], r->data_rng.s[3]);
+    char *text = recipe_text(r->recipe);
+    if (!text) return ssm_set_error(SSM_ERR_NOMEM, "cannot serialise the recipe");
+    const char *model_meta[] = {"ssm.recipe", text, "ssm.step", step, "ssm.task", r->ops->name, NULL};
+    ssm_status s = ssm_checkpoint_save(r->model, run_file(r, "model.safetensors"), model_meta);
+    free(text);
+    if (!s) s = write_hf_config(r);
+    const char *state_meta[] = {"ssm.data_rng", rng, NULL};
+    if (!s) s = ssm_adamw_save(r->opt, r->model, run_file(r, "train_state.safetensors"), state_meta);
+    return s;
+}
+
+static ssm_status load_checkpoint(run *r) {
+    ssm_status s = ssm_checkpoint_load(run_file(r, "model.safetensors"), &r->model);
+    if (s) return s;
+    const ssm_config *a = &r->model->config, *b = &r->set->model;
+    if (a->vocab_size != b->vocab_size || a->d_model != b->d_model || a->n_layer != b->n_layer ||
+        a->d_state != b->d_state || a->d_conv != b->d_conv || a->d_inner != b->d_inner ||
+        a->dt_rank != b->dt_rank)
+        return ssm_set_error(SSM_ERR_SHAPE, "%s: the saved model does not match the recipe's model "
+                             "section", r->path);
+    if ((s = ssm_adamw_create(&r->set->adamw, r->model, &r->opt))) return s;
+    ssm_safetensors *st;
+    if ((s = ssm_adamw_load(r->opt, r->model, run_file(r, "train_state.safetensors"), &st))) return s;
+    const char *rng = ssm_safetensors_meta(st, "ssm.data_rng");
+    int ok = rng && strlen(rng) == 64;
+    for (int i = 0; ok && i < 4; i++) {
+        char word[17];
+        memcpy(word, rng + 16 * i, 16);
+        word[16] = 0;
+        char *end;
+        r->data_rng.s[i] = strtoull(word, &end, 16);
+        ok = *end == 0;
+    }
+    ssm_safetensors_close(st);
+    if (!ok) return ssm_set_error(SSM_ERR_FORMAT, "%s: no valid ssm.data_rng in its metadata", r->path);
+    r->opt->config = r->set->adamw; /* the recipe may extend train.steps */
+    return SSM_OK;
+}
+
+/* Mean loss (nats per scored token) over a fixed set of validation batches. */
+static ssm_status evaluate(run *r, double *loss_out) {
+    ssm_rng rng;
+    ssm_rng_seed(&rng, r->set->seed ^ 0x5eed0fda7a5e7ULL); /* the same batches every time */
+    double sum = 0;
+    int64_t count = 0;
+    size_t T = (size_t)r->batch.B * r->batch.L;
+    for (int i = 0; i < r->set->eval_batches; i++) {
+        ssm_status s = r->ops->next_batch(r->task, SSM_SPLIT_VALID, &rng, &r->batch);
+        if (s) return s;
+        int64_t n = 0;
+        for (size_t t = 0; t < T; t++) n += r->batch.targets[t] >= 0;
+        if (!n) continue;
+        float loss;
+        if ((s = ssm_forward(r->model, r->batch.tokens, r->batch.targets, r->batch.B, r->batch.L,
+                             NULL, &loss)))
+            return s;
+        sum += (double)loss * n;
+        count += n;
+    }
+    *loss_out = count ? sum / count : NAN;
+    return SSM_OK;
+}
+
+static void baseline(run *r) {
+    r->baseline_bits = NAN;
+    r->baseline_order = r->ops->baseline_order;
+    if (!r->ops->baseline_symbols || r->baseline_order < 0) return;
+    const int32_t *train, *valid;
+    size_t n_train, n_valid;
+    int alphabet;
+    ssm_markov *m = NULL;
+    double t0 = cli_now();
+    if (r->ops->baseline_symbols(r->task, SSM_SPLIT_TRAIN, 20000000, &train, &n_train, &alphabet) ||
+        ssm_markov_fit(train, n_train, alphabet, r->baseline_order, &m) ||
+        r->ops->baseline_symbols(r->task, SSM_SPLIT_VALID, 5000000, &valid, &n_valid, &alphabet) ||
+        ssm_markov_bits(m, valid, n_valid, &r->baseline_bits, NULL)) {
+        cli_note("baseline skipped: %s", ssm_last_error());
+        ssm_markov_free(m);
+        return;
+    }
+    r->baseline_order = ssm_markov_order(m);
+    ssm_markov_free(m);
+    cli_note("baseline: order-%d Markov model (Witten-Bell) fitted on %zu training %ss: %.4f bits "
+             "per %s on validation (%.1fs)", r->baseline_order, n_train, r->ops->symbol,
+             r->baseline_bits, r->ops->symbol, cli_now() - t0);
+}
+
+static void summary(run *r, const char *device) {
+    const ssm_config *c = &r->model->config;
+    char p[32], tok[32];
+    cli_note("model: Mamba, %d layers x d_model %d (d_inner %d, d_state %d, d_conv %d, dt_rank %d), "
+             "vocab %d, %s parameters", c->n_layer, c->d_model, c->d_inner, c->d_state, c->d_conv,
+             c->dt_rank, c->vocab_size, cli_si((double)r->model->n_params, p, sizeof p));
+    cli_note("task: %s (%s); %s tokens per step (batch %d x length %d); %" PRId64 " steps; "
+             "device %s, %d threads; run directory %s", r->ops->name, r->ops->description,
+             cli_si((double)r->batch.B * r->batch.L, tok, sizeof tok), r->batch.B, r->batch.L,
+             r->set->steps, device, ssm_get_threads(), r->set->run_dir);
+}
+
+static ssm_status prepare_run_dir(run *r, const train_options *opt) {
+    const char *dir = r->set->run_dir;
+    if (!opt->resume_dir && cli_exists(dir) && !opt->force) {
+        char probe[4200];
+        snprintf(probe, sizeof probe, "%s/recipe.yaml", dir);
+        int has_run = cli_exists(probe);
+        snprintf(probe, sizeof probe, "%s/model.safetensors", dir);
+        has_run |= cli_exists(probe);
+        if (has_run)
+            return ssm_set_error(SSM_ERR_ARG, "%s: a run is already there; continue it with --resume %s, "
+                                 "or start over with --force", dir, dir);
+    }
+    if (cli_mkdirs(dir)) return ssm_set_error(SSM_ERR_IO, "%s: cannot create the run directory", dir);
+    return SSM_OK;
+}
+
+/* A resumed run must use the recipe it was started with (model, task and data sections). */
+static ssm_status check_same_recipe(run *r) {
+    ssm_recipe *saved;
+    ssm_status s = ssm_recipe_load(run_file(r, "recipe.yaml"), &saved);
+    if (s) return s;
+    const char *names[] = {"model", "task", "data"};
+    for (int i = 0; i < 3 && !s; i++) {
+        ssm_recipe a = {.path = saved->path}, b = {.path = r->recipe->path};
+        ssm_node *na = ssm_node_get(saved->root, names[i]), *nb = ssm_node_get(r->recipe->root, names[i]);
+        ssm_node empty = {.kind = SSM_NODE_MAP};
+        a.root = na ? na : &empty;
+        b.root = nb ? nb : &empty;
+        char *ta = recipe_text(&a), *tb = recipe_text(&b);
+        if (!ta || !tb || strcmp(ta, tb))
+            s = ssm_set_error(SSM_ERR_ARG, "%s: this run was started from another recipe (its %s section "
+                              "differs from %s); resume with the run's own recipe: ssm-train --resume %s",
+                              r->set->run_dir, names[i], r->recipe->path, r->set->run_dir);
+        free(ta);
+        free(tb);
+    }
+    ssm_recipe_free(saved);
+    return s;
+}
+
+static void log_metrics(run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_metrics(run *r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(r->metrics, fmt, ap);
+    va_end(ap);
+    fputc('\n', r->metrics);
+    fflush(r->metrics);
+}
+
+int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_settings *set,
+              const train_options *opt) {
+    run r = {.recipe = recipe, .ops = ops, .task = task, .set = set};
+    int rc = CLI_EXIT_INPUT;
+    const char *device;
+    ssm_status s = cli_select_device(set->device, &device);
+    if (s) return cli_fail();
+    ssm_set_threads(set->threads);
+    if ((s = prepare_run_dir(&r, opt))) return cli_fail();
+    if (opt->resume_dir) {
+        if ((s = check_same_recipe(&r)) || (s = load_checkpoint(&r))) goto fail;
+        cli_note("resuming %s at step %" PRId64, set->run_dir, r.opt->step);
+    } else {
+        if ((s = ssm_model_create(&set->model, &r.model)) || (s = ssm_model_init(r.model, set->seed)) ||
+            (s = ssm_adamw_create(&set->adamw, r.model, &r.opt)))
+            goto fail;
+        ssm_rng_seed(&r.data_rng, set->seed * 0x9e3779b97f4a7c15ULL + 7);
+        if ((s = ssm_recipe_write(recipe, run_file(&r, "recipe.yaml")))) goto fail;
+    }
+    size_t T = (size_t)set->batch_size * set->seq_len;
+    r.batch = (ssm_batch){.B = set->batch_size, .L = set->seq_len,
+                          .tokens = malloc(T * sizeof(int32_t)), .targets = malloc(T * sizeof(int32_t))};
+    r.metrics = fopen(run_file(&r, "metrics.jsonl"), opt->resume_dir ? "a" : "w");
+    if (!r.batch.tokens || !r.batch.targets || !r.metrics) {
+        s = ssm_set_error(SSM_ERR_IO, "%s: cannot open (or out of memory)", r.path);
+        goto fail;
+    }
+    summary(&r, device);
+    baseline(&r);
+    if (!opt->resume_dir)
+        log_metrics(&r, "{\"event\":\"start\",\"params\":%zu,\"baseline_order\":%d,\"baseline_bits\":%.6g,"
+                    "\"symbol\":\"%s\"}", r.model->n_params, r.baseline_order,
+                    isnan(r.baseline_bits) ? -1.0 : r.baseline_bits, ops->symbol);
+
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    cli_progress pr;
+    cli_progress_start(&pr, set->steps, set->log_every, "step");
+    double t_start = cli_now(), t_last = t_start, loss_ema = NAN, valid_loss = NAN;
+    int64_t tokens_since = 0;
+    const char *stopped = NULL;
+    while (r.opt->step < set->steps) {
+        if ((s = ops->next_batch(task, SSM_SPLIT_TRAIN, &r.data_rng, &r.batch))) goto fail;
+        float loss, gnorm;
+        if ((s = ssm_forward(r.model, r.batch.tokens, r.batch.targets, r.batch.B, r.batch.L, NULL, &loss)))
+            goto fail;
+        float lr = ssm_adamw_lr(&r.opt->config, r.opt->step);
+        ssm_model_zero_grad(r.model);
+        if ((s = ssm_backward(r.model)) || (s = ssm_adamw_step(r.opt, r.model, &gnorm))) goto fail;
+        int64_t step = r.opt->step;
+        tokens_since += (int64_t)T;
+        loss_ema = isnan(loss_ema) ? loss : 0.9 * loss_ema + 0.1 * loss;
+        if (step % set->log_every == 0 || step == set->steps) {
+            double now = cli_now(), tps = tokens_since / (now - t_last);
+            t_last = now, tokens_since = 0;
+            log_metrics(&r, "{\"step\":%" PRId64 ",\"loss\":%.6f,\"bits_per_%s\":%.6f,\"lr\":%.6g,"
+                        "\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,\"elapsed_s\":%.2f}", step, loss,
+                        ops->symbol, loss / M_LN2, lr, gnorm, tps, now - t_start);
+            char extra[160], tp[32];
+            snprintf(extra, sizeof extra, "loss %.4f (%.3f bits/%s) lr %.2e %s tok/s", loss_ema,
+                     loss_ema / M_LN2, ops->symbol, lr, cli_si(tps, tp, sizeof tp));
+            cli_progress_update(&pr, step, extra);
+        }
+        if (step % set->eval_every == 0 || step == set->steps) {
+            if ((s = evaluate(&r, &valid_loss))) goto fail;
+            log_metrics(&r, "{\"step\":%" PRId64 ",\"valid_loss\":%.6f,\"valid_bits_per_%s\":%.6f,"
+                        "\"baseline_bits_per_%s\":%.6g}", step, valid_loss, ops->symbol,
+                        valid_loss / M_LN2, ops->symbol, isnan(r.baseline_bits) ? -1.0 : r.baseline_bits);
+            if (pr.tty) fputc('\n', stderr);
+            cli_note("step %" PRId64 ": validation %.4f bits per %s (baseline %.4f)", step,
+                     valid_loss / M_LN2, ops->symbol, r.baseline_bits);
+        }
+        if (set->max_minutes > 0 && cli_now() - t_start > set->max_minutes * 60) stopped = "time limit (train.max_minutes)";
+        if (stop_signal) stopped = stop_signal == SIGINT ? "interrupted (Ctrl-C)" : "terminated (SIGTERM)";
+        if (step % set->save_every == 0 || step == set->steps || stopped) {
+            if ((s = save_checkpoint(&r))) goto fail;
+        }
+        if (stopped) break;
+    }
+    cli_progress_end(&pr);
+    if (stopped) {
+        cli_note("%s at step %" PRId64 ": saved; continue with: ssm-train --resume %s", stopped,
+                 r.opt->step, set->run_dir);
+        rc = stop_signal == SIGINT ? 130 : stop_signal == SIGTERM ? 143 : 0;
+    } else {
+        cli_note("done: %" PRId64 " steps in %.1fs; validation %.4f bits per %s (baseline %.4f); "
+                 "model in %s", r.opt->step, cli_now() - t_start, valid_loss / M_LN2, ops->symbol,
+                 r.baseline_bits, set->run_dir);
+        rc = 0;
+    }
+    goto done;
+fail:
+    rc = cli_fail();
+done:
+    if (r.metrics) fclose(r.metrics);
+    free(r.batch.tokens);
+    free(r.batch.targets);
+    ssm_adamw_free(r.opt);
+    ssm_model_free(r.model);
+    return rc;
+}

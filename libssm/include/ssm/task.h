@@ -54,7 +54,8 @@ typedef struct ssm_task_ops {
 
     /* Create from the recipe: the task section (options; name is already read) and the data
      * section. Read every key you accept with the ssm_node_* getters: ssm-train reports keys
-     * left unread as unknown. May open the data files now. */
+     * left unread as unknown. May open the data files now. data is NULL when the program only
+     * scores or generates (ssm-score, ssm-generate): then open no training data. */
     ssm_status (*create)(const ssm_recipe *recipe, ssm_node *task, ssm_node *data, void **self);
     void (*destroy)(void *self);
     /* Tokens the model must embed (the model pads it to a multiple of 8). */

@@ -1,0 +1,38 @@
+/* train.h: ssm-train's settings (from the recipe) and its training loop. */
+#ifndef SSM_TRAIN_H
+#define SSM_TRAIN_H
+
+#include "cli.h"
+#include "ssm/ssm.h"
+
+typedef struct train_settings {
+    /* model: */
+    ssm_config model;
+    /* train: */
+    int64_t steps;
+    int batch_size, seq_len;
+    ssm_adamw_config adamw;
+    uint64_t seed;
+    int64_t eval_every, save_every, log_every;
+    int eval_batches;
+    const char *device;
+    int threads;
+    double max_minutes; /* stop (and save) after this wall time; 0 = no limit */
+    /* output: */
+    const char *run_dir;
+} train_settings;
+
+/* Read the model, train and output sections (task and data are the task's). */
+ssm_status train_settings_read(ssm_recipe *recipe, int task_vocab, train_settings *out);
+
+typedef struct train_options {
+    const char *resume_dir; /* NULL: a new run */
+    int force;              /* overwrite an existing run directory */
+} train_options;
+
+/* The whole run: summary, baseline, loop with evaluation and checkpoints, SIGINT/SIGTERM.
+ * Returns the program's exit status. */
+int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_settings *set,
+              const train_options *opt);
+
+#endif
