@@ -1,0 +1,307 @@
+/* ssm-score: score the records of a file with a trained model.
+ *
+ *   ssm-score RUN_DIR_OR_CHECKPOINT FILE|- [options] > scores.tsv
+ *
+ * Records longer than the window are scored exactly: the recurrent state (conv and SSM) is
+ * carried from window to window, so the result equals one pass over the whole record. Records
+ * are scored `--batch` at a time, each in its own row of the batch; the output keeps the input
+ * order, and a record's scores do not depend on the batch size or thread count. */
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct slot {
+    int active;
+    long seq;          /* input order of the record */
+    char *id;
+    size_t length;     /* symbols */
+    int32_t *tokens;   /* (length + 1) BOS + symbols */
+    uint8_t *scored;   /* (length) or NULL */
+    size_t pos;        /* symbols predicted so far */
+    double sum_logp;
+    size_t n_scored;
+    float *per_symbol; /* (length) log p or entropy, for --bedgraph; NAN where not scored */
+} slot;
+
+typedef struct scorer {
+    cli_trained tr;
+    int B, W, V_task, entropy;
+    FILE *out, *bed;
+    slot *slots;
+    slot *done;        /* finished records waiting for their turn in the output */
+    int n_done, cap_done;
+    long next_seq, next_out;
+    const char *symbol;
+} scorer;
+
+static void slot_free(slot *s) {
+    free(s->id);
+    free(s->tokens);
+    free(s->scored);
+    free(s->per_symbol);
+    memset(s, 0, sizeof *s);
+}
+
+static void write_record(scorer *sc, slot *s) {
+    double mean = s->n_scored ? s->sum_logp / s->n_scored : NAN;
+    fprintf(sc->out, "%s\t%zu\t%zu\t%.6f\t%.6f\t%.6f\t%.6f\n", s->id, s->length, s->n_scored,
+            s->sum_logp, mean, -mean / M_LN2, exp(-mean));
+    if (sc->bed)
+        for (size_t i = 0; i < s->length; i++)
+            if (!isnan(s->per_symbol[i]))
+                fprintf(sc->bed, "%s\t%zu\t%zu\t%.5f\n", s->id, i, i + 1, s->per_symbol[i]);
+}
+
+/* Emit finished records in input order. */
+static void flush_done(scorer *sc) {
+    for (int again = 1; again;) {
+        again = 0;
+        for (int i = 0; i < sc->n_done; i++)
+            if (sc->done[i].seq == sc->next_out) {
+                write_record(sc, &sc->done[i]);
+                slot_free(&sc->done[i]);
+                sc->done[i] = sc->done[--sc->n_done];
+                sc->next_out++;
+                again = 1;
+                break;
+            }
+    }
+    fflush(sc->out);
+}
+
+static ssm_status take_record(scorer *sc, void *reader, slot *s, int *eof) {
+    ssm_record rec;
+    ssm_status st = sc->tr.ops->next_record(reader, &rec, eof);
+    if (st || *eof) return st;
+    memset(s, 0, sizeof *s);
+    s->active = 1;
+    s->seq = sc->next_seq++;
+    s->id = strdup(rec.id ? rec.id : "");
+    s->length = rec.length;
+    s->tokens = malloc((rec.length + 1) * sizeof(int32_t));
+    s->per_symbol = sc->bed ? malloc((rec.length + 1) * sizeof(float)) : NULL;
+    if (rec.scored) s->scored = malloc(rec.length + 1);
+    if (!s->id || !s->tokens || (sc->bed && !s->per_symbol) || (rec.scored && !s->scored))
+        return ssm_set_error(SSM_ERR_NOMEM, "out of memory for record %s (%zu symbols)", rec.id, rec.length);
+    memcpy(s->tokens, rec.tokens, (rec.length + 1) * sizeof(int32_t));
+    if (rec.scored) memcpy(s->scored, rec.scored, rec.length);
+    return SSM_OK;
+}
+
+/* Zero row b of every layer's conv and SSM state: a new record starts from nothing. */
+static void state_reset_row(ssm_state *st, int b) {
+    size_t E = st->d_inner, K = st->d_conv, N = st->d_state;
+    for (int l = 0; l < st->n_layer; l++) {
+        memset(st->conv + ((size_t)l * st->batch + b) * E * K, 0, E * K * sizeof(float));
+        memset(st->ssm + ((size_t)l * st->batch + b) * E * N, 0, E * N * sizeof(float));
+    }
+}
+
+/* log softmax at target (or the entropy) of one row of logits, in double */
+static void row_stats(const float *row, int V, int target, double *logp, double *entropy) {
+    float mx = row[0];
+    for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
+    double z = 0, ez = 0;
+    for (int v = 0; v < V; v++) {
+        double e = exp((double)row[v] - mx);
+        z += e;
+        ez += e * ((double)row[v] - mx);
+    }
+    double lz = log(z);
+    *logp = (double)row[target] - mx - lz;
+    *entropy = lz - ez / z;
+}
+
+static int run(scorer *sc, const char *path) {
+    void *reader;
+    ssm_model *m = sc->tr.model;
+    int V = m->config.vocab_size, B = sc->B, W = sc->W;
+    ssm_state *st;
+    if (sc->tr.ops->open_records(sc->tr.task, path, &reader)) return cli_fail();
+    int rc = CLI_EXIT_INPUT;
+    int32_t *tokens = malloc((size_t)B * W * sizeof(int32_t));
+    if (!tokens || ssm_state_create(&m->config, B, &st)) {
+        sc->tr.ops->close_records(reader);
+        free(tokens);
+        return cli_error("out of memory for batch %d x window %d", B, W);
+    }
+    fprintf(sc->out, "id\tlength\tn_scored\tsum_logp\tmean_logp\tbits_per_%s\tperplexity\n", sc->symbol);
+    cli_progress pr;
+    cli_progress_start(&pr, 0, 100, sc->symbol);
+    size_t total = 0;
+    double t0 = cli_now();
+    int eof = 0;
+    for (;;) {
+        /* fill empty rows with new records */
+        int any = 0;
+        for (int b = 0; b < B; b++) {
+            while (!sc->slots[b].active && !eof) {
+                if (take_record(sc, reader, &sc->slots[b], &eof)) goto fail;
+                if (!sc->slots[b].active) break;
+                state_reset_row(st, b);
+                if (sc->slots[b].length == 0) { /* nothing to predict: report it at once */
+                    if (sc->n_done == sc->cap_done) {
+                        sc->cap_done = sc->cap_done ? 2 * sc->cap_done : 16;
+                        sc->done = realloc(sc->done, sc->cap_done * sizeof(slot));
+                    }
+                    sc->done[sc->n_done++] = sc->slots[b];
+                    memset(&sc->slots[b], 0, sizeof(slot));
+                }
+            }
+            any |= sc->slots[b].active;
+        }
+        if (!any) break;
+        /* the next window of every row: the symbols before the ones it predicts */
+        for (int b = 0; b < B; b++) {
+            slot *s = &sc->slots[b];
+            for (int w = 0; w < W; w++) {
+                size_t i = s->pos + w;
+                tokens[(size_t)b * W + w] = s->active && i < s->length ? s->tokens[i] : 0;
+            }
+        }
+        if (ssm_forward(m, tokens, NULL, B, W, st, NULL)) goto fail;
+        const float *logits = ssm_model_logits(m);
+        for (int b = 0; b < B; b++) {
+            slot *s = &sc->slots[b];
+            if (!s->active) continue;
+            size_t n = s->length - s->pos < (size_t)W ? s->length - s->pos : (size_t)W;
+            for (size_t w = 0; w < n; w++) {
+                size_t i = s->pos + w; /* predicting symbol i = tokens[i + 1] */
+                int ok = !s->scored || s->scored[i];
+                double lp = NAN, h = NAN;
+                if (ok) {
+                    row_stats(logits + ((size_t)b * W + w) * V, V, s->tokens[i + 1], &lp, &h);
+                    s->sum_logp += lp;
+                    s->n_scored++;
+                }
+                if (s->per_symbol) s->per_symbol[i] = ok ? (float)(sc->entropy ? h : lp) : NAN;
+            }
+            s->pos += n;
+            total += n;
+            if (s->pos >= s->length) {
+                if (sc->n_done == sc->cap_done) {
+                    sc->cap_done = sc->cap_done ? 2 * sc->cap_done : 16;
+                    sc->done = realloc(sc->done, sc->cap_done * sizeof(slot));
+                }
+                sc->done[sc->n_done++] = *s;
+                memset(s, 0, sizeof *s);
+            }
+        }
+        flush_done(sc);
+        char extra[96], r[32];
+        snprintf(extra, sizeof extra, "%s %ss/s, %ld records", cli_si(total / (cli_now() - t0), r, sizeof r),
+                 sc->symbol, sc->next_out);
+        cli_progress_update(&pr, (int64_t)total, extra);
+    }
+    flush_done(sc);
+    cli_progress_end(&pr);
+    rc = 0;
+    goto done;
+fail:
+    rc = cli_fail();
+done:
+    sc->tr.ops->close_records(reader);
+    ssm_state_free(st);
+    free(tokens);
+    return rc;
+}
+
+static void usage(void) {
+    printf("usage: ssm-score RUN_DIR_OR_CHECKPOINT FILE|- [options]\n"
+           "\n"
+           "Score every record of FILE (FASTA/FASTQ, text, audio: whatever the model's task reads)\n"
+           "and write one TSV line per record on stdout:\n"
+           "  id length n_scored sum_logp mean_logp bits_per_<symbol> perplexity\n"
+           "(natural logs; unscored symbols such as N bases are not counted).\n"
+           "\n"
+           "  --bedgraph FILE   per-symbol scores as bedGraph (0-based, half-open)\n"
+           "  --per-base KIND   logp (default) or entropy (the predictive entropy, nats)\n"
+           "  --output FILE     the TSV to FILE instead of stdout\n"
+           "  --window N        symbols per forward pass (default 4096); the state is carried\n"
+           "  --batch N         records scored side by side (default 8)\n"
+           "  --threads N       CPU threads (default: all cores)\n"
+           "  --device DEV      auto, cpu, cuda or cuda:N\n"
+           "  --quiet           no progress on stderr\n");
+}
+
+int main(int argc, char **argv) {
+    cli_init(argv[0]);
+    static struct option opts[] = {
+        {"bedgraph", required_argument, 0, 'g'}, {"per-base", required_argument, 0, 'p'},
+        {"output", required_argument, 0, 'o'},   {"window", required_argument, 0, 'w'},
+        {"batch", required_argument, 0, 'b'},    {"threads", required_argument, 0, 't'},
+        {"device", required_argument, 0, 'd'},   {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0}};
+    scorer sc = {.B = 8, .W = 4096, .out = stdout};
+    const char *bed_path = NULL, *out_path = NULL, *device = "auto";
+    int threads = 0;
+    for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+        char *end;
+        switch (o) {
+        case 'g': bed_path = optarg; break;
+        case 'p':
+            if (!strcmp(optarg, "entropy")) sc.entropy = 1;
+            else if (strcmp(optarg, "logp")) return cli_usage("--per-base takes logp or entropy, not '%s'", optarg);
+            break;
+        case 'o': out_path = optarg; break;
+        case 'w': sc.W = (int)strtol(optarg, &end, 10);
+            if (*end || sc.W < 1) return cli_usage("--window takes a positive integer, not '%s'", optarg);
+            break;
+        case 'b': sc.B = (int)strtol(optarg, &end, 10);
+            if (*end || sc.B < 1 || sc.B > 4096) return cli_usage("--batch takes an integer in [1, 4096], not '%s'", optarg);
+            break;
+        case 't': threads = (int)strtol(optarg, &end, 10);
+            if (*end || threads < 0) return cli_usage("--threads takes an integer >= 0, not '%s'", optarg);
+            break;
+        case 'd': device = optarg; break;
+        case 'q': cli_quiet = 1; break;
+        case 'h': usage(); return 0;
+        case 'V': printf("ssm-score %s\n", SSM_VERSION); return 0;
+        default: return cli_usage("unknown option");
+        }
+    }
+    if (argc - optind != 2) return cli_usage("need a run directory (or checkpoint) and a file to score");
+    const char *chosen;
+    if (cli_select_device(device, &chosen)) return cli_fail();
+    ssm_set_threads(threads);
+    if (cli_load_trained(argv[optind], &sc.tr)) return cli_fail();
+    int rc = CLI_EXIT_INPUT;
+    char out_tmp[4200] = "", bed_tmp[4200] = "";
+    if (!sc.tr.ops->open_records) {
+        rc = cli_error("the task '%s' cannot score files", sc.tr.ops->name);
+        goto done;
+    }
+    sc.symbol = sc.tr.ops->symbol;
+    /* outputs go to FILE.tmp and are renamed only when the whole run succeeded */
+    if (out_path && strcmp(out_path, "-")) {
+        snprintf(out_tmp, sizeof out_tmp, "%s.tmp", out_path);
+        if (!(sc.out = fopen(out_tmp, "w"))) { rc = cli_error("%s: cannot write", out_tmp); goto done; }
+    }
+    if (bed_path) {
+        snprintf(bed_tmp, sizeof bed_tmp, "%s.tmp", bed_path);
+        if (!(sc.bed = fopen(bed_tmp, "w"))) { rc = cli_error("%s: cannot write", bed_tmp); goto done; }
+    }
+    sc.slots = calloc(sc.B, sizeof(slot));
+    rc = run(&sc, argv[optind + 1]);
+    if (sc.bed && (fclose(sc.bed) || (rc == 0 && rename(bed_tmp, bed_path)))) rc = cli_error("%s: cannot write", bed_path);
+    sc.bed = NULL;
+    if (sc.out != stdout && (fclose(sc.out) || (rc == 0 && rename(out_tmp, out_path)))) rc = cli_error("%s: cannot write", out_path);
+    sc.out = stdout;
+    if (rc) { /* nothing half-written under the real names */
+        if (*out_tmp) remove(out_tmp);
+        if (*bed_tmp) remove(bed_tmp);
+    }
+done:
+    if (sc.bed) fclose(sc.bed);
+    if (sc.out != stdout) fclose(sc.out);
+    for (int b = 0; sc.slots && b < sc.B; b++) slot_free(&sc.slots[b]);
+    for (int i = 0; i < sc.n_done; i++) slot_free(&sc.done[i]);
+    free(sc.slots);
+    free(sc.done);
+    cli_trained_free(&sc.tr);
+    return rc;
+}
