@@ -72,9 +72,14 @@ void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_d
     size_t T = (size_t)B * L;
     const int BL = SCAN_BLOCK;
     int n_blocks = (E + BL - 1) / BL;
+    /* the runtime may grant fewer than `threads` (OMP_THREAD_LIMIT, OMP_DYNAMIC, a caller's
+     * parallel region): only the partials of the threads that ran are zeroed and summed */
+    int team = 1;
 #pragma omp parallel num_threads(threads)
     {
         int tid = omp_get_thread_num();
+#pragma omp single
+        team = omp_get_num_threads();
         float *hs = scratch + (size_t)tid * CPU_SCAN_SCRATCH(L, N); /* (L + 1, BL, N) h_{l-1} */
         float *dAs = hs + (size_t)(L + 1) * BL * N;                   /* (L, BL, N) exp(delta A) */
         float *deltas = dAs + (size_t)L * BL * N;                     /* (L, BL) */
@@ -174,7 +179,7 @@ void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_d
     for (size_t t = 0; t < T; t++)
         for (int n = 0; n < N; n++) {
             float sb = 0, sc = 0;
-            for (int k = 0; k < threads; k++) {
+            for (int k = 0; k < team; k++) {
                 const float *p = partial + (size_t)k * T * 2 * N + t * 2 * N;
                 sb += p[n];
                 sc += p[N + n];
