@@ -1,0 +1,263 @@
+/* test_golden.c: parity with the reference implementation.
+ *
+ * The fixtures in tests/golden/mamba_{a,b}/ were made by tests/golden/make_golden.py with
+ * Hugging Face transformers' MambaForCausalLM (pure PyTorch path, fp32, CPU); see
+ * tests/golden/README.md. Each folder holds what save_pretrained wrote (model.safetensors +
+ * config.json) and expected.safetensors: input_ids (B, L), logits (B, L, V), loss (1),
+ * hidden_f and grad.<parameter name> for every parameter after loss.backward().
+ *
+ * transformers shifts the labels inside the model: its loss is the mean cross-entropy of
+ * logits[:, t] against input_ids[:, t + 1] for t < L - 1. Our targets are therefore the ids
+ * shifted left by one with the last position of each row not scored (-1).
+ *
+ * Checked here, each as a relative norm error ||ours - ref|| / ||ref|| < 1e-4:
+ *   - the logits and the loss of ssm_forward, and every gradient of ssm_backward
+ *     (conv1d.weight is (E, 1, K) in the file and (E, K) here: the same memory layout);
+ *   - the logits of step mode (ssm_step, one token at a time) against the same reference;
+ *   - a forward in two windows carrying the state against the same reference. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ssm/checkpoint.h"
+#include "../unit/testutil.h" /* tests/unit/testutil.h */
+
+#define GOLDEN_TOL 1e-4
+
+typedef struct golden {
+    ssm_model *model;
+    ssm_safetensors *expected;
+    int B, L, V;      /* V: the reference vocabulary (the fixture's logits) */
+    int32_t *ids;     /* (B, L) */
+    int32_t *targets; /* (B, L): ids shifted left, last position -1 */
+    float *logits;    /* (B, L, V) reference */
+    float loss;       /* reference */
+} golden;
+
+/* Read a whole tensor of the expected file as float32 (malloc'd); *numel receives its size. */
+static float *read_tensor(const ssm_safetensors *st, const char *name, size_t *numel) {
+    const ssm_st_tensor *t = ssm_safetensors_find(st, name);
+    if (!t) fail_msg("expected.safetensors has no tensor '%s'", name);
+    float *x = malloc((t->numel ? t->numel : 1) * sizeof(float));
+    assert_non_null(x);
+    TU_OK(ssm_safetensors_read_f32(st, name, x, t->numel));
+    if (numel) *numel = t->numel;
+    return x;
+}
+
+static void golden_open(golden *g, const char *rel) {
+    memset(g, 0, sizeof *g);
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof dir, "%s", tu_data_path(rel));
+    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+
+    TU_OK(ssm_checkpoint_load(dir, &g->model));
+    TU_OK(ssm_safetensors_open(path, &g->expected));
+
+    const ssm_st_tensor *ti = ssm_safetensors_find(g->expected, "input_ids");
+    assert_non_null(ti);
+    assert_int_equal(ti->ndim, 2);
+    g->B = (int)ti->shape[0];
+    g->L = (int)ti->shape[1];
+    size_t T = (size_t)g->B * g->L;
+    g->ids = malloc(T * sizeof(int32_t));
+    g->targets = malloc(T * sizeof(int32_t));
+    assert_non_null(g->ids);
+    assert_non_null(g->targets);
+    TU_OK(ssm_safetensors_read_i32(g->expected, "input_ids", g->ids, T));
+    for (int b = 0; b < g->B; b++)
+        for (int l = 0; l < g->L; l++)
+            g->targets[(size_t)b * g->L + l] = l + 1 < g->L ? g->ids[(size_t)b * g->L + l + 1] : -1;
+
+    const ssm_st_tensor *tl = ssm_safetensors_find(g->expected, "logits");
+    assert_non_null(tl);
+    assert_int_equal(tl->ndim, 3);
+    assert_int_equal(tl->shape[0], g->B);
+    assert_int_equal(tl->shape[1], g->L);
+    g->V = (int)tl->shape[2];
+    /* a loaded checkpoint keeps its vocabulary (DESIGN.md 6); never fewer rows than the ids */
+    assert_true(g->model->config.vocab_size >= g->V);
+    g->logits = read_tensor(g->expected, "logits", NULL);
+    float *loss = read_tensor(g->expected, "loss", NULL);
+    g->loss = loss[0];
+    free(loss);
+
+    const ssm_config *c = &g->model->config;
+    printf("%s: V=%d D=%d layers=%d N=%d K=%d E=%d R=%d; B=%d L=%d; reference loss %.7f "
+           "(transformers %s, torch %s)\n",
+           rel, c->vocab_size, c->d_model, c->n_layer, c->d_state, c->d_conv, c->d_inner,
+           c->dt_rank, g->B, g->L, g->loss,
+           ssm_safetensors_meta(g->expected, "transformers") ? ssm_safetensors_meta(g->expected, "transformers") : "?",
+           ssm_safetensors_meta(g->expected, "torch") ? ssm_safetensors_meta(g->expected, "torch") : "?");
+}
+
+static void golden_close(golden *g) {
+    ssm_model_free(g->model);
+    ssm_safetensors_close(g->expected);
+    free(g->ids);
+    free(g->targets);
+    free(g->logits);
+}
+
+/* Relative error of our logits rows (stride Vm, first V columns) for positions [l0, l1) of
+ * every row against the reference (B, L, V). ours is laid out (B, l1 - l0, Vm). */
+static double logits_err(const golden *g, const float *ours, int Vm, int l0, int l1) {
+    double num = 0, den = 0;
+    int n = l1 - l0;
+    for (int b = 0; b < g->B; b++)
+        for (int l = l0; l < l1; l++) {
+            const float *o = ours + ((size_t)b * n + (l - l0)) * Vm;
+            const float *r = g->logits + ((size_t)b * g->L + l) * g->V;
+            for (int v = 0; v < g->V; v++) {
+                if (!isfinite(o[v])) return INFINITY;
+                double d = (double)o[v] - r[v];
+                num += d * d;
+                den += (double)r[v] * r[v];
+            }
+        }
+    return sqrt(num) / (sqrt(den) + 1e-30);
+}
+
+/* ---- forward (logits, loss) and backward (every gradient) -------------------------------- */
+
+static void test_forward_backward(void **state) {
+    const char *rel = *state;
+    golden g;
+    golden_open(&g, rel);
+    ssm_model *m = g.model;
+    int Vm = m->config.vocab_size;
+
+    float loss = NAN;
+    TU_OK(ssm_forward(m, g.ids, g.targets, g.B, g.L, NULL, &loss));
+    double e_logits = logits_err(&g, ssm_model_logits(m), Vm, 0, g.L);
+    double e_loss = fabs((double)loss - g.loss) / fabs((double)g.loss);
+    printf("  logits rel err %.3e\n  loss %.7f vs %.7f, rel err %.3e\n", e_logits, loss, g.loss,
+           e_loss);
+
+    ssm_model_zero_grad(m);
+    TU_OK(ssm_backward(m));
+
+    int bad = 0, matched = 0;
+    int n = ssm_safetensors_count(g.expected);
+    for (int i = 0; i < n; i++) {
+        const ssm_st_tensor *t = ssm_safetensors_tensor(g.expected, i);
+        if (strncmp(t->name, "grad.", 5) != 0) continue;
+        const char *pname = t->name + 5;
+        const ssm_tensor_info *info = ssm_model_find_tensor(m, pname);
+        if (!info) {
+            printf("  %-46s MISSING in the model\n", pname);
+            bad++;
+            continue;
+        }
+        if (info->numel != t->numel) {
+            printf("  %-46s numel %zu here, %zu in the fixture\n", pname, info->numel, t->numel);
+            bad++;
+            continue;
+        }
+        float *ref = read_tensor(g.expected, t->name, NULL);
+        double e = tu_rel_err(m->grads_blob + info->offset, ref, t->numel);
+        int ok = e < GOLDEN_TOL;
+        printf("  grad %-46s rel err %.3e%s\n", pname, e, ok ? "" : "  <-- FAIL");
+        bad += !ok;
+        matched++;
+        free(ref);
+    }
+    /* every parameter of ours must have been compared */
+    if (matched != m->n_tensors) {
+        for (int k = 0; k < m->n_tensors; k++) {
+            char name[128];
+            snprintf(name, sizeof name, "grad.%s", m->tensors[k].name);
+            if (!ssm_safetensors_find(g.expected, name))
+                printf("  %-46s has no reference gradient\n", m->tensors[k].name);
+        }
+        bad++;
+    }
+    fflush(stdout);
+    golden_close(&g);
+
+    if (!(e_logits < GOLDEN_TOL)) fail_msg("%s: logits rel err %.3e >= %g", rel, e_logits, GOLDEN_TOL);
+    if (!(e_loss < GOLDEN_TOL)) fail_msg("%s: loss rel err %.3e >= %g", rel, e_loss, GOLDEN_TOL);
+    if (bad) fail_msg("%s: %d gradient check(s) failed (see above)", rel, bad);
+}
+
+/* ---- step mode: one token at a time from a zero state ------------------------------------ */
+
+static void test_step(void **state) {
+    const char *rel = *state;
+    golden g;
+    golden_open(&g, rel);
+    ssm_model *m = g.model;
+    int Vm = m->config.vocab_size;
+
+    ssm_state *s;
+    TU_OK(ssm_state_create(&m->config, g.B, &s));
+    float *out = malloc((size_t)g.B * g.L * Vm * sizeof(float)); /* (B, L, Vm) */
+    float *step_logits = malloc((size_t)g.B * Vm * sizeof(float));
+    int32_t *tok = malloc(g.B * sizeof(int32_t));
+    assert_non_null(out);
+    assert_non_null(step_logits);
+    assert_non_null(tok);
+    for (int l = 0; l < g.L; l++) {
+        for (int b = 0; b < g.B; b++) tok[b] = g.ids[(size_t)b * g.L + l];
+        TU_OK(ssm_step(m, s, tok, step_logits));
+        for (int b = 0; b < g.B; b++)
+            memcpy(out + ((size_t)b * g.L + l) * Vm, step_logits + (size_t)b * Vm,
+                   Vm * sizeof(float));
+    }
+    double e = logits_err(&g, out, Vm, 0, g.L);
+    printf("  step-mode logits rel err %.3e\n", e);
+    fflush(stdout);
+    free(out);
+    free(step_logits);
+    free(tok);
+    ssm_state_free(s);
+    golden_close(&g);
+    if (!(e < GOLDEN_TOL)) fail_msg("%s: step-mode logits rel err %.3e >= %g", rel, e, GOLDEN_TOL);
+}
+
+/* ---- two windows with the state carried between them ------------------------------------- */
+
+static void test_carried_state(void **state) {
+    const char *rel = *state;
+    golden g;
+    golden_open(&g, rel);
+    ssm_model *m = g.model;
+    int Vm = m->config.vocab_size;
+    int L1 = g.L / 2 - 1, L2 = g.L - L1; /* uneven split, shorter than and beyond d_conv */
+
+    ssm_state *s;
+    TU_OK(ssm_state_create(&m->config, g.B, &s));
+    int32_t *w = malloc((size_t)g.B * g.L * sizeof(int32_t));
+    assert_non_null(w);
+    double e[2];
+    for (int part = 0; part < 2; part++) {
+        int l0 = part ? L1 : 0, n = part ? L2 : L1;
+        for (int b = 0; b < g.B; b++)
+            memcpy(w + (size_t)b * n, g.ids + (size_t)b * g.L + l0, n * sizeof(int32_t));
+        TU_OK(ssm_forward(m, w, NULL, g.B, n, s, NULL));
+        e[part] = logits_err(&g, ssm_model_logits(m), Vm, l0, l0 + n);
+    }
+    printf("  windows of %d + %d with the state carried: logits rel err %.3e, %.3e\n", L1, L2,
+           e[0], e[1]);
+    fflush(stdout);
+    free(w);
+    ssm_state_free(s);
+    golden_close(&g);
+    for (int part = 0; part < 2; part++)
+        if (!(e[part] < GOLDEN_TOL))
+            fail_msg("%s: window %d logits rel err %.3e >= %g", rel, part, e[part], GOLDEN_TOL);
+}
+
+int main(void) {
+    static const char *a = "golden/mamba_a", *b = "golden/mamba_b";
+    const struct CMUnitTest tests[] = {
+        {"forward_backward(mamba_a)", test_forward_backward, NULL, NULL, (void *)a},
+        {"forward_backward(mamba_b)", test_forward_backward, NULL, NULL, (void *)b},
+        {"step(mamba_a)", test_step, NULL, NULL, (void *)a},
+        {"step(mamba_b)", test_step, NULL, NULL, (void *)b},
+        {"carried_state(mamba_a)", test_carried_state, NULL, NULL, (void *)a},
+        {"carried_state(mamba_b)", test_carried_state, NULL, NULL, (void *)b},
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
