@@ -1,0 +1,548 @@
+/* checkpoint.c: model checkpoints and optimizer state as safetensors files.
+ *
+ * A model checkpoint holds the tensors of model->tensors under the Hugging Face Mamba names,
+ * conv1d.weight shaped (E, 1, K) as transformers writes it, and the config as ssm.* metadata.
+ * Loading also accepts what transformers' save_pretrained writes: no ssm.* metadata and a
+ * config.json beside model.safetensors. A loaded vocabulary is never padded (the embedding
+ * keeps the rows the file has). lm_head.weight may be absent (tied); when present it must
+ * have the embedding's shape and, within 1% of the embedding's largest value, its values,
+ * because we always tie the head to the embedding and an untied head would silently give
+ * other scores. */
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "internal.h"
+#include "ssm/checkpoint.h"
+
+#define LM_HEAD "lm_head.weight"
+
+/* An error whose message starts with the file's path. */
+__attribute__((format(printf, 3, 4)))
+static ssm_status fail(const char *path, ssm_status status, const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return ssm_set_error(status, "%s: %s", path, msg);
+}
+
+static void format_shape(char *buf, size_t size, const int64_t *shape, int ndim) {
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < ndim && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? ", " : "",
+                                 (long long)shape[i]);
+    if (used < size) snprintf(buf + used, size - used, "]");
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* conv1d.weight is (E, K) in memory and (E, 1, K) in files, as torch's Conv1d stores it. */
+static int is_conv_weight(const char *name) { return ends_with(name, ".mixer.conv1d.weight"); }
+
+static int file_shape(const ssm_tensor_info *ti, int64_t shape[8]) {
+    memset(shape, 0, 8 * sizeof *shape);
+    if (is_conv_weight(ti->name)) {
+        shape[0] = ti->shape[0], shape[1] = 1, shape[2] = ti->shape[1];
+        return 3;
+    }
+    for (int d = 0; d < ti->ndim; d++) shape[d] = ti->shape[d];
+    return ti->ndim;
+}
+
+static int same_shape(const ssm_st_tensor *t, int ndim, const int64_t *shape) {
+    if (t->ndim != ndim) return 0;
+    for (int d = 0; d < ndim; d++)
+        if (t->shape[d] != shape[d]) return 0;
+    return 1;
+}
+
+static int is_float(ssm_dtype d) {
+    return d == SSM_DTYPE_F32 || d == SSM_DTYPE_F16 || d == SSM_DTYPE_BF16 || d == SSM_DTYPE_F64;
+}
+
+/* ---- saving ------------------------------------------------------------------------------ */
+
+/* Number of strings before the NULL that ends a key/value list. */
+static int kv_len(const char *const *kv) {
+    int n = 0;
+    while (kv && kv[n]) n++;
+    return n;
+}
+
+ssm_status ssm_checkpoint_save(const ssm_model *model, const char *path,
+                               const char *const *meta_kv) {
+    if (!model || !path) return ssm_set_error(SSM_ERR_ARG, "ssm_checkpoint_save: NULL argument");
+    const ssm_config *c = &model->config;
+    enum { N_OURS = 10 };
+    char values[N_OURS][32];
+    const char *keys[N_OURS] = {"format", "ssm.vocab_size", "ssm.d_model", "ssm.n_layer",
+                                "ssm.d_state", "ssm.d_conv", "ssm.expand", "ssm.dt_rank",
+                                "ssm.d_inner", "ssm.norm_eps"};
+    int ints[N_OURS] = {0, c->vocab_size, c->d_model, c->n_layer, c->d_state, c->d_conv,
+                        c->expand, c->dt_rank, c->d_inner, 0};
+    snprintf(values[0], sizeof values[0], "pt"); /* what transformers expects to find */
+    for (int i = 1; i < N_OURS - 1; i++) snprintf(values[i], sizeof values[i], "%d", ints[i]);
+    snprintf(values[N_OURS - 1], sizeof values[0], "%.9g", (double)c->norm_eps);
+
+    int n_extra = kv_len(meta_kv);
+    const char **kv = calloc((size_t)(2 * N_OURS + n_extra + 2), sizeof *kv);
+    ssm_st_write_item *items = calloc((size_t)model->n_tensors, sizeof *items);
+    if (!kv || !items) {
+        free(kv);
+        free(items);
+        return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (int i = 0; i < N_OURS; i++) kv[2 * i] = keys[i], kv[2 * i + 1] = values[i];
+    for (int i = 0; i < n_extra; i++) kv[2 * N_OURS + i] = meta_kv[i];
+    for (int i = 0; i < model->n_tensors; i++) {
+        const ssm_tensor_info *ti = &model->tensors[i];
+        items[i].name = ti->name;
+        items[i].ndim = file_shape(ti, items[i].shape);
+        items[i].data = model->params_blob + ti->offset;
+    }
+    ssm_status s = ssm_safetensors_write(path, items, model->n_tensors, kv);
+    free(kv);
+    free(items);
+    return s;
+}
+
+/* ---- loading: where the file and its config are ----------------------------------------- */
+
+/* path is the file, or a directory holding model.safetensors; *dir is where config.json is. */
+static ssm_status resolve_paths(const char *path, char **file, char **dir) {
+    struct stat sb;
+    int is_dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    size_t n = strlen(path);
+    *file = malloc(n + sizeof "/model.safetensors");
+    *dir = malloc(n + 2);
+    if (!*file || !*dir) return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", path);
+    if (is_dir) {
+        snprintf(*file, n + sizeof "/model.safetensors", "%s/model.safetensors", path);
+        memcpy(*dir, path, n + 1);
+    } else {
+        memcpy(*file, path, n + 1);
+        const char *slash = strrchr(path, '/');
+        if (!slash) {
+            strcpy(*dir, ".");
+        } else {
+            size_t k = slash == path ? 1 : (size_t)(slash - path);
+            memcpy(*dir, path, k);
+            (*dir)[k] = '\0';
+        }
+    }
+    return SSM_OK;
+}
+
+/* A strict decimal integer in [lo, hi]. */
+static int parse_long(const char *s, long long lo, long long hi, long long *out) {
+    if (!s || !*s) return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+/* ---- loading: config from our ssm.* metadata -------------------------------------------- */
+
+static const char *const meta_int_keys[] = {"ssm.vocab_size", "ssm.d_model", "ssm.n_layer",
+                                            "ssm.d_state", "ssm.d_conv", "ssm.expand",
+                                            "ssm.dt_rank", "ssm.d_inner"};
+#define N_META_INTS ((int)(sizeof meta_int_keys / sizeof meta_int_keys[0]))
+
+static int has_ssm_metadata(const ssm_safetensors *st) {
+    for (int i = 0; i < N_META_INTS; i++)
+        if (ssm_safetensors_meta(st, meta_int_keys[i])) return 1;
+    return ssm_safetensors_meta(st, "ssm.norm_eps") != NULL;
+}
+
+static ssm_status config_from_metadata(const ssm_safetensors *st, const char *file,
+                                       ssm_config *c) {
+    int *fields[N_META_INTS] = {&c->vocab_size, &c->d_model, &c->n_layer, &c->d_state,
+                                &c->d_conv, &c->expand, &c->dt_rank, &c->d_inner};
+    for (int i = 0; i < N_META_INTS; i++) {
+        const char *v = ssm_safetensors_meta(st, meta_int_keys[i]);
+        long long x;
+        if (!v)
+            return fail(file, SSM_ERR_MISSING, "metadata has ssm.* keys but not %s",
+                        meta_int_keys[i]);
+        if (!parse_long(v, 1, INT_MAX, &x))
+            return fail(file, SSM_ERR_FORMAT, "metadata %s = '%s' is not a positive integer",
+                        meta_int_keys[i], v);
+        *fields[i] = (int)x;
+    }
+    const char *eps = ssm_safetensors_meta(st, "ssm.norm_eps");
+    if (!eps) return fail(file, SSM_ERR_MISSING, "metadata has ssm.* keys but not ssm.norm_eps");
+    char *end;
+    double e = strtod(eps, &end);
+    if (!*eps || *end || !isfinite(e))
+        return fail(file, SSM_ERR_FORMAT, "metadata ssm.norm_eps = '%s' is not a number", eps);
+    c->norm_eps = (float)e;
+    if ((long long)c->expand * c->d_model != c->d_inner)
+        return fail(file, SSM_ERR_FORMAT, "metadata ssm.d_inner = %d is not ssm.expand * "
+                    "ssm.d_model = %d * %d", c->d_inner, c->expand, c->d_model);
+    return SSM_OK;
+}
+
+/* ---- loading: config from transformers' config.json ------------------------------------- */
+
+/* An integer key: required, or dflt when absent. */
+static ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int required,
+                           int dflt, int *out) {
+    json_t *v = json_object_get(cfg, key);
+    if (!v) {
+        if (required) return fail(cpath, SSM_ERR_MISSING, "no \"%s\" (a MambaConfig needs it)", key);
+        *out = dflt;
+        return SSM_OK;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX)
+        return fail(cpath, SSM_ERR_FORMAT, "\"%s\" must be a positive integer", key);
+    *out = (int)json_integer_value(v);
+    return SSM_OK;
+}
+
+/* A boolean key that must have one value for us to reproduce the model. */
+static ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key, int want,
+                                 const char *why) {
+    json_t *v = json_object_get(cfg, key);
+    if (!v) return SSM_OK; /* MambaConfig's default is the one we support */
+    if (!json_is_boolean(v)) return fail(cpath, SSM_ERR_FORMAT, "\"%s\" must be true or false", key);
+    if (json_is_true(v) != want)
+        return fail(cpath, SSM_ERR_UNSUPPORTED, "\"%s\": %s is not supported (%s)", key,
+                    want ? "false" : "true", why);
+    return SSM_OK;
+}
+
+/* A string key that must be absent or equal want. */
+static ssm_status json_str_must(json_t *cfg, const char *cpath, const char *key,
+                                const char *want) {
+    json_t *v = json_object_get(cfg, key);
+    if (!v) return SSM_OK;
+    if (!json_is_string(v)) return fail(cpath, SSM_ERR_FORMAT, "\"%s\" must be a string", key);
+    if (strcmp(json_string_value(v), want) != 0)
+        return fail(cpath, SSM_ERR_UNSUPPORTED, "\"%s\": \"%s\" is not supported (only \"%s\")",
+                    key, json_string_value(v), want);
+    return SSM_OK;
+}
+
+static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *c) {
+    ssm_status s;
+    if ((s = json_str_must(cfg, cpath, "model_type", "mamba")) ||
+        (s = json_str_must(cfg, cpath, "hidden_act", "silu")) ||
+        (s = json_bool_must(cfg, cpath, "use_bias", 0, "ssm has no in_proj/out_proj biases")) ||
+        (s = json_bool_must(cfg, cpath, "use_conv_bias", 1, "ssm always has a conv1d bias")))
+        return s;
+    /* the defaults are MambaConfig's */
+    if ((s = json_int(cfg, cpath, "vocab_size", 1, 0, &c->vocab_size)) ||
+        (s = json_int(cfg, cpath, "hidden_size", 1, 0, &c->d_model)) ||
+        (s = json_int(cfg, cpath, "num_hidden_layers", 1, 0, &c->n_layer)) ||
+        (s = json_int(cfg, cpath, "state_size", 0, 16, &c->d_state)) ||
+        (s = json_int(cfg, cpath, "conv_kernel", 0, 4, &c->d_conv)) ||
+        (s = json_int(cfg, cpath, "expand", 0, 2, &c->expand)))
+        return s;
+    if ((s = json_int(cfg, cpath, "intermediate_size", 0, c->expand * c->d_model, &c->d_inner)))
+        return s;
+    /* transformers sizes everything by intermediate_size; expand only sets its default */
+    if (c->d_inner % c->d_model != 0)
+        return fail(cpath, SSM_ERR_UNSUPPORTED, "intermediate_size %d is not a multiple of "
+                    "hidden_size %d", c->d_inner, c->d_model);
+    c->expand = c->d_inner / c->d_model;
+    json_t *r = json_object_get(cfg, "time_step_rank");
+    if (!r || (json_is_string(r) && strcmp(json_string_value(r), "auto") == 0))
+        c->dt_rank = (c->d_model + 15) / 16; /* "auto": ceil(hidden_size / 16) */
+    else if ((s = json_int(cfg, cpath, "time_step_rank", 1, 0, &c->dt_rank)))
+        return fail(cpath, SSM_ERR_FORMAT, "\"time_step_rank\" must be a positive integer or "
+                    "\"auto\"");
+    json_t *eps = json_object_get(cfg, "layer_norm_epsilon");
+    if (eps && !json_is_number(eps))
+        return fail(cpath, SSM_ERR_FORMAT, "\"layer_norm_epsilon\" must be a number");
+    c->norm_eps = eps ? (float)json_number_value(eps) : 1e-5f;
+    return SSM_OK;
+}
+
+static ssm_status config_from_json(const char *dir, const char *file, ssm_config *c) {
+    size_t n = strlen(dir) + sizeof "/config.json";
+    char *cpath = malloc(n);
+    if (!cpath) return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", file);
+    snprintf(cpath, n, "%s/config.json", dir);
+    ssm_status s = SSM_OK;
+    FILE *f = fopen(cpath, "r");
+    if (!f && errno == ENOENT) {
+        s = fail(file, SSM_ERR_MISSING, "no model config: the file has no ssm.* metadata and "
+                 "there is no config.json beside it; a config is needed to know the model's "
+                 "shape (put transformers' config.json next to it)");
+    } else if (!f) {
+        s = fail(cpath, SSM_ERR_IO, "cannot open: %s", strerror(errno));
+    } else {
+        json_error_t err;
+        json_t *cfg = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
+        fclose(f);
+        if (!cfg)
+            s = fail(cpath, SSM_ERR_FORMAT, "invalid JSON at line %d, column %d: %s", err.line,
+                     err.column, err.text);
+        else if (!json_is_object(cfg))
+            s = fail(cpath, SSM_ERR_FORMAT, "not a JSON object");
+        else
+            s = json_model_fields(cfg, cpath, c);
+        json_decref(cfg);
+    }
+    free(cpath);
+    return s;
+}
+
+/* The config of a checkpoint, exactly as stored: the vocabulary is not padded. */
+static ssm_status load_config(const ssm_safetensors *st, const char *file, const char *dir,
+                              ssm_config *out) {
+    ssm_config c = ssm_config_default(8, 16, 1); /* for the init-only fields */
+    ssm_status s = has_ssm_metadata(st) ? config_from_metadata(st, file, &c)
+                                        : config_from_json(dir, file, &c);
+    if (s) return s;
+    *out = c;
+    return SSM_OK;
+}
+
+/* ---- loading: tensors ------------------------------------------------------------------- */
+
+static ssm_status check_tensor(const ssm_safetensors *st, const char *file,
+                               const ssm_tensor_info *ti) {
+    const ssm_st_tensor *t = ssm_safetensors_find(st, ti->name);
+    int64_t want[8];
+    int ndim = file_shape(ti, want);
+    char ws[160], hs[160];
+    format_shape(ws, sizeof ws, want, ndim);
+    if (!t)
+        return fail(file, SSM_ERR_MISSING, "missing tensor %s (shape %s from the config)",
+                    ti->name, ws);
+    if (!is_float(t->dtype))
+        return fail(file, SSM_ERR_DTYPE, "tensor %s is not a floating-point tensor; parameters "
+                    "must be F32, F16 or BF16", ti->name);
+    /* conv1d.weight is accepted both as (E, 1, K) and as our in-memory (E, K) */
+    if (same_shape(t, ndim, want) || same_shape(t, ti->ndim, ti->shape)) return SSM_OK;
+    format_shape(hs, sizeof hs, t->shape, t->ndim);
+    return fail(file, SSM_ERR_SHAPE, "tensor %s has shape %s, expected %s from the config",
+                ti->name, hs, ws);
+}
+
+/* Every model tensor present with its shape, lm_head shaped like the embedding, nothing else. */
+static ssm_status check_tensors(const ssm_safetensors *st, const char *file,
+                                const ssm_model *m) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        ssm_status s = check_tensor(st, file, &m->tensors[i]);
+        if (s) return s;
+    }
+    const ssm_st_tensor *head = ssm_safetensors_find(st, LM_HEAD);
+    const ssm_tensor_info *emb = &m->tensors[0];
+    if (head && (!is_float(head->dtype) || !same_shape(head, emb->ndim, emb->shape))) {
+        char hs[160], ws[160];
+        format_shape(hs, sizeof hs, head->shape, head->ndim);
+        format_shape(ws, sizeof ws, emb->shape, emb->ndim);
+        return fail(file, SSM_ERR_SHAPE, "tensor %s has shape %s, expected %s (the tied "
+                    "embedding's)", LM_HEAD, hs, ws);
+    }
+    for (int i = 0; i < ssm_safetensors_count(st); i++) {
+        const char *name = ssm_safetensors_tensor(st, i)->name;
+        if (strcmp(name, LM_HEAD) != 0 && !ssm_model_find_tensor(m, name))
+            return fail(file, SSM_ERR_FORMAT, "unexpected tensor %s: not part of a Mamba model "
+                        "of this config", name);
+    }
+    return SSM_OK;
+}
+
+/* We tie the head to the embedding; a stored head must be (nearly) the embedding. */
+static ssm_status check_lm_head(const ssm_safetensors *st, const char *file,
+                                const ssm_model *m) {
+    const ssm_st_tensor *head = ssm_safetensors_find(st, LM_HEAD);
+    if (!head) return SSM_OK;
+    size_t n = m->tensors[0].numel;
+    float *h = malloc((n ? n : 1) * sizeof *h);
+    if (!h) return fail(file, SSM_ERR_NOMEM, "out of memory reading %s", LM_HEAD);
+    ssm_status s = ssm_safetensors_read_f32(st, LM_HEAD, h, n);
+    const float *e = m->params.embedding;
+    double max_e = 0, max_d = 0;
+    for (size_t i = 0; i < n && !s; i++) {
+        max_e = fmax(max_e, fabs(e[i]));
+        max_d = fmax(max_d, fabs((double)h[i] - e[i]));
+        if (isnan(h[i])) max_d = INFINITY;
+    }
+    free(h);
+    /* loose, so that a head stored in another precision than the embedding still passes */
+    if (!s && max_d > 1e-2 * max_e)
+        s = fail(file, SSM_ERR_UNSUPPORTED, "%s differs from backbone.embeddings.weight (by up "
+                 "to %g): untied output embeddings are not supported", LM_HEAD, max_d);
+    return s;
+}
+
+static ssm_status read_params(const ssm_safetensors *st, ssm_model *m) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ssm_tensor_info *ti = &m->tensors[i];
+        ssm_status s = ssm_safetensors_read_f32(st, ti->name, m->params_blob + ti->offset,
+                                                ti->numel);
+        if (s) return s;
+    }
+    return SSM_OK;
+}
+
+/* ssm_model_create's config errors, reported as a malformed file. */
+static ssm_status create_model(const char *file, const ssm_config *c, ssm_model **out) {
+    ssm_status s = ssm_model_create(c, out);
+    if (s == SSM_ERR_ARG) {
+        char msg[768];
+        snprintf(msg, sizeof msg, "%s", ssm_last_error()); /* not formatted from itself */
+        return fail(file, SSM_ERR_FORMAT, "bad model config: %s", msg);
+    }
+    return s;
+}
+
+ssm_status ssm_checkpoint_load(const char *path, ssm_model **out) {
+    if (!path || !out) return ssm_set_error(SSM_ERR_ARG, "ssm_checkpoint_load: NULL argument");
+    *out = NULL;
+    char *file = NULL, *dir = NULL;
+    ssm_safetensors *st = NULL;
+    ssm_model *m = NULL;
+    ssm_config c;
+    ssm_status s = resolve_paths(path, &file, &dir);
+    if (!s) s = ssm_safetensors_open(file, &st);
+    if (!s) s = load_config(st, file, dir, &c);
+    if (!s) s = create_model(file, &c, &m);
+    if (!s) s = check_tensors(st, file, m);
+    if (!s) s = read_params(st, m);
+    if (!s) s = check_lm_head(st, file, m);
+    ssm_safetensors_close(st);
+    free(file);
+    free(dir);
+    if (s) {
+        ssm_model_free(m);
+        return s;
+    }
+    *out = m;
+    return SSM_OK;
+}
+
+/* ---- optimizer state ------------------------------------------------------------------- */
+
+#define MOMENT_NAME 104 /* "m." + a tensor name (< 96) */
+
+static void moment_name(char *buf, char which, const char *name) {
+    snprintf(buf, MOMENT_NAME, "%c.%s", which, name);
+}
+
+ssm_status ssm_adamw_save(const ssm_adamw *opt, const ssm_model *model, const char *path,
+                          const char *const *meta_kv) {
+    if (!opt || !model || !path) return ssm_set_error(SSM_ERR_ARG, "ssm_adamw_save: NULL argument");
+    if (opt->n != model->n_params)
+        return ssm_set_error(SSM_ERR_ARG, "ssm_adamw_save: the optimizer was made for another model");
+    int n = model->n_tensors, n_extra = kv_len(meta_kv);
+    char step[32];
+    snprintf(step, sizeof step, "%lld", (long long)opt->step);
+    ssm_st_write_item *items = calloc((size_t)2 * n, sizeof *items);
+    char *names = malloc((size_t)2 * n * MOMENT_NAME);
+    const char **kv = calloc((size_t)n_extra + 3, sizeof *kv);
+    ssm_status s = SSM_ERR_NOMEM;
+    if (items && names && kv) {
+        kv[0] = "ssm.step", kv[1] = step;
+        for (int i = 0; i < n_extra; i++) kv[2 + i] = meta_kv[i];
+        for (int i = 0; i < 2 * n; i++) {
+            const ssm_tensor_info *ti = &model->tensors[i % n];
+            char *nm = names + (size_t)i * MOMENT_NAME;
+            moment_name(nm, i < n ? 'm' : 'v', ti->name);
+            items[i].name = nm;
+            items[i].ndim = ti->ndim;
+            for (int d = 0; d < ti->ndim; d++) items[i].shape[d] = ti->shape[d];
+            items[i].data = (i < n ? opt->m : opt->v) + ti->offset;
+        }
+        s = ssm_safetensors_write(path, items, 2 * n, kv);
+    } else {
+        ssm_set_error(s, "%s: out of memory", path);
+    }
+    free(items);
+    free(names);
+    free(kv);
+    return s;
+}
+
+static ssm_status check_moments(const ssm_safetensors *st, const char *path,
+                                const ssm_model *model) {
+    char nm[MOMENT_NAME], hs[160], ws[160];
+    for (int i = 0; i < 2 * model->n_tensors; i++) {
+        const ssm_tensor_info *ti = &model->tensors[i % model->n_tensors];
+        moment_name(nm, i < model->n_tensors ? 'm' : 'v', ti->name);
+        const ssm_st_tensor *t = ssm_safetensors_find(st, nm);
+        if (!t)
+            return fail(path, SSM_ERR_MISSING, "missing tensor %s: the optimizer state is for "
+                        "another model", nm);
+        if (!is_float(t->dtype))
+            return fail(path, SSM_ERR_DTYPE, "tensor %s is not a floating-point tensor", nm);
+        if (!same_shape(t, ti->ndim, ti->shape)) {
+            format_shape(hs, sizeof hs, t->shape, t->ndim);
+            format_shape(ws, sizeof ws, ti->shape, ti->ndim);
+            return fail(path, SSM_ERR_SHAPE, "tensor %s has shape %s, expected %s from the model",
+                        nm, hs, ws);
+        }
+    }
+    if (ssm_safetensors_count(st) != 2 * model->n_tensors)
+        return fail(path, SSM_ERR_FORMAT, "%d tensors where the model has %d moments: the "
+                    "optimizer state is for another model", ssm_safetensors_count(st),
+                    2 * model->n_tensors);
+    return SSM_OK;
+}
+
+/* Read both moments into fresh buffers, so that a failure leaves opt as it was. */
+static ssm_status read_moments(const ssm_safetensors *st, const ssm_model *model, float *m,
+                               float *v) {
+    char nm[MOMENT_NAME];
+    for (int i = 0; i < 2 * model->n_tensors; i++) {
+        const ssm_tensor_info *ti = &model->tensors[i % model->n_tensors];
+        int first = i < model->n_tensors;
+        moment_name(nm, first ? 'm' : 'v', ti->name);
+        ssm_status s = ssm_safetensors_read_f32(st, nm, (first ? m : v) + ti->offset, ti->numel);
+        if (s) return s;
+    }
+    return SSM_OK;
+}
+
+ssm_status ssm_adamw_load(ssm_adamw *opt, const ssm_model *model, const char *path,
+                          ssm_safetensors **st_out) {
+    if (st_out) *st_out = NULL;
+    if (!opt || !model || !path) return ssm_set_error(SSM_ERR_ARG, "ssm_adamw_load: NULL argument");
+    if (opt->n != model->n_params)
+        return ssm_set_error(SSM_ERR_ARG, "ssm_adamw_load: the optimizer was made for another model");
+    ssm_safetensors *st = NULL;
+    ssm_status s = ssm_safetensors_open(path, &st);
+    if (s) return s;
+    long long step = 0;
+    const char *sv = ssm_safetensors_meta(st, "ssm.step");
+    float *m = NULL, *v = NULL;
+    if (!sv)
+        s = fail(path, SSM_ERR_MISSING, "no ssm.step in the metadata: not an optimizer state");
+    else if (!parse_long(sv, 0, LLONG_MAX, &step))
+        s = fail(path, SSM_ERR_FORMAT, "metadata ssm.step = '%s' is not a step number", sv);
+    if (!s) s = check_moments(st, path, model);
+    if (!s) {
+        m = malloc((opt->n ? opt->n : 1) * sizeof *m);
+        v = malloc((opt->n ? opt->n : 1) * sizeof *v);
+        s = m && v ? read_moments(st, model, m, v)
+                   : fail(path, SSM_ERR_NOMEM, "out of memory for the optimizer moments");
+    }
+    if (!s) {
+        memcpy(opt->m, m, opt->n * sizeof *m);
+        memcpy(opt->v, v, opt->n * sizeof *v);
+        opt->step = step;
+    }
+    free(m);
+    free(v);
+    if (!s && st_out) *st_out = st;
+    else ssm_safetensors_close(st);
+    return s;
+}
