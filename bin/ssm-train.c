@@ -22,6 +22,7 @@ static void usage(void) {
            "  --resume DIR      continue the run in DIR exactly where it stopped\n"
            "  --device DEV      auto, cpu, cuda or cuda:N (overrides train.device)\n"
            "  --threads N       CPU threads (overrides train.threads; 0 = all cores)\n"
+           "  --stop-after N    stop after N steps of this invocation, saving as Ctrl-C does\n"
            "  --quiet           no progress or notes on stderr\n"
            "  --help, --version\n"
            "\n"
@@ -37,7 +38,8 @@ int main(int argc, char **argv) {
         {"force", no_argument, 0, 'f'},        {"resume", required_argument, 0, 'r'},
         {"device", required_argument, 0, 'd'}, {"threads", required_argument, 0, 't'},
         {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
+        {"version", no_argument, 0, 'V'},      {"stop-after", required_argument, 0, 'S'},
+        {0, 0, 0, 0}};
     const char *sets[256];
     int n_sets = 0;
     const char *output = NULL, *device = NULL, *threads = NULL;
@@ -54,6 +56,12 @@ int main(int argc, char **argv) {
         case 'd': device = optarg; break;
         case 't': threads = optarg; break;
         case 'q': cli_quiet = 1; break;
+        case 'S': {
+            char *end;
+            topt.stop_after = strtoll(optarg, &end, 10);
+            if (*end || topt.stop_after < 1) return cli_usage("--stop-after takes a positive step count");
+            break;
+        }
         case 'h': usage(); return 0;
         case 'V': printf("ssm-train %s\n", SSM_VERSION); return 0;
         default: return cli_usage("unknown option");

@@ -28,6 +28,7 @@ ssm_status train_settings_read(ssm_recipe *recipe, int task_vocab, train_setting
 typedef struct train_options {
     const char *resume_dir; /* NULL: a new run */
     int force;              /* overwrite an existing run directory */
+    int64_t stop_after;     /* stop (and save, as Ctrl-C would) after this many steps; 0 = no */
 } train_options;
 
 /* The whole run: summary, baseline, loop with evaluation and checkpoints, SIGINT/SIGTERM.

@@ -266,7 +266,7 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     cli_progress pr;
     cli_progress_start(&pr, set->steps, set->log_every, "step");
     double t_start = cli_now(), t_last = t_start, loss_ema = NAN, valid_loss = NAN;
-    int64_t tokens_since = 0;
+    int64_t tokens_since = 0, steps_here = 0;
     const char *stopped = NULL;
     while (r.opt->step < set->steps) {
         if ((s = ops->next_batch(task, SSM_SPLIT_TRAIN, &r.data_rng, &r.batch))) goto fail;
@@ -282,7 +282,7 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         if (step % set->log_every == 0 || step == set->steps) {
             double now = cli_now(), tps = tokens_since / (now - t_last);
             t_last = now, tokens_since = 0;
-            log_metrics(&r, "{\"step\":%" PRId64 ",\"loss\":%.6f,\"bits_per_%s\":%.6f,\"lr\":%.6g,"
+            log_metrics(&r, "{\"step\":%" PRId64 ",\"loss\":%.9g,\"bits_per_%s\":%.6f,\"lr\":%.6g,"
                         "\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,\"elapsed_s\":%.2f}", step, loss,
                         ops->symbol, loss / M_LN2, lr, gnorm, tps, now - t_start);
             char extra[160], tp[32];
@@ -292,7 +292,7 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         }
         if (step % set->eval_every == 0 || step == set->steps) {
             if ((s = evaluate(&r, &valid_loss))) goto fail;
-            log_metrics(&r, "{\"step\":%" PRId64 ",\"valid_loss\":%.6f,\"valid_bits_per_%s\":%.6f,"
+            log_metrics(&r, "{\"step\":%" PRId64 ",\"valid_loss\":%.9g,\"valid_bits_per_%s\":%.6f,"
                         "\"baseline_bits_per_%s\":%.6g}", step, valid_loss, ops->symbol,
                         valid_loss / M_LN2, ops->symbol, isnan(r.baseline_bits) ? -1.0 : r.baseline_bits);
             if (pr.tty) fputc('\n', stderr);
@@ -300,6 +300,7 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
                      valid_loss / M_LN2, ops->symbol, r.baseline_bits);
         }
         if (set->max_minutes > 0 && cli_now() - t_start > set->max_minutes * 60) stopped = "time limit (train.max_minutes)";
+        if (opt->stop_after && ++steps_here >= opt->stop_after) stopped = "stopped (--stop-after)";
         if (stop_signal) stopped = stop_signal == SIGINT ? "interrupted (Ctrl-C)" : "terminated (SIGTERM)";
         if (step % set->save_every == 0 || step == set->steps || stopped) {
             if ((s = save_checkpoint(&r))) goto fail;
