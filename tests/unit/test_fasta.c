@@ -3,7 +3,6 @@
  * sets through faidx (index built beside, or kept in memory) and in memory (plain gzip, layouts
  * faidx cannot index); multi-file sets; the fixed validation split; deterministic, length-weighted
  * window draws; BED regions. */
-#define _GNU_SOURCE
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
