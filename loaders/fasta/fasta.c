@@ -95,6 +95,13 @@ static int read_line(fasta_reader *r) {
     enum htsLogLevel level = quiet_begin();
     int ret = bgzf_getline(r->fp, '\n', &r->line);
     quiet_end(level);
+    if (ret == -1 && bgzf_compression(r->fp) == 2 && !r->fp->last_block_eof) {
+        /* a bgzip stream ends with an empty block: without it (stdin, where the end could not
+         * be checked at open) the data was cut short at a block boundary */
+        ssm_set_error(SSM_ERR_FORMAT, "%s: truncated bgzip data (its end-of-file block is missing "
+                      "after %lld lines)", r->path, (long long)r->line_no);
+        return -1;
+    }
     if (ret == -1) return 0;
     if (ret < -1) {
         int c = bgzf_compression(r->fp);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <utime.h>
 
@@ -197,6 +198,7 @@ static void test_reader_bad_input(void **st) {
         {"bad_duplicate.fa", {":5: duplicate record name 'a'", "line 1", NULL}},
         {"bad_truncated.fa.gz", {"truncated or corrupt gzip data", NULL}},
         {"bad_truncated.fa.bgz", {"truncated bgzip file", NULL}},
+        {"bad_truncated_at_block.fa.bgz", {"truncated bgzip file", NULL}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *p = fixture(cases[i].file);
@@ -229,6 +231,40 @@ static void test_reader_bad_input(void **st) {
         tmp_rm(dir);
         free(p);
     }
+    /* from a pipe the end cannot be checked at open: the missing end-of-file block is noticed
+     * when the data ends */
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        size_t n;
+        char *p = fixture("bad_truncated_at_block.fa.bgz");
+        char *data = read_all(p, &n);
+        ssize_t w = write(fd[1], data, n);
+        _exit(w == (ssize_t)n ? 0 : 1);
+    }
+    close(fd[1]);
+    int saved = dup(0);
+    dup2(fd[0], 0);
+    close(fd[0]);
+    {
+        fasta_reader *r;
+        TU_OK(fasta_reader_open("-", &r));
+        ssm_status s;
+        for (;;) {
+            fasta_entry e;
+            int done;
+            if ((s = fasta_reader_next(r, &e, &done)) || done) break;
+        }
+        assert_int_equal(s, SSM_ERR_FORMAT);
+        assert_non_null(strstr(ssm_last_error(), "-: truncated bgzip data"));
+        fasta_reader_close(r);
+    }
+    dup2(saved, 0);
+    close(saved);
+    waitpid(pid, NULL, 0);
+
     /* a missing file and a folder */
     fasta_reader *r;
     assert_int_equal(fasta_reader_open("/nonexistent/x.fa", &r), SSM_ERR_IO);
