@@ -1,0 +1,81 @@
+// common.cuh: what the CUDA ops share: activation loads/stores (fp32 or bf16, always fp32
+// arithmetic), the fast special functions, launch checking and the device's properties.
+// Device code only sees this file; the public interface is ssm/cuda_ops.h.
+#ifndef SSM_CUDA_COMMON_CUH
+#define SSM_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "ssm/cuda_ops.h"
+
+#define SSM_LOG2E 1.4426950408889634f
+#define SSM_LN2 0.6931471805599453f
+
+// ---- activations: fp32 or bf16 in memory, fp32 in registers -------------------------------
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+// Read-only loads through the non-coherent cache (inputs never alias outputs in these ops).
+template <typename T> __device__ __forceinline__ float ldf(const T *p) { return to_f(__ldg(p)); }
+
+// ---- special functions -------------------------------------------------------------------
+
+// 2^x on the special-function unit (MUFU.EX2): ~2 ulp, 0 below -126 (flushed).
+__device__ __forceinline__ float ex2f(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+// 1/x on the special-function unit (MUFU.RCP): ~1 ulp.
+__device__ __forceinline__ float rcpf(float x) {
+    float y;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// softplus(x) = log(1 + exp(x)), x above 20 returned as is (the reference's threshold), as
+// max(x, 0) + log1p(exp(-|x|)) with log1p(y) = 2 atanh(y / (2 + y)) summed to s^11 like
+// cpu_softplus (truncation < 2e-7): two MUFU operations, no libm call.
+__device__ __forceinline__ float softplusf(float x) {
+    float y = ex2f(-fabsf(x) * SSM_LOG2E);
+    float s = y * rcpf(2.0f + y), s2 = s * s;
+    float p = fmaf(s2, 1.0f / 11, 1.0f / 9);
+    p = fmaf(s2, p, 1.0f / 7);
+    p = fmaf(s2, p, 1.0f / 5);
+    p = fmaf(s2, p, 1.0f / 3);
+    p = fmaf(s2, p, 1.0f);
+    float r = fmaxf(x, 0.0f) + 2.0f * s * p;
+    return x > 20.0f ? x : r;
+}
+// sigmoid(x) = 1 / (1 + exp(-x)), accurate at both ends.
+__device__ __forceinline__ float sigmoidf_(float x) {
+    float y = ex2f(-fabsf(x) * SSM_LOG2E);
+    float r = rcpf(1.0f + y);
+    return x >= 0.0f ? r : y * r;
+}
+// d softplus / dx = sigmoid(x), 1 above the threshold
+__device__ __forceinline__ float dsoftplusf(float x) { return x > 20.0f ? 1.0f : sigmoidf_(x); }
+
+// ---- host side ---------------------------------------------------------------------------
+
+// Multiprocessors of the current device (cached per device).
+int ssm_cuda_sm_count(void);
+// The status for a failed CUDA call (and its message): "<where>: <what CUDA said>".
+ssm_status ssm_cuda_fail(cudaError_t err, const char *where);
+
+#define SSM_CUDA_CHECK_LAUNCH(where)                                                         \
+    do {                                                                                     \
+        cudaError_t ssm_err_ = cudaGetLastError();                                           \
+        if (ssm_err_ != cudaSuccess) return ssm_cuda_fail(ssm_err_, where);                  \
+    } while (0)
+
+static inline size_t ssm_align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+#endif

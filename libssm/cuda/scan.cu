@@ -1,0 +1,834 @@
+// scan.cu: the selective scan on the GPU (forward, backward, one-token step), the twin of
+// libssm/cpu/scan.c. docs/kernels.md explains the design and its costs; in short:
+//
+// * One thread owns one channel e of one sequence b and keeps its N states in registers; a
+//   warp is 32 consecutive channels, so every load of u, dt, z, du... is one coalesced row
+//   segment, and the B/C rows (shared by the warp) are staged once per tile in shared memory
+//   and read as float4 broadcasts. The time loop is sequential inside a thread.
+// * When B * ceil(E / 32) warps are too few to fill the GPU (long sequences at small batch)
+//   the sequence is cut into K chunks: a local pass gives each chunk's end state from zero
+//   and sum(delta); a combine pass carries the true entry state through the chunks
+//   (h_in[c+1] = exp(A * sum delta_c) * h_in[c] + h_loc[c]); the output pass reruns every chunk
+//   from its true entry state.
+// * exp(delta * A) = ex2(delta * A log2 e) with A log2 e computed once per thread: one MUFU
+//   operation per (step, channel, state), which is what bounds the forward.
+// * Backward: a forward sweep writes the state every RSUB steps (a checkpoint, in the
+//   workspace); then, sub-chunk by sub-chunk from the end, the thread recomputes RSUB states
+//   into shared memory and walks them backwards with the adjoint g in registers. dB and dC
+//   (sums over channels) are reduced across the warp with a butterfly reduce-scatter and
+//   written as one partial row per warp; a last kernel sums the partials in a fixed order, so
+//   the result is deterministic.
+#include "common.cuh"
+
+namespace {
+
+constexpr int TILE = 8;  // steps per staged tile of B/C rows (forward sweeps, double-buffered)
+constexpr int RSUB = 16; // backward: steps per sub-chunk held in shared memory
+static_assert(RSUB % TILE == 0, "checkpoints fall on tile starts");
+
+struct ScanP {
+    const void *u, *dt, *Bm, *Cm, *z; // activations (T, E) / (T, N) stride ld_bc / (T, E) stride ld_z
+    int ld_bc, ld_z;
+    const float *dt_bias, *A_log, *D; // (E), (E, N), (E)
+    int B, L, E, N;
+    int Lc, K, G, nsub; // chunk length, chunks, warps per row (ceil(E/32)), sub-chunks per chunk
+    // forward
+    void *y;
+    float *state; // (B, E, N)
+    // chunk workspace, (B, K, N, E) unless said
+    float *hin;  // state entering chunk c
+    float *hloc; // end state of chunk c from a zero entry
+    float *S;    // (B, K, E) sum of delta over chunk c
+    float *gin;  // adjoint entering chunk c from its end: dA_{l1} g_{l1} (0 for the last)
+    float *gloc; // the same from chunk c + 1 alone (zero beyond it)
+    // backward
+    const void *dout;
+    void *du, *ddt, *dz;
+    float *ckpt; // (B, K, G, nsub, NS, 32) state before each sub-chunk
+    float *pbc;  // (T, G, 2 NS) per-warp sums of [dB | dC]
+    float *pch;  // (B * K, N + 2, E) per-(sequence, chunk) sums of [dA_log | dD | d_dt_bias]
+};
+
+__device__ __forceinline__ size_t cidx(const ScanP &p, int b, int c, int n, int e) {
+    return (((size_t)b * p.K + c) * p.N + n) * p.E + e;
+}
+
+// ---- B/C tiles: rows [lt, lt + TILE) of B and C, zero past `lend` and past column N --------
+
+template <typename T, int NS> struct BCTile {
+    static constexpr int V = TILE * 2 * NS / 32; // values per lane
+    float r[V];
+    __device__ __forceinline__ void load(const ScanP &p, size_t row0, int lt, int lend, int lane) {
+        const T *Bm = (const T *)p.Bm, *Cm = (const T *)p.Cm;
+#pragma unroll
+        for (int k = 0; k < V; k++) {
+            const int i = k * 32 + lane, j = i / (2 * NS), v = i % (2 * NS);
+            const int l = lt + j;
+            float val = 0.0f;
+            if (l < lend) {
+                const size_t t = row0 + l;
+                if (v < NS) {
+                    if (v < p.N) val = ldf(Bm + t * p.ld_bc + v);
+                } else if (v - NS < p.N) {
+                    val = ldf(Cm + t * p.ld_bc + (v - NS));
+                }
+            }
+            r[k] = val;
+        }
+    }
+    // into s (TILE, 2 NS): row j = [B_j | C_j]
+    __device__ __forceinline__ void store(float *s, int lane) const {
+#pragma unroll
+        for (int k = 0; k < V; k++) s[k * 32 + lane] = r[k];
+    }
+};
+
+// ---- the forward sweep ---------------------------------------------------------------------
+
+enum { SWEEP_OUT = 0, SWEEP_LOCAL = 1, SWEEP_CKPT = 2 };
+
+// Runs steps [l0, l1) of channel e of sequence b from state h (updated in place).
+// SWEEP_OUT writes y (with D skip and gate); SWEEP_LOCAL returns sum(delta);
+// SWEEP_CKPT writes h to ck[(s * NS + n) * 32 + lane] before each RSUB-step sub-chunk s.
+template <typename T, int NS, int MODE>
+__device__ __forceinline__ float fwd_sweep(const ScanP &p, int b, int e, int lane, bool act,
+                                           int l0, int l1, float (&h)[NS],
+                                           const float (&A2)[NS], float bias, float Dv,
+                                           float *sbc /* [2][TILE][2 NS] */, float *ck) {
+    const T *u = (const T *)p.u, *dt = (const T *)p.dt, *z = (const T *)p.z;
+    const int E = p.E;
+    const size_t row0 = (size_t)b * p.L;
+    const bool gate = MODE == SWEEP_OUT && z != nullptr;
+    float S = 0.0f;
+    float ru[TILE], rdt[TILE], rz[TILE];
+    BCTile<T, NS> bc;
+
+    auto load = [&](int lt) {
+#pragma unroll
+        for (int j = 0; j < TILE; j++) {
+            const int l = lt + j;
+            const bool ok = act && l < l1;
+            const size_t t = row0 + l;
+            ru[j] = ok ? ldf(u + t * E + e) : 0.0f;
+            rdt[j] = ok ? ldf(dt + t * E + e) : 0.0f;
+            rz[j] = (gate && ok) ? ldf(z + t * p.ld_z + e) : 0.0f;
+        }
+        bc.load(p, row0, lt, l1, lane);
+    };
+
+    if (l0 < l1) load(l0);
+    int buf = 0;
+    for (int lt = l0; lt < l1; lt += TILE, buf ^= 1) {
+        float *s = sbc + buf * TILE * 2 * NS;
+        bc.store(s, lane);
+        __syncwarp();
+        float cu[TILE], cdt[TILE], cz[TILE];
+#pragma unroll
+        for (int j = 0; j < TILE; j++) cu[j] = ru[j], cdt[j] = rdt[j], cz[j] = rz[j];
+        if (lt + TILE < l1) load(lt + TILE); // the next tile's loads fly while this one computes
+        if (MODE == SWEEP_CKPT && (lt - l0) % RSUB == 0) {
+            float *c = ck + (size_t)((lt - l0) / RSUB) * NS * 32 + lane;
+#pragma unroll
+            for (int n = 0; n < NS; n++) c[n * 32] = h[n];
+        }
+#pragma unroll
+        for (int j = 0; j < TILE; j++) {
+            const int l = lt + j;
+            if (l < l1) {
+                // delta = softplus(dt + dt_bias)
+                const float delta = softplusf(cdt[j] + bias);
+                const float dBu = delta * cu[j];
+                const float4 *Bs = (const float4 *)(s + j * 2 * NS);
+                const float4 *Cs = (const float4 *)(s + j * 2 * NS + NS);
+                float y0 = 0.0f, y1 = 0.0f;
+#pragma unroll
+                for (int q = 0; q < NS / 4; q++) {
+                    const float4 bb = Bs[q];
+                    // h = exp(delta * A) * h + delta * B * u
+                    h[4 * q + 0] = fmaf(ex2f(delta * A2[4 * q + 0]), h[4 * q + 0], dBu * bb.x);
+                    h[4 * q + 1] = fmaf(ex2f(delta * A2[4 * q + 1]), h[4 * q + 1], dBu * bb.y);
+                    h[4 * q + 2] = fmaf(ex2f(delta * A2[4 * q + 2]), h[4 * q + 2], dBu * bb.z);
+                    h[4 * q + 3] = fmaf(ex2f(delta * A2[4 * q + 3]), h[4 * q + 3], dBu * bb.w);
+                    if (MODE == SWEEP_OUT) {
+                        // y = C . h
+                        const float4 cc = Cs[q];
+                        y0 = fmaf(h[4 * q + 0], cc.x, y0);
+                        y1 = fmaf(h[4 * q + 1], cc.y, y1);
+                        y0 = fmaf(h[4 * q + 2], cc.z, y0);
+                        y1 = fmaf(h[4 * q + 3], cc.w, y1);
+                    }
+                }
+                if (MODE == SWEEP_LOCAL) S += delta;
+                if (MODE == SWEEP_OUT && act) {
+                    // y += D * u;  out = y * silu(z)
+                    float out = fmaf(Dv, cu[j], y0 + y1);
+                    if (gate) out *= cz[j] * sigmoidf_(cz[j]);
+                    ((T *)p.y)[(row0 + l) * E + e] = from_f<T>(out);
+                }
+            }
+        }
+    }
+    return S;
+}
+
+template <int NS>
+__device__ __forceinline__ void load_A2(const ScanP &p, int e, bool act, float (&A2)[NS]) {
+#pragma unroll
+    for (int n = 0; n < NS; n++) // A = -exp(A_log), pre-scaled by log2(e) for ex2
+        A2[n] = (act && n < p.N) ? -expf(p.A_log[(size_t)e * p.N + n]) * SSM_LOG2E : 0.0f;
+}
+
+// grid (G, chunks, B), one warp: chunk c = blockIdx.y + c_first.
+template <typename T, int NS, int MODE>
+__global__ void __launch_bounds__(32) scan_fwd_kernel(const ScanP p) {
+    __shared__ __align__(16) float sbc[2 * TILE * 2 * NS];
+    const int lane = threadIdx.x, e = blockIdx.x * 32 + lane, c = blockIdx.y, b = blockIdx.z;
+    const bool act = e < p.E;
+    const int l0 = c * p.Lc, l1 = min(p.L, l0 + p.Lc);
+    float A2[NS], h[NS];
+    load_A2<NS>(p, e, act, A2);
+#pragma unroll
+    for (int n = 0; n < NS; n++) {
+        float h0 = 0.0f;
+        if (MODE == SWEEP_OUT && act && n < p.N) {
+            if (p.hin) h0 = p.hin[cidx(p, b, c, n, e)];
+            else if (p.state) h0 = p.state[((size_t)b * p.E + e) * p.N + n];
+        }
+        h[n] = h0;
+    }
+    const float bias = act ? p.dt_bias[e] : 0.0f;
+    const float Dv = (MODE == SWEEP_OUT && act) ? p.D[e] : 0.0f;
+    const float S = fwd_sweep<T, NS, MODE>(p, b, e, lane, act, l0, l1, h, A2, bias, Dv, sbc, nullptr);
+    if (!act) return;
+    if (MODE == SWEEP_LOCAL) {
+#pragma unroll
+        for (int n = 0; n < NS; n++)
+            if (n < p.N) p.hloc[cidx(p, b, c, n, e)] = h[n];
+        p.S[((size_t)b * p.K + c) * p.E + e] = S;
+    } else if (p.state && c == p.K - 1) {
+#pragma unroll
+        for (int n = 0; n < NS; n++)
+            if (n < p.N) p.state[((size_t)b * p.E + e) * p.N + n] = h[n];
+    }
+}
+
+// hin[c] for every chunk: the entry state (state or 0) carried through the chunks.
+__global__ void scan_fwd_combine(const ScanP p, const float *state) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)p.B * p.N * p.E) return;
+    const int e = (int)(i % p.E), n = (int)(i / p.E % p.N), b = (int)(i / ((size_t)p.E * p.N));
+    const float a2 = -expf(p.A_log[(size_t)e * p.N + n]) * SSM_LOG2E;
+    float h = state ? state[((size_t)b * p.E + e) * p.N + n] : 0.0f;
+    for (int c = 0; c < p.K; c++) {
+        p.hin[cidx(p, b, c, n, e)] = h;
+        // h_in[c+1] = prod(dA over chunk c) h_in[c] + h_loc[c];  prod dA = exp(A sum delta)
+        if (c + 1 < p.K)
+            h = fmaf(ex2f(a2 * p.S[((size_t)b * p.K + c) * p.E + e]), h, p.hloc[cidx(p, b, c, n, e)]);
+    }
+}
+
+// ---- backward ------------------------------------------------------------------------------
+
+// The output gradient at row t: dy = d_out * silu(z) with the gate (dz written elsewhere).
+// Local reverse pass of chunk c = blockIdx.y + 1 from zero beyond its end:
+//   g = (g + dy_l C_l) * exp(delta_l A) for l from the end down to the chunk's first step.
+template <typename T, int NS>
+__global__ void __launch_bounds__(32) scan_bwd_local_kernel(const ScanP p) {
+    __shared__ __align__(16) float sbc[2 * TILE * 2 * NS];
+    const int lane = threadIdx.x, e = blockIdx.x * 32 + lane, c = blockIdx.y + 1, b = blockIdx.z;
+    const bool act = e < p.E;
+    const int E = p.E;
+    const int l0 = c * p.Lc, l1 = min(p.L, l0 + p.Lc);
+    const size_t row0 = (size_t)b * p.L;
+    const T *dt = (const T *)p.dt, *dout = (const T *)p.dout, *z = (const T *)p.z;
+    const bool gate = z != nullptr;
+    float A2[NS], g[NS];
+    load_A2<NS>(p, e, act, A2);
+#pragma unroll
+    for (int n = 0; n < NS; n++) g[n] = 0.0f;
+    const float bias = act ? p.dt_bias[e] : 0.0f;
+    float rdt[TILE], rdy[TILE];
+    BCTile<T, NS> bc;
+    auto load = [&](int lt) {
+#pragma unroll
+        for (int j = 0; j < TILE; j++) {
+            const int l = lt + j;
+            const bool ok = act && l < l1;
+            const size_t t = row0 + l;
+            rdt[j] = ok ? ldf(dt + t * E + e) : 0.0f;
+            float d = ok ? ldf(dout + t * E + e) : 0.0f;
+            if (gate && ok) {
+                const float zz = ldf(z + t * p.ld_z + e);
+                d *= zz * sigmoidf_(zz);
+            }
+            rdy[j] = d;
+        }
+        bc.load(p, row0, lt, l1, lane);
+    };
+    const int ntiles = (l1 - l0 + TILE - 1) / TILE;
+    load(l0 + (ntiles - 1) * TILE);
+    int buf = 0;
+    for (int m = ntiles - 1; m >= 0; m--, buf ^= 1) {
+        const int lt = l0 + m * TILE;
+        float *s = sbc + buf * TILE * 2 * NS;
+        bc.store(s, lane);
+        __syncwarp();
+        float cdt[TILE], cdy[TILE];
+#pragma unroll
+        for (int j = 0; j < TILE; j++) cdt[j] = rdt[j], cdy[j] = rdy[j];
+        if (m > 0) load(lt - TILE);
+#pragma unroll
+        for (int j = TILE - 1; j >= 0; j--) {
+            if (lt + j < l1) {
+                const float delta = softplusf(cdt[j] + bias);
+                const float4 *Cs = (const float4 *)(s + j * 2 * NS + NS);
+#pragma unroll
+                for (int q = 0; q < NS / 4; q++) {
+                    const float4 cc = Cs[q];
+                    g[4 * q + 0] = fmaf(cdy[j], cc.x, g[4 * q + 0]) * ex2f(delta * A2[4 * q + 0]);
+                    g[4 * q + 1] = fmaf(cdy[j], cc.y, g[4 * q + 1]) * ex2f(delta * A2[4 * q + 1]);
+                    g[4 * q + 2] = fmaf(cdy[j], cc.z, g[4 * q + 2]) * ex2f(delta * A2[4 * q + 2]);
+                    g[4 * q + 3] = fmaf(cdy[j], cc.w, g[4 * q + 3]) * ex2f(delta * A2[4 * q + 3]);
+                }
+            }
+        }
+    }
+    if (!act) return;
+#pragma unroll
+    for (int n = 0; n < NS; n++)
+        if (n < p.N) p.gloc[cidx(p, b, c, n, e)] = g[n];
+}
+
+// gin[c] for every chunk: gin[K-1] = 0; gin[c-1] = gloc[c] + exp(A sum delta_c) gin[c].
+__global__ void scan_bwd_combine(const ScanP p) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)p.B * p.N * p.E) return;
+    const int e = (int)(i % p.E), n = (int)(i / p.E % p.N), b = (int)(i / ((size_t)p.E * p.N));
+    const float a2 = -expf(p.A_log[(size_t)e * p.N + n]) * SSM_LOG2E;
+    float g = 0.0f;
+    p.gin[cidx(p, b, p.K - 1, n, e)] = 0.0f;
+    for (int c = p.K - 1; c >= 1; c--) {
+        g = fmaf(ex2f(a2 * p.S[((size_t)b * p.K + c) * p.E + e]), g, p.gloc[cidx(p, b, c, n, e)]);
+        p.gin[cidx(p, b, c - 1, n, e)] = g;
+    }
+}
+
+// Butterfly reduce-scatter over the warp of V values per lane (V a power of two): afterwards
+// v[i] (i < max(V / 32, 1)) holds the warp's sum of the value of index
+// i + max(V / 32, 1) * (lane >> (5 - min(5, log2 V))). Level by level, each lane keeps the
+// half of its values that its side of the butterfly owns and adds the other side's copy.
+template <int V, int W, int O>
+__device__ __forceinline__ void rs_level(float (&v)[V], int lane) {
+    if constexpr (O > 0) {
+        if constexpr (W > 1) {
+            constexpr int half = W / 2;
+            const bool up = (lane & O) != 0;
+#pragma unroll
+            for (int i = 0; i < half; i++) {
+                const float send = up ? v[i] : v[i + half];
+                const float keep = up ? v[i + half] : v[i];
+                v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+            }
+            rs_level<V, half, O / 2>(v, lane);
+        } else {
+            v[0] += __shfl_xor_sync(0xffffffffu, v[0], O);
+            rs_level<V, 1, O / 2>(v, lane);
+        }
+    }
+}
+template <int V> __device__ __forceinline__ void warp_reduce_scatter(float (&v)[V], int lane) {
+    rs_level<V, V, 16>(v, lane);
+}
+template <int V> struct RS {
+    static constexpr int W = V >= 32 ? V / 32 : 1;
+    static constexpr int LEVELS = V >= 32 ? 5 : (V == 16 ? 4 : V == 8 ? 3 : V == 4 ? 2 : V == 2 ? 1 : 0);
+    static constexpr int SHIFT = 5 - LEVELS;
+};
+
+template <int NS> struct BwdSmem {
+    // hs: (RSUB + 1, NS / 4, 32) float4: row 0 the checkpoint h_{ls-1}, row j + 1 = h_{ls+j}
+    static constexpr size_t HS = (size_t)(RSUB + 1) * NS * 32 * sizeof(float);
+    static constexpr size_t BC = (size_t)2 * TILE * 2 * NS * sizeof(float); // >= RSUB * 2 NS
+    static constexpr size_t COL = (size_t)RSUB * 32 * sizeof(float);
+    static constexpr size_t BYTES = HS + BC + 4 * COL;
+    static_assert(2 * TILE >= RSUB, "the B/C tile buffer holds one sub-chunk");
+};
+
+// The main backward kernel: grid (G, K, B), one warp of 32 channels.
+template <typename T, int NS>
+__global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
+    extern __shared__ __align__(16) float smem[];
+    float4 *hs = (float4 *)smem;
+    float *sbc = smem + BwdSmem<NS>::HS / sizeof(float);
+    float *sdl = sbc + BwdSmem<NS>::BC / sizeof(float); // (RSUB, 32) delta
+    float *su = sdl + RSUB * 32;                        // u
+    float *sdy = su + RSUB * 32;                        // dy (after the gate)
+    float *ssg = sdy + RSUB * 32;                       // d delta / d dt = sigmoid(dt + bias)
+    constexpr int NQ = NS / 4;
+    constexpr int V = 2 * NS;
+
+    const int lane = threadIdx.x, grp = blockIdx.x, e = grp * 32 + lane, c = blockIdx.y,
+              b = blockIdx.z;
+    const bool act = e < p.E;
+    const int E = p.E, N = p.N;
+    const int l0 = c * p.Lc, l1 = min(p.L, l0 + p.Lc);
+    const size_t row0 = (size_t)b * p.L;
+    const T *u = (const T *)p.u, *dt = (const T *)p.dt, *z = (const T *)p.z,
+            *dout = (const T *)p.dout;
+    const bool gate = z != nullptr;
+    float *ck = p.ckpt + (((size_t)b * p.K + c) * p.G + grp) * (size_t)p.nsub * NS * 32;
+
+    float A2[NS], h[NS];
+    load_A2<NS>(p, e, act, A2);
+#pragma unroll
+    for (int n = 0; n < NS; n++)
+        h[n] = (p.hin && act && n < N) ? p.hin[cidx(p, b, c, n, e)] : 0.0f;
+    const float bias = act ? p.dt_bias[e] : 0.0f, Dv = act ? p.D[e] : 0.0f;
+
+    // (a) forward sweep: the state before every sub-chunk
+    fwd_sweep<T, NS, SWEEP_CKPT>(p, b, e, lane, act, l0, l1, h, A2, bias, 0.0f, sbc, ck);
+
+    // (b) sub-chunks from the last: recompute their states, then walk them backwards
+    float gf[NS], dAacc[NS];
+#pragma unroll
+    for (int n = 0; n < NS; n++) {
+        gf[n] = (p.gin && act && n < N) ? p.gin[cidx(p, b, c, n, e)] : 0.0f;
+        dAacc[n] = 0.0f;
+    }
+    float accD = 0.0f, accBias = 0.0f;
+    const int nsub_c = (l1 - l0 + RSUB - 1) / RSUB;
+    for (int sidx = nsub_c - 1; sidx >= 0; sidx--) {
+        const int ls = l0 + sidx * RSUB, ns = min(RSUB, l1 - ls);
+        __syncwarp(); // every lane is done with the previous sub-chunk's B/C rows
+        float ru[RSUB], rdt[RSUB], rdo[RSUB], rz[RSUB];
+#pragma unroll
+        for (int j = 0; j < RSUB; j++) {
+            const bool ok = act && j < ns;
+            const size_t t = row0 + ls + j;
+            ru[j] = ok ? ldf(u + t * E + e) : 0.0f;
+            rdt[j] = ok ? ldf(dt + t * E + e) : 0.0f;
+            rdo[j] = ok ? ldf(dout + t * E + e) : 0.0f;
+            rz[j] = (gate && ok) ? ldf(z + t * p.ld_z + e) : 0.0f;
+        }
+        {
+            BCTile<T, NS> t0, t1;
+            t0.load(p, row0, ls, ls + ns, lane);
+            t1.load(p, row0, ls + TILE, ls + ns, lane);
+            t0.store(sbc, lane);
+            t1.store(sbc + TILE * 2 * NS, lane);
+        }
+        const float *c0 = ck + (size_t)sidx * NS * 32 + lane;
+#pragma unroll
+        for (int n = 0; n < NS; n++) h[n] = c0[n * 32];
+#pragma unroll
+        for (int q = 0; q < NQ; q++)
+            hs[q * 32 + lane] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+        __syncwarp();
+        // recompute h_{ls..ls+ns-1}; the gate's dz and dy on the way
+#pragma unroll
+        for (int j = 0; j < RSUB; j++) {
+            if (j < ns) {
+                const float x = rdt[j] + bias;
+                const float delta = softplusf(x), dBu = delta * ru[j];
+                const float4 *Bs = (const float4 *)(sbc + j * 2 * NS);
+                const float4 *Cs = (const float4 *)(sbc + j * 2 * NS + NS);
+                float y0 = 0.0f, y1 = 0.0f;
+#pragma unroll
+                for (int q = 0; q < NQ; q++) {
+                    const float4 bb = Bs[q];
+                    h[4 * q + 0] = fmaf(ex2f(delta * A2[4 * q + 0]), h[4 * q + 0], dBu * bb.x);
+                    h[4 * q + 1] = fmaf(ex2f(delta * A2[4 * q + 1]), h[4 * q + 1], dBu * bb.y);
+                    h[4 * q + 2] = fmaf(ex2f(delta * A2[4 * q + 2]), h[4 * q + 2], dBu * bb.z);
+                    h[4 * q + 3] = fmaf(ex2f(delta * A2[4 * q + 3]), h[4 * q + 3], dBu * bb.w);
+                    hs[((j + 1) * NQ + q) * 32 + lane] =
+                        make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+                    if (gate) {
+                        const float4 cc = Cs[q];
+                        y0 = fmaf(h[4 * q + 0], cc.x, y0);
+                        y1 = fmaf(h[4 * q + 1], cc.y, y1);
+                        y0 = fmaf(h[4 * q + 2], cc.z, y0);
+                        y1 = fmaf(h[4 * q + 3], cc.w, y1);
+                    }
+                }
+                float dy = rdo[j];
+                if (gate) {
+                    // out = y * silu(z): dy = d_out silu(z); dz = d_out y silu'(z)
+                    const float zz = rz[j], sg = sigmoidf_(zz);
+                    const float y = fmaf(Dv, ru[j], y0 + y1);
+                    if (act)
+                        ((T *)p.dz)[(row0 + ls + j) * p.ld_z + e] =
+                            from_f<T>(rdo[j] * y * sg * fmaf(zz, 1.0f - sg, 1.0f));
+                    dy = rdo[j] * zz * sg;
+                }
+                sdl[j * 32 + lane] = delta;
+                su[j * 32 + lane] = ru[j];
+                sdy[j * 32 + lane] = dy;
+                ssg[j * 32 + lane] = dsoftplusf(x);
+            }
+        }
+        // walk back: g = dL/dh_l = dy_l C_l + dA_{l+1} g_{l+1} (rolled: all it reads is in
+        // shared memory, and the body is large)
+#pragma unroll 1
+        for (int j = ns - 1; j >= 0; j--) {
+            if (j < ns) {
+                const float dl = sdl[j * 32 + lane], uv = su[j * 32 + lane];
+                const float dyv = sdy[j * 32 + lane], dlu = dl * uv;
+                const float4 *Bs = (const float4 *)(sbc + j * 2 * NS);
+                const float4 *Cs = (const float4 *)(sbc + j * 2 * NS + NS);
+                float v[V];
+                float dd = 0.0f, gB = 0.0f;
+#pragma unroll
+                for (int q = 0; q < NQ; q++) {
+                    const float4 hp4 = hs[(j * NQ + q) * 32 + lane];       // h_{l-1}
+                    const float4 hc4 = hs[((j + 1) * NQ + q) * 32 + lane]; // h_l
+                    const float4 bb = Bs[q], cc = Cs[q];
+                    const float hp[4] = {hp4.x, hp4.y, hp4.z, hp4.w};
+                    const float hc[4] = {hc4.x, hc4.y, hc4.z, hc4.w};
+                    const float bv[4] = {bb.x, bb.y, bb.z, bb.w};
+                    const float cv[4] = {cc.x, cc.y, cc.z, cc.w};
+#pragma unroll
+                    for (int k = 0; k < 4; k++) {
+                        const int n = 4 * q + k;
+                        // y = C . h: dL/dh_l gains dy C
+                        const float g = fmaf(dyv, cv[k], gf[n]);
+                        const float dA = ex2f(dl * A2[n]);
+                        // h = dA h_{l-1} + delta B u, dA = exp(delta A)
+                        const float gdA = g * hp[k] * dA;
+                        dd = fmaf(gdA, A2[n], dd);          // d delta through dA (x ln 2 below)
+                        dAacc[n] = fmaf(gdA, dl, dAacc[n]); // d A
+                        gB = fmaf(g, bv[k], gB);            // d(delta u) = g . B
+                        v[n] = g * dlu;                     // dB = g delta u
+                        v[NS + n] = dyv * hc[k];            // dC = dy h
+                        gf[n] = g * dA;                     // to step l - 1
+                    }
+                }
+                // delta = softplus(x): d x = d delta * sigmoid(x)
+                const float ddelta = fmaf(dd, SSM_LN2, gB * uv);
+                const float gx = ddelta * ssg[j * 32 + lane];
+                accBias += gx;
+                accD = fmaf(dyv, uv, accD);
+                const size_t t = row0 + ls + j;
+                if (act) {
+                    // y += D u: du = D dy + delta (g . B)
+                    ((T *)p.du)[t * E + e] = from_f<T>(fmaf(gB, dl, Dv * dyv));
+                    ((T *)p.ddt)[t * E + e] = from_f<T>(gx);
+                }
+                warp_reduce_scatter<V>(v, lane);
+                if ((lane & ((1 << RS<V>::SHIFT) - 1)) == 0) {
+                    float *dst = p.pbc + (t * p.G + grp) * V + RS<V>::W * (lane >> RS<V>::SHIFT);
+#pragma unroll
+                    for (int i = 0; i < RS<V>::W; i++) dst[i] = v[i];
+                }
+            }
+        }
+    }
+    if (!act) return;
+    float *pc = p.pch + ((size_t)b * p.K + c) * (N + 2) * E + e;
+#pragma unroll
+    for (int n = 0; n < NS; n++) // A = -exp(A_log): dA_log = dA * A
+        if (n < N) pc[(size_t)n * E] = dAacc[n] * A2[n] * SSM_LN2;
+    pc[(size_t)N * E] = accD;
+    pc[(size_t)(N + 1) * E] = accBias;
+}
+
+// dB, dC = sums of the warps' partials; row t, column v of [dB | dC].
+template <typename T, int NS> __global__ void scan_bwd_finish_bc(const ScanP p, T *dB, T *dC) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int N = p.N;
+    if (i >= (size_t)p.B * p.L * 2 * N) return;
+    const size_t t = i / (2 * N);
+    const int v = (int)(i % (2 * N));
+    const int col = v < N ? v : NS + v - N;
+    const float *src = p.pbc + t * p.G * 2 * NS + col;
+    float s = 0.0f;
+    for (int g = 0; g < p.G; g++) s += src[(size_t)g * 2 * NS];
+    if (v < N) dB[t * p.ld_bc + v] = from_f<T>(s);
+    else dC[t * p.ld_bc + v - N] = from_f<T>(s);
+}
+
+// d_dt_bias, dA_log, dD += sums over (sequence, chunk) of the partials.
+__global__ void scan_bwd_finish_ch(const ScanP p, float *d_dt_bias, float *dA_log, float *dD) {
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int N = p.N, E = p.E;
+    if (i >= (size_t)(N + 2) * E) return;
+    const int e = (int)(i % E), j = (int)(i / E);
+    float s = 0.0f;
+    for (int bc = 0; bc < p.B * p.K; bc++) s += p.pch[((size_t)bc * (N + 2) + j) * E + e];
+    if (j < N) dA_log[(size_t)e * N + j] += s;
+    else if (j == N) dD[e] += s;
+    else d_dt_bias[e] += s;
+}
+
+// ---- step (decode) -------------------------------------------------------------------------
+
+template <typename T, int NS> __global__ void scan_step_kernel(const ScanP p) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= p.B * p.E) return;
+    const int b = i / p.E, e = i % p.E, N = p.N;
+    const float uv = ldf((const T *)p.u + i), x = ldf((const T *)p.dt + i) + p.dt_bias[e];
+    const T *Bm = (const T *)p.Bm + (size_t)b * p.ld_bc, *Cm = (const T *)p.Cm + (size_t)b * p.ld_bc;
+    float *h = p.state + (size_t)i * N;
+    // delta = softplus(dt + dt_bias)
+    const float delta = softplusf(x), dBu = delta * uv;
+    float y = 0.0f;
+    for (int n = 0; n < N; n++) {
+        const float a2 = -expf(p.A_log[(size_t)e * N + n]) * SSM_LOG2E;
+        // h = exp(delta * A) * h + delta * B * u;  y = C . h
+        const float hn = fmaf(ex2f(delta * a2), h[n], dBu * ldf(Bm + n));
+        h[n] = hn;
+        y = fmaf(hn, ldf(Cm + n), y);
+    }
+    // y += D u;  out = y * silu(z)
+    y = fmaf(p.D[e], uv, y);
+    if (p.z) {
+        const float zz = ldf((const T *)p.z + (size_t)b * p.ld_z + e);
+        y *= zz * sigmoidf_(zz);
+    }
+    ((T *)p.y)[i] = from_f<T>(y);
+}
+
+// ---- host side -----------------------------------------------------------------------------
+
+struct Plan {
+    int Lc, K, G, nsub, NS;
+};
+
+static int ns_for(int N) { return N <= 8 ? 8 : N <= 16 ? 16 : 32; }
+
+// Chunking: one pass over the whole sequence when the warps (B * G) already give every SM
+// sub-partition (4 per SM) at least half a warp: chunking costs a second pass over the data.
+// Otherwise cut into chunks so that about `per_smsp` warps run per sub-partition.
+static Plan make_plan(const cuda_scan_args *a, bool bwd) {
+    Plan pl;
+    pl.G = (a->E + 31) / 32;
+    pl.NS = ns_for(a->N);
+    const int L = a->L > 0 ? a->L : 1;
+    int Lc;
+    if (a->chunk > 0) {
+        Lc = a->chunk;
+    } else {
+        const long smsp = 4L * ssm_cuda_sm_count();
+        const long warps = (long)a->B * pl.G;
+        if (2 * warps >= smsp) {
+            Lc = L;
+        } else {
+            const long target = (bwd ? 2 : 4) * smsp;
+            long K = (target + warps - 1) / warps;
+            Lc = (int)((L + K - 1) / K);
+            Lc = (Lc + RSUB - 1) / RSUB * RSUB;
+            if (Lc < 256) Lc = 256;
+        }
+    }
+    if (Lc > L) Lc = L;
+    if ((L + Lc - 1) / Lc > 65535) Lc = (L + 65534) / 65535; // grid.y limit
+    pl.Lc = Lc;
+    pl.K = (L + Lc - 1) / Lc;
+    pl.nsub = (Lc + RSUB - 1) / RSUB;
+    return pl;
+}
+
+static ssm_status check_args(const cuda_scan_args *a, const char *fn) {
+    if (!a) return ssm_set_error(SSM_ERR_ARG, "%s: args is NULL", fn);
+    if (a->B < 1 || a->L < 1 || a->E < 1 || a->N < 1)
+        return ssm_set_error(SSM_ERR_ARG, "%s: B=%d L=%d E=%d N=%d must all be >= 1", fn, a->B,
+                             a->L, a->E, a->N);
+    if (a->N > 32)
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "%s: d_state N=%d, the CUDA scan supports N <= 32",
+                             fn, a->N);
+    if (a->dtype != CUDA_DTYPE_F32 && a->dtype != CUDA_DTYPE_BF16)
+        return ssm_set_error(SSM_ERR_DTYPE, "%s: unknown dtype %d", fn, (int)a->dtype);
+    if (!a->u || !a->dt || !a->Bm || !a->Cm || !a->dt_bias || !a->A_log || !a->D)
+        return ssm_set_error(SSM_ERR_ARG, "%s: a required input pointer is NULL", fn);
+    if (a->ld_bc < a->N || (a->z && a->ld_z < a->E))
+        return ssm_set_error(SSM_ERR_ARG, "%s: row strides ld_bc=%d (>= N=%d), ld_z=%d (>= E=%d)",
+                             fn, a->ld_bc, a->N, a->ld_z, a->E);
+    if ((long)a->B * a->L > INT32_MAX / 2)
+        return ssm_set_error(SSM_ERR_ARG, "%s: B * L = %ld rows is too many", fn, (long)a->B * a->L);
+    return SSM_OK;
+}
+
+static ScanP make_params(const cuda_scan_args *a, const Plan &pl) {
+    ScanP p = {};
+    p.u = a->u, p.dt = a->dt, p.Bm = a->Bm, p.Cm = a->Cm, p.z = a->z;
+    p.ld_bc = a->ld_bc, p.ld_z = a->ld_z;
+    p.dt_bias = a->dt_bias, p.A_log = a->A_log, p.D = a->D;
+    p.B = a->B, p.L = a->L, p.E = a->E, p.N = a->N;
+    p.Lc = pl.Lc, p.K = pl.K, p.G = pl.G, p.nsub = pl.nsub;
+    return p;
+}
+
+// A bump allocator over the caller's workspace (256-byte aligned pieces).
+struct Carve {
+    char *base;
+    size_t off;
+    float *take(size_t n) {
+        float *r = base ? (float *)(base + off) : nullptr;
+        off += ssm_align_up(n * sizeof(float), 256);
+        return r;
+    }
+};
+
+static size_t fwd_layout(const Plan &pl, const cuda_scan_args *a, ScanP *p, void *ws) {
+    Carve cv = {(char *)ws, 0};
+    if (pl.K > 1) {
+        const size_t bkne = (size_t)a->B * pl.K * a->N * a->E;
+        float *hin = cv.take(bkne), *hloc = cv.take(bkne), *S = cv.take((size_t)a->B * pl.K * a->E);
+        if (p) p->hin = hin, p->hloc = hloc, p->S = S;
+    }
+    return cv.off;
+}
+
+static size_t bwd_layout(const Plan &pl, const cuda_scan_args *a, ScanP *p, void *ws) {
+    Carve cv = {(char *)ws, 0};
+    const size_t bkne = (size_t)a->B * pl.K * a->N * a->E;
+    if (pl.K > 1) {
+        float *hin = cv.take(bkne), *hloc = cv.take(bkne), *gin = cv.take(bkne),
+              *gloc = cv.take(bkne), *S = cv.take((size_t)a->B * pl.K * a->E);
+        if (p) p->hin = hin, p->hloc = hloc, p->gin = gin, p->gloc = gloc, p->S = S;
+    }
+    float *ck = cv.take((size_t)a->B * pl.K * pl.G * pl.nsub * pl.NS * 32);
+    float *pbc = cv.take((size_t)a->B * a->L * pl.G * 2 * pl.NS);
+    float *pch = cv.take((size_t)a->B * pl.K * (a->N + 2) * a->E);
+    if (p) p->ckpt = ck, p->pbc = pbc, p->pch = pch;
+    return cv.off;
+}
+
+static unsigned blocks_for(size_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+
+template <typename T, int NS> static ssm_status fwd_run(ScanP p, float *state, cudaStream_t s) {
+    const dim3 blk(32);
+    if (p.K > 1) {
+        if (p.K > 1) {
+            scan_fwd_kernel<T, NS, SWEEP_LOCAL><<<dim3(p.G, p.K - 1, p.B), blk, 0, s>>>(p);
+            SSM_CUDA_CHECK_LAUNCH("cuda_scan_forward (local pass)");
+        }
+        const size_t n = (size_t)p.B * p.N * p.E;
+        scan_fwd_combine<<<blocks_for(n, 256), 256, 0, s>>>(p, state);
+        SSM_CUDA_CHECK_LAUNCH("cuda_scan_forward (combine)");
+    }
+    p.state = state;
+    scan_fwd_kernel<T, NS, SWEEP_OUT><<<dim3(p.G, p.K, p.B), blk, 0, s>>>(p);
+    SSM_CUDA_CHECK_LAUNCH("cuda_scan_forward");
+    return SSM_OK;
+}
+
+template <typename T, int NS>
+static ssm_status bwd_run(ScanP p, void *dBm, void *dCm, float *d_dt_bias, float *dA_log,
+                          float *dD, cudaStream_t s) {
+    const dim3 blk(32);
+    if (p.K > 1) {
+        scan_fwd_kernel<T, NS, SWEEP_LOCAL><<<dim3(p.G, p.K, p.B), blk, 0, s>>>(p);
+        SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (forward local pass)");
+        const size_t n = (size_t)p.B * p.N * p.E;
+        scan_fwd_combine<<<blocks_for(n, 256), 256, 0, s>>>(p, nullptr);
+        SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (forward combine)");
+        scan_bwd_local_kernel<T, NS><<<dim3(p.G, p.K - 1, p.B), blk, 0, s>>>(p);
+        SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (backward local pass)");
+        scan_bwd_combine<<<blocks_for(n, 256), 256, 0, s>>>(p);
+        SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (backward combine)");
+    }
+    const size_t smem = BwdSmem<NS>::BYTES;
+    static bool attr_set = false; // per instantiation; setting it twice is harmless
+    if (!attr_set) {
+        cudaError_t err = cudaFuncSetAttribute(scan_bwd_kernel<T, NS>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err != cudaSuccess) return ssm_cuda_fail(err, "cuda_scan_backward (shared memory)");
+        attr_set = true;
+    }
+    scan_bwd_kernel<T, NS><<<dim3(p.G, p.K, p.B), blk, smem, s>>>(p);
+    SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward");
+    const size_t nbc = (size_t)p.B * p.L * 2 * p.N;
+    scan_bwd_finish_bc<T, NS><<<blocks_for(nbc, 256), 256, 0, s>>>(p, (T *)dBm, (T *)dCm);
+    SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (dB, dC)");
+    const size_t nch = (size_t)(p.N + 2) * p.E;
+    scan_bwd_finish_ch<<<blocks_for(nch, 256), 256, 0, s>>>(p, d_dt_bias, dA_log, dD);
+    SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (parameter gradients)");
+    return SSM_OK;
+}
+
+template <typename T, int NS> static ssm_status step_run(ScanP p, cudaStream_t s) {
+    const size_t n = (size_t)p.B * p.E;
+    scan_step_kernel<T, NS><<<blocks_for(n, 128), 128, 0, s>>>(p);
+    SSM_CUDA_CHECK_LAUNCH("cuda_scan_step");
+    return SSM_OK;
+}
+
+// Dispatch on (dtype, NS): F is a function template name taking <T, NS>.
+#define SCAN_DISPATCH(dtype, NS, CALL)                                                        \
+    do {                                                                                      \
+        if ((dtype) == CUDA_DTYPE_F32) {                                                      \
+            if ((NS) == 8) { using T = float; constexpr int NSC = 8; CALL; }                  \
+            else if ((NS) == 16) { using T = float; constexpr int NSC = 16; CALL; }           \
+            else { using T = float; constexpr int NSC = 32; CALL; }                           \
+        } else {                                                                              \
+            if ((NS) == 8) { using T = __nv_bfloat16; constexpr int NSC = 8; CALL; }          \
+            else if ((NS) == 16) { using T = __nv_bfloat16; constexpr int NSC = 16; CALL; }   \
+            else { using T = __nv_bfloat16; constexpr int NSC = 32; CALL; }                   \
+        }                                                                                     \
+    } while (0)
+
+} // namespace
+
+extern "C" size_t cuda_scan_forward_workspace(const cuda_scan_args *a) {
+    if (check_args(a, "cuda_scan_forward_workspace") != SSM_OK) return 0;
+    return fwd_layout(make_plan(a, false), a, nullptr, nullptr);
+}
+
+extern "C" ssm_status cuda_scan_forward(const cuda_scan_args *a, void *out, float *state,
+                                        void *ws, size_t ws_bytes, cudaStream_t stream) {
+    ssm_status st = check_args(a, "cuda_scan_forward");
+    if (st != SSM_OK) return st;
+    if (!out) return ssm_set_error(SSM_ERR_ARG, "cuda_scan_forward: out is NULL");
+    const Plan pl = make_plan(a, false);
+    const size_t need = fwd_layout(pl, a, nullptr, nullptr);
+    if (need > 0 && (!ws || ws_bytes < need))
+        return ssm_set_error(SSM_ERR_ARG,
+                             "cuda_scan_forward: workspace of %zu bytes, %zu needed "
+                             "(cuda_scan_forward_workspace)", ws_bytes, need);
+    ScanP p = make_params(a, pl);
+    fwd_layout(pl, a, &p, ws);
+    p.y = out;
+    SCAN_DISPATCH(a->dtype, pl.NS, return (fwd_run<T, NSC>(p, state, stream)));
+    return SSM_OK;
+}
+
+extern "C" size_t cuda_scan_backward_workspace(const cuda_scan_args *a) {
+    if (check_args(a, "cuda_scan_backward_workspace") != SSM_OK) return 0;
+    return bwd_layout(make_plan(a, true), a, nullptr, nullptr);
+}
+
+extern "C" ssm_status cuda_scan_backward(const cuda_scan_args *a, const void *d_out, void *du,
+                                         void *ddt, void *dBm, void *dCm, void *dz,
+                                         float *d_dt_bias, float *dA_log, float *dD, void *ws,
+                                         size_t ws_bytes, cudaStream_t stream) {
+    ssm_status st = check_args(a, "cuda_scan_backward");
+    if (st != SSM_OK) return st;
+    if (!d_out || !du || !ddt || !dBm || !dCm || !d_dt_bias || !dA_log || !dD || (a->z && !dz))
+        return ssm_set_error(SSM_ERR_ARG, "cuda_scan_backward: a required gradient pointer is NULL");
+    const Plan pl = make_plan(a, true);
+    const size_t need = bwd_layout(pl, a, nullptr, nullptr);
+    if (!ws || ws_bytes < need)
+        return ssm_set_error(SSM_ERR_ARG,
+                             "cuda_scan_backward: workspace of %zu bytes, %zu needed "
+                             "(cuda_scan_backward_workspace)", ws_bytes, need);
+    ScanP p = make_params(a, pl);
+    bwd_layout(pl, a, &p, ws);
+    p.dout = d_out, p.du = du, p.ddt = ddt, p.dz = dz;
+    SCAN_DISPATCH(a->dtype, pl.NS,
+                  return (bwd_run<T, NSC>(p, dBm, dCm, d_dt_bias, dA_log, dD, stream)));
+    return SSM_OK;
+}
+
+extern "C" ssm_status cuda_scan_step(const cuda_scan_args *a, void *out, float *state,
+                                     cudaStream_t stream) {
+    cuda_scan_args a1 = a ? *a : cuda_scan_args{};
+    a1.L = 1;
+    ssm_status st = check_args(a ? &a1 : nullptr, "cuda_scan_step");
+    if (st != SSM_OK) return st;
+    if (!out || !state) return ssm_set_error(SSM_ERR_ARG, "cuda_scan_step: out or state is NULL");
+    Plan pl = {1, 1, (a1.E + 31) / 32, 1, ns_for(a1.N)};
+    ScanP p = make_params(&a1, pl);
+    p.y = out, p.state = state;
+    SCAN_DISPATCH(a1.dtype, pl.NS, return (step_run<T, NSC>(p, stream)));
+    return SSM_OK;
+}

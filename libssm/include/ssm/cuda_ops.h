@@ -1,0 +1,101 @@
+/* cuda_ops.h: the CUDA backend's ops (libssm/cuda/<op>.cu), the GPU twins of the CPU ops of
+ * libssm/cpu/cpu_ops.h, with the same names, shapes and layouts:
+ * T = B * L rows (row t = b * L + l), channels contiguous; E = d_inner, N = d_state,
+ * K = d_conv; "ld" is a row stride in elements.
+ *
+ * Activations (u, dt, x, B, C, z, outputs and their gradients) are fp32 or bf16 as `dtype`
+ * says; parameters (dt_bias, A_log, D, conv weights) and recurrent states are fp32; all
+ * arithmetic and accumulation is fp32 and rounding to bf16 happens only at a store.
+ * Every pointer is a device pointer; every call only enqueues work on `stream` and returns
+ * SSM_OK, or a status with ssm_last_error() set (bad arguments, a workspace too small, a
+ * failed launch). See docs/kernels.md for how the kernels work and what they cost. */
+#ifndef SSM_CUDA_OPS_H
+#define SSM_CUDA_OPS_H
+
+#include <stddef.h>
+#include <cuda_runtime_api.h>
+
+#include "ssm/ssm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum cuda_dtype {
+    CUDA_DTYPE_F32 = 0,
+    CUDA_DTYPE_BF16 = 1,
+} cuda_dtype;
+
+/* Number of CUDA devices, 0 when there is none or the driver cannot be loaded. */
+int ssm_cuda_device_count(void);
+
+/* ---- scan.cu: the selective scan (mamba_ssm's selective_scan_fn with delta_bias,
+ * delta_softplus, D and optionally z), per sequence:
+ *   delta = softplus(dt + dt_bias) (threshold 20);  A = -exp(A_log)
+ *   h_l = exp(delta * A) * h_{l-1} + delta * B_l * u_l;  y_l = C_l . h_l + D * u_l
+ *   out_l = y_l * silu(z_l) when z != NULL, else y_l
+ * d_state N <= 32. */
+typedef struct cuda_scan_args {
+    int B, L, E, N;
+    cuda_dtype dtype;      /* of u, dt, Bm, Cm, z, the output and the activation gradients */
+    const void *u;         /* (T, E) */
+    const void *dt;        /* (T, E) before the bias */
+    const void *Bm, *Cm;   /* (T, N) each, row stride ld_bc (columns of x_proj's output) */
+    int ld_bc;
+    const void *z;         /* (T, E) row stride ld_z, or NULL: no gate */
+    int ld_z;
+    const float *dt_bias;  /* (E) */
+    const float *A_log;    /* (E, N) */
+    const float *D;        /* (E) */
+    int chunk;             /* 0: chosen for the device; else the chunk length over L that the
+                              kernels use (tests and benchmarks exercise the chunked path) */
+} cuda_scan_args;
+
+/* out (T, E). state (B, E, N) or NULL: initial state read, final state written (carry).
+ * workspace: cuda_scan_forward_workspace(args) bytes (0 when the sequence is not chunked). */
+size_t cuda_scan_forward_workspace(const cuda_scan_args *args);
+ssm_status cuda_scan_forward(const cuda_scan_args *args, void *out, float *state,
+                             void *workspace, size_t workspace_bytes, cudaStream_t stream);
+
+/* Backward from zero initial state, recomputing the states (never stored by the forward).
+ * d_out (T, E): gradient of the output (of the gated output when z != NULL).
+ * Writes du, ddt (T, E), dBm, dCm (row stride ld_bc, may be columns of one buffer) and, with
+ * z, dz (row stride ld_z); ADDS to d_dt_bias (E), dA_log (E, N), dD (E). Deterministic. */
+size_t cuda_scan_backward_workspace(const cuda_scan_args *args);
+ssm_status cuda_scan_backward(const cuda_scan_args *args, const void *d_out, void *du,
+                              void *ddt, void *dBm, void *dCm, void *dz, float *d_dt_bias,
+                              float *dA_log, float *dD, void *workspace,
+                              size_t workspace_bytes, cudaStream_t stream);
+
+/* One token per sequence (mamba_ssm's selective_state_update): args->L is ignored (1), rows
+ * are sequences: u, dt, out (B, E); Bm, Cm (B, N) stride ld_bc; z (B, E) stride ld_z.
+ * state (B, E, N) updated in place. */
+ssm_status cuda_scan_step(const cuda_scan_args *args, void *out, float *state,
+                          cudaStream_t stream);
+
+/* ---- conv.cu: depthwise causal conv1d + SiLU (mamba_ssm's causal_conv1d_fn, "silu"):
+ *   u[t, e] = silu(b[e] + sum_k w[e, k] * x[t - K + 1 + k, e])
+ * with zero left padding, or the carried inputs of state (B, E, K) (the last K inputs,
+ * oldest first). x has row stride ld_x; u is (T, E). w (E, K), b (E) fp32. K <= 64. */
+ssm_status cuda_conv_forward(void *u, const void *x, int ld_x, const float *w, const float *b,
+                             const float *state, int B, int L, int E, int K, cuda_dtype dtype,
+                             cudaStream_t stream);
+/* state (B, E, K) <- the last K inputs of [state | x] per sequence (after the forward). */
+ssm_status cuda_conv_state_update(float *state, const void *x, int ld_x, int B, int L, int E,
+                                  int K, cuda_dtype dtype, cudaStream_t stream);
+/* Zero initial state. Writes dx (row stride ld_x); ADDS to dw (E, K), db (E).
+ * Deterministic (partial sums in the workspace, reduced in a fixed order). */
+size_t cuda_conv_backward_workspace(int B, int L, int E, int K);
+ssm_status cuda_conv_backward(void *dx, float *dw, float *db, const void *du, const void *x,
+                              int ld_x, const float *w, const float *b, int B, int L, int E,
+                              int K, cuda_dtype dtype, void *workspace, size_t workspace_bytes,
+                              cudaStream_t stream);
+/* One token per sequence: state rolls left and takes x (B, E) (row stride ld_x); u (B, E). */
+ssm_status cuda_conv_step(void *u, float *state, const void *x, int ld_x, const float *w,
+                          const float *b, int B, int E, int K, cuda_dtype dtype,
+                          cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
