@@ -1,0 +1,305 @@
+/* fuzz_recipe.c: fuzz target for the recipe parser (libssm/src/recipe.c).
+ *
+ * Each input is parsed; when it is a recipe, every getter is called on every key of every
+ * mapping, unknown keys are checked, overrides are applied, and the recipe is emitted, parsed
+ * again and compared: the tree must come back the same and emission must be a fixed point.
+ * Anything else is a bug and aborts.
+ *
+ * With libFuzzer (clang):
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ilibssm/include \
+ *     tests/fuzz/fuzz_recipe.c libssm/src/recipe.c libssm/src/error.c -lyaml -o fuzz_recipe
+ *   ./fuzz_recipe tests/fuzz/recipe_corpus
+ * Built with -DSSM_FUZZ_STANDALONE (as the meson test 'fuzz_recipe' is), a main of its own runs
+ * the files and directories named on the command line and, deterministically, mutations of
+ * each (truncations, bit flips, inserted YAML punctuation, deleted and repeated spans, splices);
+ * SSM_FUZZ_MUTATIONS sets how many per file (default 300). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ssm/recipe.h"
+
+#define CHECK(cond, ...)                                                                          \
+    do {                                                                                          \
+        if (!(cond)) {                                                                            \
+            fprintf(stderr, "fuzz_recipe: %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                                         \
+            fputc('\n', stderr);                                                                  \
+            abort();                                                                              \
+        }                                                                                         \
+    } while (0)
+
+static const char *const known[] = {"model", "task", "data", "train", "output", "lr", "steps",
+                                    "name", "lr_schedule", "d_model", NULL};
+
+/* Every getter on every key of every map below node. */
+static void exercise(ssm_recipe *r, ssm_node *node, int depth) {
+    char where[512];
+    CHECK(ssm_node_where(r, node, where, sizeof where) == where, "where");
+    CHECK(depth <= 64, "depth %d", depth);
+    if (node->kind == SSM_NODE_SCALAR) {
+        CHECK(node->value != NULL, "scalar without text");
+        return;
+    }
+    for (int i = 0; i < node->n; i++) {
+        ssm_node *child = node->items[i];
+        CHECK(child != NULL, "NULL child");
+        if (node->kind == SSM_NODE_MAP) {
+            const char *key = node->keys[i];
+            CHECK(key != NULL, "NULL key");
+            CHECK(ssm_node_get(node, key) != NULL, "key '%s' not found", key);
+            long long v;
+            double d;
+            int b, c;
+            const char *s;
+            const char **list = NULL;
+            int n = 0;
+            ssm_node *sec;
+            ssm_node_int(r, node, key, 0, -1000, 1000, &v);
+            ssm_node_int(r, node, key, 0, INT64_MIN, INT64_MAX, &v);
+            ssm_node_float(r, node, key, 0, 0, 1, &d);
+            ssm_node_float(r, node, key, 0, -1e308, 1e308, &d);
+            ssm_node_bool(r, node, key, 0, &b);
+            ssm_node_string(r, node, key, NULL, &s);
+            ssm_node_choice(r, node, key, known, -1, &c);
+            if (ssm_node_strings(r, node, key, &list, &n) == SSM_OK) {
+                CHECK(n == 0 || list != NULL, "strings");
+                for (int k = 0; k < n; k++) CHECK(list[k] != NULL, "strings item");
+                CHECK(!list || list[n] == NULL, "strings end");
+                free(list);
+            } else {
+                CHECK(list == NULL, "strings on error");
+            }
+            ssm_node_section(r, node, key, &sec);
+        }
+        exercise(r, child, depth + 1);
+    }
+    if (node->kind == SSM_NODE_MAP) {
+        ssm_node_check_unknown(r, node, "section", known);
+        ssm_node_check_unknown(r, node, NULL, NULL);
+    }
+}
+
+static void same_tree(const ssm_node *a, const ssm_node *b) {
+    CHECK(a->kind == b->kind, "kind %d vs %d", a->kind, b->kind);
+    if (a->kind == SSM_NODE_SCALAR) {
+        CHECK(!strcmp(a->value, b->value), "value '%s' vs '%s'", a->value, b->value);
+        return;
+    }
+    CHECK(a->n == b->n, "size %d vs %d", a->n, b->n);
+    for (int i = 0; i < a->n; i++) {
+        if (a->kind == SSM_NODE_MAP) CHECK(!strcmp(a->keys[i], b->keys[i]), "key '%s' vs '%s'", a->keys[i], b->keys[i]);
+        same_tree(a->items[i], b->items[i]);
+    }
+}
+
+static char *emit(const ssm_recipe *r, size_t *len) {
+    char *text = NULL;
+    FILE *f = open_memstream(&text, len);
+    CHECK(f != NULL, "open_memstream");
+    ssm_status s = ssm_recipe_emit(r, f);
+    fclose(f);
+    CHECK(s == SSM_OK, "emit: %s", ssm_last_error());
+    return text;
+}
+
+/* Emit, parse back, compare, emit again: the same text. */
+static void round_trip(const ssm_recipe *r) {
+    size_t len, len2;
+    char *text = emit(r, &len);
+    ssm_recipe *back = NULL;
+    ssm_status s = ssm_recipe_parse("emitted", text, len, &back);
+    CHECK(s == SSM_OK, "emitted recipe does not parse: %s\n%s", ssm_last_error(), text);
+    same_tree(r->root, back->root);
+    char *again = emit(back, &len2);
+    CHECK(len == len2 && !memcmp(text, again, len), "emission is not a fixed point:\n%s\n---\n%s", text, again);
+    free(text);
+    free(again);
+    ssm_recipe_free(back);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    ssm_recipe *r = NULL;
+    ssm_status s = ssm_recipe_parse("fuzz", (const char *)data, size, &r);
+    if (s != SSM_OK) {
+        CHECK(r == NULL, "recipe on failure");
+        CHECK(ssm_last_error()[0] != 0, "failure without a message");
+        return 0;
+    }
+    CHECK(r && r->root && r->root->kind == SSM_NODE_MAP, "root is not a map");
+    exercise(r, r->root, 0);
+    round_trip(r);
+    /* overrides: fixed ones, and the input's first line as one */
+    ssm_recipe_set(r, "train.lr=1e-3");
+    ssm_recipe_set(r, "model.layers.0=mamba");
+    ssm_recipe_set(r, "new.section.key=[a, {b: c}]");
+    char line[256];
+    size_t n = 0;
+    while (n < size && n < sizeof line - 1 && data[n] && data[n] != '\n') line[n] = (char)data[n], n++;
+    line[n] = 0;
+    ssm_recipe_set(r, line);
+    if (r->root->n) {
+        snprintf(line, sizeof line, "%.100s.x=%.100s", r->root->keys[0], (const char *)r->root->keys[0]);
+        ssm_recipe_set(r, line);
+    }
+    exercise(r, r->root, 0);
+    round_trip(r);
+    ssm_recipe_free(r);
+    return 0;
+}
+
+#ifdef SSM_FUZZ_STANDALONE
+#include <dirent.h>
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+static uint64_t next(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return rng;
+}
+
+typedef struct input {
+    unsigned char *data;
+    size_t len;
+} input;
+
+static int read_file(const char *path, input *in) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    in->data = NULL;
+    in->len = 0;
+    size_t cap = 0;
+    for (int c; (c = fgetc(f)) != EOF;) {
+        if (in->len == cap) in->data = realloc(in->data, cap = cap ? 2 * cap : 1024);
+        in->data[in->len++] = (unsigned char)c;
+    }
+    fclose(f);
+    return 0;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void add_path(const char *path, input **ins, int *n) {
+    DIR *d = opendir(path);
+    if (!d) {
+        *ins = realloc(*ins, (size_t)(*n + 1) * sizeof **ins);
+        if (read_file(path, &(*ins)[*n])) {
+            fprintf(stderr, "fuzz_recipe: cannot read %s\n", path);
+            exit(1);
+        }
+        (*n)++;
+        return;
+    }
+    char **names = NULL;
+    int m = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        names = realloc(names, (size_t)(m + 1) * sizeof *names);
+        size_t len = strlen(path) + strlen(e->d_name) + 2;
+        names[m] = malloc(len);
+        snprintf(names[m++], len, "%s/%s", path, e->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)m, sizeof *names, by_name);
+    for (int i = 0; i < m; i++) {
+        add_path(names[i], ins, n);
+        free(names[i]);
+    }
+    free(names);
+}
+
+static const char punct[] = ":-[]{},#&*!|>'\"%@`? \n\t\\.~0";
+
+/* One mutation of in (from a copy) into buf; returns the new length. */
+static size_t mutate(const input *in, const input *other, unsigned char *buf, size_t cap) {
+    size_t len = in->len < cap ? in->len : cap;
+    memcpy(buf, in->data, len);
+    int ops = 1 + (int)(next() % 4);
+    for (int k = 0; k < ops; k++) {
+        size_t at = len ? next() % len : 0;
+        switch (next() % 7) {
+        case 0: /* bit flip */
+            if (len) buf[at] ^= (unsigned char)(1u << (next() % 8));
+            break;
+        case 1: /* YAML punctuation */
+            if (len) buf[at] = (unsigned char)punct[next() % (sizeof punct - 1)];
+            break;
+        case 2: /* insert */
+            if (len < cap) {
+                memmove(buf + at + 1, buf + at, len - at);
+                buf[at] = next() % 4 ? (unsigned char)punct[next() % (sizeof punct - 1)] : (unsigned char)next();
+                len++;
+            }
+            break;
+        case 3: { /* delete a span */
+            size_t n = len - at < 16 ? len - at : 1 + next() % 16;
+            memmove(buf + at, buf + at + n, len - at - n);
+            len -= n;
+            break;
+        }
+        case 4: { /* repeat a span */
+            size_t n = 1 + next() % 32;
+            if (at + n > len) n = len - at;
+            if (len + n <= cap) {
+                memmove(buf + at + n, buf + at, len - at);
+                len += n;
+            }
+            break;
+        }
+        case 5: /* truncate */
+            len = at;
+            break;
+        case 6: { /* splice a span of another input */
+            if (!other->len) break;
+            size_t from = next() % other->len, n = 1 + next() % 64;
+            if (from + n > other->len) n = other->len - from;
+            if (at + n > cap) n = cap - at;
+            memcpy(buf + at, other->data + from, n);
+            if (at + n > len) len = at + n;
+            break;
+        }
+        }
+    }
+    return len;
+}
+
+/* The input in a buffer of its exact size, so that ASan sees reads past its end. */
+static void run_copy(const unsigned char *data, size_t len) {
+    unsigned char *copy = malloc(len ? len : 1);
+    memcpy(copy, data, len);
+    LLVMFuzzerTestOneInput(copy, len);
+    free(copy);
+}
+
+int main(int argc, char **argv) {
+    input *ins = NULL;
+    int n = 0;
+    for (int i = 1; i < argc; i++) add_path(argv[i], &ins, &n);
+    if (!n) {
+        fprintf(stderr, "usage: %s FILE|DIR...\n", argv[0]);
+        return 2;
+    }
+    const char *env = getenv("SSM_FUZZ_MUTATIONS");
+    long mutations = env ? atol(env) : 300;
+    size_t cap = 1 << 16;
+    unsigned char *buf = malloc(cap);
+    long runs = 0;
+    for (int i = 0; i < n; i++) {
+        LLVMFuzzerTestOneInput(ins[i].data, ins[i].len), runs++;
+        /* 64 truncations spread over the file, the short ones all */
+        for (size_t k = 0; k < 64 && k < ins[i].len; k++) {
+            size_t len = ins[i].len <= 64 ? k : k * ins[i].len / 64;
+            run_copy(ins[i].data, len), runs++;
+        }
+        for (long m = 0; m < mutations; m++) {
+            size_t len = mutate(&ins[i], &ins[next() % (uint64_t)n], buf, cap);
+            run_copy(buf, len), runs++;
+        }
+    }
+    printf("fuzz_recipe: %d inputs, %ld runs, no failure\n", n, runs);
+    for (int i = 0; i < n; i++) free(ins[i].data);
+    free(ins);
+    free(buf);
+    return 0;
+}
+#endif
