@@ -8,56 +8,75 @@
 
 #include "cpu_ops.h"
 
-#define SCAN_BLOCK CPU_SCAN_BLOCK /* channels per work item: a 64-byte line of u, dt, y per row */
+#define BL CPU_SCAN_BLOCK /* channels per work item, one SIMD lane each (a 64-byte row piece) */
+
+/* Layout inside a block: (N, BL), channels innermost, so that every update below is one
+ * vector operation over the block's channels and the forward needs no horizontal sums.
+ * The lanes past the last channel (E not a multiple of BL) carry u = dy = delta = 0, which
+ * makes every one of their contributions exactly 0. */
+
+/* this row's u, delta = softplus(dt + dt_bias) and (optionally) dy for the block's lanes */
+static inline void load_row(float *uu, float *delta, float *dyv, const float *u, const float *dt,
+                            const float *dy, const float *dt_bias, size_t t, int E, int e0,
+                            int ne) {
+#pragma omp simd
+    for (int j = 0; j < BL; j++) {
+        int ok = j < ne;
+        size_t i = t * E + e0 + (ok ? j : 0);
+        uu[j] = ok ? u[i] : 0.0f;
+        /* delta = softplus(dt + dt_bias) */
+        if (delta) delta[j] = ok ? cpu_softplus(dt[i] + dt_bias[e0 + j]) : 0.0f;
+        if (dyv) dyv[j] = ok ? dy[i] : 0.0f;
+    }
+}
+
+/* A = -exp(A_log) as (N, BL) */
+static void load_A(float *A, const float *A_log, int e0, int ne, int N) {
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < BL; j++) A[n * BL + j] = j < ne ? -expf(A_log[(size_t)(e0 + j) * N + n]) : -1.0f;
+}
 
 void cpu_scan_forward(float *y, const float *u, const float *dt, const float *dt_bias,
                       const float *A_log, const float *Bm, const float *Cm, int ld_bc,
                       const float *Dskip, float *state, int B, int L, int E, int N) {
-    int n_blocks = (E + SCAN_BLOCK - 1) / SCAN_BLOCK;
+    int n_blocks = (E + BL - 1) / BL;
 #pragma omp parallel
     {
-        float *A = malloc(sizeof(float) * SCAN_BLOCK * N); /* (block, N) */
-        float *h = malloc(sizeof(float) * SCAN_BLOCK * N); /* (block, N) */
+        float *A = aligned_alloc(64, sizeof(float) * BL * N); /* (N, BL) */
+        float *h = aligned_alloc(64, sizeof(float) * BL * N); /* (N, BL) */
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int blk = 0; blk < n_blocks; blk++) {
-                int e0 = blk * SCAN_BLOCK, ne = E - e0 < SCAN_BLOCK ? E - e0 : SCAN_BLOCK;
-                for (int j = 0; j < ne; j++)
-                    for (int n = 0; n < N; n++) {
-                        /* A = -exp(A_log) */
-                        A[j * N + n] = -expf(A_log[(size_t)(e0 + j) * N + n]);
-                        h[j * N + n] = state ? state[((size_t)b * E + e0 + j) * N + n] : 0.0f;
-                    }
+                int e0 = blk * BL, ne = E - e0 < BL ? E - e0 : BL;
+                load_A(A, A_log, e0, ne, N);
+                for (int n = 0; n < N; n++)
+                    for (int j = 0; j < BL; j++)
+                        h[n * BL + j] = state && j < ne ? state[((size_t)b * E + e0 + j) * N + n] : 0.0f;
                 for (int l = 0; l < L; l++) {
                     size_t t = (size_t)b * L + l;
                     const float *Bt = Bm + t * ld_bc, *Ct = Cm + t * ld_bc;
-                    /* delta = softplus(dt + dt_bias), the block's channels at once */
-                    float deltas[SCAN_BLOCK];
+                    float uu[BL], delta[BL], du[BL], acc[BL];
+                    load_row(uu, delta, NULL, u, dt, NULL, dt_bias, t, E, e0, ne);
+                    for (int j = 0; j < BL; j++) du[j] = delta[j] * uu[j], acc[j] = 0.0f;
+                    for (int n = 0; n < N; n++) {
+                        float bn = Bt[n], cn = Ct[n];
+                        float *hn = h + n * BL;
+                        const float *An = A + n * BL;
 #pragma omp simd
-                    for (int j = 0; j < ne; j++)
-                        deltas[j] = cpu_softplus(dt[t * E + e0 + j] + dt_bias[e0 + j]);
-                    for (int j = 0; j < ne; j++) {
-                        int e = e0 + j;
-                        float uu = u[t * E + e];
-                        float delta = deltas[j];
-                        float du = delta * uu;
-                        float *hj = h + j * N;
-                        const float *Aj = A + j * N;
-                        float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-                        for (int n = 0; n < N; n++) {
+                        for (int j = 0; j < BL; j++) {
                             /* h = exp(delta * A) * h + delta * B * u */
-                            hj[n] = cpu_exp(delta * Aj[n]) * hj[n] + du * Bt[n];
+                            hn[j] = cpu_exp(delta[j] * An[j]) * hn[j] + du[j] * bn;
                             /* y = C . h */
-                            acc += hj[n] * Ct[n];
+                            acc[j] += hn[j] * cn;
                         }
-                        /* y += D * u */
-                        y[t * E + e] = acc + Dskip[e] * uu;
                     }
+                    /* y += D * u */
+                    for (int j = 0; j < ne; j++) y[t * E + e0 + j] = acc[j] + Dskip[e0 + j] * uu[j];
                 }
                 if (state)
                     for (int j = 0; j < ne; j++)
-                        memcpy(state + ((size_t)b * E + e0 + j) * N, h + j * N, N * sizeof(float));
+                        for (int n = 0; n < N; n++)
+                            state[((size_t)b * E + e0 + j) * N + n] = h[n * BL + j];
             }
         free(A);
         free(h);
@@ -70,7 +89,6 @@ void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_d
                        const float *Bm, const float *Cm, int ld_bc, const float *Dskip, int B,
                        int L, int E, int N, float *scratch, float *partial, int threads) {
     size_t T = (size_t)B * L;
-    const int BL = SCAN_BLOCK;
     int n_blocks = (E + BL - 1) / BL;
     /* the runtime may grant fewer than `threads` (OMP_THREAD_LIMIT, OMP_DYNAMIC, a caller's
      * parallel region): only the partials of the threads that ran are zeroed and summed */
@@ -80,85 +98,81 @@ void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_d
         int tid = omp_get_thread_num();
 #pragma omp single
         team = omp_get_num_threads();
-        float *hs = scratch + (size_t)tid * CPU_SCAN_SCRATCH(L, N); /* (L + 1, BL, N) h_{l-1} */
-        float *dAs = hs + (size_t)(L + 1) * BL * N;                   /* (L, BL, N) exp(delta A) */
+        float *hs = scratch + (size_t)tid * CPU_SCAN_SCRATCH(L, N); /* (L + 1, N, BL) h_{l-1} */
+        float *dAs = hs + (size_t)(L + 1) * BL * N;                   /* (L, N, BL) exp(delta A) */
         float *deltas = dAs + (size_t)L * BL * N;                     /* (L, BL) */
         float *pBC = partial + (size_t)tid * T * 2 * N; /* (T, 2N) this thread's dB | dC */
         memset(pBC, 0, T * 2 * N * sizeof(float));
         memset(hs, 0, (size_t)BL * N * sizeof(float)); /* row 0: h_{-1} = 0, never written */
-        float *A = malloc(sizeof(float) * 3 * BL * N); /* (BL, N) each */
+        float *A = aligned_alloc(64, sizeof(float) * 3 * BL * N); /* (N, BL) each */
         float *g = A + BL * N, *dA_acc = A + 2 * BL * N;
 #pragma omp for schedule(static)
         for (int blk = 0; blk < n_blocks; blk++) {
             int e0 = blk * BL, ne = E - e0 < BL ? E - e0 : BL;
-            float dD_acc[SCAN_BLOCK] = {0}, dbias_acc[SCAN_BLOCK] = {0};
-            for (int j = 0; j < ne; j++)
-                for (int n = 0; n < N; n++) {
-                    A[j * N + n] = -expf(A_log[(size_t)(e0 + j) * N + n]);
-                    dA_acc[j * N + n] = 0;
-                }
+            float dD_acc[BL] = {0}, dbias_acc[BL] = {0};
+            load_A(A, A_log, e0, ne, N);
+            memset(dA_acc, 0, sizeof(float) * BL * N);
             for (int b = 0; b < B; b++) {
                 /* recompute h_l (row l + 1 of hs) and exp(delta_l A) for every l */
                 for (int l = 0; l < L; l++) {
                     size_t t = (size_t)b * L + l;
                     const float *Bt = Bm + t * ld_bc;
-                    float *dl = deltas + (size_t)l * BL;
+                    float uu[BL], dBu[BL], *delta = deltas + (size_t)l * BL;
+                    load_row(uu, delta, NULL, u, dt, NULL, dt_bias, t, E, e0, ne);
+                    for (int j = 0; j < BL; j++) dBu[j] = delta[j] * uu[j];
+                    const float *hp = hs + (size_t)l * N * BL;
+                    float *h = hs + (size_t)(l + 1) * N * BL, *dA = dAs + (size_t)l * N * BL;
+                    for (int n = 0; n < N; n++) {
+                        float bn = Bt[n];
 #pragma omp simd
-                    for (int j = 0; j < ne; j++)
-                        dl[j] = cpu_softplus(dt[t * E + e0 + j] + dt_bias[e0 + j]);
-                    for (int j = 0; j < ne; j++) {
-                        int e = e0 + j;
-                        float delta = dl[j];
-                        float dBu = delta * u[t * E + e];
-                        const float *hp = hs + ((size_t)l * BL + j) * N, *Aj = A + j * N;
-                        float *h = hs + ((size_t)(l + 1) * BL + j) * N;
-                        float *dA = dAs + ((size_t)l * BL + j) * N;
-#pragma omp simd
-                        for (int n = 0; n < N; n++) {
-                            dA[n] = cpu_exp(delta * Aj[n]);
-                            h[n] = dA[n] * hp[n] + dBu * Bt[n];
+                        for (int j = 0; j < BL; j++) {
+                            int i = n * BL + j;
+                            dA[i] = cpu_exp(delta[j] * A[i]);
+                            h[i] = dA[i] * hp[i] + dBu[j] * bn;
                         }
                     }
                 }
                 /* walk back: g = dL/dh_l, carried through h_l = dA h_{l-1} + delta B u */
-                for (int i = 0; i < ne * N; i++) g[i] = 0;
+                memset(g, 0, sizeof(float) * BL * N);
                 for (int l = L - 1; l >= 0; l--) {
                     size_t t = (size_t)b * L + l;
                     const float *Bt = Bm + t * ld_bc, *Ct = Cm + t * ld_bc;
                     float *pB = pBC + t * 2 * N, *pC = pB + N;
-                    float ddeltas[SCAN_BLOCK];
-                    for (int j = 0; j < ne; j++) {
-                        int e = e0 + j;
-                        float delta = deltas[l * BL + j];
-                        float uu = u[t * E + e], dyv = dy[t * E + e];
-                        const float *hp = hs + ((size_t)l * BL + j) * N;
-                        const float *h = hs + ((size_t)(l + 1) * BL + j) * N;
-                        const float *dA = dAs + ((size_t)l * BL + j) * N, *Aj = A + j * N;
-                        float *gj = g + j * N, *dAj = dA_acc + j * N;
+                    const float *delta = deltas + (size_t)l * BL;
+                    const float *hp = hs + (size_t)l * N * BL, *h = hp + N * BL;
+                    const float *dA = dAs + (size_t)l * N * BL;
+                    float uu[BL], dyv[BL], ddelta[BL], gB[BL], du_l[BL];
+                    load_row(uu, NULL, dyv, u, dt, dy, dt_bias, t, E, e0, ne);
+                    for (int j = 0; j < BL; j++) {
                         /* y = C . h + D u */
-                        dD_acc[j] += dyv * uu;
-                        float ddelta = 0, gB = 0;
-#pragma omp simd reduction(+ : ddelta, gB)
-                        for (int n = 0; n < N; n++) {
-                            float gn = gj[n] + dyv * Ct[n];
-                            pC[n] += dyv * h[n];
-                            /* d(delta A) through dA = exp(delta A): g h_{l-1} dA */
-                            float gdA = gn * hp[n] * dA[n];
-                            ddelta += gdA * Aj[n] + gn * Bt[n] * uu;
-                            dAj[n] += gdA * delta;
-                            pB[n] += gn * delta * uu;
-                            gB += gn * Bt[n];
-                            gj[n] = gn * dA[n];
-                        }
-                        du[t * E + e] = dyv * Dskip[e] + gB * delta;
-                        ddeltas[j] = ddelta;
+                        dD_acc[j] += dyv[j] * uu[j];
+                        ddelta[j] = 0.0f, gB[j] = 0.0f, du_l[j] = delta[j] * uu[j];
                     }
-                    /* delta = softplus(x): d x = d delta * sigmoid(x), 1 above the threshold */
-#pragma omp simd
+                    for (int n = 0; n < N; n++) {
+                        float bn = Bt[n], cn = Ct[n], sB = 0.0f, sC = 0.0f;
+#pragma omp simd reduction(+ : sB, sC)
+                        for (int j = 0; j < BL; j++) {
+                            int i = n * BL + j;
+                            float gn = g[i] + dyv[j] * cn;
+                            sC += dyv[j] * h[i];
+                            /* d(delta A) through dA = exp(delta A): g h_{l-1} dA */
+                            float gdA = gn * hp[i] * dA[i];
+                            ddelta[j] += gdA * A[i] + gn * bn * uu[j];
+                            dA_acc[i] += gdA * delta[j];
+                            sB += gn * du_l[j];
+                            gB[j] += gn * bn;
+                            g[i] = gn * dA[i];
+                        }
+                        pB[n] += sB;
+                        pC[n] += sC;
+                    }
                     for (int j = 0; j < ne; j++) {
-                        float x = dt[t * E + e0 + j] + dt_bias[e0 + j];
-                        float gx = ddeltas[j] * (x > 20.0f ? 1.0f : 1.0f / (1.0f + cpu_exp(-x)));
-                        ddt[t * E + e0 + j] = gx;
+                        size_t i = t * E + e0 + j;
+                        du[i] = dyv[j] * Dskip[e0 + j] + gB[j] * delta[j];
+                        /* delta = softplus(x): d x = d delta * sigmoid(x), 1 above the threshold */
+                        float x = dt[i] + dt_bias[e0 + j];
+                        float gx = ddelta[j] * (x > 20.0f ? 1.0f : 1.0f / (1.0f + cpu_exp(-x)));
+                        ddt[i] = gx;
                         dbias_acc[j] += gx;
                     }
                 }
@@ -167,7 +181,7 @@ void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_d
                 int e = e0 + j;
                 /* A = -exp(A_log): dA_log = dA * A */
                 for (int n = 0; n < N; n++)
-                    dA_log[(size_t)e * N + n] += dA_acc[j * N + n] * A[j * N + n];
+                    dA_log[(size_t)e * N + n] += dA_acc[n * BL + j] * A[n * BL + j];
                 dD[e] += dD_acc[j];
                 d_dt_bias[e] += dbias_acc[j];
             }
