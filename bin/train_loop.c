@@ -309,8 +309,9 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     }
     cli_progress_end(&pr);
     if (stopped) {
-        cli_note("%s at step %" PRId64 ": saved; continue with: ssm-train --resume %s", stopped,
-                 r.opt->step, set->run_dir);
+        /* said even with --quiet: the user must know how to continue */
+        fprintf(stderr, "%s: %s at step %" PRId64 ": saved; continue with: ssm-train --resume %s\n",
+                cli_program(), stopped, r.opt->step, set->run_dir);
         rc = stop_signal == SIGINT ? 130 : stop_signal == SIGTERM ? 143 : 0;
     } else {
         cli_note("done: %" PRId64 " steps in %.1fs; validation %.4f bits per %s (baseline %.4f); "
