@@ -91,12 +91,14 @@ static ssm_status take_record(scorer *sc, void *reader, slot *s, int *eof) {
     return SSM_OK;
 }
 
-/* Zero row b of every layer's conv and SSM state: a new record starts from nothing. */
-static void state_reset_row(ssm_state *st, int b) {
-    size_t E = st->d_inner, K = st->d_conv, N = st->d_state;
-    for (int l = 0; l < st->n_layer; l++) {
-        memset(st->conv + ((size_t)l * st->batch + b) * E * K, 0, E * K * sizeof(float));
-        memset(st->ssm + ((size_t)l * st->batch + b) * E * N, 0, E * N * sizeof(float));
+/* Copy row `from` of one state into row `to` of another (every layer's conv and SSM state). */
+static void state_copy_row(ssm_state *dst, int to, const ssm_state *src, int from) {
+    size_t E = src->d_inner, K = src->d_conv, N = src->d_state;
+    for (int l = 0; l < src->n_layer; l++) {
+        memcpy(dst->conv + ((size_t)l * dst->batch + to) * E * K,
+               src->conv + ((size_t)l * src->batch + from) * E * K, E * K * sizeof(float));
+        memcpy(dst->ssm + ((size_t)l * dst->batch + to) * E * N,
+               src->ssm + ((size_t)l * src->batch + from) * E * N, E * N * sizeof(float));
     }
 }
 
@@ -119,14 +121,18 @@ static int run(scorer *sc, const char *path) {
     void *reader;
     ssm_model *m = sc->tr.model;
     int V = m->config.vocab_size, B = sc->B, W = sc->W;
-    ssm_state *st;
     if (sc->tr.ops->open_records(sc->tr.task, path, &reader)) return cli_fail();
     int rc = CLI_EXIT_INPUT;
     int32_t *tokens = malloc((size_t)B * W * sizeof(int32_t));
-    if (!tokens || ssm_state_create(&m->config, B, &st)) {
-        sc->tr.ops->close_records(reader);
-        free(tokens);
-        return cli_error("out of memory for batch %d x window %d", B, W);
+    /* each row of the batch keeps its record's state (slot_st); a window runs only the active
+     * rows, packed into a batch state of that many rows (batch_st[k - 1]) */
+    ssm_state **slot_st = calloc(B, sizeof *slot_st), **batch_st = calloc(B, sizeof *batch_st);
+    int *rows = malloc(B * sizeof(int));
+    int oom = !tokens || !slot_st || !batch_st || !rows;
+    for (int b = 0; b < B && !oom; b++) oom = ssm_state_create(&m->config, 1, &slot_st[b]) != SSM_OK;
+    if (oom) {
+        rc = cli_error("out of memory for batch %d x window %d", B, W);
+        goto done;
     }
     fprintf(sc->out, "id\tlength\tn_scored\tsum_logp\tmean_logp\tbits_per_%s\tperplexity\n", sc->symbol);
     cli_progress pr;
@@ -141,7 +147,7 @@ static int run(scorer *sc, const char *path) {
             while (!sc->slots[b].active && !eof) {
                 if (take_record(sc, reader, &sc->slots[b], &eof)) goto fail;
                 if (!sc->slots[b].active) break;
-                state_reset_row(st, b);
+                ssm_state_reset(slot_st[b]);
                 if (sc->slots[b].length == 0) { /* nothing to predict: report it at once */
                     if (sc->n_done == sc->cap_done) {
                         sc->cap_done = sc->cap_done ? 2 * sc->cap_done : 16;
@@ -154,31 +160,44 @@ static int run(scorer *sc, const char *path) {
             any |= sc->slots[b].active;
         }
         if (!any) break;
-        /* the next window of every row: the symbols before the ones it predicts */
-        for (int b = 0; b < B; b++) {
-            slot *s = &sc->slots[b];
+        /* the next window of every active row: the symbols before the ones it predicts */
+        int k = 0;
+        for (int b = 0; b < B; b++)
+            if (sc->slots[b].active) rows[k++] = b;
+        if (!batch_st[k - 1] && ssm_state_create(&m->config, k, &batch_st[k - 1])) goto fail;
+        for (int r = 0; r < k; r++) {
+            slot *s = &sc->slots[rows[r]];
             for (int w = 0; w < W; w++) {
                 size_t i = s->pos + w;
-                tokens[(size_t)b * W + w] = s->active && i < s->length ? s->tokens[i] : 0;
+                tokens[(size_t)r * W + w] = i < s->length ? s->tokens[i] : 0;
             }
+            state_copy_row(batch_st[k - 1], r, slot_st[rows[r]], 0);
         }
-        if (ssm_forward(m, tokens, NULL, B, W, st, NULL)) goto fail;
+        if (ssm_forward(m, tokens, NULL, k, W, batch_st[k - 1], NULL)) goto fail;
         const float *logits = ssm_model_logits(m);
-        for (int b = 0; b < B; b++) {
-            slot *s = &sc->slots[b];
-            if (!s->active) continue;
+        for (int r = 0; r < k; r++) {
+            int b = r; /* row of the logits */
+            slot *s = &sc->slots[rows[r]];
+            state_copy_row(slot_st[rows[r]], 0, batch_st[k - 1], r);
             size_t n = s->length - s->pos < (size_t)W ? s->length - s->pos : (size_t)W;
+            double sum = 0;
+            size_t count = 0;
+            /* threads split the window; the sum is then added in one fixed order per window
+             * (a reduction of a fixed team over fixed chunks: the same for any batch size) */
+#pragma omp parallel for reduction(+ : sum, count) schedule(static)
             for (size_t w = 0; w < n; w++) {
                 size_t i = s->pos + w; /* predicting symbol i = tokens[i + 1] */
                 int ok = !s->scored || s->scored[i];
                 double lp = NAN, h = NAN;
                 if (ok) {
                     row_stats(logits + ((size_t)b * W + w) * V, V, s->tokens[i + 1], &lp, &h);
-                    s->sum_logp += lp;
-                    s->n_scored++;
+                    sum += lp;
+                    count++;
                 }
                 if (s->per_symbol) s->per_symbol[i] = ok ? (float)(sc->entropy ? h : lp) : NAN;
             }
+            s->sum_logp += sum;
+            s->n_scored += count;
             s->pos += n;
             total += n;
             if (s->pos >= s->length) {
@@ -204,7 +223,13 @@ fail:
     rc = cli_fail();
 done:
     sc->tr.ops->close_records(reader);
-    ssm_state_free(st);
+    for (int b = 0; b < B; b++) {
+        if (slot_st) ssm_state_free(slot_st[b]);
+        if (batch_st) ssm_state_free(batch_st[b]);
+    }
+    free(slot_st);
+    free(batch_st);
+    free(rows);
     free(tokens);
     return rc;
 }

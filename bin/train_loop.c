@@ -290,7 +290,11 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
                      loss_ema / M_LN2, ops->symbol, lr, cli_si(tps, tp, sizeof tp));
             cli_progress_update(&pr, step, extra);
         }
-        if (step % set->eval_every == 0 || step == set->steps) {
+        int timed_out = set->max_minutes > 0 && cli_now() - t_start > set->max_minutes * 60;
+        if (timed_out) stopped = "time limit (train.max_minutes)";
+        if (opt->stop_after && ++steps_here >= opt->stop_after) stopped = "stopped (--stop-after)";
+        if (stop_signal) stopped = stop_signal == SIGINT ? "interrupted (Ctrl-C)" : "terminated (SIGTERM)";
+        if (step % set->eval_every == 0 || step == set->steps || timed_out) {
             if ((s = evaluate(&r, &valid_loss))) goto fail;
             log_metrics(&r, "{\"step\":%" PRId64 ",\"valid_loss\":%.9g,\"valid_bits_per_%s\":%.6f,"
                         "\"baseline_bits_per_%s\":%.6g}", step, valid_loss, ops->symbol,
@@ -299,9 +303,6 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
             cli_note("step %" PRId64 ": validation %.4f bits per %s (baseline %.4f)", step,
                      valid_loss / M_LN2, ops->symbol, r.baseline_bits);
         }
-        if (set->max_minutes > 0 && cli_now() - t_start > set->max_minutes * 60) stopped = "time limit (train.max_minutes)";
-        if (opt->stop_after && ++steps_here >= opt->stop_after) stopped = "stopped (--stop-after)";
-        if (stop_signal) stopped = stop_signal == SIGINT ? "interrupted (Ctrl-C)" : "terminated (SIGTERM)";
         if (step % set->save_every == 0 || step == set->steps || stopped) {
             if ((s = save_checkpoint(&r))) goto fail;
         }

@@ -66,13 +66,24 @@ ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
     int threads = omp_get_max_threads();
     ssm_activations *a = m->acts;
     if (a && a->B == B && a->L == L && a->scratch_threads == threads) return SSM_OK;
+    size_t T = (size_t)B * L;
+    /* a shape that fits the current allocation is re-carved in place (scoring alternates
+     * between batch sizes); only a larger one allocates */
+    if (a) {
+        ssm_activations probe = *a;
+        size_t n = carve(&probe, &m->config, T, L, threads, NULL);
+        if (n <= a->capacity && T <= a->capacity_T) {
+            carve(a, &m->config, T, L, threads, a->blob);
+            a->B = B, a->L = L, a->scratch_threads = threads;
+            return SSM_OK;
+        }
+    }
     ssm_acts_free(a);
     m->acts = NULL;
     a = calloc(1, sizeof *a);
     if (!a) return ssm_set_error(SSM_ERR_NOMEM, "out of memory for activations");
-    size_t T = (size_t)B * L;
     a->layers = calloc(m->config.n_layer, sizeof *a->layers);
-    size_t n = carve(a, &m->config, T, L, threads, NULL);
+    size_t n = a->layers ? carve(a, &m->config, T, L, threads, NULL) : 0;
     a->blob = aligned_alloc(64, n * sizeof(float));
     a->tokens = malloc(T * sizeof(int32_t));
     a->targets = malloc(T * sizeof(int32_t));
@@ -86,6 +97,8 @@ ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
     a->B = B;
     a->L = L;
     a->scratch_threads = threads;
+    a->capacity = n;
+    a->capacity_T = T;
     m->acts = a;
     return SSM_OK;
 }

@@ -21,6 +21,8 @@ typedef struct ssm_layer_acts {
 struct ssm_activations {
     int B, L;
     float *blob;          /* one allocation for everything below */
+    size_t capacity;      /* floats in blob */
+    size_t capacity_T;    /* rows the tokens/targets arrays hold */
     ssm_layer_acts *layers; /* (n_layer) */
     float *resid_f;       /* (T, D)  final residual stream */
     float *normed_f;      /* (T, D)  norm_f output */
