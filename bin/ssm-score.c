@@ -24,6 +24,7 @@ typedef struct slot {
     double sum_logp;
     size_t n_scored;
     float *per_symbol; /* (length) log p or entropy, for --bedgraph; NAN where not scored */
+    int strand;        /* 0: as read; 1: its reverse complement (--strand both) */
 } slot;
 
 typedef struct scorer {
@@ -35,6 +36,9 @@ typedef struct scorer {
     int n_done, cap_done;
     long next_seq, next_out;
     const char *symbol;
+    int both;          /* --strand both: every record is followed by its reverse complement */
+    slot pending_rc;   /* the reverse complement of the record just taken, to be taken next */
+    slot held;         /* a forward strand waiting for its reverse complement in the output */
 } scorer;
 
 static void slot_free(slot *s) {
@@ -45,14 +49,39 @@ static void slot_free(slot *s) {
     memset(s, 0, sizeof *s);
 }
 
+static void write_line(scorer *sc, const slot *s, double sum, size_t n_scored, const char *extra) {
+    double mean = n_scored ? sum / n_scored : NAN;
+    fprintf(sc->out, "%s\t%zu\t%zu\t%s%.6f\t%.6f\t%.6f\t%.6f\n", s->id, s->length, n_scored, extra,
+            sum, mean, -mean / M_LN2, exp(-mean));
+}
+
+/* Write a finished record (with --strand both: a forward strand is held until its reverse
+ * complement comes, then one line reports both). Takes ownership of s. */
 static void write_record(scorer *sc, slot *s) {
-    double mean = s->n_scored ? s->sum_logp / s->n_scored : NAN;
-    fprintf(sc->out, "%s\t%zu\t%zu\t%.6f\t%.6f\t%.6f\t%.6f\n", s->id, s->length, s->n_scored,
-            s->sum_logp, mean, -mean / M_LN2, exp(-mean));
+    if (sc->both && s->strand == 0) {
+        sc->held = *s;
+        memset(s, 0, sizeof *s);
+        return;
+    }
+    slot *f = sc->both ? &sc->held : s; /* the forward strand */
+    if (sc->both) {
+        /* columns: sum_logp_forward, sum_logp_reverse, then both strands together */
+        char extra[96];
+        snprintf(extra, sizeof extra, "%.6f\t%.6f\t", f->sum_logp, s->sum_logp);
+        write_line(sc, f, f->sum_logp + s->sum_logp, f->n_scored + s->n_scored, extra);
+    } else {
+        write_line(sc, s, s->sum_logp, s->n_scored, "");
+    }
     if (sc->bed)
-        for (size_t i = 0; i < s->length; i++)
-            if (!isnan(s->per_symbol[i]))
-                fprintf(sc->bed, "%s\t%zu\t%zu\t%.5f\n", s->id, i, i + 1, s->per_symbol[i]);
+        for (size_t i = 0; i < f->length; i++) {
+            /* with both strands: the mean of the forward value and the reverse strand's value
+             * for the same base (position length - 1 - i of the reverse complement) */
+            float v = f->per_symbol[i];
+            if (sc->both) v = 0.5f * (v + s->per_symbol[f->length - 1 - i]);
+            if (!isnan(v)) fprintf(sc->bed, "%s\t%zu\t%zu\t%.5f\n", f->id, i, i + 1, v);
+        }
+    if (sc->both) slot_free(&sc->held);
+    slot_free(s);
 }
 
 /* Emit finished records in input order. */
@@ -62,7 +91,6 @@ static void flush_done(scorer *sc) {
         for (int i = 0; i < sc->n_done; i++)
             if (sc->done[i].seq == sc->next_out) {
                 write_record(sc, &sc->done[i]);
-                slot_free(&sc->done[i]);
                 sc->done[i] = sc->done[--sc->n_done];
                 sc->next_out++;
                 again = 1;
@@ -73,21 +101,39 @@ static void flush_done(scorer *sc) {
 }
 
 static ssm_status take_record(scorer *sc, void *reader, slot *s, int *eof) {
+    if (sc->pending_rc.active) { /* the reverse strand of the record taken last */
+        *s = sc->pending_rc;
+        memset(&sc->pending_rc, 0, sizeof sc->pending_rc);
+        s->seq = sc->next_seq++;
+        return SSM_OK;
+    }
     ssm_record rec;
     ssm_status st = sc->tr.ops->next_record(reader, &rec, eof);
     if (st || *eof) return st;
-    memset(s, 0, sizeof *s);
-    s->active = 1;
-    s->seq = sc->next_seq++;
-    s->id = strdup(rec.id ? rec.id : "");
-    s->length = rec.length;
-    s->tokens = malloc((rec.length + 1) * sizeof(int32_t));
-    s->per_symbol = sc->bed ? malloc((rec.length + 1) * sizeof(float)) : NULL;
-    if (rec.scored) s->scored = malloc(rec.length + 1);
-    if (!s->id || !s->tokens || (sc->bed && !s->per_symbol) || (rec.scored && !s->scored))
-        return ssm_set_error(SSM_ERR_NOMEM, "out of memory for record %s (%zu symbols)", rec.id, rec.length);
-    memcpy(s->tokens, rec.tokens, (rec.length + 1) * sizeof(int32_t));
-    if (rec.scored) memcpy(s->scored, rec.scored, rec.length);
+    for (int strand = 0; strand <= sc->both; strand++) {
+        slot *d = strand ? &sc->pending_rc : s;
+        memset(d, 0, sizeof *d);
+        d->active = 1;
+        d->strand = strand;
+        d->seq = strand ? 0 : sc->next_seq++;
+        d->id = strdup(rec.id ? rec.id : "");
+        d->length = rec.length;
+        d->tokens = malloc((rec.length + 1) * sizeof(int32_t));
+        d->per_symbol = sc->bed ? malloc((rec.length + 1) * sizeof(float)) : NULL;
+        if (rec.scored) d->scored = malloc(rec.length + 1);
+        if (!d->id || !d->tokens || (sc->bed && !d->per_symbol) || (rec.scored && !d->scored))
+            return ssm_set_error(SSM_ERR_NOMEM, "out of memory for record %s (%zu symbols)", rec.id, rec.length);
+        memcpy(d->tokens, rec.tokens, (rec.length + 1) * sizeof(int32_t));
+        if (rec.scored) memcpy(d->scored, rec.scored, rec.length);
+        if (strand) { /* BOS, then the reverse complement; the mask reversed with it */
+            sc->tr.ops->reverse_complement(sc->tr.task, d->tokens + 1, rec.length);
+            for (size_t i = 0; d->scored && i < rec.length / 2; i++) {
+                uint8_t t = d->scored[i];
+                d->scored[i] = d->scored[rec.length - 1 - i];
+                d->scored[rec.length - 1 - i] = t;
+            }
+        }
+    }
     return SSM_OK;
 }
 
@@ -134,7 +180,8 @@ static int run(scorer *sc, const char *path) {
         rc = cli_error("out of memory for batch %d x window %d", B, W);
         goto done;
     }
-    fprintf(sc->out, "id\tlength\tn_scored\tsum_logp\tmean_logp\tbits_per_%s\tperplexity\n", sc->symbol);
+    fprintf(sc->out, "id\tlength\tn_scored\t%ssum_logp\tmean_logp\tbits_per_%s\tperplexity\n",
+            sc->both ? "sum_logp_forward\tsum_logp_reverse\t" : "", sc->symbol);
     cli_progress pr;
     cli_progress_start(&pr, 0, 100, sc->symbol);
     size_t total = 0;
@@ -144,7 +191,7 @@ static int run(scorer *sc, const char *path) {
         /* fill empty rows with new records */
         int any = 0;
         for (int b = 0; b < B; b++) {
-            while (!sc->slots[b].active && !eof) {
+            while (!sc->slots[b].active && (!eof || sc->pending_rc.active)) {
                 if (take_record(sc, reader, &sc->slots[b], &eof)) goto fail;
                 if (!sc->slots[b].active) break;
                 ssm_state_reset(slot_st[b]);
@@ -244,6 +291,10 @@ static void usage(void) {
            "\n"
            "  --bedgraph FILE   per-symbol scores as bedGraph (0-based, half-open)\n"
            "  --per-base KIND   logp (default) or entropy (the predictive entropy, nats)\n"
+           "  --strand WHICH    forward (default) or both: also score the reverse complement\n"
+           "                    (strand-aware tasks: dna); the line then has sum_logp_forward,\n"
+           "                    sum_logp_reverse, and the other columns over both strands; the\n"
+           "                    bedGraph has the mean of the two strands' values per base\n"
            "  --output FILE     the TSV to FILE instead of stdout\n"
            "  --window N        symbols per forward pass (default 4096); the state is carried\n"
            "  --batch N         records scored side by side (default 8)\n"
@@ -260,7 +311,7 @@ int main(int argc, char **argv) {
         {"batch", required_argument, 0, 'b'},    {"threads", required_argument, 0, 't'},
         {"device", required_argument, 0, 'd'},   {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
-        {0, 0, 0, 0}};
+        {"strand", required_argument, 0, 's'},   {0, 0, 0, 0}};
     scorer sc = {.B = 8, .W = 4096, .out = stdout};
     const char *bed_path = NULL, *out_path = NULL, *device = "auto";
     int threads = 0;
@@ -273,6 +324,10 @@ int main(int argc, char **argv) {
             else if (strcmp(optarg, "logp")) return cli_usage("--per-base takes logp or entropy, not '%s'", optarg);
             break;
         case 'o': out_path = optarg; break;
+        case 's':
+            if (!strcmp(optarg, "both")) sc.both = 1;
+            else if (strcmp(optarg, "forward")) return cli_usage("--strand takes forward or both, not '%s'", optarg);
+            break;
         case 'w': sc.W = (int)strtol(optarg, &end, 10);
             if (*end || sc.W < 1) return cli_usage("--window takes a positive integer, not '%s'", optarg);
             break;
@@ -301,6 +356,10 @@ int main(int argc, char **argv) {
         goto done;
     }
     sc.symbol = sc.tr.ops->symbol;
+    if (sc.both && !sc.tr.ops->reverse_complement) {
+        rc = cli_error("--strand both: the task '%s' has no strands", sc.tr.ops->name);
+        goto done;
+    }
     /* outputs go to FILE.tmp and are renamed only when the whole run succeeded */
     if (out_path && strcmp(out_path, "-")) {
         snprintf(out_tmp, sizeof out_tmp, "%s.tmp", out_path);
@@ -325,6 +384,8 @@ done:
     if (sc.out != stdout) fclose(sc.out);
     for (int b = 0; sc.slots && b < sc.B; b++) slot_free(&sc.slots[b]);
     for (int i = 0; i < sc.n_done; i++) slot_free(&sc.done[i]);
+    slot_free(&sc.pending_rc);
+    slot_free(&sc.held);
     free(sc.slots);
     free(sc.done);
     cli_trained_free(&sc.tr);

@@ -25,8 +25,9 @@
  * 11 N. IUPAC ambiguity codes become N, U becomes T, lowercase is read as uppercase. N is never
  * scored (target -1), nor is a masked lowercase base.
  *
- * Training batches: a window of L + 1 bases from one region of the split (tokens = the first L,
- * targets = the next L); a region shorter than that fills the rest with PAD (not scored).
+ * Training batches: a window of L bases from one region of the split, read as the start of a
+ * sequence like a scored record: tokens = BOS and the first L - 1 bases, targets = the L bases;
+ * a region shorter than that fills the rest with PAD (not scored).
  * Scoring: each record is BOS followed by its bases. */
 #include "dna.h"
 
@@ -220,7 +221,10 @@ static ssm_status dna_next_batch(void *self, ssm_split split, ssm_rng *rng, ssm_
     if (batch->B <= 0 || batch->L <= 0)
         return ssm_set_error(SSM_ERR_ARG, "batch shape (%d, %d) must be positive", batch->B, batch->L);
     const int L = batch->L;
-    const int64_t width = (int64_t)L + 1; /* tokens: the first L bases; targets: the next L */
+    /* every window is a sequence start, as ssm-score reads a record: tokens = BOS and the
+     * first L - 1 bases, targets = the L bases; so the model learns to predict from BOS and
+     * from short contexts, which scoring asks of it */
+    const int64_t width = (int64_t)L;
     if ((s = grow_window(t, (size_t)width))) return s;
     for (int b = 0; b < batch->B; b++) {
         fasta_window w;
@@ -231,8 +235,9 @@ static ssm_status dna_next_batch(void *self, ssm_split split, ssm_rng *rng, ssm_
             dna_revcomp(t->window, (size_t)w.length);
         int32_t *tok = batch->tokens + (size_t)b * L, *tgt = batch->targets + (size_t)b * L;
         for (int l = 0; l < L; l++) {
-            tok[l] = l < w.length ? dna_token((unsigned char)t->window[l]) : DNA_TOKEN_PAD;
-            int c = l + 1 < w.length ? (unsigned char)t->window[l + 1] : 0;
+            tok[l] = l == 0 ? DNA_TOKEN_BOS
+                   : l - 1 < w.length ? dna_token((unsigned char)t->window[l - 1]) : DNA_TOKEN_PAD;
+            int c = l < w.length ? (unsigned char)t->window[l] : 0;
             tgt[l] = c && dna_scored(c, t->mask_lowercase) ? dna_token(c) : -1;
         }
     }
@@ -416,6 +421,11 @@ io:
     return ssm_set_error(SSM_ERR_IO, "cannot write the FASTA output");
 }
 
+static void dna_reverse_complement(void *self, int32_t *symbols, size_t n) {
+    (void)self;
+    dna_revcomp_tokens(symbols, n);
+}
+
 const ssm_task_ops ssm_task_dna = {
     .abi_version = SSM_TASK_ABI_VERSION,
     .name = "dna",
@@ -433,4 +443,5 @@ const ssm_task_ops ssm_task_dna = {
     .bos_token = dna_bos_token,
     .encode = dna_encode,
     .write_tokens = dna_write_tokens,
+    .reverse_complement = dna_reverse_complement,
 };

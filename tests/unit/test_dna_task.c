@@ -174,11 +174,13 @@ static void fixture_free(fixture *f) {
     tmp_rm(f->dir);
 }
 
-/* Check one row: tokens are window[0..L), targets window[1..L] with -1 where not scored. */
+/* Check one row: a window of L bases read as a sequence start: tokens are BOS then
+ * window[0..L-1), targets window[0..L) with -1 where not scored. */
 static void check_row(const char *window, int L, const int32_t *tok, const int32_t *tgt, int mask) {
+    assert_int_equal(tok[0], DNA_TOKEN_BOS);
     for (int l = 0; l < L; l++) {
-        assert_int_equal(tok[l], dna_token((unsigned char)window[l]));
-        int c = (unsigned char)window[l + 1];
+        if (l > 0) assert_int_equal(tok[l], dna_token((unsigned char)window[l - 1]));
+        int c = (unsigned char)window[l];
         assert_int_equal(tgt[l], dna_scored(c, mask) ? dna_token(c) : -1);
     }
 }
@@ -205,14 +207,14 @@ static void test_next_batch(void **st) {
         assert_memory_equal(tgt, tgt2, sizeof tgt);
         for (int b = 0; b < B; b++) {
             char s[L + 1];
-            decode(tok + b * L, L, s);
+            decode(tok + b * L + 1, L - 1, s);
             char *at = strstr(f.upper, s);
             assert_non_null(at);
             size_t p = (size_t)(at - f.upper);
-            assert_true(p + L + 1 <= train_end); /* inside the training split */
+            assert_true(p + L <= train_end); /* inside the training split */
             check_row(f.genome + p, L, tok + b * L, tgt + b * L, 1);
             for (int l = 0; l < L; l++) {
-                char c = f.genome[p + l + 1];
+                char c = f.genome[p + l];
                 saw_n += dna_token(c) == DNA_TOKEN_N;
                 saw_lower += c >= 'a';
             }
@@ -224,7 +226,7 @@ static void test_next_batch(void **st) {
         TU_OK(ssm_task_dna.next_batch(task, SSM_SPLIT_VALID, &rng, &batch));
         for (int b = 0; b < B; b++) {
             char s[L + 1];
-            decode(tok + b * L, L, s);
+            decode(tok + b * L + 1, L - 1, s);
             char *at = strstr(f.upper + train_end, s);
             assert_non_null(at);
             check_row(f.genome + (at - f.upper), L, tok + b * L, tgt + b * L, 1);
@@ -237,7 +239,7 @@ static void test_next_batch(void **st) {
     TU_OK(ssm_task_dna.next_batch(task, SSM_SPLIT_TRAIN, &rng, &batch));
     for (int b = 0; b < B; b++) {
         char s[L + 1];
-        decode(tok + b * L, L, s);
+        decode(tok + b * L + 1, L - 1, s);
         char *at = strstr(f.upper, s);
         assert_non_null(at);
         check_row(f.genome + (at - f.upper), L, tok + b * L, tgt + b * L, 0);
@@ -263,24 +265,25 @@ static void test_reverse_complement_windows(void **st) {
     for (int it = 0; it < 10; it++) {
         TU_OK(ssm_task_dna.next_batch(task, SSM_SPLIT_TRAIN, &rng, &batch));
         for (int b = 0; b < B; b++) {
-            /* the window is rc(genome[p .. p + L]); its first L bases are rc(genome[p + 1 .. p + L]) */
+            /* the window is rc(genome[p .. p + L)); tokens 1.. hold its first L - 1 bases,
+             * rc(genome[p + 1 .. p + L)) */
             char s[L + 1];
-            decode(tok + b * L, L, s);
-            dna_revcomp(s, L);
+            decode(tok + b * L + 1, L - 1, s);
+            dna_revcomp(s, L - 1);
             char *at = strstr(f.upper, s);
             assert_non_null(at);
             size_t p = (size_t)(at - f.upper) - 1;
-            char w[L + 2];
-            memcpy(w, f.genome + p, L + 1);
-            w[L + 1] = 0;
-            dna_revcomp(w, L + 1);
+            char w[L + 1];
+            memcpy(w, f.genome + p, L);
+            w[L] = 0;
+            dna_revcomp(w, L);
             check_row(w, L, tok + b * L, tgt + b * L, 1);
         }
     }
     TU_OK(ssm_task_dna.next_batch(task, SSM_SPLIT_VALID, &rng, &batch));
     for (int b = 0; b < B; b++) {
         char s[L + 1];
-        decode(tok + b * L, L, s);
+        decode(tok + b * L + 1, L - 1, s);
         assert_non_null(strstr(f.upper, s));
     }
     ssm_task_dna.destroy(task);
@@ -305,13 +308,16 @@ static void test_padding(void **st) {
     TU_OK(ssm_task_dna.next_batch(task, SSM_SPLIT_TRAIN, &rng, &batch));
     for (int b = 0; b < B; b++) {
         const int32_t *t = tok + b * L, *g = tgt + b * L;
-        int n = t[0] == DNA_TOKEN_A ? 10 : 20;
-        assert_int_equal(t[0], n == 10 ? DNA_TOKEN_A : DNA_TOKEN_G);
-        for (int l = 0; l < L; l++) {
-            if (l < n) assert_true(t[l] >= DNA_TOKEN_A && t[l] <= DNA_TOKEN_T);
+        int n = t[1] == DNA_TOKEN_A ? 10 : 20;
+        assert_int_equal(t[0], DNA_TOKEN_BOS);
+        assert_int_equal(t[1], n == 10 ? DNA_TOKEN_A : DNA_TOKEN_G);
+        for (int l = 1; l < L; l++) {
+            if (l <= n) assert_true(t[l] >= DNA_TOKEN_A && t[l] <= DNA_TOKEN_T);
             else assert_int_equal(t[l], DNA_TOKEN_PAD);
+        }
+        for (int l = 0; l < L; l++) {
             if (l < n - 1) assert_int_equal(g[l], t[l + 1]);
-            else assert_int_equal(g[l], -1);
+            else if (l >= n) assert_int_equal(g[l], -1);
         }
     }
     ssm_batch bad = {0, L, tok, tgt};

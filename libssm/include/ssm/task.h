@@ -80,6 +80,10 @@ typedef struct ssm_task_ops {
     int32_t (*bos_token)(void *self);
     ssm_status (*encode)(void *self, const char *text, size_t len, int32_t **tokens, size_t *n);
     ssm_status (*write_tokens)(void *self, const int32_t *tokens, size_t n, FILE *out);
+
+    /* Strand-aware tasks (DNA): the reverse complement of a record's symbols (no BOS), in
+     * place; ssm-score --strand both scores it too. NULL for tasks without strands. */
+    void (*reverse_complement)(void *self, int32_t *symbols, size_t n);
 } ssm_task_ops;
 
 /* The entry point an external plugin exports: `SSM_TASK_PLUGIN(my_task_ops)`. */
