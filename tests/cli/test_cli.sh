@@ -92,6 +92,12 @@ check "windows of 37 with the carried state equal one pass" 'paste s1.tsv s4.tsv
 "$BIN/ssm-score" runA small.fa --quiet --bedgraph b.bedgraph --output s5.tsv
 check "bedGraph: one line per scored base, 0-based half-open, sums to sum_logp" 'cmp -s s1.tsv s5.tsv && [ "$(awk "\$1==\"second\"" b.bedgraph | wc -l)" -eq 21 ] && awk -F"\t" "\$1==\"second\" && NR>0 {s+=\$4} END {exit 0}" b.bedgraph'
 
+printf '>x\nACGTTGCANNACGGTTTAGC\n' > x.fa
+printf '>x\n%s\n' "$(sed -n 2p x.fa | rev | tr ACGT TGCA)" > x_rc.fa
+"$BIN/ssm-score" runA x.fa --quiet > fwd.tsv; "$BIN/ssm-score" runA x_rc.fa --quiet > rev.tsv
+"$BIN/ssm-score" runA x.fa --quiet --strand both > both.tsv
+check "--strand both reports each strand and both" 'head -1 both.tsv | grep -q "sum_logp_forward	sum_logp_reverse	sum_logp" && [ "$(cut -f4 both.tsv | tail -1)" = "$(cut -f4 fwd.tsv | tail -1)" ] && [ "$(cut -f5 both.tsv | tail -1)" = "$(cut -f4 rev.tsv | tail -1)" ] && [ "$(cut -f3 both.tsv | tail -1)" = 36 ]'
+
 # --- generation ------------------------------------------------------------------------------
 "$BIN/ssm-generate" runA --length 130 --seed 3 --quiet > g.txt 2> err
 check "ssm-generate writes 130 bases" '[ $? -eq 0 ] && [ "$(tr -d "\n" < g.txt | tr -d "ACGTN" | wc -c)" -eq 0 ]'
