@@ -86,11 +86,33 @@ static SF_VIRTUAL_IO mem_io = {mem_len, mem_seek, mem_read, mem_write, mem_tell}
 
 /* ---- reading --------------------------------------------------------------------------------- */
 
-static ssm_status open_error(const char *name, SNDFILE *sf, int exists) {
-    const char *why = sf_strerror(sf);
-    if (!exists) return ssm_set_error(SSM_ERR_IO, "%s: cannot open: %s", name, strerror(errno));
-    if (why && (strstr(why, "ample rate") || strstr(why, "samplerate")))
-        return ssm_set_error(SSM_ERR_FORMAT, "%s: bad sample rate in the header (libsndfile: %s)", name, why);
+static uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* libsndfile refuses a WAV whose header gives a sample rate (or channel count) of 0 with
+ * "SF_INFO struct incomplete"; look at the fmt chunk ourselves to say what is wrong. head holds
+ * the first len bytes of the file. */
+static ssm_status open_error(const char *name, const unsigned char *head, size_t len) {
+    const char *why = sf_strerror(NULL);
+    if (len >= 12 && (!memcmp(head, "RIFF", 4) || !memcmp(head, "RF64", 4)) && !memcmp(head + 8, "WAVE", 4)) {
+        for (size_t p = 12; p + 8 <= len;) {
+            uint32_t size = le32(head + p + 4);
+            if (!memcmp(head + p, "fmt ", 4) && p + 16 <= len) {
+                unsigned channels = (unsigned)head[p + 10] | (unsigned)head[p + 11] << 8;
+                uint32_t rate = p + 16 <= len ? le32(head + p + 12) : 1;
+                if (rate == 0)
+                    return ssm_set_error(SSM_ERR_FORMAT, "%s: the WAV header gives a sample rate of 0 Hz "
+                                         "(a broken file; libsndfile: %s)", name, why);
+                if (channels == 0)
+                    return ssm_set_error(SSM_ERR_FORMAT, "%s: the WAV header gives 0 channels (a broken "
+                                         "file; libsndfile: %s)", name, why);
+                break;
+            }
+            if (size > len) break;
+            p += 8 + size + (size & 1);
+        }
+    }
     return ssm_set_error(SSM_ERR_FORMAT, "%s: not an audio file libsndfile can read (libsndfile: %s)",
                          name, why ? why : "unknown error");
 }
@@ -248,7 +270,7 @@ ssm_status wav_read_memory(const char *name, const void *data, size_t len, int r
     SF_INFO info;
     memset(&info, 0, sizeof info);
     SNDFILE *sf = sf_open_virtual(&mem_io, SFM_READ, &info, &m);
-    if (!sf) return open_error(name, NULL, 1);
+    if (!sf) return open_error(name, data, len < 4096 ? len : 4096);
     return decode(name, sf, &info, rate, enc, max_samples, out);
 }
 
@@ -296,7 +318,15 @@ ssm_status wav_read_file(const char *path, int rate, wav_encoding enc, size_t ma
     SF_INFO info;
     memset(&info, 0, sizeof info);
     SNDFILE *sf = sf_open(path, SFM_READ, &info);
-    if (!sf) return open_error(path, NULL, 1);
+    if (!sf) {
+        unsigned char head[4096];
+        size_t len = 0;
+        FILE *f = fopen(path, "rb");
+        if (!f) return ssm_set_error(SSM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        len = fread(head, 1, sizeof head, f);
+        fclose(f);
+        return open_error(path, head, len);
+    }
     return decode(path, sf, &info, rate, enc, max_samples, out);
 }
 
