@@ -19,8 +19,11 @@
 /* ---- helpers ------------------------------------------------------------------------------ */
 
 static char *path_in(const char *dir, const char *name) {
-    char *p = malloc(strlen(dir) + strlen(name) + 2);
-    sprintf(p, "%s/%s", dir, name);
+    if (!dir) abort();
+    size_t len = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(len);
+    if (!p) abort();
+    snprintf(p, len, "%s/%s", dir, name);
     return p;
 }
 
