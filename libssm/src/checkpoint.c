@@ -23,25 +23,6 @@
 
 #define LM_HEAD "lm_head.weight"
 
-/* An error whose message starts with the file's path. */
-__attribute__((format(printf, 3, 4)))
-static ssm_status fail(const char *path, ssm_status status, const char *fmt, ...) {
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return ssm_set_error(status, "%s: %s", path, msg);
-}
-
-static void format_shape(char *buf, size_t size, const int64_t *shape, int ndim) {
-    size_t used = (size_t)snprintf(buf, size, "[");
-    for (int i = 0; i < ndim && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? ", " : "",
-                                 (long long)shape[i]);
-    if (used < size) snprintf(buf + used, size - used, "]");
-}
-
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
@@ -176,22 +157,22 @@ static ssm_status config_from_metadata(const ssm_safetensors *st, const char *fi
         const char *v = ssm_safetensors_meta(st, meta_int_keys[i]);
         long long x;
         if (!v)
-            return fail(file, SSM_ERR_MISSING, "metadata has ssm.* keys but not %s",
+            return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has ssm.* keys but not %s",
                         meta_int_keys[i]);
         if (!parse_long(v, 1, INT_MAX, &x))
-            return fail(file, SSM_ERR_FORMAT, "metadata %s = '%s' is not a positive integer",
+            return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata %s = '%s' is not a positive integer",
                         meta_int_keys[i], v);
         *fields[i] = (int)x;
     }
     const char *eps = ssm_safetensors_meta(st, "ssm.norm_eps");
-    if (!eps) return fail(file, SSM_ERR_MISSING, "metadata has ssm.* keys but not ssm.norm_eps");
+    if (!eps) return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has ssm.* keys but not ssm.norm_eps");
     char *end;
     double e = strtod(eps, &end);
     if (!*eps || *end || !isfinite(e))
-        return fail(file, SSM_ERR_FORMAT, "metadata ssm.norm_eps = '%s' is not a number", eps);
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.norm_eps = '%s' is not a number", eps);
     c->norm_eps = (float)e;
     if ((long long)c->expand * c->d_model != c->d_inner)
-        return fail(file, SSM_ERR_FORMAT, "metadata ssm.d_inner = %d is not ssm.expand * "
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.d_inner = %d is not ssm.expand * "
                     "ssm.d_model = %d * %d", c->d_inner, c->expand, c->d_model);
     return SSM_OK;
 }
@@ -203,12 +184,12 @@ static ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int 
                            int dflt, int *out) {
     json_t *v = json_object_get(cfg, key);
     if (!v) {
-        if (required) return fail(cpath, SSM_ERR_MISSING, "no \"%s\" (a MambaConfig needs it)", key);
+        if (required) return ssm_fail_file(cpath, SSM_ERR_MISSING, "no \"%s\" (a MambaConfig needs it)", key);
         *out = dflt;
         return SSM_OK;
     }
     if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX)
-        return fail(cpath, SSM_ERR_FORMAT, "\"%s\" must be a positive integer", key);
+        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be a positive integer", key);
     *out = (int)json_integer_value(v);
     return SSM_OK;
 }
@@ -218,9 +199,9 @@ static ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key
                                  const char *why) {
     json_t *v = json_object_get(cfg, key);
     if (!v) return SSM_OK; /* MambaConfig's default is the one we support */
-    if (!json_is_boolean(v)) return fail(cpath, SSM_ERR_FORMAT, "\"%s\" must be true or false", key);
+    if (!json_is_boolean(v)) return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be true or false", key);
     if (json_is_true(v) != want)
-        return fail(cpath, SSM_ERR_UNSUPPORTED, "\"%s\": %s is not supported (%s)", key,
+        return ssm_fail_file(cpath, SSM_ERR_UNSUPPORTED, "\"%s\": %s is not supported (%s)", key,
                     want ? "false" : "true", why);
     return SSM_OK;
 }
@@ -230,9 +211,9 @@ static ssm_status json_str_must(json_t *cfg, const char *cpath, const char *key,
                                 const char *want) {
     json_t *v = json_object_get(cfg, key);
     if (!v) return SSM_OK;
-    if (!json_is_string(v)) return fail(cpath, SSM_ERR_FORMAT, "\"%s\" must be a string", key);
+    if (!json_is_string(v)) return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be a string", key);
     if (strcmp(json_string_value(v), want) != 0)
-        return fail(cpath, SSM_ERR_UNSUPPORTED, "\"%s\": \"%s\" is not supported (only \"%s\")",
+        return ssm_fail_file(cpath, SSM_ERR_UNSUPPORTED, "\"%s\": \"%s\" is not supported (only \"%s\")",
                     key, json_string_value(v), want);
     return SSM_OK;
 }
@@ -256,18 +237,18 @@ static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *
         return s;
     /* transformers sizes everything by intermediate_size; expand only sets its default */
     if (c->d_inner % c->d_model != 0)
-        return fail(cpath, SSM_ERR_UNSUPPORTED, "intermediate_size %d is not a multiple of "
+        return ssm_fail_file(cpath, SSM_ERR_UNSUPPORTED, "intermediate_size %d is not a multiple of "
                     "hidden_size %d", c->d_inner, c->d_model);
     c->expand = c->d_inner / c->d_model;
     json_t *r = json_object_get(cfg, "time_step_rank");
     if (!r || (json_is_string(r) && strcmp(json_string_value(r), "auto") == 0))
         c->dt_rank = (c->d_model + 15) / 16; /* "auto": ceil(hidden_size / 16) */
     else if ((s = json_int(cfg, cpath, "time_step_rank", 1, 0, &c->dt_rank)))
-        return fail(cpath, SSM_ERR_FORMAT, "\"time_step_rank\" must be a positive integer or "
+        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"time_step_rank\" must be a positive integer or "
                     "\"auto\"");
     json_t *eps = json_object_get(cfg, "layer_norm_epsilon");
     if (eps && !json_is_number(eps))
-        return fail(cpath, SSM_ERR_FORMAT, "\"layer_norm_epsilon\" must be a number");
+        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"layer_norm_epsilon\" must be a number");
     c->norm_eps = eps ? (float)json_number_value(eps) : 1e-5f;
     return SSM_OK;
 }
@@ -280,20 +261,20 @@ static ssm_status config_from_json(const char *dir, const char *file, ssm_config
     ssm_status s = SSM_OK;
     FILE *f = fopen(cpath, "r");
     if (!f && errno == ENOENT) {
-        s = fail(file, SSM_ERR_MISSING, "no model config: the file has no ssm.* metadata and "
+        s = ssm_fail_file(file, SSM_ERR_MISSING, "no model config: the file has no ssm.* metadata and "
                  "there is no config.json beside it; a config is needed to know the model's "
                  "shape (put transformers' config.json next to it)");
     } else if (!f) {
-        s = fail(cpath, SSM_ERR_IO, "cannot open: %s", strerror(errno));
+        s = ssm_fail_file(cpath, SSM_ERR_IO, "cannot open: %s", strerror(errno));
     } else {
         json_error_t err;
         json_t *cfg = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
         fclose(f);
         if (!cfg)
-            s = fail(cpath, SSM_ERR_FORMAT, "invalid JSON at line %d, column %d: %s", err.line,
+            s = ssm_fail_file(cpath, SSM_ERR_FORMAT, "invalid JSON at line %d, column %d: %s", err.line,
                      err.column, err.text);
         else if (!json_is_object(cfg))
-            s = fail(cpath, SSM_ERR_FORMAT, "not a JSON object");
+            s = ssm_fail_file(cpath, SSM_ERR_FORMAT, "not a JSON object");
         else
             s = json_model_fields(cfg, cpath, c);
         json_decref(cfg);
@@ -321,17 +302,17 @@ static ssm_status check_tensor(const ssm_safetensors *st, const char *file,
     int64_t want[8];
     int ndim = file_shape(ti, want);
     char ws[160], hs[160];
-    format_shape(ws, sizeof ws, want, ndim);
+    ssm_format_shape(ws, sizeof ws, want, ndim);
     if (!t)
-        return fail(file, SSM_ERR_MISSING, "missing tensor %s (shape %s from the config)",
+        return ssm_fail_file(file, SSM_ERR_MISSING, "missing tensor %s (shape %s from the config)",
                     ti->name, ws);
     if (!is_float(t->dtype))
-        return fail(file, SSM_ERR_DTYPE, "tensor %s is not a floating-point tensor; parameters "
+        return ssm_fail_file(file, SSM_ERR_DTYPE, "tensor %s is not a floating-point tensor; parameters "
                     "must be F32, F16 or BF16", ti->name);
     /* conv1d.weight is accepted both as (E, 1, K) and as our in-memory (E, K) */
     if (same_shape(t, ndim, want) || same_shape(t, ti->ndim, ti->shape)) return SSM_OK;
-    format_shape(hs, sizeof hs, t->shape, t->ndim);
-    return fail(file, SSM_ERR_SHAPE, "tensor %s has shape %s, expected %s from the config",
+    ssm_format_shape(hs, sizeof hs, t->shape, t->ndim);
+    return ssm_fail_file(file, SSM_ERR_SHAPE, "tensor %s has shape %s, expected %s from the config",
                 ti->name, hs, ws);
 }
 
@@ -346,15 +327,15 @@ static ssm_status check_tensors(const ssm_safetensors *st, const char *file,
     const ssm_tensor_info *emb = &m->tensors[0];
     if (head && (!is_float(head->dtype) || !same_shape(head, emb->ndim, emb->shape))) {
         char hs[160], ws[160];
-        format_shape(hs, sizeof hs, head->shape, head->ndim);
-        format_shape(ws, sizeof ws, emb->shape, emb->ndim);
-        return fail(file, SSM_ERR_SHAPE, "tensor %s has shape %s, expected %s (the tied "
+        ssm_format_shape(hs, sizeof hs, head->shape, head->ndim);
+        ssm_format_shape(ws, sizeof ws, emb->shape, emb->ndim);
+        return ssm_fail_file(file, SSM_ERR_SHAPE, "tensor %s has shape %s, expected %s (the tied "
                     "embedding's)", LM_HEAD, hs, ws);
     }
     for (int i = 0; i < ssm_safetensors_count(st); i++) {
         const char *name = ssm_safetensors_tensor(st, i)->name;
         if (strcmp(name, LM_HEAD) != 0 && !ssm_model_find_tensor(m, name))
-            return fail(file, SSM_ERR_FORMAT, "unexpected tensor %s: not part of a Mamba model "
+            return ssm_fail_file(file, SSM_ERR_FORMAT, "unexpected tensor %s: not part of a Mamba model "
                         "of this config", name);
     }
     return SSM_OK;
@@ -367,7 +348,7 @@ static ssm_status check_lm_head(const ssm_safetensors *st, const char *file,
     if (!head) return SSM_OK;
     size_t n = m->tensors[0].numel;
     float *h = malloc((n ? n : 1) * sizeof *h);
-    if (!h) return fail(file, SSM_ERR_NOMEM, "out of memory reading %s", LM_HEAD);
+    if (!h) return ssm_fail_file(file, SSM_ERR_NOMEM, "out of memory reading %s", LM_HEAD);
     ssm_status s = ssm_safetensors_read_f32(st, LM_HEAD, h, n);
     const float *e = m->params.embedding;
     double max_e = 0, max_d = 0;
@@ -379,7 +360,7 @@ static ssm_status check_lm_head(const ssm_safetensors *st, const char *file,
     free(h);
     /* loose, so that a head stored in another precision than the embedding still passes */
     if (!s && max_d > 1e-2 * max_e)
-        s = fail(file, SSM_ERR_UNSUPPORTED, "%s differs from backbone.embeddings.weight (by up "
+        s = ssm_fail_file(file, SSM_ERR_UNSUPPORTED, "%s differs from backbone.embeddings.weight (by up "
                  "to %g): untied output embeddings are not supported", LM_HEAD, max_d);
     return s;
 }
@@ -400,7 +381,7 @@ static ssm_status create_model(const char *file, const ssm_config *c, ssm_model 
     if (s == SSM_ERR_ARG) {
         char msg[768];
         snprintf(msg, sizeof msg, "%s", ssm_last_error()); /* not formatted from itself */
-        return fail(file, SSM_ERR_FORMAT, "bad model config: %s", msg);
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "bad model config: %s", msg);
     }
     return s;
 }
@@ -480,19 +461,19 @@ static ssm_status check_moments(const ssm_safetensors *st, const char *path,
         moment_name(nm, i < model->n_tensors ? 'm' : 'v', ti->name);
         const ssm_st_tensor *t = ssm_safetensors_find(st, nm);
         if (!t)
-            return fail(path, SSM_ERR_MISSING, "missing tensor %s: the optimizer state is for "
+            return ssm_fail_file(path, SSM_ERR_MISSING, "missing tensor %s: the optimizer state is for "
                         "another model", nm);
         if (!is_float(t->dtype))
-            return fail(path, SSM_ERR_DTYPE, "tensor %s is not a floating-point tensor", nm);
+            return ssm_fail_file(path, SSM_ERR_DTYPE, "tensor %s is not a floating-point tensor", nm);
         if (!same_shape(t, ti->ndim, ti->shape)) {
-            format_shape(hs, sizeof hs, t->shape, t->ndim);
-            format_shape(ws, sizeof ws, ti->shape, ti->ndim);
-            return fail(path, SSM_ERR_SHAPE, "tensor %s has shape %s, expected %s from the model",
+            ssm_format_shape(hs, sizeof hs, t->shape, t->ndim);
+            ssm_format_shape(ws, sizeof ws, ti->shape, ti->ndim);
+            return ssm_fail_file(path, SSM_ERR_SHAPE, "tensor %s has shape %s, expected %s from the model",
                         nm, hs, ws);
         }
     }
     if (ssm_safetensors_count(st) != 2 * model->n_tensors)
-        return fail(path, SSM_ERR_FORMAT, "%d tensors where the model has %d moments: the "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "%d tensors where the model has %d moments: the "
                     "optimizer state is for another model", ssm_safetensors_count(st),
                     2 * model->n_tensors);
     return SSM_OK;
@@ -525,15 +506,15 @@ ssm_status ssm_adamw_load(ssm_adamw *opt, const ssm_model *model, const char *pa
     const char *sv = ssm_safetensors_meta(st, "ssm.step");
     float *m = NULL, *v = NULL;
     if (!sv)
-        s = fail(path, SSM_ERR_MISSING, "no ssm.step in the metadata: not an optimizer state");
+        s = ssm_fail_file(path, SSM_ERR_MISSING, "no ssm.step in the metadata: not an optimizer state");
     else if (!parse_long(sv, 0, LLONG_MAX, &step))
-        s = fail(path, SSM_ERR_FORMAT, "metadata ssm.step = '%s' is not a step number", sv);
+        s = ssm_fail_file(path, SSM_ERR_FORMAT, "metadata ssm.step = '%s' is not a step number", sv);
     if (!s) s = check_moments(st, path, model);
     if (!s) {
         m = malloc((opt->n ? opt->n : 1) * sizeof *m);
         v = malloc((opt->n ? opt->n : 1) * sizeof *v);
         s = m && v ? read_moments(st, model, m, v)
-                   : fail(path, SSM_ERR_NOMEM, "out of memory for the optimizer moments");
+                   : ssm_fail_file(path, SSM_ERR_NOMEM, "out of memory for the optimizer moments");
     }
     if (!s) {
         memcpy(opt->m, m, opt->n * sizeof *m);

@@ -2,7 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "ssm/ssm.h"
+#include "internal.h"
 
 static _Thread_local char last_error[1024];
 
@@ -30,4 +30,21 @@ ssm_status ssm_set_error(ssm_status status, const char *fmt, ...) {
     vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
     return status;
+}
+
+ssm_status ssm_fail_file(const char *path, ssm_status status, const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return ssm_set_error(status, "%s: %s", path, msg);
+}
+
+void ssm_format_shape(char *buf, size_t size, const int64_t *shape, int ndim) {
+    size_t used = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < ndim && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? ", " : "",
+                                 (long long)shape[i]);
+    if (used < size) snprintf(buf + used, size - used, "]");
 }

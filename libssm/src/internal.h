@@ -52,4 +52,10 @@ ssm_status ssm_acts_plan(ssm_model *model, int B, int L);
 void ssm_acts_free(ssm_activations *acts);
 
 
+/* An error whose message starts with the file's path, as every reader error should. */
+ssm_status ssm_fail_file(const char *path, ssm_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* "[2, 3]" */
+void ssm_format_shape(char *buf, size_t size, const int64_t *shape, int ndim);
+
 #endif

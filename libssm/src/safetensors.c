@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "ssm/checkpoint.h"
 
 #define MAX_HEADER ((uint64_t)100 << 20) /* a header this large is corrupt, not big */
@@ -70,25 +71,6 @@ static int dtype_parse(const char *s, ssm_dtype *out) {
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-/* An error whose message starts with the file's path, as every reader error should. */
-__attribute__((format(printf, 3, 4)))
-static ssm_status fail(const char *path, ssm_status status, const char *fmt, ...) {
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return ssm_set_error(status, "%s: %s", path, msg);
-}
-
-static void format_shape(char *buf, size_t size, const int64_t *shape, int ndim) {
-    size_t used = (size_t)snprintf(buf, size, "[");
-    for (int i = 0; i < ndim && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? ", " : "",
-                                 (long long)shape[i]);
-    if (used < size) snprintf(buf + used, size - used, "]");
-}
-
 /* pread until n bytes arrived; -1 with errno (0 at end of file) otherwise. */
 static int pread_full(int fd, void *buf, size_t n, uint64_t offset) {
     uint8_t *p = buf;
@@ -138,62 +120,62 @@ static int shape_bytes(const int64_t *shape, int ndim, size_t elem, uint64_t *nu
 static ssm_status read_header(ssm_safetensors *st, json_t **root) {
     const char *path = st->path;
     st->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (st->fd < 0) return fail(path, SSM_ERR_IO, "cannot open: %s", strerror(errno));
+    if (st->fd < 0) return ssm_fail_file(path, SSM_ERR_IO, "cannot open: %s", strerror(errno));
     struct stat sb;
-    if (fstat(st->fd, &sb) != 0) return fail(path, SSM_ERR_IO, "cannot stat: %s", strerror(errno));
-    if (!S_ISREG(sb.st_mode)) return fail(path, SSM_ERR_IO, "not a regular file");
+    if (fstat(st->fd, &sb) != 0) return ssm_fail_file(path, SSM_ERR_IO, "cannot stat: %s", strerror(errno));
+    if (!S_ISREG(sb.st_mode)) return ssm_fail_file(path, SSM_ERR_IO, "not a regular file");
     uint64_t size = (uint64_t)sb.st_size;
     if (size < 8)
-        return fail(path, SSM_ERR_FORMAT, "file is %llu bytes, shorter than 8 bytes (the header "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "file is %llu bytes, shorter than 8 bytes (the header "
                     "length): not a safetensors file", (unsigned long long)size);
     uint8_t len_bytes[8];
     if (pread_full(st->fd, len_bytes, 8, 0) != 0)
-        return fail(path, SSM_ERR_IO, "cannot read the header length: %s", io_reason());
+        return ssm_fail_file(path, SSM_ERR_IO, "cannot read the header length: %s", io_reason());
     uint64_t hlen = load_le64(len_bytes);
     if (hlen > MAX_HEADER)
-        return fail(path, SSM_ERR_FORMAT, "header length %llu is absurd (more than 100 MB): "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "header length %llu is absurd (more than 100 MB): "
                     "not a safetensors file, or a corrupt one", (unsigned long long)hlen);
     if (hlen > size - 8)
-        return fail(path, SSM_ERR_FORMAT, "header length %llu is larger than the file (%llu "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "header length %llu is larger than the file (%llu "
                     "bytes after the length): the file is truncated or not a safetensors file",
                     (unsigned long long)hlen, (unsigned long long)(size - 8));
     st->data_start = 8 + hlen;
     st->data_size = size - 8 - hlen;
     char *buf = malloc(hlen ? hlen : 1);
-    if (!buf) return fail(path, SSM_ERR_NOMEM, "out of memory for a %llu-byte header",
+    if (!buf) return ssm_fail_file(path, SSM_ERR_NOMEM, "out of memory for a %llu-byte header",
                           (unsigned long long)hlen);
     if (pread_full(st->fd, buf, hlen, 8) != 0) {
         free(buf);
-        return fail(path, SSM_ERR_IO, "cannot read the header: %s", io_reason());
+        return ssm_fail_file(path, SSM_ERR_IO, "cannot read the header: %s", io_reason());
     }
     json_error_t err;
     /* duplicate names would make one tensor silently shadow another */
     *root = json_loadb(buf, hlen, JSON_REJECT_DUPLICATES, &err);
     free(buf);
     if (!*root)
-        return fail(path, SSM_ERR_FORMAT, "invalid JSON header at line %d, column %d: %s",
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "invalid JSON header at line %d, column %d: %s",
                     err.line, err.column, err.text);
     if (!json_is_object(*root))
-        return fail(path, SSM_ERR_FORMAT, "the JSON header is not an object");
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "the JSON header is not an object");
     return SSM_OK;
 }
 
 static ssm_status parse_metadata(ssm_safetensors *st, json_t *obj) {
     if (!json_is_object(obj))
-        return fail(st->path, SSM_ERR_FORMAT, "__metadata__ is not an object of strings");
+        return ssm_fail_file(st->path, SSM_ERR_FORMAT, "__metadata__ is not an object of strings");
     st->meta = calloc(2 * json_object_size(obj) + 1, sizeof *st->meta);
-    if (!st->meta) return fail(st->path, SSM_ERR_NOMEM, "out of memory for the metadata");
+    if (!st->meta) return ssm_fail_file(st->path, SSM_ERR_NOMEM, "out of memory for the metadata");
     const char *key;
     json_t *value;
     json_object_foreach(obj, key, value) {
         if (!json_is_string(value))
-            return fail(st->path, SSM_ERR_FORMAT, "__metadata__ value of key '%s' is not a "
+            return ssm_fail_file(st->path, SSM_ERR_FORMAT, "__metadata__ value of key '%s' is not a "
                         "string (safetensors metadata maps strings to strings)", key);
         char *k = strdup(key), *v = strdup(json_string_value(value));
         st->meta[2 * st->n_meta] = k;
         st->meta[2 * st->n_meta + 1] = v;
         st->n_meta++; /* counted even on failure so that close frees what was made */
-        if (!k || !v) return fail(st->path, SSM_ERR_NOMEM, "out of memory for the metadata");
+        if (!k || !v) return ssm_fail_file(st->path, SSM_ERR_NOMEM, "out of memory for the metadata");
     }
     return SSM_OK;
 }
@@ -201,17 +183,17 @@ static ssm_status parse_metadata(ssm_safetensors *st, json_t *obj) {
 static ssm_status parse_shape(const ssm_safetensors *st, ssm_st_tensor *t, json_t *shape) {
     const char *path = st->path;
     if (!json_is_array(shape))
-        return fail(path, SSM_ERR_FORMAT, "tensor '%s': \"shape\" is missing or not a list of "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "tensor '%s': \"shape\" is missing or not a list of "
                     "non-negative integers", t->name);
     size_t ndim = json_array_size(shape);
     if (ndim > MAX_NDIM)
-        return fail(path, SSM_ERR_FORMAT, "tensor '%s' has %zu dimensions; at most %d are "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "tensor '%s' has %zu dimensions; at most %d are "
                     "supported", t->name, ndim, MAX_NDIM);
     t->ndim = (int)ndim;
     for (size_t i = 0; i < ndim; i++) {
         json_t *d = json_array_get(shape, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0)
-            return fail(path, SSM_ERR_FORMAT, "tensor '%s': \"shape\" must be a list of "
+            return ssm_fail_file(path, SSM_ERR_FORMAT, "tensor '%s': \"shape\" must be a list of "
                         "non-negative integers (dimension %zu is not)", t->name, i);
         t->shape[i] = json_integer_value(d);
     }
@@ -223,26 +205,26 @@ static ssm_status parse_offsets(const ssm_safetensors *st, ssm_st_tensor *t, jso
     json_t *b = json_array_get(off, 0), *e = json_array_get(off, 1);
     if (!json_is_array(off) || json_array_size(off) != 2 || !json_is_integer(b) ||
         !json_is_integer(e) || json_integer_value(b) < 0 || json_integer_value(e) < 0)
-        return fail(path, SSM_ERR_FORMAT, "tensor '%s': \"data_offsets\" must be two "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "tensor '%s': \"data_offsets\" must be two "
                     "non-negative integers [begin, end]", t->name);
     t->begin = (uint64_t)json_integer_value(b);
     t->end = (uint64_t)json_integer_value(e);
     if (t->begin > t->end)
-        return fail(path, SSM_ERR_FORMAT, "tensor '%s': data_offsets [%llu, %llu] begin after "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "tensor '%s': data_offsets [%llu, %llu] begin after "
                     "they end", t->name, (unsigned long long)t->begin,
                     (unsigned long long)t->end);
     if (t->end > st->data_size)
-        return fail(path, SSM_ERR_FORMAT, "tensor '%s': data_offsets [%llu, %llu] run past the "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "tensor '%s': data_offsets [%llu, %llu] run past the "
                     "end of the data section (%llu bytes): the file is truncated or corrupt",
                     t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
                     (unsigned long long)st->data_size);
     uint64_t numel, bytes;
     char sh[160];
-    format_shape(sh, sizeof sh, t->shape, t->ndim);
+    ssm_format_shape(sh, sizeof sh, t->shape, t->ndim);
     if (!shape_bytes(t->shape, t->ndim, dtype_size(t->dtype), &numel, &bytes))
-        return fail(path, SSM_ERR_FORMAT, "tensor '%s': shape %s is too large", t->name, sh);
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "tensor '%s': shape %s is too large", t->name, sh);
     if (t->end - t->begin != bytes)
-        return fail(path, SSM_ERR_FORMAT, "tensor '%s': data_offsets [%llu, %llu] hold %llu "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "tensor '%s': data_offsets [%llu, %llu] hold %llu "
                     "bytes, but shape %s of %s needs %llu", t->name,
                     (unsigned long long)t->begin, (unsigned long long)t->end,
                     (unsigned long long)(t->end - t->begin), sh, dtype_name(t->dtype),
@@ -254,14 +236,14 @@ static ssm_status parse_offsets(const ssm_safetensors *st, ssm_st_tensor *t, jso
 static ssm_status parse_tensor(const ssm_safetensors *st, ssm_st_tensor *t, json_t *entry) {
     const char *path = st->path;
     if (!json_is_object(entry))
-        return fail(path, SSM_ERR_FORMAT, "the entry of tensor '%s' is not an object with "
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "the entry of tensor '%s' is not an object with "
                     "\"dtype\", \"shape\" and \"data_offsets\"", t->name);
     json_t *dtype = json_object_get(entry, "dtype");
     if (!json_is_string(dtype))
-        return fail(path, SSM_ERR_FORMAT, "tensor '%s': \"dtype\" is missing or not a string",
+        return ssm_fail_file(path, SSM_ERR_FORMAT, "tensor '%s': \"dtype\" is missing or not a string",
                     t->name);
     if (!dtype_parse(json_string_value(dtype), &t->dtype))
-        return fail(path, SSM_ERR_DTYPE, "tensor '%s' has unsupported dtype %s (ssm reads F32, "
+        return ssm_fail_file(path, SSM_ERR_DTYPE, "tensor '%s' has unsupported dtype %s (ssm reads F32, "
                     "F16, BF16, F64, I64, I32 and U8)", t->name, json_string_value(dtype));
     ssm_status s = parse_shape(st, t, json_object_get(entry, "shape"));
     if (s) return s;
@@ -270,7 +252,7 @@ static ssm_status parse_tensor(const ssm_safetensors *st, ssm_st_tensor *t, json
 
 static ssm_status parse_entries(ssm_safetensors *st, json_t *root) {
     st->tensors = calloc(json_object_size(root) + 1, sizeof *st->tensors);
-    if (!st->tensors) return fail(st->path, SSM_ERR_NOMEM, "out of memory for the header");
+    if (!st->tensors) return ssm_fail_file(st->path, SSM_ERR_NOMEM, "out of memory for the header");
     const char *key;
     json_t *value;
     json_object_foreach(root, key, value) {
@@ -281,7 +263,7 @@ static ssm_status parse_entries(ssm_safetensors *st, json_t *root) {
             ssm_st_tensor *t = &st->tensors[st->n++];
             t->name = strdup(key);
             s = t->name ? parse_tensor(st, t, value)
-                        : fail(st->path, SSM_ERR_NOMEM, "out of memory for the header");
+                        : ssm_fail_file(st->path, SSM_ERR_NOMEM, "out of memory for the header");
         }
         if (s) return s;
     }
@@ -301,7 +283,7 @@ static int cmp_name(const void *a, const void *b) {
  * tensors occupy no bytes and are skipped). by_name is used as scratch, then sorted by name. */
 static ssm_status check_overlaps_and_index(ssm_safetensors *st) {
     st->by_name = malloc(((size_t)st->n + 1) * sizeof *st->by_name);
-    if (!st->by_name) return fail(st->path, SSM_ERR_NOMEM, "out of memory for the header");
+    if (!st->by_name) return ssm_fail_file(st->path, SSM_ERR_NOMEM, "out of memory for the header");
     for (int i = 0; i < st->n; i++) st->by_name[i] = &st->tensors[i];
     qsort(st->by_name, (size_t)st->n, sizeof *st->by_name, cmp_begin);
     const ssm_st_tensor *prev = NULL;
@@ -309,7 +291,7 @@ static ssm_status check_overlaps_and_index(ssm_safetensors *st) {
         const ssm_st_tensor *t = st->by_name[i];
         if (t->begin == t->end) continue;
         if (prev && t->begin < prev->end)
-            return fail(st->path, SSM_ERR_FORMAT, "tensors '%s' [%llu, %llu] and '%s' [%llu, "
+            return ssm_fail_file(st->path, SSM_ERR_FORMAT, "tensors '%s' [%llu, %llu] and '%s' [%llu, "
                         "%llu] overlap in the data section", prev->name,
                         (unsigned long long)prev->begin, (unsigned long long)prev->end, t->name,
                         (unsigned long long)t->begin, (unsigned long long)t->end);
@@ -448,9 +430,9 @@ static ssm_status lookup(const ssm_safetensors *st, const char *name, const void
     if (!st || !name || (!dst && n > 0))
         return ssm_set_error(SSM_ERR_ARG, "ssm_safetensors_read: NULL argument");
     *out = ssm_safetensors_find(st, name);
-    if (!*out) return fail(st->path, SSM_ERR_MISSING, "no tensor named '%s'", name);
+    if (!*out) return ssm_fail_file(st->path, SSM_ERR_MISSING, "no tensor named '%s'", name);
     if ((*out)->numel != n)
-        return fail(st->path, SSM_ERR_ARG, "tensor '%s' has %zu elements, the caller expected %zu",
+        return ssm_fail_file(st->path, SSM_ERR_ARG, "tensor '%s' has %zu elements, the caller expected %zu",
                     name, (*out)->numel, n);
     return SSM_OK;
 }
@@ -460,18 +442,18 @@ static ssm_status read_converted(const ssm_safetensors *st, const ssm_st_tensor 
                                  int32_t *i32) {
     size_t es = dtype_size(t->dtype), per = CHUNK_BYTES / es;
     uint8_t *buf = malloc(CHUNK_BYTES);
-    if (!buf) return fail(st->path, SSM_ERR_NOMEM, "out of memory reading '%s'", t->name);
+    if (!buf) return ssm_fail_file(st->path, SSM_ERR_NOMEM, "out of memory reading '%s'", t->name);
     ssm_status s = SSM_OK;
     for (size_t i = 0; i < t->numel && !s; i += per) {
         size_t k = t->numel - i < per ? t->numel - i : per;
         if (pread_full(st->fd, buf, k * es, st->data_start + t->begin + i * es) != 0) {
-            s = fail(st->path, SSM_ERR_IO, "cannot read tensor '%s': %s", t->name, io_reason());
+            s = ssm_fail_file(st->path, SSM_ERR_IO, "cannot read tensor '%s': %s", t->name, io_reason());
         } else if (f32) {
             decode_f32(t->dtype, buf, f32 + i, k);
         } else {
             size_t bad = decode_i32(t->dtype, buf, i32 + i, k);
             if (bad < k)
-                s = fail(st->path, SSM_ERR_FORMAT, "tensor '%s': element %zu does not fit in "
+                s = ssm_fail_file(st->path, SSM_ERR_FORMAT, "tensor '%s': element %zu does not fit in "
                          "32 bits", t->name, i + bad);
         }
     }
@@ -485,11 +467,11 @@ ssm_status ssm_safetensors_read_f32(const ssm_safetensors *st, const char *name,
     ssm_status s = lookup(st, name, dst, n, &t);
     if (s) return s;
     if (!is_float_dtype(t->dtype))
-        return fail(st->path, SSM_ERR_DTYPE, "tensor '%s' has dtype %s; a floating-point tensor "
+        return ssm_fail_file(st->path, SSM_ERR_DTYPE, "tensor '%s' has dtype %s; a floating-point tensor "
                     "(F32, F16, BF16, F64) was expected", name, dtype_name(t->dtype));
     if (t->dtype == SSM_DTYPE_F32 && host_is_little_endian()) { /* the common case: no copy */
         if (pread_full(st->fd, dst, n * 4, st->data_start + t->begin) != 0)
-            return fail(st->path, SSM_ERR_IO, "cannot read tensor '%s': %s", name, io_reason());
+            return ssm_fail_file(st->path, SSM_ERR_IO, "cannot read tensor '%s': %s", name, io_reason());
         return SSM_OK;
     }
     return read_converted(st, t, dst, NULL);
@@ -501,7 +483,7 @@ ssm_status ssm_safetensors_read_i32(const ssm_safetensors *st, const char *name,
     ssm_status s = lookup(st, name, dst, n, &t);
     if (s) return s;
     if (is_float_dtype(t->dtype))
-        return fail(st->path, SSM_ERR_DTYPE, "tensor '%s' has dtype %s; an integer tensor (I64, "
+        return ssm_fail_file(st->path, SSM_ERR_DTYPE, "tensor '%s' has dtype %s; an integer tensor (I64, "
                     "I32, U8) was expected", name, dtype_name(t->dtype));
     return read_converted(st, t, NULL, dst);
 }
