@@ -254,6 +254,23 @@ static void test_prompt_and_output(void **st) {
     assert_int_equal(b.n, n);
     for (size_t i = 0; i < n; i++) assert_true(abs((int)b.codes[i] - tok[i]) <= 1);
     free(b.codes);
+    /* a non-code token inside (a sampled BOS or padding token) holds the previous sample */
+    all[100] = 256;
+    all[101] = 263;
+    char *mem = NULL;
+    size_t mlen = 0;
+    f = open_memstream(&mem, &mlen);
+    TU_OK(ssm_task_audio.write_tokens(t, all, n + 1, f));
+    fclose(f);
+    TU_OK(wav_read_memory("out", mem, mlen, 8000, WAV_MULAW, 0, &b));
+    assert_int_equal(b.n, n);
+    /* sample j is token j + 1 (the BOS first is dropped): samples 99 and 100 repeat sample 98 */
+    assert_true(abs((int)b.codes[98] - all[99]) <= 1);
+    assert_int_equal(b.codes[99], b.codes[98]);
+    assert_int_equal(b.codes[100], b.codes[98]);
+    assert_true(abs((int)b.codes[101] - all[102]) <= 1);
+    free(b.codes);
+    free(mem);
     free(a.codes);
     free(all);
     free(tok);
