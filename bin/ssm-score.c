@@ -25,6 +25,7 @@ typedef struct slot {
     size_t n_scored;
     float *per_symbol; /* (length) log p or entropy, for --bedgraph; NAN where not scored */
     int strand;        /* 0: as read; 1: its reverse complement (--strand both) */
+    double seconds;    /* duration (audio), else 0 */
 } slot;
 
 typedef struct scorer {
@@ -39,6 +40,8 @@ typedef struct scorer {
     int both;          /* --strand both: every record is followed by its reverse complement */
     slot pending_rc;   /* the reverse complement of the record just taken, to be taken next */
     slot held;         /* a forward strand waiting for its reverse complement in the output */
+    int timed;         /* the task's records have a duration (audio): a seconds column */
+    double window_s;   /* --per-window: one line per this many seconds instead of per record */
 } scorer;
 
 static void slot_free(slot *s) {
@@ -51,8 +54,24 @@ static void slot_free(slot *s) {
 
 static void write_line(scorer *sc, const slot *s, double sum, size_t n_scored, const char *extra) {
     double mean = n_scored ? sum / n_scored : NAN;
-    fprintf(sc->out, "%s\t%zu\t%zu\t%s%.6f\t%.6f\t%.6f\t%.6f\n", s->id, s->length, n_scored, extra,
-            sum, mean, -mean / M_LN2, exp(-mean));
+    fprintf(sc->out, "%s\t%zu\t", s->id, s->length);
+    if (sc->timed) fprintf(sc->out, "%.3f\t", s->seconds);
+    fprintf(sc->out, "%zu\t%s%.6f\t%.6f\t%.6f\t%.6f\n", n_scored, extra, sum, mean, -mean / M_LN2,
+            exp(-mean));
+}
+
+/* --per-window: bits per symbol over consecutive windows of window_s seconds */
+static void write_windows(scorer *sc, const slot *s) {
+    double rate = s->seconds > 0 ? s->length / s->seconds : 0;
+    size_t step = rate > 0 ? (size_t)fmax(1, llround(sc->window_s * rate)) : s->length;
+    for (size_t a = 0; a < s->length; a += step) {
+        size_t b = a + step < s->length ? a + step : s->length, n = 0;
+        double sum = 0;
+        for (size_t i = a; i < b; i++)
+            if (!isnan(s->per_symbol[i])) sum += s->per_symbol[i], n++;
+        fprintf(sc->out, "%s\t%.3f\t%.3f\t%zu\t%.6f\n", s->id, a / rate, b / rate, n,
+                n ? -sum / n / M_LN2 : NAN);
+    }
 }
 
 /* Write a finished record (with --strand both: a forward strand is held until its reverse
@@ -69,6 +88,8 @@ static void write_record(scorer *sc, slot *s) {
         char extra[96];
         snprintf(extra, sizeof extra, "%.6f\t%.6f\t", f->sum_logp, s->sum_logp);
         write_line(sc, f, f->sum_logp + s->sum_logp, f->n_scored + s->n_scored, extra);
+    } else if (sc->window_s > 0) {
+        write_windows(sc, s);
     } else {
         write_line(sc, s, s->sum_logp, s->n_scored, "");
     }
@@ -119,9 +140,11 @@ static ssm_status take_record(scorer *sc, void *reader, slot *s, int *eof) {
         d->id = strdup(rec.id ? rec.id : "");
         d->length = rec.length;
         d->tokens = malloc((rec.length + 1) * sizeof(int32_t));
-        d->per_symbol = sc->bed ? malloc((rec.length + 1) * sizeof(float)) : NULL;
+        d->seconds = rec.seconds;
+        int per = sc->bed || sc->window_s > 0;
+        d->per_symbol = per ? malloc((rec.length + 1) * sizeof(float)) : NULL;
         if (rec.scored) d->scored = malloc(rec.length + 1);
-        if (!d->id || !d->tokens || (sc->bed && !d->per_symbol) || (rec.scored && !d->scored))
+        if (!d->id || !d->tokens || (per && !d->per_symbol) || (rec.scored && !d->scored))
             return ssm_set_error(SSM_ERR_NOMEM, "out of memory for record %s (%zu symbols)", rec.id, rec.length);
         memcpy(d->tokens, rec.tokens, (rec.length + 1) * sizeof(int32_t));
         if (rec.scored) memcpy(d->scored, rec.scored, rec.length);
@@ -180,8 +203,12 @@ static int run(scorer *sc, const char *path) {
         rc = cli_error("out of memory for batch %d x window %d", B, W);
         goto done;
     }
-    fprintf(sc->out, "id\tlength\tn_scored\t%ssum_logp\tmean_logp\tbits_per_%s\tperplexity\n",
-            sc->both ? "sum_logp_forward\tsum_logp_reverse\t" : "", sc->symbol);
+    if (sc->window_s > 0)
+        fprintf(sc->out, "id\tstart_s\tend_s\tn_scored\tbits_per_%s\n", sc->symbol);
+    else
+        fprintf(sc->out, "id\tlength\t%sn_scored\t%ssum_logp\tmean_logp\tbits_per_%s\tperplexity\n",
+                sc->timed ? "seconds\t" : "", sc->both ? "sum_logp_forward\tsum_logp_reverse\t" : "",
+                sc->symbol);
     cli_progress pr;
     cli_progress_start(&pr, 0, 100, sc->symbol);
     size_t total = 0;
@@ -291,6 +318,8 @@ static void usage(void) {
            "\n"
            "  --bedgraph FILE   per-symbol scores as bedGraph (0-based, half-open)\n"
            "  --per-base KIND   logp (default) or entropy (the predictive entropy, nats)\n"
+           "  --per-window S    audio: one line per S seconds of each file (id, start_s, end_s,\n"
+           "                    n_scored, bits_per_sample) instead of one per file\n"
            "  --strand WHICH    forward (default) or both: also score the reverse complement\n"
            "                    (strand-aware tasks: dna); the line then has sum_logp_forward,\n"
            "                    sum_logp_reverse, and the other columns over both strands; the\n"
@@ -311,7 +340,8 @@ int main(int argc, char **argv) {
         {"batch", required_argument, 0, 'b'},    {"threads", required_argument, 0, 't'},
         {"device", required_argument, 0, 'd'},   {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
-        {"strand", required_argument, 0, 's'},   {0, 0, 0, 0}};
+        {"strand", required_argument, 0, 's'},   {"per-window", required_argument, 0, 'W'},
+        {0, 0, 0, 0}};
     scorer sc = {.B = 8, .W = 4096, .out = stdout};
     const char *bed_path = NULL, *out_path = NULL, *device = "auto";
     int threads = 0;
@@ -324,6 +354,10 @@ int main(int argc, char **argv) {
             else if (strcmp(optarg, "logp")) return cli_usage("--per-base takes logp or entropy, not '%s'", optarg);
             break;
         case 'o': out_path = optarg; break;
+        case 'W':
+            sc.window_s = strtod(optarg, &end);
+            if (*end || !(sc.window_s > 0)) return cli_usage("--per-window takes a positive number of seconds, not '%s'", optarg);
+            break;
         case 's':
             if (!strcmp(optarg, "both")) sc.both = 1;
             else if (strcmp(optarg, "forward")) return cli_usage("--strand takes forward or both, not '%s'", optarg);
@@ -356,6 +390,15 @@ int main(int argc, char **argv) {
         goto done;
     }
     sc.symbol = sc.tr.ops->symbol;
+    sc.timed = !strcmp(sc.symbol, "sample"); /* audio records have a duration */
+    if (sc.window_s > 0 && !sc.timed) {
+        rc = cli_error("--per-window: the task '%s' has no time axis (audio has)", sc.tr.ops->name);
+        goto done;
+    }
+    if (sc.window_s > 0 && sc.both) {
+        rc = cli_error("--per-window and --strand both do not go together");
+        goto done;
+    }
     if (sc.both && !sc.tr.ops->reverse_complement) {
         rc = cli_error("--strand both: the task '%s' has no strands", sc.tr.ops->name);
         goto done;
