@@ -13,6 +13,7 @@
 typedef struct sampler {
     double temperature, top_p;
     int top_k, V; /* V: the task's vocabulary (padding ids are never sampled) */
+    uint8_t *ok;  /* (V) 1 where the task can write the token out (ops->can_generate) */
     ssm_rng rng;
     double *p;
     int *idx;
@@ -27,11 +28,13 @@ static int cmp_desc(const void *a, const void *b, void *ctx) {
 /* temperature, then top-k, then top-p (nucleus) over the softmax; temperature 0 = greedy */
 static int32_t sample(sampler *s, const float *logits) {
     int V = s->V;
-    int best = 0;
-    for (int v = 1; v < V; v++) best = logits[v] > logits[best] ? v : best;
+    int best = -1;
+    for (int v = 0; v < V; v++)
+        if (s->ok[v] && (best < 0 || logits[v] > logits[best])) best = v;
     if (s->temperature <= 0) return best;
     double z = 0;
-    for (int v = 0; v < V; v++) z += s->p[v] = exp((logits[v] - logits[best]) / s->temperature);
+    for (int v = 0; v < V; v++)
+        z += s->p[v] = s->ok[v] ? exp((logits[v] - logits[best]) / s->temperature) : 0.0;
     for (int v = 0; v < V; v++) s->p[v] /= z, s->idx[v] = v;
     qsort_r(s->idx, V, sizeof(int), cmp_desc, s->p);
     int keep = s->top_k > 0 && s->top_k < V ? s->top_k : V;
@@ -134,6 +137,17 @@ int main(int argc, char **argv) {
     }
     sm.V = ops->vocab_size(tr.task);
     if (sm.V > V) sm.V = V;
+    sm.ok = malloc(sm.V);
+    if (!sm.ok) { rc = cli_error("out of memory"); goto done; }
+    int n_ok = 0;
+    for (int v = 0; v < sm.V; v++)
+        n_ok += sm.ok[v] = ops->can_generate ? ops->can_generate(tr.task, v) != 0
+                                             : v != ops->bos_token(tr.task);
+    if (!n_ok) { rc = cli_error("the task '%s' allows no token to be generated", ops->name); goto done; }
+    if (B > 1 && !strcmp(ops->symbol, "sample")) {
+        rc = cli_error("--samples: one audio file at a time (each sample is a whole WAV on stdout)");
+        goto done;
+    }
     ssm_rng_seed(&sm.rng, (uint64_t)seed);
     if (prompt_file) {
         size_t len;
@@ -189,6 +203,9 @@ int main(int argc, char **argv) {
             int32_t *all = malloc((np + length) * sizeof(int32_t));
             if (np) memcpy(all, ptok, np * sizeof(int32_t));
             memcpy(all + np, out + (size_t)b * length, length * sizeof(int32_t));
+            if (!strcmp(ops->symbol, "base")) /* FASTA: the header is ours to write */
+                printf(">sample_%d seed=%ld temperature=%g length=%zu\n", b + 1, seed,
+                       sm.temperature, np + (size_t)length);
             ssm_status s = ops->write_tokens(tr.task, all, np + length, stdout);
             free(all);
             if (s) { rc = cli_fail(); goto done; }
@@ -200,6 +217,7 @@ done:
     ssm_state_free(st);
     free(sm.p);
     free(sm.idx);
+    free(sm.ok);
     free(out);
     free(col);
     free(logits);

@@ -317,6 +317,12 @@ static ssm_status audio_write_tokens(void *self, const int32_t *tokens, size_t n
     return s;
 }
 
+/* generation writes samples: the 256 codes */
+static int audio_can_generate(void *self, int32_t token) {
+    (void)self;
+    return token >= 0 && token < 256;
+}
+
 const ssm_task_ops ssm_task_audio = {
     .abi_version = SSM_TASK_ABI_VERSION,
     .name = "audio",
@@ -337,4 +343,5 @@ const ssm_task_ops ssm_task_audio = {
     .bos_token = audio_bos_token,
     .encode = audio_encode,
     .write_tokens = audio_write_tokens,
+    .can_generate = audio_can_generate,
 };

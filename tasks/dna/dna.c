@@ -426,6 +426,12 @@ static void dna_reverse_complement(void *self, int32_t *symbols, size_t n) {
     dna_revcomp_tokens(symbols, n);
 }
 
+/* generation writes bases: A C G T (N is never a training target, so it is not learnt) */
+static int dna_can_generate(void *self, int32_t token) {
+    (void)self;
+    return token >= DNA_TOKEN_A && token <= DNA_TOKEN_T;
+}
+
 const ssm_task_ops ssm_task_dna = {
     .abi_version = SSM_TASK_ABI_VERSION,
     .name = "dna",
@@ -443,5 +449,6 @@ const ssm_task_ops ssm_task_dna = {
     .bos_token = dna_bos_token,
     .encode = dna_encode,
     .write_tokens = dna_write_tokens,
+    .can_generate = dna_can_generate,
     .reverse_complement = dna_reverse_complement,
 };

@@ -264,6 +264,12 @@ static ssm_status lm_write_tokens(void *self, const int32_t *tokens, size_t n, F
     return SSM_OK;
 }
 
+/* generation writes bytes (and may end a document) */
+static int lm_can_generate(void *self, int32_t token) {
+    (void)self;
+    return (token >= 0 && token < 256) || token == LM_EOS;
+}
+
 const ssm_task_ops ssm_task_lm = {
     .abi_version = SSM_TASK_ABI_VERSION,
     .name = "lm",
@@ -281,4 +287,5 @@ const ssm_task_ops ssm_task_lm = {
     .bos_token = lm_bos_token,
     .encode = lm_encode,
     .write_tokens = lm_write_tokens,
+    .can_generate = lm_can_generate,
 };

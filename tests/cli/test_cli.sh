@@ -100,10 +100,10 @@ check "--strand both reports each strand and both" 'head -1 both.tsv | grep -q "
 
 # --- generation ------------------------------------------------------------------------------
 "$BIN/ssm-generate" runA --length 130 --seed 3 --quiet > g.txt 2> err
-check "ssm-generate writes 130 bases" '[ $? -eq 0 ] && [ "$(tr -d "\n" < g.txt | tr -d "ACGTN" | wc -c)" -eq 0 ]'
+check "ssm-generate writes a FASTA record of 130 bases" '[ $? -eq 0 ] && head -1 g.txt | grep -q "^>sample_1" && [ "$(grep -v "^>" g.txt | tr -d "\n" | tr -d "ACGTN" | wc -c)" -eq 0 ] && [ "$(grep -v "^>" g.txt | tr -d "\n" | wc -c)" -eq 130 ]'
 "$BIN/ssm-generate" runA --prompt ACGTACGT --length 20 --temperature 0 --quiet > g1.txt
 "$BIN/ssm-generate" runA --prompt ACGTACGT --length 20 --temperature 0 --quiet > g2.txt
-check "greedy generation is deterministic and continues the prompt" 'cmp -s g1.txt g2.txt && head -c 8 g1.txt | grep -q ACGTACGT'
+check "greedy generation is deterministic and continues the prompt" 'cmp -s g1.txt g2.txt && sed -n 2p g1.txt | grep -q "^ACGTACGT"'
 
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

@@ -84,6 +84,9 @@ typedef struct ssm_task_ops {
     /* Strand-aware tasks (DNA): the reverse complement of a record's symbols (no BOS), in
      * place; ssm-score --strand both scores it too. NULL for tasks without strands. */
     void (*reverse_complement)(void *self, int32_t *symbols, size_t n);
+    /* 1 when ssm-generate may produce this token (a symbol the task writes out: not BOS,
+     * padding or other special tokens). NULL: every token but bos_token. */
+    int (*can_generate)(void *self, int32_t token);
 } ssm_task_ops;
 
 /* The entry point an external plugin exports: `SSM_TASK_PLUGIN(my_task_ops)`. */
