@@ -149,22 +149,25 @@ struct Shape {
     double ref_fwd, ref_fb; // ms, 0 when the reference has no figure
 };
 
-static void print_row(const char *what, const Shape &s, int chunk, double ms, double bytes,
+static void print_row(const char *what, const Shape &s, int chunk, int split, double ms, double bytes,
                       double exps, const Ceil &c, double ref, double target) {
     double fb = bytes / c.bw * 1e3, fe = exps / c.exps * 1e3, floor = std::max(fb, fe);
-    char ch[32];
+    char ch[32], sp[16];
     if (chunk) snprintf(ch, sizeof ch, "%d", chunk);
     else snprintf(ch, sizeof ch, "auto");
-    printf("%-22s B=%d L=%-6d chunk=%-5s %8.3f ms | %6.0f GB/s | floor: bytes %.3f ms, exp %.3f ms"
+    if (split) snprintf(sp, sizeof sp, "%d", split);
+    else snprintf(sp, sizeof sp, "auto");
+    printf("%-22s B=%d L=%-6d chunk=%-5s split=%-4s %8.3f ms | %6.0f GB/s | floor: bytes %.3f ms, exp %.3f ms"
            " -> %.2fx floor",
-           what, s.B, s.L, ch, ms, bytes / (ms * 1e-3) / 1e9, fb, fe, ms / floor);
+           what, s.B, s.L, ch, sp, ms, bytes / (ms * 1e-3) / 1e9, fb, fe, ms / floor);
     if (ref > 0) printf(" | reference %.2f ms (%.2fx faster)", ref, ref / ms);
     if (target > 0) printf(" | target %.2f ms %s", target, ms <= target ? "met" : "MISSED");
     printf("\n");
     fflush(stdout);
 }
 
-static void bench_scan(const Shape &s, const Ceil &c, const int *chunks, int nchunks, bool do_bwd,
+// variants: (chunk, split) pairs, 0 = automatic
+static void bench_scan(const Shape &s, const Ceil &c, const int (*vars)[2], int nvars, bool do_bwd,
                        bool gate) {
     const int E = 1536, N = 16, R = 48; // d_model 768: d_inner 1536, dt_rank 48
     const size_t T = (size_t)s.B * s.L;
@@ -189,13 +192,13 @@ static void bench_scan(const Shape &s, const Ceil &c, const int *chunks, int nch
     CK(cudaMalloc(&dxdbl, T * ld * 2));
     CK(cudaMalloc(&dxz, T * ldz * 2));
     float *dbias = rand_f32(E, 0, 0, 1), *dA = rand_f32((size_t)E * N, 0, 0, 1), *dD = rand_f32(E, 0, 0, 1);
-    auto args = [&](int i, int chunk) {
+    auto args = [&](int i, int chunk, int split) {
         const ScanSet &st = sets[i % nsets];
         cuda_scan_args a = {};
         a.B = s.B, a.L = s.L, a.E = E, a.N = N, a.dtype = CUDA_DTYPE_BF16;
         a.u = st.u, a.dt = st.dt, a.Bm = st.xdbl + R, a.Cm = st.xdbl + R + N, a.ld_bc = ld;
         a.z = gate ? st.xz + E : nullptr, a.ld_z = ldz;
-        a.dt_bias = bias, a.A_log = A_log, a.D = D, a.chunk = chunk;
+        a.dt_bias = bias, a.A_log = A_log, a.D = D, a.chunk = chunk, a.split = split;
         return a;
     };
     // bytes the forward must move: u, dt, (z) read, y written, B and C read (bf16)
@@ -204,38 +207,38 @@ static void bench_scan(const Shape &s, const Ceil &c, const int *chunks, int nch
     // forward + backward: + d_out, u, dt, (z) read again, du, ddt, (dz) written, dB, dC written
     const double fb_bytes = fwd_bytes + act * (gate ? 7 : 5) + 2 * bc;
     const double exps = (double)T * E * N;
-    for (int k = 0; k < nchunks; k++) {
-        const int chunk = chunks[k];
-        cuda_scan_args a0 = args(0, chunk);
+    for (int k = 0; k < nvars; k++) {
+        const int chunk = vars[k][0], split = vars[k][1];
+        cuda_scan_args a0 = args(0, chunk, split);
         size_t wsf = cuda_scan_forward_workspace(&a0), wsb = do_bwd ? cuda_scan_backward_workspace(&a0) : 0;
         size_t wsn = std::max(wsf, wsb);
         void *ws = nullptr;
         if (wsn) CK(cudaMalloc(&ws, wsn));
         double ms = time_ms([&](int i) {
-            cuda_scan_args a = args(i, chunk);
+            cuda_scan_args a = args(i, chunk, split);
             OK(cuda_scan_forward(&a, y, nullptr, ws, wsn, 0));
         }, g_reps);
         char name[64];
         snprintf(name, sizeof name, "scan fwd%s", gate ? " (z gate)" : "");
-        print_row(name, s, chunk, ms, fwd_bytes, exps, c, gate ? s.ref_fwd : 0,
+        print_row(name, s, chunk, split, ms, fwd_bytes, exps, c, gate ? s.ref_fwd : 0,
                   gate && s.L == 2048 && s.B == 8 ? 0.25 : 0);
-        if (do_bwd) {
+        if (do_bwd && split <= 1) { // the backward has no split
             double msb = time_ms([&](int i) {
-                cuda_scan_args a = args(i, chunk);
+                cuda_scan_args a = args(i, chunk, split);
                 OK(cuda_scan_forward(&a, y, nullptr, ws, wsn, 0));
                 OK(cuda_scan_backward(&a, sets[i % nsets].dout, du, ddt, dxdbl + R, dxdbl + R + N,
                                       gate ? dxz + E : nullptr, dbias, dA, dD, ws, wsn, 0));
             }, g_reps);
             snprintf(name, sizeof name, "scan fwd+bwd%s", gate ? " (z gate)" : "");
-            print_row(name, s, chunk, msb, fb_bytes, 2 * exps, c, gate ? s.ref_fb : 0,
+            print_row(name, s, chunk, split, msb, fb_bytes, 2 * exps, c, gate ? s.ref_fb : 0,
                       gate && s.L == 2048 && s.B == 8 ? 1.3 : 0);
             double mso = time_ms([&](int i) {
-                cuda_scan_args a = args(i, chunk);
+                cuda_scan_args a = args(i, chunk, split);
                 OK(cuda_scan_backward(&a, sets[i % nsets].dout, du, ddt, dxdbl + R, dxdbl + R + N,
                                       gate ? dxz + E : nullptr, dbias, dA, dD, ws, wsn, 0));
             }, g_reps);
             snprintf(name, sizeof name, "  of which bwd");
-            print_row(name, s, chunk, mso, fb_bytes - fwd_bytes, exps, c, 0, 0);
+            print_row(name, s, chunk, split, mso, fb_bytes - fwd_bytes, exps, c, 0, 0);
         }
         if (ws) CK(cudaFree(ws));
     }
@@ -265,12 +268,12 @@ static void bench_conv(const Shape &s, const Ceil &c) {
     double ms = time_ms([&](int i) {
         OK(cuda_conv_forward(u, x[i % nsets], ldx, w, b, nullptr, s.B, s.L, E, K, CUDA_DTYPE_BF16, 0));
     }, g_reps);
-    print_row("conv fwd (K=4)", s, 0, ms, 2.0 * T * E * 2, 0, c, 0, 0);
+    print_row("conv fwd (K=4)", s, 0, 0, ms, 2.0 * T * E * 2, 0, c, 0, 0);
     ms = time_ms([&](int i) {
         OK(cuda_conv_backward(dx, dw, db, du[i % nsets], x[i % nsets], ldx, w, b, s.B, s.L, E, K,
                               CUDA_DTYPE_BF16, ws, wsn, 0));
     }, g_reps);
-    print_row("conv bwd (K=4)", s, 0, ms, 3.0 * T * E * 2, 0, c, 0, 0);
+    print_row("conv bwd (K=4)", s, 0, 0, ms, 3.0 * T * E * 2, 0, c, 0, 0);
     for (int i = 0; i < nsets; i++) {
         CK(cudaFree(x[i]));
         CK(cudaFree(du[i]));
@@ -304,10 +307,10 @@ int main(int argc, char **argv) {
     printf("measured: device-to-device copy %.0f GB/s (read + write); ex2.approx %.2f Texp/s\n",
            c.bw / 1e9, c.exps / 1e12);
     const Shape s1 = {8, 2048, 0.51, 2.59}, s2 = {8, 8192, 2.12, 0}, s3 = {1, 131072, 4.56, 0};
-    const int auto_only[] = {0};
-    const int sweep1[] = {0, 1024, 512};
-    const int sweep3[] = {0, 1024, 4096};
-    bench_scan(s1, c, quick ? auto_only : sweep1, quick ? 1 : 3, true, true);
+    const int auto_only[][2] = {{0, 0}};
+    const int sweep1[][2] = {{0, 0}, {0, 1}, {0, 2}, {0, 4}, {1024, 4}, {512, 4}};
+    const int sweep3[][2] = {{0, 0}, {1024, 0}, {4096, 0}};
+    bench_scan(s1, c, quick ? auto_only : sweep1, quick ? 1 : 6, true, true);
     bench_scan(s1, c, auto_only, 1, false, false);
     bench_scan(s2, c, auto_only, 1, true, true);
     bench_scan(s3, c, quick ? auto_only : sweep3, quick ? 1 : 3, true, true);

@@ -25,6 +25,18 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // Read-only loads through the non-coherent cache (inputs never alias outputs in these ops).
 template <typename T> __device__ __forceinline__ float ldf(const T *p) { return to_f(__ldg(p)); }
 
+// Raw loads for software pipelining: the bits go to a register now and are converted where
+// they are used, so that no instruction waits on the load until then (a conversion right
+// after a load makes the thread wait the whole memory latency there).
+template <typename T> struct RawT { using type = float; };
+template <> struct RawT<__nv_bfloat16> { using type = unsigned short; };
+__device__ __forceinline__ float ldraw(const float *p) { return __ldg(p); }
+__device__ __forceinline__ unsigned short ldraw(const __nv_bfloat16 *p) {
+    return __ldg(reinterpret_cast<const unsigned short *>(p));
+}
+__device__ __forceinline__ float raw2f(float r) { return r; }
+__device__ __forceinline__ float raw2f(unsigned short r) { return __uint_as_float((unsigned)r << 16); }
+
 // ---- special functions -------------------------------------------------------------------
 
 // 2^x on the special-function unit (MUFU.EX2): ~2 ulp, 0 below -126 (flushed).

@@ -18,6 +18,8 @@
 //   (sums over channels) are reduced across the warp with a butterfly reduce-scatter and
 //   written as one partial row per warp; a last kernel sums the partials in a fixed order, so
 //   the result is deterministic.
+#include <type_traits>
+
 #include "common.cuh"
 
 namespace {
@@ -53,33 +55,39 @@ __device__ __forceinline__ size_t cidx(const ScanP &p, int b, int c, int n, int 
     return (((size_t)b * p.K + c) * p.N + n) * p.E + e;
 }
 
-// ---- B/C tiles: rows [lt, lt + TILE) of B and C, zero past `lend` and past column N --------
+// ---- B/C tiles: rows [lt, lt + TILE) of B and C, zero past column N --------------------------
+// Rows past `lend` are clamped to the last row (never read by the steps, which stop there):
+// every load is unconditional, so the whole tile's loads are in flight at once.
 
 template <typename T, int NS> struct BCTile {
+    using R = typename RawT<T>::type;
     static constexpr int V = TILE * 2 * NS / 32; // values per lane
-    float r[V];
+    R r[V];
+    // FULL: all TILE rows exist (no clamping: the offsets are the same for every tile)
+    template <bool FULL>
     __device__ __forceinline__ void load(const ScanP &p, size_t row0, int lt, int lend, int lane) {
-        const T *Bm = (const T *)p.Bm, *Cm = (const T *)p.Cm;
+        const T *pb = (const T *)p.Bm + (row0 + lt) * p.ld_bc;
+        const T *pc = (const T *)p.Cm + (row0 + lt) * p.ld_bc;
+        const int last = lend - 1 - lt;
 #pragma unroll
         for (int k = 0; k < V; k++) {
-            const int i = k * 32 + lane, j = i / (2 * NS), v = i % (2 * NS);
-            const int l = lt + j;
-            float val = 0.0f;
-            if (l < lend) {
-                const size_t t = row0 + l;
-                if (v < NS) {
-                    if (v < p.N) val = ldf(Bm + t * p.ld_bc + v);
-                } else if (v - NS < p.N) {
-                    val = ldf(Cm + t * p.ld_bc + (v - NS));
-                }
-            }
-            r[k] = val;
+            const int i = k * 32 + lane, v = i % (2 * NS);
+            const int j = FULL ? i / (2 * NS) : min(i / (2 * NS), last);
+            const int col = min(v < NS ? v : v - NS, p.N - 1);
+            r[k] = ldraw((v < NS ? pb : pc) + j * p.ld_bc + col);
         }
     }
-    // into s (TILE, 2 NS): row j = [B_j | C_j]
-    __device__ __forceinline__ void store(float *s, int lane) const {
+    __device__ __forceinline__ void load(const ScanP &p, size_t row0, int lt, int lend, int lane) {
+        if (lt + TILE <= lend) load<true>(p, row0, lt, lend, lane);
+        else load<false>(p, row0, lt, lend, lane);
+    }
+    // into s (TILE, 2 NS): row j = [B_j | C_j], zero in columns >= N
+    __device__ __forceinline__ void store(float *s, int lane, int N) const {
 #pragma unroll
-        for (int k = 0; k < V; k++) s[k * 32 + lane] = r[k];
+        for (int k = 0; k < V; k++) {
+            const int i = k * 32 + lane, v = i % (2 * NS);
+            s[i] = (v < NS ? v : v - NS) < N ? raw2f(r[k]) : 0.0f;
+        }
     }
 };
 
@@ -87,83 +95,187 @@ template <typename T, int NS> struct BCTile {
 
 enum { SWEEP_OUT = 0, SWEEP_LOCAL = 1, SWEEP_CKPT = 2 };
 
-// Runs steps [l0, l1) of channel e of sequence b from state h (updated in place).
+// One thread: channel e (clamped to E - 1 in lanes past E, whose results are never stored),
+// states [n0, n0 + NS / SPLIT) of sequence b; the SPLIT threads of a channel are adjacent lanes.
+// Runs steps [l0, l1) from state h (updated in place).
 // SWEEP_OUT writes y (with D skip and gate); SWEEP_LOCAL returns sum(delta);
 // SWEEP_CKPT writes h to ck[(s * NS + n) * 32 + lane] before each RSUB-step sub-chunk s.
-template <typename T, int NS, int MODE>
-__device__ __forceinline__ float fwd_sweep(const ScanP &p, int b, int e, int lane, bool act,
-                                           int l0, int l1, float (&h)[NS],
-                                           const float (&A2)[NS], float bias, float Dv,
+template <typename T, int NS, int SPLIT, int MODE, bool GATE>
+__device__ __forceinline__ float fwd_sweep(const ScanP &p, int b, int e, int lane, int n0,
+                                           bool act, int l0, int l1, float (&h)[NS / SPLIT],
+                                           const float (&A2)[NS / SPLIT], float bias, float Dv,
                                            float *sbc /* [2][TILE][2 NS] */, float *ck) {
-    const T *u = (const T *)p.u, *dt = (const T *)p.dt, *z = (const T *)p.z;
-    const int E = p.E;
+    constexpr int NT = NS / SPLIT;
+    using R = typename RawT<T>::type;
+    const int E = p.E, ec = min(e, E - 1);
     const size_t row0 = (size_t)b * p.L;
-    const bool gate = MODE == SWEEP_OUT && z != nullptr;
+    constexpr bool gate = MODE == SWEEP_OUT && GATE;
+    const T *ub = (const T *)p.u + row0 * E + ec, *dtb = (const T *)p.dt + row0 * E + ec;
+    const T *zb = gate ? (const T *)p.z + row0 * p.ld_z + ec : nullptr;
+    const bool store = act; // SPLIT == 1: the thread writes y
+    const int part = lane % SPLIT;
+    T *yb = MODE == SWEEP_OUT ? (T *)p.y + row0 * E + ec : nullptr;
     float S = 0.0f;
-    float ru[TILE], rdt[TILE], rz[TILE];
+    R ru[TILE], rdt[TILE], rz[TILE];
     BCTile<T, NS> bc;
 
-    auto load = [&](int lt) {
+    // loads of tile lt (FULL: all TILE rows exist, so no clamping and loop-invariant offsets)
+    auto load = [&](auto full, int lt) {
+        constexpr bool FULL = decltype(full)::value;
+        const int last = l1 - 1 - lt;
+        const T *pu = ub + (size_t)lt * E, *pd = dtb + (size_t)lt * E;
 #pragma unroll
         for (int j = 0; j < TILE; j++) {
-            const int l = lt + j;
-            const bool ok = act && l < l1;
-            const size_t t = row0 + l;
-            ru[j] = ok ? ldf(u + t * E + e) : 0.0f;
-            rdt[j] = ok ? ldf(dt + t * E + e) : 0.0f;
-            rz[j] = (gate && ok) ? ldf(z + t * p.ld_z + e) : 0.0f;
+            const int jj = FULL ? j : min(j, last);
+            ru[j] = ldraw(pu + jj * E);
+            rdt[j] = ldraw(pd + jj * E);
         }
-        bc.load(p, row0, lt, l1, lane);
+        if (gate) {
+            const T *pz = zb + (size_t)lt * p.ld_z;
+#pragma unroll
+            for (int j = 0; j < TILE; j++) rz[j] = ldraw(pz + (FULL ? j : min(j, last)) * p.ld_z);
+        }
+        bc.template load<FULL>(p, row0, lt, l1, lane);
+    };
+    auto load_tile = [&](int lt) {
+        if (lt + TILE <= l1) load(std::true_type{}, lt);
+        else load(std::false_type{}, lt);
     };
 
-    if (l0 < l1) load(l0);
+    if (l0 < l1) load_tile(l0);
     int buf = 0;
     for (int lt = l0; lt < l1; lt += TILE, buf ^= 1) {
         float *s = sbc + buf * TILE * 2 * NS;
-        bc.store(s, lane);
+        bc.store(s, lane, p.N);
         __syncwarp();
-        float cu[TILE], cdt[TILE], cz[TILE];
+        R cu[TILE], cdt[TILE], cz[TILE];
 #pragma unroll
         for (int j = 0; j < TILE; j++) cu[j] = ru[j], cdt[j] = rdt[j], cz[j] = rz[j];
-        if (lt + TILE < l1) load(lt + TILE); // the next tile's loads fly while this one computes
+        if (lt + TILE < l1) load_tile(lt + TILE); // the next tile's loads fly while this one computes
         if (MODE == SWEEP_CKPT && (lt - l0) % RSUB == 0) {
             float *c = ck + (size_t)((lt - l0) / RSUB) * NS * 32 + lane;
 #pragma unroll
-            for (int n = 0; n < NS; n++) c[n * 32] = h[n];
+            for (int n = 0; n < NT; n++) c[n * 32] = h[n];
         }
+        T *py = MODE == SWEEP_OUT ? yb + (size_t)lt * E : nullptr;
+        auto step = [&](int j) {
+            const float uv = raw2f(cu[j]);
+            // delta = softplus(dt + dt_bias)
+            const float delta = softplusf(raw2f(cdt[j]) + bias);
+            const float dBu = delta * uv;
+            const float4 *Bs = (const float4 *)(s + j * 2 * NS + n0);
+            const float4 *Cs = (const float4 *)(s + j * 2 * NS + NS + n0);
+            float y0 = 0.0f, y1 = 0.0f;
 #pragma unroll
-        for (int j = 0; j < TILE; j++) {
-            const int l = lt + j;
-            if (l < l1) {
-                // delta = softplus(dt + dt_bias)
-                const float delta = softplusf(cdt[j] + bias);
-                const float dBu = delta * cu[j];
-                const float4 *Bs = (const float4 *)(s + j * 2 * NS);
-                const float4 *Cs = (const float4 *)(s + j * 2 * NS + NS);
-                float y0 = 0.0f, y1 = 0.0f;
+            for (int q = 0; q < NT / 4; q++) {
+                const float4 bb = Bs[q];
+                // h = exp(delta * A) * h + delta * B * u
+                h[4 * q + 0] = fmaf(ex2f(delta * A2[4 * q + 0]), h[4 * q + 0], dBu * bb.x);
+                h[4 * q + 1] = fmaf(ex2f(delta * A2[4 * q + 1]), h[4 * q + 1], dBu * bb.y);
+                h[4 * q + 2] = fmaf(ex2f(delta * A2[4 * q + 2]), h[4 * q + 2], dBu * bb.z);
+                h[4 * q + 3] = fmaf(ex2f(delta * A2[4 * q + 3]), h[4 * q + 3], dBu * bb.w);
+                if (MODE == SWEEP_OUT) {
+                    // y = C . h
+                    const float4 cc = Cs[q];
+                    y0 = fmaf(h[4 * q + 0], cc.x, y0);
+                    y1 = fmaf(h[4 * q + 1], cc.y, y1);
+                    y0 = fmaf(h[4 * q + 2], cc.z, y0);
+                    y1 = fmaf(h[4 * q + 3], cc.w, y1);
+                }
+            }
+            if (MODE == SWEEP_LOCAL) S += delta;
+            if (MODE == SWEEP_OUT) {
+                float yv = y0 + y1;
+                // y += D * u;  out = y * silu(z)
+                float out = fmaf(Dv, uv, yv);
+                if (gate) {
+                    const float zz = raw2f(cz[j]);
+                    out *= zz * sigmoidf_(zz);
+                }
+                T *dst = py + j * E;
+                const T val = from_f<T>(out);
+                if (store) *dst = val;
+            }
+        };
+        // SPLIT > 1: the SPLIT threads of a channel take a group of SPLIT steps together; thread
+        // `part` takes the softplus (and gate) of step j0 + part alone and shuffles hand the
+        // results round, so the special-function work per channel and step stays that of one
+        // thread (16 + 4 for N = 16), while the warps are SPLIT times as many.
+        auto group = [&](int j0, int nvalid /* steps of the group inside the chunk, uniform */) {
+            const int base = lane & ~(SPLIT - 1);
+            float xm = raw2f(cdt[j0]), zm = gate ? raw2f(cz[j0]) : 0.0f;
 #pragma unroll
-                for (int q = 0; q < NS / 4; q++) {
-                    const float4 bb = Bs[q];
-                    // h = exp(delta * A) * h + delta * B * u
-                    h[4 * q + 0] = fmaf(ex2f(delta * A2[4 * q + 0]), h[4 * q + 0], dBu * bb.x);
-                    h[4 * q + 1] = fmaf(ex2f(delta * A2[4 * q + 1]), h[4 * q + 1], dBu * bb.y);
-                    h[4 * q + 2] = fmaf(ex2f(delta * A2[4 * q + 2]), h[4 * q + 2], dBu * bb.z);
-                    h[4 * q + 3] = fmaf(ex2f(delta * A2[4 * q + 3]), h[4 * q + 3], dBu * bb.w);
+            for (int k = 1; k < SPLIT; k++) {
+                xm = part == k ? raw2f(cdt[j0 + k]) : xm;
+                if (gate) zm = part == k ? raw2f(cz[j0 + k]) : zm;
+            }
+            // delta = softplus(dt + dt_bias);  silu(z)
+            const float dm = softplusf(xm + bias);
+            const float gm = gate ? zm * sigmoidf_(zm) : 1.0f;
+            float outm = 0.0f;
+#pragma unroll
+            for (int k = 0; k < SPLIT; k++) {
+                const float delta = __shfl_sync(0xffffffffu, dm, base + k);
+                const float gk = gate ? __shfl_sync(0xffffffffu, gm, base + k) : 1.0f;
+                if (k < nvalid) {
+                    const int j = j0 + k;
+                    const float uv = raw2f(cu[j]), dBu = delta * uv;
+                    const float4 *Bs = (const float4 *)(s + j * 2 * NS + n0);
+                    const float4 *Cs = (const float4 *)(s + j * 2 * NS + NS + n0);
+                    float y0 = 0.0f, y1 = 0.0f;
+#pragma unroll
+                    for (int q = 0; q < NT / 4; q++) {
+                        const float4 bb = Bs[q];
+                        // h = exp(delta * A) * h + delta * B * u
+                        h[4 * q + 0] = fmaf(ex2f(delta * A2[4 * q + 0]), h[4 * q + 0], dBu * bb.x);
+                        h[4 * q + 1] = fmaf(ex2f(delta * A2[4 * q + 1]), h[4 * q + 1], dBu * bb.y);
+                        h[4 * q + 2] = fmaf(ex2f(delta * A2[4 * q + 2]), h[4 * q + 2], dBu * bb.z);
+                        h[4 * q + 3] = fmaf(ex2f(delta * A2[4 * q + 3]), h[4 * q + 3], dBu * bb.w);
+                        if (MODE == SWEEP_OUT) {
+                            // y = C . h
+                            const float4 cc = Cs[q];
+                            y0 = fmaf(h[4 * q + 0], cc.x, y0);
+                            y1 = fmaf(h[4 * q + 1], cc.y, y1);
+                            y0 = fmaf(h[4 * q + 2], cc.z, y0);
+                            y1 = fmaf(h[4 * q + 3], cc.w, y1);
+                        }
+                    }
+                    if (MODE == SWEEP_LOCAL) S += delta;
                     if (MODE == SWEEP_OUT) {
-                        // y = C . h
-                        const float4 cc = Cs[q];
-                        y0 = fmaf(h[4 * q + 0], cc.x, y0);
-                        y1 = fmaf(h[4 * q + 1], cc.y, y1);
-                        y0 = fmaf(h[4 * q + 2], cc.z, y0);
-                        y1 = fmaf(h[4 * q + 3], cc.w, y1);
+                        float yv = y0 + y1;
+#pragma unroll
+                        for (int o = 1; o < SPLIT; o *= 2) yv += __shfl_xor_sync(0xffffffffu, yv, o);
+                        // y += D * u;  out = y * silu(z)
+                        const float out = fmaf(Dv, uv, yv) * gk;
+                        outm = part == k ? out : outm;
                     }
                 }
-                if (MODE == SWEEP_LOCAL) S += delta;
-                if (MODE == SWEEP_OUT && act) {
-                    // y += D * u;  out = y * silu(z)
-                    float out = fmaf(Dv, cu[j], y0 + y1);
-                    if (gate) out *= cz[j] * sigmoidf_(cz[j]);
-                    ((T *)p.y)[(row0 + l) * E + e] = from_f<T>(out);
+            }
+            if (MODE == SWEEP_OUT) { // thread `part` writes step j0 + part
+                T *dst = py + (j0 + part) * E;
+                const T val = from_f<T>(outm);
+                if (act && part < nvalid) *dst = val;
+            }
+        };
+        if constexpr (SPLIT == 1) {
+            if (lt + TILE <= l1) { // a whole tile: no branch between the steps, so they interleave
+#pragma unroll
+                for (int j = 0; j < TILE; j++) step(j);
+            } else {
+#pragma unroll
+                for (int j = 0; j < TILE; j++)
+                    if (lt + j < l1) step(j);
+            }
+        } else {
+            static_assert(TILE % SPLIT == 0 && NT % 4 == 0, "groups of SPLIT steps, float4 states");
+            if (lt + TILE <= l1) {
+#pragma unroll
+                for (int j0 = 0; j0 < TILE; j0 += SPLIT) group(j0, SPLIT);
+            } else {
+#pragma unroll
+                for (int j0 = 0; j0 < TILE; j0 += SPLIT) {
+                    const int nv = min(SPLIT, l1 - (lt + j0));
+                    if (nv > 0) group(j0, nv);
                 }
             }
         }
@@ -171,44 +283,50 @@ __device__ __forceinline__ float fwd_sweep(const ScanP &p, int b, int e, int lan
     return S;
 }
 
-template <int NS>
-__device__ __forceinline__ void load_A2(const ScanP &p, int e, bool act, float (&A2)[NS]) {
+template <int NT>
+__device__ __forceinline__ void load_A2(const ScanP &p, int e, int n0, bool act, float (&A2)[NT]) {
 #pragma unroll
-    for (int n = 0; n < NS; n++) // A = -exp(A_log), pre-scaled by log2(e) for ex2
-        A2[n] = (act && n < p.N) ? -expf(p.A_log[(size_t)e * p.N + n]) * SSM_LOG2E : 0.0f;
+    for (int i = 0; i < NT; i++) { // A = -exp(A_log), pre-scaled by log2(e) for ex2
+        const int n = n0 + i;
+        A2[i] = (act && n < p.N) ? -expf(p.A_log[(size_t)e * p.N + n]) * SSM_LOG2E : 0.0f;
+    }
 }
 
-// grid (G, chunks, B), one warp: chunk c = blockIdx.y + c_first.
-template <typename T, int NS, int MODE>
+// grid (ceil(E SPLIT / 32), chunks, B), one warp of 32 / SPLIT channels: chunk c = blockIdx.y.
+template <typename T, int NS, int SPLIT, int MODE, bool GATE>
 __global__ void __launch_bounds__(32) scan_fwd_kernel(const ScanP p) {
+    constexpr int NT = NS / SPLIT;
     __shared__ __align__(16) float sbc[2 * TILE * 2 * NS];
-    const int lane = threadIdx.x, e = blockIdx.x * 32 + lane, c = blockIdx.y, b = blockIdx.z;
+    const int lane = threadIdx.x, part = lane % SPLIT, n0 = part * NT;
+    const int e = blockIdx.x * (32 / SPLIT) + lane / SPLIT, c = blockIdx.y, b = blockIdx.z;
     const bool act = e < p.E;
     const int l0 = c * p.Lc, l1 = min(p.L, l0 + p.Lc);
-    float A2[NS], h[NS];
-    load_A2<NS>(p, e, act, A2);
+    float A2[NT], h[NT];
+    load_A2<NT>(p, e, n0, act, A2);
 #pragma unroll
-    for (int n = 0; n < NS; n++) {
+    for (int i = 0; i < NT; i++) {
+        const int n = n0 + i;
         float h0 = 0.0f;
         if (MODE == SWEEP_OUT && act && n < p.N) {
             if (p.hin) h0 = p.hin[cidx(p, b, c, n, e)];
             else if (p.state) h0 = p.state[((size_t)b * p.E + e) * p.N + n];
         }
-        h[n] = h0;
+        h[i] = h0;
     }
     const float bias = act ? p.dt_bias[e] : 0.0f;
     const float Dv = (MODE == SWEEP_OUT && act) ? p.D[e] : 0.0f;
-    const float S = fwd_sweep<T, NS, MODE>(p, b, e, lane, act, l0, l1, h, A2, bias, Dv, sbc, nullptr);
+    const float S = fwd_sweep<T, NS, SPLIT, MODE, GATE>(p, b, e, lane, n0, act, l0, l1, h, A2,
+                                                        bias, Dv, sbc, nullptr);
     if (!act) return;
     if (MODE == SWEEP_LOCAL) {
 #pragma unroll
-        for (int n = 0; n < NS; n++)
-            if (n < p.N) p.hloc[cidx(p, b, c, n, e)] = h[n];
-        p.S[((size_t)b * p.K + c) * p.E + e] = S;
+        for (int i = 0; i < NT; i++)
+            if (n0 + i < p.N) p.hloc[cidx(p, b, c, n0 + i, e)] = h[i];
+        if (part == 0) p.S[((size_t)b * p.K + c) * p.E + e] = S;
     } else if (p.state && c == p.K - 1) {
 #pragma unroll
-        for (int n = 0; n < NS; n++)
-            if (n < p.N) p.state[((size_t)b * p.E + e) * p.N + n] = h[n];
+        for (int i = 0; i < NT; i++)
+            if (n0 + i < p.N) p.state[((size_t)b * p.E + e) * p.N + n0 + i] = h[i];
     }
 }
 
@@ -232,7 +350,7 @@ __global__ void scan_fwd_combine(const ScanP p, const float *state) {
 // The output gradient at row t: dy = d_out * silu(z) with the gate (dz written elsewhere).
 // Local reverse pass of chunk c = blockIdx.y + 1 from zero beyond its end:
 //   g = (g + dy_l C_l) * exp(delta_l A) for l from the end down to the chunk's first step.
-template <typename T, int NS>
+template <typename T, int NS, bool GATE>
 __global__ void __launch_bounds__(32) scan_bwd_local_kernel(const ScanP p) {
     __shared__ __align__(16) float sbc[2 * TILE * 2 * NS];
     const int lane = threadIdx.x, e = blockIdx.x * 32 + lane, c = blockIdx.y + 1, b = blockIdx.z;
@@ -240,28 +358,26 @@ __global__ void __launch_bounds__(32) scan_bwd_local_kernel(const ScanP p) {
     const int E = p.E;
     const int l0 = c * p.Lc, l1 = min(p.L, l0 + p.Lc);
     const size_t row0 = (size_t)b * p.L;
-    const T *dt = (const T *)p.dt, *dout = (const T *)p.dout, *z = (const T *)p.z;
-    const bool gate = z != nullptr;
+    const int ec = min(e, E - 1);
+    const T *dtb = (const T *)p.dt + row0 * E + ec, *dob = (const T *)p.dout + row0 * E + ec;
+    constexpr bool gate = GATE;
+    const T *zb = gate ? (const T *)p.z + row0 * p.ld_z + ec : nullptr;
+    using R = typename RawT<T>::type;
     float A2[NS], g[NS];
-    load_A2<NS>(p, e, act, A2);
+    load_A2<NS>(p, e, 0, act, A2);
 #pragma unroll
     for (int n = 0; n < NS; n++) g[n] = 0.0f;
     const float bias = act ? p.dt_bias[e] : 0.0f;
-    float rdt[TILE], rdy[TILE];
+    R rdt[TILE], rdo[TILE], rz[TILE];
     BCTile<T, NS> bc;
     auto load = [&](int lt) {
+        const int last = l1 - 1 - lt;
 #pragma unroll
         for (int j = 0; j < TILE; j++) {
-            const int l = lt + j;
-            const bool ok = act && l < l1;
-            const size_t t = row0 + l;
-            rdt[j] = ok ? ldf(dt + t * E + e) : 0.0f;
-            float d = ok ? ldf(dout + t * E + e) : 0.0f;
-            if (gate && ok) {
-                const float zz = ldf(z + t * p.ld_z + e);
-                d *= zz * sigmoidf_(zz);
-            }
-            rdy[j] = d;
+            const int jj = min(j, last);
+            rdt[j] = ldraw(dtb + (size_t)lt * E + jj * E);
+            rdo[j] = ldraw(dob + (size_t)lt * E + jj * E);
+            if (gate) rz[j] = ldraw(zb + (size_t)lt * p.ld_z + jj * p.ld_z);
         }
         bc.load(p, row0, lt, l1, lane);
     };
@@ -271,11 +387,19 @@ __global__ void __launch_bounds__(32) scan_bwd_local_kernel(const ScanP p) {
     for (int m = ntiles - 1; m >= 0; m--, buf ^= 1) {
         const int lt = l0 + m * TILE;
         float *s = sbc + buf * TILE * 2 * NS;
-        bc.store(s, lane);
+        bc.store(s, lane, p.N);
         __syncwarp();
         float cdt[TILE], cdy[TILE];
 #pragma unroll
-        for (int j = 0; j < TILE; j++) cdt[j] = rdt[j], cdy[j] = rdy[j];
+        for (int j = 0; j < TILE; j++) {
+            cdt[j] = raw2f(rdt[j]);
+            float d = act ? raw2f(rdo[j]) : 0.0f;
+            if (gate) { // dy = d_out * silu(z)
+                const float zz = raw2f(rz[j]);
+                d *= zz * sigmoidf_(zz);
+            }
+            cdy[j] = d;
+        }
         if (m > 0) load(lt - TILE);
 #pragma unroll
         for (int j = TILE - 1; j >= 0; j--) {
@@ -313,49 +437,21 @@ __global__ void scan_bwd_combine(const ScanP p) {
     }
 }
 
-// Butterfly reduce-scatter over the warp of V values per lane (V a power of two): afterwards
-// v[i] (i < max(V / 32, 1)) holds the warp's sum of the value of index
-// i + max(V / 32, 1) * (lane >> (5 - min(5, log2 V))). Level by level, each lane keeps the
-// half of its values that its side of the butterfly owns and adds the other side's copy.
-template <int V, int W, int O>
-__device__ __forceinline__ void rs_level(float (&v)[V], int lane) {
-    if constexpr (O > 0) {
-        if constexpr (W > 1) {
-            constexpr int half = W / 2;
-            const bool up = (lane & O) != 0;
-#pragma unroll
-            for (int i = 0; i < half; i++) {
-                const float send = up ? v[i] : v[i + half];
-                const float keep = up ? v[i + half] : v[i];
-                v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
-            }
-            rs_level<V, half, O / 2>(v, lane);
-        } else {
-            v[0] += __shfl_xor_sync(0xffffffffu, v[0], O);
-            rs_level<V, 1, O / 2>(v, lane);
-        }
-    }
-}
-template <int V> __device__ __forceinline__ void warp_reduce_scatter(float (&v)[V], int lane) {
-    rs_level<V, V, 16>(v, lane);
-}
-template <int V> struct RS {
-    static constexpr int W = V >= 32 ? V / 32 : 1;
-    static constexpr int LEVELS = V >= 32 ? 5 : (V == 16 ? 4 : V == 8 ? 3 : V == 4 ? 2 : V == 2 ? 1 : 0);
-    static constexpr int SHIFT = 5 - LEVELS;
-};
-
 template <int NS> struct BwdSmem {
     // hs: (RSUB + 1, NS / 4, 32) float4: row 0 the checkpoint h_{ls-1}, row j + 1 = h_{ls+j}
     static constexpr size_t HS = (size_t)(RSUB + 1) * NS * 32 * sizeof(float);
     static constexpr size_t BC = (size_t)2 * TILE * 2 * NS * sizeof(float); // >= RSUB * 2 NS
     static constexpr size_t COL = (size_t)RSUB * 32 * sizeof(float);
-    static constexpr size_t BYTES = HS + BC + 4 * COL;
+    // sred: (32, 2 NS + 4): each lane's [dB | dC] of one step, a row per lane (padded so that
+    // the row writes and the column reads are free of bank conflicts)
+    static constexpr int RED_LD = 2 * NS + 4;
+    static constexpr size_t RED = (size_t)32 * RED_LD * sizeof(float);
+    static constexpr size_t BYTES = HS + BC + 4 * COL + RED;
     static_assert(2 * TILE >= RSUB, "the B/C tile buffer holds one sub-chunk");
 };
 
 // The main backward kernel: grid (G, K, B), one warp of 32 channels.
-template <typename T, int NS>
+template <typename T, int NS, bool GATE>
 __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
     extern __shared__ __align__(16) float smem[];
     float4 *hs = (float4 *)smem;
@@ -364,6 +460,7 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
     float *su = sdl + RSUB * 32;                        // u
     float *sdy = su + RSUB * 32;                        // dy (after the gate)
     float *ssg = sdy + RSUB * 32;                       // d delta / d dt = sigmoid(dt + bias)
+    float *sred = ssg + RSUB * 32;                      // (32, RED_LD) the dB, dC transpose
     constexpr int NQ = NS / 4;
     constexpr int V = 2 * NS;
 
@@ -373,20 +470,25 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
     const int E = p.E, N = p.N;
     const int l0 = c * p.Lc, l1 = min(p.L, l0 + p.Lc);
     const size_t row0 = (size_t)b * p.L;
-    const T *u = (const T *)p.u, *dt = (const T *)p.dt, *z = (const T *)p.z,
-            *dout = (const T *)p.dout;
-    const bool gate = z != nullptr;
+    const int ec = min(e, E - 1);
+    const T *ub = (const T *)p.u + row0 * E + ec, *dtb = (const T *)p.dt + row0 * E + ec;
+    const T *dob = (const T *)p.dout + row0 * E + ec;
+    constexpr bool gate = GATE;
+    const T *zb = gate ? (const T *)p.z + row0 * p.ld_z + ec : nullptr;
+    using R = typename RawT<T>::type;
+    const float msk = act ? 1.0f : 0.0f; // lanes past E contribute nothing to dB, dC
     float *ck = p.ckpt + (((size_t)b * p.K + c) * p.G + grp) * (size_t)p.nsub * NS * 32;
 
     float A2[NS], h[NS];
-    load_A2<NS>(p, e, act, A2);
+    load_A2<NS>(p, e, 0, act, A2);
 #pragma unroll
     for (int n = 0; n < NS; n++)
         h[n] = (p.hin && act && n < N) ? p.hin[cidx(p, b, c, n, e)] : 0.0f;
     const float bias = act ? p.dt_bias[e] : 0.0f, Dv = act ? p.D[e] : 0.0f;
 
     // (a) forward sweep: the state before every sub-chunk
-    fwd_sweep<T, NS, SWEEP_CKPT>(p, b, e, lane, act, l0, l1, h, A2, bias, 0.0f, sbc, ck);
+    fwd_sweep<T, NS, 1, SWEEP_CKPT, false>(p, b, e, lane, 0, act, l0, l1, h, A2, bias, 0.0f, sbc,
+                                           ck);
 
     // (b) sub-chunks from the last: recompute their states, then walk them backwards
     float gf[NS], dAacc[NS];
@@ -400,22 +502,30 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
     for (int sidx = nsub_c - 1; sidx >= 0; sidx--) {
         const int ls = l0 + sidx * RSUB, ns = min(RSUB, l1 - ls);
         __syncwarp(); // every lane is done with the previous sub-chunk's B/C rows
-        float ru[RSUB], rdt[RSUB], rdo[RSUB], rz[RSUB];
+        // every load of the sub-chunk at once (rows past the end clamped, never used)
+        R ru[RSUB], rdt[RSUB], rdo[RSUB], rz[RSUB];
+        {
+            const int last = ns - 1;
+            const T *pu = ub + (size_t)ls * E, *pd = dtb + (size_t)ls * E, *po = dob + (size_t)ls * E;
 #pragma unroll
-        for (int j = 0; j < RSUB; j++) {
-            const bool ok = act && j < ns;
-            const size_t t = row0 + ls + j;
-            ru[j] = ok ? ldf(u + t * E + e) : 0.0f;
-            rdt[j] = ok ? ldf(dt + t * E + e) : 0.0f;
-            rdo[j] = ok ? ldf(dout + t * E + e) : 0.0f;
-            rz[j] = (gate && ok) ? ldf(z + t * p.ld_z + e) : 0.0f;
+            for (int j = 0; j < RSUB; j++) {
+                const int jj = min(j, last);
+                ru[j] = ldraw(pu + jj * E);
+                rdt[j] = ldraw(pd + jj * E);
+                rdo[j] = ldraw(po + jj * E);
+            }
+            if (gate) {
+                const T *pz = zb + (size_t)ls * p.ld_z;
+#pragma unroll
+                for (int j = 0; j < RSUB; j++) rz[j] = ldraw(pz + min(j, last) * p.ld_z);
+            }
         }
         {
             BCTile<T, NS> t0, t1;
             t0.load(p, row0, ls, ls + ns, lane);
             t1.load(p, row0, ls + TILE, ls + ns, lane);
-            t0.store(sbc, lane);
-            t1.store(sbc + TILE * 2 * NS, lane);
+            t0.store(sbc, lane, N);
+            t1.store(sbc + TILE * 2 * NS, lane, N);
         }
         const float *c0 = ck + (size_t)sidx * NS * 32 + lane;
 #pragma unroll
@@ -425,46 +535,53 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
             hs[q * 32 + lane] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
         __syncwarp();
         // recompute h_{ls..ls+ns-1}; the gate's dz and dy on the way
+        T *dzs = gate ? (T *)p.dz + (row0 + ls) * p.ld_z + ec : nullptr;
+        auto recompute = [&](int j) {
+            const float uj = msk * raw2f(ru[j]), doj = msk * raw2f(rdo[j]);
+            const float x = raw2f(rdt[j]) + bias;
+            const float delta = softplusf(x), dBu = delta * uj;
+            const float4 *Bs = (const float4 *)(sbc + j * 2 * NS);
+            const float4 *Cs = (const float4 *)(sbc + j * 2 * NS + NS);
+            float y0 = 0.0f, y1 = 0.0f;
 #pragma unroll
-        for (int j = 0; j < RSUB; j++) {
-            if (j < ns) {
-                const float x = rdt[j] + bias;
-                const float delta = softplusf(x), dBu = delta * ru[j];
-                const float4 *Bs = (const float4 *)(sbc + j * 2 * NS);
-                const float4 *Cs = (const float4 *)(sbc + j * 2 * NS + NS);
-                float y0 = 0.0f, y1 = 0.0f;
-#pragma unroll
-                for (int q = 0; q < NQ; q++) {
-                    const float4 bb = Bs[q];
-                    h[4 * q + 0] = fmaf(ex2f(delta * A2[4 * q + 0]), h[4 * q + 0], dBu * bb.x);
-                    h[4 * q + 1] = fmaf(ex2f(delta * A2[4 * q + 1]), h[4 * q + 1], dBu * bb.y);
-                    h[4 * q + 2] = fmaf(ex2f(delta * A2[4 * q + 2]), h[4 * q + 2], dBu * bb.z);
-                    h[4 * q + 3] = fmaf(ex2f(delta * A2[4 * q + 3]), h[4 * q + 3], dBu * bb.w);
-                    hs[((j + 1) * NQ + q) * 32 + lane] =
-                        make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
-                    if (gate) {
-                        const float4 cc = Cs[q];
-                        y0 = fmaf(h[4 * q + 0], cc.x, y0);
-                        y1 = fmaf(h[4 * q + 1], cc.y, y1);
-                        y0 = fmaf(h[4 * q + 2], cc.z, y0);
-                        y1 = fmaf(h[4 * q + 3], cc.w, y1);
-                    }
-                }
-                float dy = rdo[j];
+            for (int q = 0; q < NQ; q++) {
+                const float4 bb = Bs[q];
+                h[4 * q + 0] = fmaf(ex2f(delta * A2[4 * q + 0]), h[4 * q + 0], dBu * bb.x);
+                h[4 * q + 1] = fmaf(ex2f(delta * A2[4 * q + 1]), h[4 * q + 1], dBu * bb.y);
+                h[4 * q + 2] = fmaf(ex2f(delta * A2[4 * q + 2]), h[4 * q + 2], dBu * bb.z);
+                h[4 * q + 3] = fmaf(ex2f(delta * A2[4 * q + 3]), h[4 * q + 3], dBu * bb.w);
+                hs[((j + 1) * NQ + q) * 32 + lane] =
+                    make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
                 if (gate) {
-                    // out = y * silu(z): dy = d_out silu(z); dz = d_out y silu'(z)
-                    const float zz = rz[j], sg = sigmoidf_(zz);
-                    const float y = fmaf(Dv, ru[j], y0 + y1);
-                    if (act)
-                        ((T *)p.dz)[(row0 + ls + j) * p.ld_z + e] =
-                            from_f<T>(rdo[j] * y * sg * fmaf(zz, 1.0f - sg, 1.0f));
-                    dy = rdo[j] * zz * sg;
+                    const float4 cc = Cs[q];
+                    y0 = fmaf(h[4 * q + 0], cc.x, y0);
+                    y1 = fmaf(h[4 * q + 1], cc.y, y1);
+                    y0 = fmaf(h[4 * q + 2], cc.z, y0);
+                    y1 = fmaf(h[4 * q + 3], cc.w, y1);
                 }
-                sdl[j * 32 + lane] = delta;
-                su[j * 32 + lane] = ru[j];
-                sdy[j * 32 + lane] = dy;
-                ssg[j * 32 + lane] = dsoftplusf(x);
             }
+            float dy = doj;
+            if (gate) {
+                // out = y * silu(z): dy = d_out silu(z); dz = d_out y silu'(z)
+                const float zz = raw2f(rz[j]), sg = sigmoidf_(zz);
+                const float y = fmaf(Dv, uj, y0 + y1);
+                T *dst = dzs + j * p.ld_z;
+                const T val = from_f<T>(doj * y * sg * fmaf(zz, 1.0f - sg, 1.0f));
+                if (act) *dst = val;
+                dy = doj * zz * sg;
+            }
+            sdl[j * 32 + lane] = delta;
+            su[j * 32 + lane] = uj;
+            sdy[j * 32 + lane] = dy;
+            ssg[j * 32 + lane] = dsoftplusf(x);
+        };
+        if (ns == RSUB) { // a whole sub-chunk: no branch between the steps
+#pragma unroll
+            for (int j = 0; j < RSUB; j++) recompute(j);
+        } else {
+#pragma unroll
+            for (int j = 0; j < RSUB; j++)
+                if (j < ns) recompute(j);
         }
         // walk back: g = dL/dh_l = dy_l C_l + dA_{l+1} g_{l+1} (rolled: all it reads is in
         // shared memory, and the body is large)
@@ -510,14 +627,34 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
                 const size_t t = row0 + ls + j;
                 if (act) {
                     // y += D u: du = D dy + delta (g . B)
-                    ((T *)p.du)[t * E + e] = from_f<T>(fmaf(gB, dl, Dv * dyv));
-                    ((T *)p.ddt)[t * E + e] = from_f<T>(gx);
+                    const size_t o = (row0 + ls) * E + ec + (size_t)j * E;
+                    ((T *)p.du)[o] = from_f<T>(fmaf(gB, dl, Dv * dyv));
+                    ((T *)p.ddt)[o] = from_f<T>(gx);
                 }
-                warp_reduce_scatter<V>(v, lane);
-                if ((lane & ((1 << RS<V>::SHIFT) - 1)) == 0) {
-                    float *dst = p.pbc + (t * p.G + grp) * V + RS<V>::W * (lane >> RS<V>::SHIFT);
+                // dB, dC summed over the warp's channels: a row per lane in shared memory, then
+                // lane i sums column i (cheaper than a shuffle butterfly's selects)
+                constexpr int RL = BwdSmem<NS>::RED_LD;
+                __syncwarp(); // the previous step's column reads are done
 #pragma unroll
-                    for (int i = 0; i < RS<V>::W; i++) dst[i] = v[i];
+                for (int q = 0; q < V / 4; q++)
+                    *(float4 *)(sred + lane * RL + 4 * q) =
+                        make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
+                __syncwarp();
+                float *dst = p.pbc + (t * p.G + grp) * V;
+#pragma unroll
+                for (int c0 = 0; c0 < V; c0 += 32) {
+                    const int col = c0 + lane;
+                    if (col < V) {
+                        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+#pragma unroll
+                        for (int r = 0; r < 32; r += 4) {
+                            a0 += sred[(r + 0) * RL + col];
+                            a1 += sred[(r + 1) * RL + col];
+                            a2 += sred[(r + 2) * RL + col];
+                            a3 += sred[(r + 3) * RL + col];
+                        }
+                        dst[col] = (a0 + a1) + (a2 + a3);
+                    }
                 }
             }
         }
@@ -591,28 +728,48 @@ template <typename T, int NS> __global__ void scan_step_kernel(const ScanP p) {
 
 struct Plan {
     int Lc, K, G, nsub, NS;
+    int split; // forward: threads per channel (1, or 2 with NS / 2 states each)
 };
 
 static int ns_for(int N) { return N <= 8 ? 8 : N <= 16 ? 16 : 32; }
 
-// Chunking: one pass over the whole sequence when the warps (B * G) already give every SM
-// sub-partition (4 per SM) at least half a warp: chunking costs a second pass over the data.
-// Otherwise cut into chunks so that about `per_smsp` warps run per sub-partition.
+// Split (forward): with fewer than two warps of 32 channels per SM sub-partition (4 per SM),
+// 2 or 4 threads share a channel's states (and take turns at its softplus and gate), which
+// multiplies the warps that hide each other's latency at no extra special-function work.
+// Chunking: one pass over the whole sequence when the warps already give every sub-partition
+// at least half a warp: chunking costs a second pass over the data. Otherwise cut into chunks
+// so that about 16 (forward) or 2 (backward, shared-memory bound) warps per sub-partition
+// exist (at least 256 steps a chunk).
 static Plan make_plan(const cuda_scan_args *a, bool bwd) {
     Plan pl;
     pl.G = (a->E + 31) / 32;
     pl.NS = ns_for(a->N);
     const int L = a->L > 0 ? a->L : 1;
+    const long smsp = 4L * ssm_cuda_sm_count();
+    pl.split = 1;
+    if (!bwd) {
+        const int smax = pl.NS >= 16 ? 4 : 2; // a thread keeps a multiple of 4 states
+        if (a->split == 1 || a->split == 2 || a->split == 4) {
+            pl.split = a->split < smax ? a->split : smax;
+        } else {
+            // two threads per channel when one would leave sub-partitions without a warp of
+            // their own (measured on an H100 at B=8, E=1536: split 1 0.476 ms, 2 0.406 ms,
+            // 4 0.450 ms: past two, the per-thread overhead outgrows the latency hidden)
+            const long warps1 = (long)a->B * pl.G;
+            if (warps1 < 2 * smsp) pl.split = 2;
+        }
+    }
     int Lc;
     if (a->chunk > 0) {
         Lc = a->chunk;
     } else {
-        const long smsp = 4L * ssm_cuda_sm_count();
-        const long warps = (long)a->B * pl.G;
+        const long warps = (long)a->B * ((a->E * pl.split + 31) / 32);
         if (2 * warps >= smsp) {
             Lc = L;
         } else {
-            const long target = (bwd ? 2 : 4) * smsp;
+            // many more chunks than sub-partitions: at B=1, L=131072 chunks of 1024 (12288 warps)
+            // beat chunks of 6000 (2100 warps), 3.99 ms against 4.54 ms
+            const long target = (bwd ? 2 : 16) * smsp;
             long K = (target + warps - 1) / warps;
             Lc = (int)((L + K - 1) / K);
             Lc = (Lc + RSUB - 1) / RSUB * RSUB;
@@ -695,19 +852,22 @@ static size_t bwd_layout(const Plan &pl, const cuda_scan_args *a, ScanP *p, void
 
 static unsigned blocks_for(size_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 
-template <typename T, int NS> static ssm_status fwd_run(ScanP p, float *state, cudaStream_t s) {
+template <typename T, int NS, int SPLIT>
+static ssm_status fwd_run(ScanP p, float *state, cudaStream_t s) {
     const dim3 blk(32);
+    const unsigned gx = (unsigned)((p.E * SPLIT + 31) / 32);
     if (p.K > 1) {
-        if (p.K > 1) {
-            scan_fwd_kernel<T, NS, SWEEP_LOCAL><<<dim3(p.G, p.K - 1, p.B), blk, 0, s>>>(p);
-            SSM_CUDA_CHECK_LAUNCH("cuda_scan_forward (local pass)");
-        }
+        scan_fwd_kernel<T, NS, SPLIT, SWEEP_LOCAL, false><<<dim3(gx, p.K - 1, p.B), blk, 0, s>>>(p);
+        SSM_CUDA_CHECK_LAUNCH("cuda_scan_forward (local pass)");
         const size_t n = (size_t)p.B * p.N * p.E;
         scan_fwd_combine<<<blocks_for(n, 256), 256, 0, s>>>(p, state);
         SSM_CUDA_CHECK_LAUNCH("cuda_scan_forward (combine)");
     }
     p.state = state;
-    scan_fwd_kernel<T, NS, SWEEP_OUT><<<dim3(p.G, p.K, p.B), blk, 0, s>>>(p);
+    if (p.z)
+        scan_fwd_kernel<T, NS, SPLIT, SWEEP_OUT, true><<<dim3(gx, p.K, p.B), blk, 0, s>>>(p);
+    else
+        scan_fwd_kernel<T, NS, SPLIT, SWEEP_OUT, false><<<dim3(gx, p.K, p.B), blk, 0, s>>>(p);
     SSM_CUDA_CHECK_LAUNCH("cuda_scan_forward");
     return SSM_OK;
 }
@@ -717,12 +877,13 @@ static ssm_status bwd_run(ScanP p, void *dBm, void *dCm, float *d_dt_bias, float
                           float *dD, cudaStream_t s) {
     const dim3 blk(32);
     if (p.K > 1) {
-        scan_fwd_kernel<T, NS, SWEEP_LOCAL><<<dim3(p.G, p.K, p.B), blk, 0, s>>>(p);
+        scan_fwd_kernel<T, NS, 1, SWEEP_LOCAL, false><<<dim3(p.G, p.K, p.B), blk, 0, s>>>(p);
         SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (forward local pass)");
         const size_t n = (size_t)p.B * p.N * p.E;
         scan_fwd_combine<<<blocks_for(n, 256), 256, 0, s>>>(p, nullptr);
         SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (forward combine)");
-        scan_bwd_local_kernel<T, NS><<<dim3(p.G, p.K - 1, p.B), blk, 0, s>>>(p);
+        if (p.z) scan_bwd_local_kernel<T, NS, true><<<dim3(p.G, p.K - 1, p.B), blk, 0, s>>>(p);
+        else scan_bwd_local_kernel<T, NS, false><<<dim3(p.G, p.K - 1, p.B), blk, 0, s>>>(p);
         SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (backward local pass)");
         scan_bwd_combine<<<blocks_for(n, 256), 256, 0, s>>>(p);
         SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (backward combine)");
@@ -730,12 +891,16 @@ static ssm_status bwd_run(ScanP p, void *dBm, void *dCm, float *d_dt_bias, float
     const size_t smem = BwdSmem<NS>::BYTES;
     static bool attr_set = false; // per instantiation; setting it twice is harmless
     if (!attr_set) {
-        cudaError_t err = cudaFuncSetAttribute(scan_bwd_kernel<T, NS>,
+        cudaError_t err = cudaFuncSetAttribute(scan_bwd_kernel<T, NS, true>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err == cudaSuccess)
+            err = cudaFuncSetAttribute(scan_bwd_kernel<T, NS, false>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (err != cudaSuccess) return ssm_cuda_fail(err, "cuda_scan_backward (shared memory)");
         attr_set = true;
     }
-    scan_bwd_kernel<T, NS><<<dim3(p.G, p.K, p.B), blk, smem, s>>>(p);
+    if (p.z) scan_bwd_kernel<T, NS, true><<<dim3(p.G, p.K, p.B), blk, smem, s>>>(p);
+    else scan_bwd_kernel<T, NS, false><<<dim3(p.G, p.K, p.B), blk, smem, s>>>(p);
     SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward");
     const size_t nbc = (size_t)p.B * p.L * 2 * p.N;
     scan_bwd_finish_bc<T, NS><<<blocks_for(nbc, 256), 256, 0, s>>>(p, (T *)dBm, (T *)dCm);
@@ -788,7 +953,12 @@ extern "C" ssm_status cuda_scan_forward(const cuda_scan_args *a, void *out, floa
     ScanP p = make_params(a, pl);
     fwd_layout(pl, a, &p, ws);
     p.y = out;
-    SCAN_DISPATCH(a->dtype, pl.NS, return (fwd_run<T, NSC>(p, state, stream)));
+    if (pl.split == 4)
+        SCAN_DISPATCH(a->dtype, pl.NS, return (fwd_run<T, NSC, (NSC >= 16 ? 4 : 2)>(p, state, stream)));
+    else if (pl.split == 2)
+        SCAN_DISPATCH(a->dtype, pl.NS, return (fwd_run<T, NSC, 2>(p, state, stream)));
+    else
+        SCAN_DISPATCH(a->dtype, pl.NS, return (fwd_run<T, NSC, 1>(p, state, stream)));
     return SSM_OK;
 }
 
@@ -826,7 +996,7 @@ extern "C" ssm_status cuda_scan_step(const cuda_scan_args *a, void *out, float *
     ssm_status st = check_args(a ? &a1 : nullptr, "cuda_scan_step");
     if (st != SSM_OK) return st;
     if (!out || !state) return ssm_set_error(SSM_ERR_ARG, "cuda_scan_step: out or state is NULL");
-    Plan pl = {1, 1, (a1.E + 31) / 32, 1, ns_for(a1.N)};
+    Plan pl = {1, 1, (a1.E + 31) / 32, 1, ns_for(a1.N), 1};
     ScanP p = make_params(&a1, pl);
     p.y = out, p.state = state;
     SCAN_DISPATCH(a1.dtype, pl.NS, return (step_run<T, NSC>(p, stream)));

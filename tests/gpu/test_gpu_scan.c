@@ -1,7 +1,9 @@
 /* test_gpu_scan.c: the CUDA scan and conv ops (libssm/cuda/scan.cu, conv.cu) against the CPU
  * ops (libssm/cpu/scan.c, conv.c, gate.c) on fresh random inputs of awkward sizes: L = 1,
  * L not a multiple of the chunk, odd channel counts (E = 37), N = 16 and N = 5 (and 32),
- * B = 3, the chunked long-sequence path, L = 1,048,576 at B = 1 for the forward.
+ * B = 3, the chunked long-sequence path, L = 1,048,576 at B = 1 for the forward; every forward
+ * case with 1, 2 and 4 threads per channel (cuda_scan_args.split); step mode against the CPU
+ * step and against the GPU's own parallel forward with carried state.
  *
  * Each GPU output is poisoned with NaN (all-ones bytes, a NaN in fp32 and in bf16) before
  * each run, so an unwritten element fails; accumulated outputs (dA_log, dD, d_dt_bias, dw, db)
@@ -247,30 +249,33 @@ static void test_scan_forward(int B, int L, int E, int N, int regime, int gate, 
                      B, L, E, N);
     if (gate) cpu_gate_forward(out, y, p.xz + E, p.ldz, (int)T, E);
     else memcpy(out, y, sizeof(float) * T * E);
-    /* GPU */
+    /* GPU, with 1, 2 and 4 threads per channel (4 falls back to 2 for N <= 8) */
     dproblem d = upload(&p, dt);
-    cuda_scan_args a = scan_args(&p, &d, dt, gate, chunk);
-    void *dy = dev_poisoned(T * E, dt);
-    float *dst = carry ? to_dev(st0, (size_t)B * E * N, CUDA_DTYPE_F32) : NULL;
-    size_t wsb = cuda_scan_forward_workspace(&a);
-    void *ws = ws_alloc(wsb);
-    OK(cuda_scan_forward(&a, dy, dst, ws, wsb, 0));
-    CK(cudaGetLastError());
-    float *gy = from_dev(dy, T * E, dt);
-    int ok = 1;
-    printf("scan_forward  %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d carry=%d chunk=%-4d ws=%zuB:",
-           dtname(dt), B, L, E, N, regime, gate, carry, chunk, wsb);
-    double bound = dt == CUDA_DTYPE_F32 ? 1e-5 : 1e-2;
-    report("scan_forward", "out", rel_err(gy, out, T * E), bound, &ok);
-    if (carry) {
-        float *gs = from_dev(dst, (size_t)B * E * N, CUDA_DTYPE_F32);
-        report("scan_forward", "state", rel_err(gs, st, (size_t)B * E * N),
-               dt == CUDA_DTYPE_F32 ? 1e-5 : 1e-2, &ok);
-        free(gs);
+    for (int split = 1; split <= 4; split *= 2) {
+        cuda_scan_args a = scan_args(&p, &d, dt, gate, chunk);
+        a.split = split;
+        void *dy = dev_poisoned(T * E, dt);
+        float *dst = carry ? to_dev(st0, (size_t)B * E * N, CUDA_DTYPE_F32) : NULL;
+        size_t wsb = cuda_scan_forward_workspace(&a);
+        void *ws = ws_alloc(wsb);
+        OK(cuda_scan_forward(&a, dy, dst, ws, wsb, 0));
+        CK(cudaGetLastError());
+        float *gy = from_dev(dy, T * E, dt);
+        int ok = 1;
+        printf("scan_forward  %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d carry=%d chunk=%-4d "
+               "split=%d ws=%zuB:", dtname(dt), B, L, E, N, regime, gate, carry, chunk, split, wsb);
+        double bound = dt == CUDA_DTYPE_F32 ? 1e-5 : 1e-2;
+        report("scan_forward", "out", rel_err(gy, out, T * E), bound, &ok);
+        if (carry) {
+            float *gs = from_dev(dst, (size_t)B * E * N, CUDA_DTYPE_F32);
+            report("scan_forward", "state", rel_err(gs, st, (size_t)B * E * N), bound, &ok);
+            free(gs);
+        }
+        printf("%s\n", ok ? "  ok" : "");
+        free(gy);
+        cudaFree(dy), cudaFree(dst), cudaFree(ws);
     }
-    printf("%s\n", ok ? "  ok" : "");
-    free(gy), free(y), free(out), free(st), free(st0);
-    cudaFree(dy), cudaFree(dst), cudaFree(ws);
+    free(y), free(out), free(st), free(st0);
     free_dproblem(&d);
     free_problem(&p);
 }

@@ -49,6 +49,9 @@ typedef struct cuda_scan_args {
     const float *D;        /* (E) */
     int chunk;             /* 0: chosen for the device; else the chunk length over L that the
                               kernels use (tests and benchmarks exercise the chunked path) */
+    int split;             /* forward: 0 chosen for the device; else 1, 2 or 4 threads share a
+                              channel's states (at most N / 4 rounded up to 8) (tests and
+                              benchmarks) */
 } cuda_scan_args;
 
 /* out (T, E). state (B, E, N) or NULL: initial state read, final state written (carry).
