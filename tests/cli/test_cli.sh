@@ -1,7 +1,7 @@
 #!/bin/bash
 # test_cli.sh: the programs end to end on the DNA task: training, exact resume (bit-identical
 # losses), Ctrl-C, refusing to overwrite, recipe and input errors (one clear line, exit 1),
-# scoring (window, batch and thread invariance; bedGraph), generation.
+# scoring (window, batch and thread invariance; bedGraph; both strands), generation; audio.
 # Environment: SSM_BIN (folder of ssm-train/-score/-generate), SSM_SRC (source tree),
 # SSM_BAD_ABI_SO (a plugin built for another ABI version).
 set -u
@@ -104,6 +104,24 @@ check "ssm-generate writes a FASTA record of 130 bases" '[ $? -eq 0 ] && head -1
 "$BIN/ssm-generate" runA --prompt ACGTACGT --length 20 --temperature 0 --quiet > g1.txt
 "$BIN/ssm-generate" runA --prompt ACGTACGT --length 20 --temperature 0 --quiet > g2.txt
 check "greedy generation is deterministic and continues the prompt" 'cmp -s g1.txt g2.txt && sed -n 2p g1.txt | grep -q "^ACGTACGT"'
+
+# --- audio ---------------------------------------------------------------------------------------
+cat > audio.yaml <<YAML
+model: {d_model: 16, n_layer: 1, d_state: 4}
+task: {name: audio, sample_rate: 8000}
+data: {train: [$SRC/data/audio/allison]}
+train: {steps: 3, batch_size: 2, seq_len: 64, eval_every: 3, eval_batches: 1, log_every: 1, threads: 2}
+output: {dir: runAudio}
+YAML
+"$BIN/ssm-train" audio.yaml --quiet 2> err
+check "train the audio task" '[ $? -eq 0 ] && grep -q bits_per_sample runAudio/metrics.jsonl'
+WAV=$SRC/data/audio/allison/demo-echotest.wav
+"$BIN/ssm-score" runAudio "$WAV" --quiet > a.tsv 2> err
+check "score a WAV file: seconds and bits per sample" 'head -1 a.tsv | grep -q "^id	length	seconds	n_scored	sum_logp	mean_logp	bits_per_sample	perplexity$" && awk -F"\t" "NR==2 {exit !(\$3 > 21 && \$3 < 23)}" a.tsv'
+"$BIN/ssm-score" runAudio "$WAV" --quiet --per-window 5 > w.tsv 2> err
+check "--per-window 5: one line per 5 seconds" '[ "$(tail -n +2 w.tsv | wc -l)" -eq 5 ]'
+"$BIN/ssm-generate" runAudio --length 800 --quiet > g.wav 2> err
+check "ssm-generate writes a WAV" '[ $? -eq 0 ] && [ "$(head -c 4 g.wav)" = RIFF ] && [ "$(head -c 12 g.wav | tail -c 4)" = WAVE ]'
 
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]
