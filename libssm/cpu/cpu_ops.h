@@ -82,8 +82,6 @@ void cpu_cross_entropy_backward(float *logits, const int32_t *targets, int T, in
                                 float scale);
 
 /* Shared scalar helpers of the ops, written so that loops over them vectorise. */
-static inline float cpu_silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
-static inline float cpu_sigmoid(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
 
 /* exp(x): Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1e-7 relative), with
  * no call and no branch so that the compiler vectorises it; clamped to [-87, 88]. */
@@ -102,6 +100,9 @@ static inline float cpu_exp(float x) {
     union { float f; int32_t i; } scale = {.i = ((int32_t)k + 127) << 23};
     return p * scale.f;
 }
+
+static inline float cpu_sigmoid(float x) { return 1.0f / (1.0f + cpu_exp(-x)); }
+static inline float cpu_silu(float x) { return x * cpu_sigmoid(x); }
 
 /* softplus(x) = log(1 + exp(x)) with the reference's threshold (x > 20 returns x), as
  * max(x, 0) + log1p(exp(-|x|)); log1p(y) for y in (0, 1] = 2 atanh(y / (2 + y)), series to
