@@ -165,6 +165,14 @@ static void baseline(run *r) {
              r->baseline_bits, r->ops->symbol, cli_now() - t0);
 }
 
+/* "1.9468", or "none" for a task without one */
+static const char *baseline_text(run *r) {
+    static char buf[32];
+    if (isnan(r->baseline_bits)) return "none";
+    snprintf(buf, sizeof buf, "%.4f", r->baseline_bits);
+    return buf;
+}
+
 static void summary(run *r, const char *device) {
     const ssm_config *c = &r->model->config;
     char p[32], tok[32];
@@ -300,8 +308,8 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
                         "\"baseline_bits_per_%s\":%.6g}", step, valid_loss, ops->symbol,
                         valid_loss / M_LN2, ops->symbol, isnan(r.baseline_bits) ? -1.0 : r.baseline_bits);
             if (pr.tty) fputc('\n', stderr);
-            cli_note("step %" PRId64 ": validation %.4f bits per %s (baseline %.4f)", step,
-                     valid_loss / M_LN2, ops->symbol, r.baseline_bits);
+            cli_note("step %" PRId64 ": validation %.4f bits per %s (baseline %s)", step,
+                     valid_loss / M_LN2, ops->symbol, baseline_text(&r));
         }
         if (step % set->save_every == 0 || step == set->steps || stopped) {
             if ((s = save_checkpoint(&r))) goto fail;
@@ -315,9 +323,9 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
                 cli_program(), stopped, r.opt->step, set->run_dir);
         rc = stop_signal == SIGINT ? 130 : stop_signal == SIGTERM ? 143 : 0;
     } else {
-        cli_note("done: %" PRId64 " steps in %.1fs; validation %.4f bits per %s (baseline %.4f); "
+        cli_note("done: %" PRId64 " steps in %.1fs; validation %.4f bits per %s (baseline %s); "
                  "model in %s", r.opt->step, cli_now() - t_start, valid_loss / M_LN2, ops->symbol,
-                 r.baseline_bits, set->run_dir);
+                 baseline_text(&r), set->run_dir);
         rc = 0;
     }
     goto done;
