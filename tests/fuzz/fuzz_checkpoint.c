@@ -191,71 +191,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef SSM_FUZZ_STANDALONE
-#include <dirent.h>
-
-static uint64_t rng = 0x9e3779b97f4a7c15ULL;
-static uint64_t next(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return rng;
-}
-
-typedef struct input {
-    unsigned char *data;
-    size_t len;
-} input;
-
-static int read_file(const char *path, input *in) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    in->data = malloc(1); /* never NULL, so that an empty file can be copied from */
-    in->len = 0;
-    size_t cap = 1;
-    for (int c; (c = fgetc(f)) != EOF;) {
-        if (in->len == cap) in->data = realloc(in->data, cap = cap ? 2 * cap : 1024);
-        in->data[in->len++] = (unsigned char)c;
-    }
-    fclose(f);
-    return 0;
-}
-
-static void add_file(const char *path, input **ins, int *n) {
-    *ins = realloc(*ins, (size_t)(*n + 1) * sizeof **ins);
-    if (read_file(path, &(*ins)[*n])) {
-        fprintf(stderr, "fuzz_checkpoint: cannot read %s\n", path);
-        exit(1);
-    }
-    (*n)++;
-}
-
-static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-static void add_path(const char *path, input **ins, int *n) {
-    DIR *d = opendir(path);
-    if (!d) {
-        add_file(path, ins, n);
-        return;
-    }
-    char **names = NULL;
-    int m = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (e->d_name[0] == '.') continue;
-        names = realloc(names, (size_t)(m + 1) * sizeof *names);
-        size_t len = strlen(path) + strlen(e->d_name) + 2;
-        names[m] = malloc(len);
-        snprintf(names[m++], len, "%s/%s", path, e->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)m, sizeof *names, by_name);
-    for (int i = 0; i < m; i++) {
-        add_path(names[i], ins, n);
-        free(names[i]);
-    }
-    free(names);
-}
+#include "fuzz_driver.h"
 
 /* Seeds made here: the small model with its ssm.* metadata, the same tensors without it (a
  * transformers-style file), a model with another shape, and the optimizer state. */
-static void generate_seeds(input **ins, int *n) {
+static void generate_seeds(fuzz_input **ins, int *n) {
     setup();
     char path[400];
     const char *out = getenv("SSM_FUZZ_WRITE_SEEDS");
@@ -263,7 +203,7 @@ static void generate_seeds(input **ins, int *n) {
     snprintf(path, sizeof path, "%s/seed.safetensors", workdir);
     /* with metadata */
     CHECK(ssm_checkpoint_save(small, path, extra) == SSM_OK, "save: %s", ssm_last_error());
-    add_file(path, ins, n);
+    fuzz_add_file(path, ins, n);
     /* the same tensors without ssm.* metadata */
     ssm_st_write_item *items = calloc((size_t)small->n_tensors, sizeof *items);
     ssm_safetensors *st = NULL;
@@ -283,7 +223,7 @@ static void generate_seeds(input **ins, int *n) {
     char path2[400];
     snprintf(path2, sizeof path2, "%s/seed2.safetensors", workdir);
     CHECK(ssm_safetensors_write(path2, items, k, NULL) == SSM_OK, "write: %s", ssm_last_error());
-    add_file(path2, ins, n);
+    fuzz_add_file(path2, ins, n);
     for (int i = 0; i < k; i++) free(bufs[i]);
     free(bufs);
     free(items);
@@ -295,13 +235,13 @@ static void generate_seeds(input **ins, int *n) {
     CHECK(ssm_model_create(&c, &other) == SSM_OK, "model: %s", ssm_last_error());
     CHECK(ssm_checkpoint_save(other, path, NULL) == SSM_OK, "save: %s", ssm_last_error());
     ssm_model_free(other);
-    add_file(path, ins, n);
+    fuzz_add_file(path, ins, n);
     /* the optimizer state of the small model */
     opt->step = 3;
     for (size_t i = 0; i < opt->n; i++) opt->m[i] = 0.01f * (float)(i % 7), opt->v[i] = 0.001f;
     const char *state[] = {"data.position", "12", NULL};
     CHECK(ssm_adamw_save(opt, small, path, state) == SSM_OK, "save: %s", ssm_last_error());
-    add_file(path, ins, n);
+    fuzz_add_file(path, ins, n);
     unlink(path);
     unlink(path2);
     if (out)
@@ -328,22 +268,22 @@ static size_t header_end(const unsigned char *b, size_t len) {
 
 /* One mutation of in into buf (mostly inside the header, where the parsing is); returns the new
  * length. Edits that change the header's size fix its length up most of the time. */
-static size_t mutate(const input *in, const input *other, unsigned char *buf, size_t cap) {
+static size_t mutate(const fuzz_input *in, const fuzz_input *other, unsigned char *buf, size_t cap) {
     size_t len = in->len < cap ? in->len : cap;
     memcpy(buf, in->data, len);
-    int ops = 1 + (int)(next() % 3);
+    int ops = 1 + (int)(fuzz_next() % 3);
     for (int k = 0; k < ops; k++) {
         size_t hend = header_end(buf, len), before = len;
-        size_t at = next() % 4 && hend > 8 ? 8 + next() % (hend - 8) : (len ? next() % len : 0);
-        switch (next() % 9) {
+        size_t at = fuzz_next() % 4 && hend > 8 ? 8 + fuzz_next() % (hend - 8) : (len ? fuzz_next() % len : 0);
+        switch (fuzz_next() % 9) {
         case 0: /* bit flip */
-            if (len) buf[at] ^= (unsigned char)(1u << (next() % 8));
+            if (len) buf[at] ^= (unsigned char)(1u << (fuzz_next() % 8));
             break;
         case 1: /* a digit changed */
-            if (len) buf[at] = (unsigned char)('0' + next() % 10);
+            if (len) buf[at] = (unsigned char)('0' + fuzz_next() % 10);
             break;
         case 2: { /* a JSON token inserted */
-            const char *t = tokens[next() % N_TOKENS];
+            const char *t = tokens[fuzz_next() % N_TOKENS];
             size_t n = strlen(t);
             if (len + n <= cap) {
                 memmove(buf + at + n, buf + at, len - at);
@@ -353,13 +293,13 @@ static size_t mutate(const input *in, const input *other, unsigned char *buf, si
             break;
         }
         case 3: { /* delete a span */
-            size_t n = len - at < 16 ? len - at : 1 + next() % 16;
+            size_t n = len - at < 16 ? len - at : 1 + fuzz_next() % 16;
             memmove(buf + at, buf + at + n, len - at - n);
             len -= n;
             break;
         }
         case 4: { /* repeat a span */
-            size_t n = 1 + next() % 32;
+            size_t n = 1 + fuzz_next() % 32;
             if (at + n > len) n = len - at;
             if (len + n <= cap) {
                 memmove(buf + at + n, buf + at, len - at);
@@ -372,7 +312,7 @@ static size_t mutate(const input *in, const input *other, unsigned char *buf, si
             break;
         case 6: { /* splice a span of another input */
             if (!other->len) break;
-            size_t from = next() % other->len, n = 1 + next() % 64;
+            size_t from = fuzz_next() % other->len, n = 1 + fuzz_next() % 64;
             if (from + n > other->len) n = other->len - from;
             if (at + n > cap) n = cap - at;
             memcpy(buf + at, other->data + from, n);
@@ -380,14 +320,14 @@ static size_t mutate(const input *in, const input *other, unsigned char *buf, si
             break;
         }
         case 7: /* a byte of the header length */
-            if (len >= 8) buf[next() % 8] = (unsigned char)next();
+            if (len >= 8) buf[fuzz_next() % 8] = (unsigned char)fuzz_next();
             break;
         case 8: /* a byte of the data section */
-            if (len > hend) buf[hend + next() % (len - hend)] = (unsigned char)next();
+            if (len > hend) buf[hend + fuzz_next() % (len - hend)] = (unsigned char)fuzz_next();
             break;
         }
         /* keep the header length in step with an edit of the header, mostly */
-        if (len != before && len >= 8 && at >= 8 && at < hend && next() % 4) {
+        if (len != before && len >= 8 && at >= 8 && at < hend && fuzz_next() % 4) {
             uint64_t h = (uint64_t)(hend - 8) + len - before;
             if (len < before) h = (uint64_t)(hend - 8) - (before - len);
             for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(h >> (8 * i));
@@ -396,38 +336,17 @@ static size_t mutate(const input *in, const input *other, unsigned char *buf, si
     return len;
 }
 
-int main(int argc, char **argv) {
-    input *ins = NULL;
-    int n = 0;
-    generate_seeds(&ins, &n);
-    int generated = n;
-    for (int i = 1; i < argc; i++) add_path(argv[i], &ins, &n);
-    const char *seed = getenv("SSM_FUZZ_SEED"); /* another deterministic stream of mutations */
-    if (seed && strtoull(seed, NULL, 0)) rng ^= strtoull(seed, NULL, 0) * 0xbf58476d1ce4e5b9ULL;
-    if (!rng) rng = 1;
-    const char *env = getenv("SSM_FUZZ_MUTATIONS");
-    long mutations = env ? atol(env) : 400;
-    size_t cap = 1 << 16;
-    unsigned char *buf = malloc(cap);
-    long runs = 0;
-    for (int i = 0; i < n; i++) {
-        LLVMFuzzerTestOneInput(ins[i].data, ins[i].len), runs++;
-        for (size_t k = 0; k < 32 && k < ins[i].len; k++) { /* truncations */
-            size_t len = ins[i].len <= 32 ? k : k * ins[i].len / 32;
-            LLVMFuzzerTestOneInput(ins[i].data, len), runs++;
-        }
-        for (long m = 0; m < mutations; m++) {
-            size_t len = mutate(&ins[i], &ins[next() % (uint64_t)n], buf, cap);
-            LLVMFuzzerTestOneInput(buf, len), runs++;
-        }
-    }
+static void summary(int n, int generated, long runs) {
     printf("fuzz_checkpoint: %d inputs (%d generated), %ld runs (%ld opened, %ld models loaded, "
            "%ld optimizer states loaded), no failure\n", n, generated, runs, n_opened, n_loaded, n_adamw);
-    for (int i = 0; i < n; i++) free(ins[i].data);
-    free(ins);
-    free(buf);
+}
+
+static void cleanup(void) {
     ssm_adamw_free(opt);
     ssm_model_free(small);
-    return 0;
 }
+
+const fuzz_target fuzz_this_target = {.name = "fuzz_checkpoint", .mutations = 400, .truncations = 32,
+                                      .seeds = generate_seeds, .mutate = mutate, .summary = summary,
+                                      .cleanup = cleanup};
 #endif

@@ -235,159 +235,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef SSM_FUZZ_STANDALONE
-#include <dirent.h>
-
-static uint64_t rng = 0x9e3779b97f4a7c15ULL;
-static uint64_t next(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return rng;
-}
-
-typedef struct input {
-    unsigned char *data;
-    size_t len;
-} input;
-
-static int read_file(const char *path, input *in) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    in->data = malloc(1); /* never NULL, so that an empty file can be copied from */
-    in->len = 0;
-    size_t cap = 1;
-    for (int c; (c = fgetc(f)) != EOF;) {
-        if (in->len == cap) in->data = realloc(in->data, cap = cap ? 2 * cap : 1024);
-        in->data[in->len++] = (unsigned char)c;
-    }
-    fclose(f);
-    return 0;
-}
-
-static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Files of a directory, skipping index files (.fai, .gzi): they are not inputs. */
-static void add_path(const char *path, input **ins, int *n) {
-    DIR *d = opendir(path);
-    if (!d) {
-        *ins = realloc(*ins, (size_t)(*n + 1) * sizeof **ins);
-        if (read_file(path, &(*ins)[*n])) {
-            fprintf(stderr, "fuzz_fasta: cannot read %s\n", path);
-            exit(1);
-        }
-        (*n)++;
-        return;
-    }
-    char **names = NULL;
-    int m = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t l = strlen(e->d_name);
-        if (e->d_name[0] == '.') continue;
-        if (l > 4 && (!strcmp(e->d_name + l - 4, ".fai") || !strcmp(e->d_name + l - 4, ".gzi"))) continue;
-        names = realloc(names, (size_t)(m + 1) * sizeof *names);
-        size_t len = strlen(path) + l + 2;
-        names[m] = malloc(len);
-        snprintf(names[m++], len, "%s/%s", path, e->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)m, sizeof *names, by_name);
-    for (int i = 0; i < m; i++) {
-        add_path(names[i], ins, n);
-        free(names[i]);
-    }
-    free(names);
-}
+#include "fuzz_driver.h"
 
 static const char punct[] = ">@+\n\r\n ACGTNacgtnRYKM-*.\t\0\x1f\x8b";
 
-/* One mutation of in (from a copy) into buf; returns the new length. */
-static size_t mutate(const input *in, const input *other, unsigned char *buf, size_t cap) {
-    size_t len = in->len < cap ? in->len : cap;
-    memcpy(buf, in->data, len);
-    int ops = 1 + (int)(next() % 4);
-    for (int k = 0; k < ops; k++) {
-        size_t at = len ? next() % len : 0;
-        switch (next() % 7) {
-        case 0: /* bit flip */
-            if (len) buf[at] ^= (unsigned char)(1u << (next() % 8));
-            break;
-        case 1: /* FASTA punctuation or a base */
-            if (len) buf[at] = (unsigned char)punct[next() % (sizeof punct - 1)];
-            break;
-        case 2: /* insert */
-            if (len < cap) {
-                memmove(buf + at + 1, buf + at, len - at);
-                buf[at] = next() % 4 ? (unsigned char)punct[next() % (sizeof punct - 1)] : (unsigned char)next();
-                len++;
-            }
-            break;
-        case 3: { /* delete a span */
-            size_t n = len - at < 16 ? len - at : 1 + next() % 16;
-            memmove(buf + at, buf + at + n, len - at - n);
-            len -= n;
-            break;
-        }
-        case 4: { /* repeat a span */
-            size_t n = 1 + next() % 32;
-            if (at + n > len) n = len - at;
-            if (len + n <= cap) {
-                memmove(buf + at + n, buf + at, len - at);
-                len += n;
-            }
-            break;
-        }
-        case 5: /* truncate */
-            len = at;
-            break;
-        case 6: { /* splice a span of another input */
-            if (!other->len) break;
-            size_t from = next() % other->len, n = 1 + next() % 64;
-            if (from + n > other->len) n = other->len - from;
-            if (at + n > cap) n = cap - at;
-            memcpy(buf + at, other->data + from, n);
-            if (at + n > len) len = at + n;
-            break;
-        }
-        }
-    }
-    return len;
+static size_t mutate(const fuzz_input *in, const fuzz_input *other, unsigned char *buf, size_t cap) {
+    return fuzz_mutate_bytes(in, other, buf, cap, punct, sizeof punct - 1);
 }
 
-int main(int argc, char **argv) {
-    input *ins = NULL;
-    int n = 0;
-    const char *data = getenv("SSM_TEST_DATA"); /* tests/: the fixtures, good and bad */
+/* The fixtures of tests/data/fasta, good and bad, when SSM_TEST_DATA names tests/. */
+static void seeds(fuzz_input **ins, int *n) {
+    const char *data = getenv("SSM_TEST_DATA");
     if (data && *data) {
         char dir[1024];
         snprintf(dir, sizeof dir, "%s/data/fasta", data);
-        add_path(dir, &ins, &n);
+        fuzz_add_path(dir, ins, n);
     }
-    for (int i = 1; i < argc; i++) add_path(argv[i], &ins, &n);
-    if (!n) {
-        fprintf(stderr, "usage: [SSM_TEST_DATA=tests] %s FILE|DIR...\n", argv[0]);
-        return 2;
-    }
-    const char *seed = getenv("SSM_FUZZ_SEED"); /* another deterministic stream of mutations */
-    if (seed && strtoull(seed, NULL, 0)) rng ^= strtoull(seed, NULL, 0) * 0xbf58476d1ce4e5b9ULL;
-    if (!rng) rng = 1;
-    const char *env = getenv("SSM_FUZZ_MUTATIONS");
-    long mutations = env ? atol(env) : 120;
-    size_t cap = 1 << 16;
-    unsigned char *buf = malloc(cap);
-    long runs = 0;
-    for (int i = 0; i < n; i++) {
-        LLVMFuzzerTestOneInput(ins[i].data, ins[i].len), runs++;
-        for (size_t k = 0; k < 16 && k < ins[i].len; k++) { /* truncations */
-            size_t len = ins[i].len <= 16 ? k : k * ins[i].len / 16;
-            LLVMFuzzerTestOneInput(ins[i].data, len), runs++;
-        }
-        for (long m = 0; m < mutations; m++) {
-            size_t len = mutate(&ins[i], &ins[next() % (uint64_t)n], buf, cap);
-            LLVMFuzzerTestOneInput(buf, len), runs++;
-        }
-    }
-    printf("fuzz_fasta: %d inputs, %ld runs, no failure\n", n, runs);
-    for (int i = 0; i < n; i++) free(ins[i].data);
-    free(ins);
-    free(buf);
-    return 0;
 }
+
+const fuzz_target fuzz_this_target = {.name = "fuzz_fasta", .mutations = 120, .truncations = 16,
+                                      .seeds = seeds, .mutate = mutate};
 #endif
