@@ -105,6 +105,19 @@ static void write_record(scorer *sc, slot *s) {
     slot_free(s);
 }
 
+/* Queue a finished record for the output (which keeps the input order); takes s over. */
+static ssm_status queue_done(scorer *sc, slot *s) {
+    if (sc->n_done == sc->cap_done) {
+        int cap = sc->cap_done ? 2 * sc->cap_done : 16;
+        slot *d = realloc(sc->done, cap * sizeof(slot));
+        if (!d) return ssm_set_error(SSM_ERR_NOMEM, "out of memory for finished records");
+        sc->done = d, sc->cap_done = cap;
+    }
+    sc->done[sc->n_done++] = *s;
+    memset(s, 0, sizeof *s);
+    return SSM_OK;
+}
+
 /* Emit finished records in input order. */
 static void flush_done(scorer *sc) {
     for (int again = 1; again;) {
@@ -222,14 +235,8 @@ static int run(scorer *sc, const char *path) {
                 if (take_record(sc, reader, &sc->slots[b], &eof)) goto fail;
                 if (!sc->slots[b].active) break;
                 ssm_state_reset(slot_st[b]);
-                if (sc->slots[b].length == 0) { /* nothing to predict: report it at once */
-                    if (sc->n_done == sc->cap_done) {
-                        sc->cap_done = sc->cap_done ? 2 * sc->cap_done : 16;
-                        sc->done = realloc(sc->done, sc->cap_done * sizeof(slot));
-                    }
-                    sc->done[sc->n_done++] = sc->slots[b];
-                    memset(&sc->slots[b], 0, sizeof(slot));
-                }
+                /* nothing to predict: report it at once */
+                if (sc->slots[b].length == 0 && queue_done(sc, &sc->slots[b])) goto fail;
             }
             any |= sc->slots[b].active;
         }
@@ -274,14 +281,7 @@ static int run(scorer *sc, const char *path) {
             s->n_scored += count;
             s->pos += n;
             total += n;
-            if (s->pos >= s->length) {
-                if (sc->n_done == sc->cap_done) {
-                    sc->cap_done = sc->cap_done ? 2 * sc->cap_done : 16;
-                    sc->done = realloc(sc->done, sc->cap_done * sizeof(slot));
-                }
-                sc->done[sc->n_done++] = *s;
-                memset(s, 0, sizeof *s);
-            }
+            if (s->pos >= s->length && queue_done(sc, s)) goto fail;
         }
         flush_done(sc);
         char extra[96], r[32];

@@ -29,18 +29,7 @@
 
 #include "ssm/checkpoint.h"
 #include "ssm/ssm.h"
-
-#define CHECK(cond, ...)                                                                              \
-    do {                                                                                              \
-        if (!(cond)) {                                                                                \
-            fprintf(stderr, "fuzz_checkpoint: %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                                             \
-            fputc('\n', stderr);                                                                      \
-            abort();                                                                                  \
-        }                                                                                             \
-    } while (0)
-
-#define FAILED(s) CHECK(ssm_last_error()[0] != 0, "status %d without a message", (int)(s))
+#include "fuzz_driver.h"
 
 /* The small model of the seeds and of ssm_adamw_load: vocab 8, d_model 8, one layer. */
 static const char config_json[] =
@@ -191,7 +180,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef SSM_FUZZ_STANDALONE
-#include "fuzz_driver.h"
 
 /* Seeds made here: the small model with its ssm.* metadata, the same tensors without it (a
  * transformers-style file), a model with another shape, and the optimizer state. */

@@ -9,6 +9,10 @@
 #define SSM_FUZZ_DRIVER_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "ssm/ssm.h"
 
 typedef struct fuzz_input {
     unsigned char *data; /* never NULL */
@@ -40,4 +44,19 @@ void fuzz_add_path(const char *path, fuzz_input **ins, int *n);
  * insertion (mostly of punct), deleted span, repeated span, truncation, splice of other. */
 size_t fuzz_mutate_bytes(const fuzz_input *in, const fuzz_input *other, unsigned char *buf,
                          size_t cap, const char *punct, size_t n_punct);
+
+/* Abort (the fuzzer's crash) when a promise of the code under test is broken. */
+#define CHECK(cond, ...)                                                                   \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);        \
+            fprintf(stderr, __VA_ARGS__);                                                  \
+            fputc('\n', stderr);                                                           \
+            abort();                                                                       \
+        }                                                                                  \
+    } while (0)
+
+/* A failing call must say why. */
+#define FAILED(s) CHECK(ssm_last_error()[0] != 0, "status %d without a message", (int)(s))
+
 #endif

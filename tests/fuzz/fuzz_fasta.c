@@ -30,18 +30,7 @@
 
 #include "../../loaders/fasta/fasta.h"
 #include "../../tasks/dna/dna.h"
-
-#define CHECK(cond, ...)                                                                         \
-    do {                                                                                         \
-        if (!(cond)) {                                                                           \
-            fprintf(stderr, "fuzz_fasta: %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                                        \
-            fputc('\n', stderr);                                                                 \
-            abort();                                                                             \
-        }                                                                                        \
-    } while (0)
-
-#define FAILED(s) CHECK(ssm_last_error()[0] != 0, "status %d without a message", (int)(s))
+#include "fuzz_driver.h"
 
 static char workdir[256];
 static unsigned long serial; /* a new file name per input: no index or cache outlives its file */
@@ -235,7 +224,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef SSM_FUZZ_STANDALONE
-#include "fuzz_driver.h"
 
 static const char punct[] = ">@+\n\r\n ACGTNacgtnRYKM-*.\t\0\x1f\x8b";
 

@@ -19,16 +19,7 @@
 #include <string.h>
 
 #include "ssm/recipe.h"
-
-#define CHECK(cond, ...)                                                                          \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            fprintf(stderr, "fuzz_recipe: %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                                         \
-            fputc('\n', stderr);                                                                  \
-            abort();                                                                              \
-        }                                                                                         \
-    } while (0)
+#include "fuzz_driver.h"
 
 static const char *const known[] = {"model", "task", "data", "train", "output", "lr", "steps",
                                     "name", "lr_schedule", "d_model", NULL};
@@ -150,7 +141,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef SSM_FUZZ_STANDALONE
-#include "fuzz_driver.h"
 
 static const char punct[] = ":-[]{},#&*!|>'\"%@`? \n\t\\.~0";
 
