@@ -18,6 +18,7 @@ const char *ssm_status_name(ssm_status status) {
     case SSM_ERR_MISSING: return "missing entry";
     case SSM_ERR_UNSUPPORTED: return "unsupported";
     case SSM_ERR_NUMERIC: return "non-finite number";
+    case SSM_ERR_DEVICE: return "GPU failure";
     }
     return "unknown status";
 }

@@ -13,6 +13,7 @@
 #define SSM_CUDA_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <cuda_runtime_api.h>
 
 #include "ssm/ssm.h"
@@ -97,6 +98,71 @@ ssm_status cuda_conv_backward(void *dx, float *dw, float *db, const void *du, co
 ssm_status cuda_conv_step(void *u, float *state, const void *x, int ld_x, const float *w,
                           const float *b, int B, int E, int K, cuda_dtype dtype,
                           cudaStream_t stream);
+
+/* ---- embedding.cu ----------------------------------------------------------------------- */
+/* out (T, D) fp32 = table[tokens[t]], table (V, D) fp32, tokens (T) int32 on the device. */
+ssm_status cuda_embedding_forward(float *out, const int32_t *tokens, const float *table, int T,
+                                  int D, cudaStream_t stream);
+/* d_table (V, D) += sum over the rows t with tokens[t] == v of d_out[t] (fp32). */
+ssm_status cuda_embedding_backward(float *d_table, const int32_t *tokens, const float *d_out,
+                                   int T, int D, cudaStream_t stream);
+
+/* ---- rmsnorm.cu: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), fp32 arithmetic ---- */
+/* x (T, D) fp32 (the residual stream); out (T, D) in dtype; rstd (T) fp32. */
+ssm_status cuda_rmsnorm_forward(void *out, float *rstd, const float *x, const float *w, int T,
+                                int D, float eps, cuda_dtype dtype, cudaStream_t stream);
+/* d_out (T, D) in dtype. ADDS to dx (T, D) fp32 (the residual gradient) and to dw (D).
+ * Deterministic (per-block partial sums of dw in the workspace, reduced in a fixed order). */
+size_t cuda_rmsnorm_backward_workspace(int T, int D);
+ssm_status cuda_rmsnorm_backward(float *dx, float *dw, const void *d_out, const float *x,
+                                 const float *w, const float *rstd, int T, int D,
+                                 cuda_dtype dtype, void *workspace, size_t workspace_bytes,
+                                 cudaStream_t stream);
+
+/* ---- cross_entropy.cu: the head's softmax over rows of fp32 logits ---------------------- */
+/* logits (rows, V) fp32 with row stride ld; targets (rows) int32 (negative: not scored).
+ * nll (rows): lse - logits[target], 0 where target < 0.
+ * entropy (rows) or NULL: lse - sum softmax * logits.
+ * dlogits (rows, V, row stride ld) in dtype or NULL: (softmax - onehot(target)) * scale, all
+ * zeros on rows whose target < 0. dlogits may alias logits only when dtype is fp32. */
+ssm_status cuda_cross_entropy(float *nll, float *entropy, void *dlogits, cuda_dtype dtype,
+                              const float *logits, int ld, const int32_t *targets, int rows,
+                              int V, float scale, cudaStream_t stream);
+/* out[r] = argmax over v < V of logits[r, v] (the lowest index on ties); logits (rows, V)
+ * fp32, row stride ld. */
+ssm_status cuda_argmax(int32_t *out, const float *logits, int ld, int rows, int V,
+                       cudaStream_t stream);
+/* *out = sum of x[0 .. n) in a fixed order (deterministic), fp32 in, accumulated in double,
+ * stored as double. */
+size_t cuda_sum_workspace(size_t n);
+ssm_status cuda_sum(double *out, const float *x, size_t n, void *workspace,
+                    size_t workspace_bytes, cudaStream_t stream);
+
+/* ---- adamw.cu: gradient clipping and AdamW, all on the device --------------------------- */
+/* *out = sum of g[i]^2 over i < n, accumulated in double in a fixed order (deterministic). */
+size_t cuda_sumsq_workspace(size_t n);
+ssm_status cuda_sumsq(double *out, const float *g, size_t n, void *workspace,
+                      size_t workspace_bytes, cudaStream_t stream);
+/* One tensor of the parameter blob: elements [offset, offset + numel), decay 0 or 1. */
+typedef struct cuda_adamw_tensor {
+    size_t offset, numel;
+    int decay;
+} cuda_adamw_tensor;
+/* One AdamW step over every tensor (one launch), the same arithmetic as ssm_adamw_step:
+ *   norm = sqrt(*sumsq); clip = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1
+ *   g = grad * clip; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2
+ *   p -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + wd * decay * p)
+ * and p_bf16 (n, or NULL) receives bf16(p). When norm is not finite nothing is changed.
+ * tensors: a DEVICE array of n_tensors entries. */
+typedef struct cuda_adamw_args {
+    float lr, beta1, beta2, eps, weight_decay, max_norm;
+    float bc1, bc2; /* 1 - beta^step, step counted from 1 */
+} cuda_adamw_args;
+ssm_status cuda_adamw(float *p, void *p_bf16, float *m, float *v, const float *grad,
+                      const cuda_adamw_tensor *tensors, int n_tensors, const double *sumsq,
+                      const cuda_adamw_args *args, cudaStream_t stream);
+/* dst (n) bf16 = src (n) fp32 rounded to nearest even. */
+ssm_status cuda_to_bf16(void *dst, const float *src, size_t n, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -29,6 +29,7 @@ typedef enum ssm_status {
     SSM_ERR_MISSING = -7,     /* a required tensor or key is absent */
     SSM_ERR_UNSUPPORTED = -8, /* valid request this build cannot do */
     SSM_ERR_NUMERIC = -9,     /* a NaN or infinity where a finite number is required */
+    SSM_ERR_DEVICE = -10,     /* the GPU or its driver failed (or none is present) */
 } ssm_status;
 
 const char *ssm_status_name(ssm_status status);
@@ -102,6 +103,7 @@ typedef struct ssm_tensor_info {
 } ssm_tensor_info;
 
 typedef struct ssm_activations ssm_activations; /* private: planned per (B, L) */
+typedef struct ssm_cuda_model ssm_cuda_model;   /* private: the model's copy on a GPU */
 
 typedef struct ssm_model {
     ssm_config config;
@@ -113,6 +115,8 @@ typedef struct ssm_model {
     ssm_tensor_info *tensors;
     int n_tensors;
     ssm_activations *acts;
+    int device;           /* -1: the CPU backend; N >= 0: CUDA device N (ssm_model_use_device) */
+    ssm_cuda_model *cuda; /* the GPU copy when device >= 0 */
 } ssm_model;
 
 /* Allocate a model for this config with all parameters zero. */
@@ -131,11 +135,17 @@ typedef struct ssm_state {
     int n_layer, d_inner, d_conv, d_state;
     float *conv; /* (n_layer, batch, E, K): the last K inputs of the conv, oldest first */
     float *ssm;  /* (n_layer, batch, E, N) */
+    /* GPU models keep a device copy; after ssm_step on a GPU model the host arrays are stale
+     * until ssm_state_to_host (ssm_forward with a state keeps both in step). */
+    void *cuda;     /* private: device buffers */
+    int on_device;  /* the device copy is the current one */
 } ssm_state;
 
 ssm_status ssm_state_create(const ssm_config *config, int batch, ssm_state **out);
 void ssm_state_reset(ssm_state *state);
 void ssm_state_free(ssm_state *state);
+/* Bring the state of a GPU model back to conv/ssm (a no-op for CPU models). */
+ssm_status ssm_state_to_host(ssm_state *state);
 
 /* ---- forward, backward, step ------------------------------------------------------------ */
 
@@ -153,6 +163,38 @@ const float *ssm_model_logits(const ssm_model *model);
 ssm_status ssm_backward(ssm_model *model);
 /* One token per sequence: tokens (B) -> logits (B, V), updating state. */
 ssm_status ssm_step(ssm_model *model, ssm_state *state, const int32_t *tokens, float *logits);
+
+/* Per position t of a forward (B, L): logp[t] = log p(targets[t]) in nats (NaN where
+ * targets[t] < 0) and, when entropy != NULL, the entropy (nats) of the predicted distribution.
+ * state as in ssm_forward. The GPU backend never keeps all logits at once. */
+ssm_status ssm_forward_score(ssm_model *model, const int32_t *tokens, const int32_t *targets,
+                             int B, int L, ssm_state *state, float *logp, float *entropy);
+/* Greedy decoding: prompt (B, P) with P >= 1, then n_new tokens per sequence into out
+ * (B, n_new), each the argmax of the previous step's logits (lowest index on ties). On a GPU the
+ * tokens stay on the device and each step runs as one CUDA graph. */
+ssm_status ssm_generate_greedy(ssm_model *model, const int32_t *prompt, int B, int P, int n_new,
+                               int32_t *out);
+
+/* ---- devices ---------------------------------------------------------------------------- */
+
+/* "auto", "cpu", "cuda" or "cuda:N" -> -1 (CPU) or a CUDA device index. auto takes device 0
+ * when a GPU is present; "cuda" on a machine (or build) without one is an error. */
+ssm_status ssm_parse_device(const char *text, int *device);
+/* Number of CUDA devices this build can use (0 without CUDA). */
+int ssm_device_count(void);
+/* Run the model on CUDA device `device` (>= 0): copies the parameters there (fp32 master
+ * weights and bf16 working copies) and, when opt is given, its moments; from then on
+ * ssm_forward, ssm_backward, ssm_step, ssm_adamw_step(opt) and the rest run on that GPU.
+ * device -1 brings everything back to the host and frees the GPU copy. */
+ssm_status ssm_model_use_device(ssm_model *model, ssm_adamw *opt, int device);
+/* Copy the GPU's parameters, gradients and (with opt) moments into params_blob, grads_blob and
+ * opt->m/v, e.g. before saving a checkpoint (a no-op for CPU models). */
+ssm_status ssm_model_sync_host(ssm_model *model, ssm_adamw *opt);
+/* Plan memory for batches of B x L before the first step, so that no step allocates
+ * (training = 1 also plans the backward). Optional: a forward plans what it needs. */
+ssm_status ssm_model_reserve(ssm_model *model, int B, int L, int training);
+/* Peak device memory in bytes so far (0 for CPU models). */
+size_t ssm_model_device_peak(const ssm_model *model);
 
 /* Threads used by the CPU backend (and its BLAS); 0 = all cores. */
 void ssm_set_threads(int n);
