@@ -135,16 +135,14 @@ int cli_mkdirs(const char *path) {
     return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
 }
 
-ssm_status cli_select_device(const char *device, const char **chosen) {
-    if (!device || !strcmp(device, "auto") || !strcmp(device, "cpu")) {
-        *chosen = "cpu";
-        return SSM_OK;
-    }
-    if (!strncmp(device, "cuda", 4) && (device[4] == 0 || device[4] == ':'))
-        return ssm_set_error(SSM_ERR_UNSUPPORTED, "device '%s': the CUDA training and scoring path "
-                             "is not in this version yet (its kernels are in libssm/cuda/); use "
-                             "device: cpu or auto", device);
-    return ssm_set_error(SSM_ERR_ARG, "unknown device '%s' (auto, cpu, cuda or cuda:N)", device);
+ssm_status cli_device(const char *text, int *device, const char **name) {
+    static char buf[32];
+    ssm_status s = ssm_parse_device(text, device);
+    if (s) return s;
+    if (*device < 0) snprintf(buf, sizeof buf, "cpu");
+    else snprintf(buf, sizeof buf, "cuda:%d", *device);
+    if (name) *name = buf;
+    return SSM_OK;
 }
 
 ssm_status cli_task_create(ssm_recipe *recipe, int with_data, const ssm_task_ops **ops, void **task) {

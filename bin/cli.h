@@ -49,9 +49,10 @@ int cli_mkdirs(const char *path);
 int cli_is_dir(const char *path);
 int cli_exists(const char *path);
 
-/* Device choice: "auto" | "cpu" | "cuda" | "cuda:N" -> 0 for the CPU; CUDA requests are
- * refused with a clear message until the CUDA training path lands. */
-ssm_status cli_select_device(const char *device, const char **chosen);
+/* Device choice: "auto" | "cpu" | "cuda" | "cuda:N" (ssm_parse_device; NULL = auto) ->
+ * *device (-1: the CPU, else a CUDA device index) and, when name != NULL, its printable name
+ * ("cpu", "cuda:0") in a static buffer. */
+ssm_status cli_device(const char *text, int *device, const char **name);
 
 /* A trained model with its task: path is a run directory (model.safetensors + recipe.yaml)
  * or a checkpoint file whose metadata holds the recipe (ssm.recipe). */

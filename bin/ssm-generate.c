@@ -119,11 +119,15 @@ int main(int argc, char **argv) {
     }
     if (argc - optind != 1) return cli_usage("need one run directory or checkpoint");
     if (prompt && prompt_file) return cli_usage("give --prompt or --prompt-file, not both");
-    const char *chosen;
-    if (cli_select_device(device, &chosen)) return cli_fail();
+    int dev;
+    if (cli_device(device, &dev, NULL)) return cli_fail();
     ssm_set_threads((int)threads);
     cli_trained tr;
     if (cli_load_trained(argv[optind], &tr)) return cli_fail();
+    if (dev >= 0 && ssm_model_use_device(tr.model, NULL, dev)) {
+        cli_trained_free(&tr);
+        return cli_fail();
+    }
     const ssm_task_ops *ops = tr.ops;
     int rc = CLI_EXIT_INPUT, B = (int)samples;
     int V = tr.model->config.vocab_size;

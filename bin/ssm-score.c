@@ -184,33 +184,22 @@ static void state_copy_row(ssm_state *dst, int to, const ssm_state *src, int fro
     }
 }
 
-/* log softmax at target (or the entropy) of one row of logits, in double */
-static void row_stats(const float *row, int V, int target, double *logp, double *entropy) {
-    float mx = row[0];
-    for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
-    double z = 0, ez = 0;
-    for (int v = 0; v < V; v++) {
-        double e = exp((double)row[v] - mx);
-        z += e;
-        ez += e * ((double)row[v] - mx);
-    }
-    double lz = log(z);
-    *logp = (double)row[target] - mx - lz;
-    *entropy = lz - ez / z;
-}
-
 static int run(scorer *sc, const char *path) {
     void *reader;
     ssm_model *m = sc->tr.model;
-    int V = m->config.vocab_size, B = sc->B, W = sc->W;
+    int B = sc->B, W = sc->W;
     if (sc->tr.ops->open_records(sc->tr.task, path, &reader)) return cli_fail();
     int rc = CLI_EXIT_INPUT;
-    int32_t *tokens = malloc((size_t)B * W * sizeof(int32_t));
+    size_t BW = (size_t)B * W;
+    int32_t *tokens = malloc(BW * sizeof(int32_t)), *targets = malloc(BW * sizeof(int32_t));
+    /* per position: log p(target), and the entropy when the bedGraph or windows show it */
+    int want_h = sc->entropy && (sc->bed || sc->window_s > 0);
+    float *logp = malloc(BW * sizeof(float)), *ent = want_h ? malloc(BW * sizeof(float)) : NULL;
     /* each row of the batch keeps its record's state (slot_st); a window runs only the active
      * rows, packed into a batch state of that many rows (batch_st[k - 1]) */
     ssm_state **slot_st = calloc(B, sizeof *slot_st), **batch_st = calloc(B, sizeof *batch_st);
     int *rows = malloc(B * sizeof(int));
-    int oom = !tokens || !slot_st || !batch_st || !rows;
+    int oom = !tokens || !targets || !logp || (want_h && !ent) || !slot_st || !batch_st || !rows;
     for (int b = 0; b < B && !oom; b++) oom = ssm_state_create(&m->config, 1, &slot_st[b]) != SSM_OK;
     if (oom) {
         rc = cli_error("out of memory for batch %d x window %d", B, W);
@@ -249,33 +238,30 @@ static int run(scorer *sc, const char *path) {
         for (int r = 0; r < k; r++) {
             slot *s = &sc->slots[rows[r]];
             for (int w = 0; w < W; w++) {
-                size_t i = s->pos + w;
+                size_t i = s->pos + w; /* predicting symbol i = tokens[i + 1], where scored */
                 tokens[(size_t)r * W + w] = i < s->length ? s->tokens[i] : 0;
+                targets[(size_t)r * W + w] =
+                    i < s->length && (!s->scored || s->scored[i]) ? s->tokens[i + 1] : -1;
             }
             state_copy_row(batch_st[k - 1], r, slot_st[rows[r]], 0);
         }
-        if (ssm_forward(m, tokens, NULL, k, W, batch_st[k - 1], NULL)) goto fail;
-        const float *logits = ssm_model_logits(m);
+        /* the host copy of the batch state is the current one (rows were just copied in) */
+        if (ssm_forward_score(m, tokens, targets, k, W, batch_st[k - 1], logp, ent) ||
+            ssm_state_to_host(batch_st[k - 1]))
+            goto fail;
         for (int r = 0; r < k; r++) {
-            int b = r; /* row of the logits */
             slot *s = &sc->slots[rows[r]];
             state_copy_row(slot_st[rows[r]], 0, batch_st[k - 1], r);
             size_t n = s->length - s->pos < (size_t)W ? s->length - s->pos : (size_t)W;
+            const float *lp = logp + (size_t)r * W, *h = ent ? ent + (size_t)r * W : NULL;
+            /* added in one fixed order per window: the same for any batch size or threads */
             double sum = 0;
             size_t count = 0;
-            /* threads split the window; the sum is then added in one fixed order per window
-             * (a reduction of a fixed team over fixed chunks: the same for any batch size) */
-#pragma omp parallel for reduction(+ : sum, count) schedule(static)
             for (size_t w = 0; w < n; w++) {
-                size_t i = s->pos + w; /* predicting symbol i = tokens[i + 1] */
-                int ok = !s->scored || s->scored[i];
-                double lp = NAN, h = NAN;
-                if (ok) {
-                    row_stats(logits + ((size_t)b * W + w) * V, V, s->tokens[i + 1], &lp, &h);
-                    sum += lp;
-                    count++;
-                }
-                if (s->per_symbol) s->per_symbol[i] = ok ? (float)(sc->entropy ? h : lp) : NAN;
+                size_t i = s->pos + w;
+                int ok = !isnan(lp[w]);
+                if (ok) sum += lp[w], count++;
+                if (s->per_symbol) s->per_symbol[i] = ok ? (h ? h[w] : lp[w]) : NAN;
             }
             s->sum_logp += sum;
             s->n_scored += count;
@@ -305,6 +291,9 @@ done:
     free(batch_st);
     free(rows);
     free(tokens);
+    free(targets);
+    free(logp);
+    free(ent);
     return rc;
 }
 
@@ -379,12 +368,16 @@ int main(int argc, char **argv) {
         }
     }
     if (argc - optind != 2) return cli_usage("need a run directory (or checkpoint) and a file to score");
-    const char *chosen;
-    if (cli_select_device(device, &chosen)) return cli_fail();
+    int dev;
+    if (cli_device(device, &dev, NULL)) return cli_fail();
     ssm_set_threads(threads);
     if (cli_load_trained(argv[optind], &sc.tr)) return cli_fail();
     int rc = CLI_EXIT_INPUT;
     char out_tmp[4200] = "", bed_tmp[4200] = "";
+    if (dev >= 0 && ssm_model_use_device(sc.tr.model, NULL, dev)) {
+        rc = cli_fail();
+        goto done;
+    }
     if (!sc.tr.ops->open_records) {
         rc = cli_error("the task '%s' cannot score files", sc.tr.ops->name);
         goto done;

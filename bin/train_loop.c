@@ -78,10 +78,13 @@ static ssm_status save_checkpoint(run *r) {
     snprintf(step, sizeof step, "%" PRId64, r->opt->step);
     snprintf(rng, sizeof rng, "%016" PRIx64 "%016" PRIx64 "%016" PRIx64 "%016" PRIx64,
              r->data_rng.s[0], r->data_rng.s[1], r->data_rng.s[2], r->data_rng.s[3]);
+    /* a GPU run keeps the current values on the device: bring them home first */
+    ssm_status s = ssm_model_sync_host(r->model, r->opt);
+    if (s) return s;
     char *text = recipe_text(r->recipe);
     if (!text) return ssm_set_error(SSM_ERR_NOMEM, "cannot serialise the recipe");
     const char *model_meta[] = {"ssm.recipe", text, "ssm.step", step, "ssm.task", r->ops->name, NULL};
-    ssm_status s = ssm_checkpoint_save(r->model, run_file(r, "model.safetensors"), model_meta);
+    s = ssm_checkpoint_save(r->model, run_file(r, "model.safetensors"), model_meta);
     free(text);
     if (!s) s = write_hf_config(r);
     const char *state_meta[] = {"ssm.data_rng", rng, NULL};
@@ -173,16 +176,17 @@ static const char *baseline_text(run *r) {
     return buf;
 }
 
-static void summary(run *r, const char *device) {
+static void summary(run *r, int device, const char *device_name) {
     const ssm_config *c = &r->model->config;
-    char p[32], tok[32];
+    char p[32], tok[32], threads[32] = "";
+    if (device < 0) snprintf(threads, sizeof threads, ", %d threads", ssm_get_threads());
     cli_note("model: Mamba, %d layers x d_model %d (d_inner %d, d_state %d, d_conv %d, dt_rank %d), "
              "vocab %d, %s parameters", c->n_layer, c->d_model, c->d_inner, c->d_state, c->d_conv,
              c->dt_rank, c->vocab_size, cli_si((double)r->model->n_params, p, sizeof p));
     cli_note("task: %s (%s); %s tokens per step (batch %d x length %d); %" PRId64 " steps; "
-             "device %s, %d threads; run directory %s", r->ops->name, r->ops->description,
+             "device %s%s; run directory %s", r->ops->name, r->ops->description,
              cli_si((double)r->batch.B * r->batch.L, tok, sizeof tok), r->batch.B, r->batch.L,
-             r->set->steps, device, ssm_get_threads(), r->set->run_dir);
+             r->set->steps, device_name, threads, r->set->run_dir);
 }
 
 static ssm_status prepare_run_dir(run *r, const train_options *opt) {
@@ -239,8 +243,9 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
               const train_options *opt) {
     run r = {.recipe = recipe, .ops = ops, .task = task, .set = set};
     int rc = CLI_EXIT_INPUT;
-    const char *device;
-    ssm_status s = cli_select_device(set->device, &device);
+    const char *device_name;
+    int device;
+    ssm_status s = cli_device(set->device, &device, &device_name);
     if (s) return cli_fail();
     ssm_set_threads(set->threads);
     if ((s = prepare_run_dir(&r, opt))) return cli_fail();
@@ -262,7 +267,11 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         s = ssm_set_error(SSM_ERR_IO, "%s: cannot open (or out of memory)", r.path);
         goto fail;
     }
-    summary(&r, device);
+    /* the model and its optimizer (new or resumed) move to the GPU together; memory for the
+     * batch shape is planned once, before the first step */
+    if (device >= 0 && (s = ssm_model_use_device(r.model, r.opt, device))) goto fail;
+    if ((s = ssm_model_reserve(r.model, r.batch.B, r.batch.L, 1))) goto fail;
+    summary(&r, device, device_name);
     baseline(&r);
     if (!opt->resume_dir)
         log_metrics(&r, "{\"event\":\"start\",\"params\":%zu,\"baseline_order\":%d,\"baseline_bits\":%.6g,"
@@ -323,9 +332,13 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
                 cli_program(), stopped, r.opt->step, set->run_dir);
         rc = stop_signal == SIGINT ? 130 : stop_signal == SIGTERM ? 143 : 0;
     } else {
+        char peak[64] = "";
+        if (device >= 0)
+            snprintf(peak, sizeof peak, "; peak GPU memory %.2f GiB",
+                     ssm_model_device_peak(r.model) / 1073741824.0);
         cli_note("done: %" PRId64 " steps in %.1fs; validation %.4f bits per %s (baseline %s); "
-                 "model in %s", r.opt->step, cli_now() - t_start, valid_loss / M_LN2, ops->symbol,
-                 baseline_text(&r), set->run_dir);
+                 "model in %s%s", r.opt->step, cli_now() - t_start, valid_loss / M_LN2, ops->symbol,
+                 baseline_text(&r), set->run_dir, peak);
         rc = 0;
     }
     goto done;

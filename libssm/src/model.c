@@ -116,6 +116,7 @@ ssm_status ssm_model_create(const ssm_config *config, ssm_model **out) {
     ssm_model *m = calloc(1, sizeof *m);
     if (!m) return ssm_set_error(SSM_ERR_NOMEM, "out of memory for the model");
     m->config = c;
+    m->device = -1;
     m->tensors = calloc((size_t)c.n_layer * 10 + 2, sizeof *m->tensors);
     m->params.layers = calloc((size_t)c.n_layer, sizeof(ssm_layer_params));
     m->grads.layers = calloc((size_t)c.n_layer, sizeof(ssm_layer_params));

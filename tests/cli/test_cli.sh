@@ -1,7 +1,8 @@
 #!/bin/bash
 # test_cli.sh: the programs end to end on the DNA task: training, exact resume (bit-identical
 # losses), Ctrl-C, refusing to overwrite, recipe and input errors (one clear line, exit 1),
-# scoring (window, batch and thread invariance; bedGraph; both strands), generation; audio.
+# scoring (window, batch and thread invariance; bedGraph; both strands), generation; audio;
+# --device (cpu, and cuda refused on a machine without a GPU).
 # Environment: SSM_BIN (folder of ssm-train/-score/-generate), SSM_SRC (source tree),
 # SSM_BAD_ABI_SO (a plugin built for another ABI version).
 set -u
@@ -38,6 +39,14 @@ check "an existing run is not overwritten" '[ $rc -eq 1 ] && grep -q -- "--resum
 sed 's/valid_fraction: 0.05/valid_fraction: 0.1/' tiny.yaml > other.yaml
 "$BIN/ssm-train" other.yaml --resume runA --quiet 2> err; rc=$?
 check "resume with another recipe is refused" '[ $rc -eq 1 ] && grep -q "another recipe" err'
+
+# --- devices: without a GPU (or without CUDA in the build) --device cuda is one clear error -----
+"$BIN/ssm-train" tiny.yaml --quiet --output runGPU --device cuda --set train.steps=2 > /dev/null 2> err; rc=$?
+if [ $rc -eq 0 ]; then
+    ok "--device cuda (skipped: this machine has a GPU, the run used it)"
+else
+    check "--device cuda without a GPU: one line, exit 1, nothing written" '[ $rc -eq 1 ] && [ "$(wc -l < err)" -eq 1 ] && grep -qE "device .cuda.: (this build has no CUDA support|no CUDA device is present)" err && [ ! -e runGPU ]'
+fi
 
 # --- Ctrl-C saves and resumes ----------------------------------------------------------------
 "$BIN/ssm-train" tiny.yaml --quiet --output runC --set train.steps=100000 --set train.save_every=100000 2> err &
@@ -87,6 +96,9 @@ check "N bases are not scored" 'awk -F"\t" "\$1==\"second\" {exit !(\$2==23 && \
 "$BIN/ssm-score" runA small.fa --quiet --batch 1 --threads 1 > s2.tsv
 "$BIN/ssm-score" runA small.fa --quiet --batch 3 --threads 2 > s3.tsv
 check "scores do not depend on batch size or threads" 'cmp -s s1.tsv s2.tsv && cmp -s s1.tsv s3.tsv'
+"$BIN/ssm-score" runA small.fa --quiet --device cpu > s6.tsv
+check "--device cpu scores like the default" 'cmp -s s1.tsv s6.tsv'
+one_error "unknown device" "unknown device 'gpu' \(auto, cpu, cuda or cuda:N\)" "$BIN/ssm-score" runA small.fa --device gpu
 "$BIN/ssm-score" runA small.fa --quiet --window 37 > s4.tsv
 check "windows of 37 with the carried state equal one pass" 'paste s1.tsv s4.tsv | awk -F"\t" "NR>1 {d=\$4-\$11; if (d<0) d=-d; if (d > 1e-4*(\$4<0?-\$4:\$4)+1e-5) exit 1}"'
 "$BIN/ssm-score" runA small.fa --quiet --bedgraph b.bedgraph --output s5.tsv
