@@ -308,9 +308,10 @@ int main(int argc, char **argv) {
            c.bw / 1e9, c.exps / 1e12);
     const Shape s1 = {8, 2048, 0.51, 2.59}, s2 = {8, 8192, 2.12, 0}, s3 = {1, 131072, 4.56, 0};
     const int auto_only[][2] = {{0, 0}};
-    const int sweep1[][2] = {{0, 0}, {0, 1}, {0, 2}, {0, 4}, {1024, 4}, {512, 4}};
+    const int sweep1[][2] = {{0, 0}, {0, 1}, {0, 2}, {0, 4}, {1024, 4}, {512, 4},
+                             {1024, 1}, {512, 1}, {256, 1}}; // the last three: a chunked backward
     const int sweep3[][2] = {{0, 0}, {1024, 0}, {4096, 0}};
-    bench_scan(s1, c, quick ? auto_only : sweep1, quick ? 1 : 6, true, true);
+    bench_scan(s1, c, quick ? auto_only : sweep1, quick ? 1 : 9, true, true);
     bench_scan(s1, c, auto_only, 1, false, false);
     bench_scan(s2, c, auto_only, 1, true, true);
     bench_scan(s3, c, quick ? auto_only : sweep3, quick ? 1 : 3, true, true);

@@ -24,7 +24,7 @@ int ssm_cuda_sm_count(void) {
 }
 
 ssm_status ssm_cuda_fail(cudaError_t err, const char *where) {
-    return ssm_set_error(err == cudaErrorMemoryAllocation ? SSM_ERR_NOMEM : SSM_ERR_UNSUPPORTED,
+    return ssm_set_error(err == cudaErrorMemoryAllocation ? SSM_ERR_NOMEM : SSM_ERR_DEVICE,
                          "%s: CUDA error %d (%s): %s", where, (int)err, cudaGetErrorName(err),
                          cudaGetErrorString(err));
 }

@@ -6,7 +6,7 @@
 
 #include "internal.h"
 
-#ifdef SSM_WITH_CUDA
+#if defined(SSM_WITH_CUDA) || defined(__CUDACC__)
 #ifdef __cplusplus
 extern "C" {
 #endif

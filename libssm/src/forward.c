@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend_cuda.h"
 #include "cpu_ops.h"
 #include "internal.h"
 
@@ -103,7 +104,7 @@ ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
     return SSM_OK;
 }
 
-static ssm_status check_tokens(const ssm_model *m, const int32_t *tokens, const int32_t *targets,
+ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int32_t *targets,
                                size_t T) {
     int V = m->config.vocab_size;
     for (size_t t = 0; t < T; t++) {
@@ -133,10 +134,13 @@ ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targe
     if (targets && !loss) return ssm_set_error(SSM_ERR_ARG, "ssm_forward: targets without loss");
     const ssm_config *c = &m->config;
     size_t T = (size_t)B * L;
-    ssm_status s = check_tokens(m, tokens, targets, T);
+    ssm_status s = ssm_check_tokens(m, tokens, targets, T);
     if (!s && state) s = check_state(m, state, B);
-    if (!s) s = ssm_acts_plan(m, B, L);
     if (s) return s;
+#ifdef SSM_WITH_CUDA
+    if (m->cuda) return cuda_model_forward(m, tokens, targets, B, L, state, loss, NULL, NULL);
+#endif
+    if ((s = ssm_acts_plan(m, B, L))) return s;
     ssm_activations *a = m->acts;
     int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
         V = c->vocab_size, XD = R + 2 * N;
@@ -190,9 +194,17 @@ ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targe
     return SSM_OK;
 }
 
-const float *ssm_model_logits(const ssm_model *m) { return m && m->acts ? m->acts->logits : NULL; }
+const float *ssm_model_logits(const ssm_model *m) {
+#ifdef SSM_WITH_CUDA
+    if (m && m->cuda) return cuda_model_logits((ssm_model *)m);
+#endif
+    return m && m->acts ? m->acts->logits : NULL;
+}
 
 ssm_status ssm_backward(ssm_model *m) {
+#ifdef SSM_WITH_CUDA
+    if (m && m->cuda) return cuda_model_backward(m);
+#endif
     ssm_activations *a = m ? m->acts : NULL;
     if (!a || !a->has_targets || !a->backward_ready)
         return ssm_set_error(SSM_ERR_ARG, "ssm_backward needs a forward with targets (with at "

@@ -52,6 +52,10 @@ ssm_status ssm_acts_plan(ssm_model *model, int B, int L);
 void ssm_acts_free(ssm_activations *acts);
 
 
+/* Every token in [0, V) and every target < V (negative targets are not scored). */
+ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int32_t *targets,
+                            size_t T);
+
 /* An error whose message starts with the file's path, as every reader error should. */
 ssm_status ssm_fail_file(const char *path, ssm_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

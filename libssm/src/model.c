@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend_cuda.h"
 #include "internal.h"
 
 ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer) {
@@ -139,6 +140,9 @@ ssm_status ssm_model_create(const ssm_config *config, ssm_model **out) {
 
 void ssm_model_free(ssm_model *m) {
     if (!m) return;
+#ifdef SSM_WITH_CUDA
+    cuda_model_detach(m);
+#endif
     ssm_acts_free(m->acts);
     free(m->tensors);
     free(m->params.layers);
@@ -154,7 +158,15 @@ const ssm_tensor_info *ssm_model_find_tensor(const ssm_model *m, const char *nam
     return NULL;
 }
 
-void ssm_model_zero_grad(ssm_model *m) { memset(m->grads_blob, 0, m->n_params * sizeof(float)); }
+void ssm_model_zero_grad(ssm_model *m) {
+#ifdef SSM_WITH_CUDA
+    if (m->cuda) {
+        cuda_model_zero_grad(m);
+        return;
+    }
+#endif
+    memset(m->grads_blob, 0, m->n_params * sizeof(float));
+}
 
 static void fill_uniform(ssm_rng *rng, float *x, size_t n, double bound) {
     for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * ssm_rng_uniform(rng) - 1.0) * bound);

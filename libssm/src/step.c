@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend_cuda.h"
 #include "cpu_ops.h"
 #include "internal.h"
 
@@ -30,10 +31,14 @@ void ssm_state_reset(ssm_state *s) {
     size_t per = (size_t)s->n_layer * s->batch * s->d_inner;
     memset(s->conv, 0, per * s->d_conv * sizeof(float));
     memset(s->ssm, 0, per * s->d_state * sizeof(float));
+    s->on_device = 0; /* the zeros on the host are the current copy */
 }
 
 void ssm_state_free(ssm_state *s) {
     if (!s) return;
+#ifdef SSM_WITH_CUDA
+    cuda_state_free(s);
+#endif
     free(s->conv);
     free(s->ssm);
     free(s);
@@ -52,6 +57,11 @@ ssm_status ssm_step(ssm_model *m, ssm_state *state, const int32_t *tokens, float
     for (int b = 0; b < B; b++)
         if (tokens[b] < 0 || tokens[b] >= V)
             return ssm_set_error(SSM_ERR_ARG, "token %d is outside the vocabulary [0, %d)", tokens[b], V);
+#ifdef SSM_WITH_CUDA
+    if (m->cuda) return cuda_model_step(m, state, tokens, logits);
+#endif
+    ssm_status st = ssm_state_to_host(state); /* it may come from a GPU run of this model */
+    if (st) return st;
     /* per step work buffers (B rows): small, and the decode loop reuses the same sizes */
     size_t need = (size_t)B * (2 * D + 1 + 2 * E + 4 * E + XD);
     float *buf = malloc(need * sizeof(float));

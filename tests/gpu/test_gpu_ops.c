@@ -11,7 +11,7 @@
  * on both sides. Errors are relative norms ||gpu - ref|| / ||ref|| in double. Bounds: fp32
  * 1e-5 (sums in another order, ex2.approx in the softmax); bf16 outputs 1e-2 (the store's
  * rounding, 2^-9); exact where the op only moves or rounds data (embedding forward, argmax,
- * bf16 conversion); sums 1e-12 of sum |x| and the same bits on a second run.
+ * bf16 conversion); sums 1e-10 of sum |x| (both sides add 5e7 doubles in different orders) and the same bits on a second run.
  * Exit status: 0 all passed, 1 a check failed, 77 no GPU (meson reports "skipped"). */
 #include <math.h>
 #include <stdint.h>
@@ -344,8 +344,8 @@ static void test_sums(size_t n, int off) {
     from_dev_bytes(h, g_out, sizeof h);
     int ok = 1;
     printf("sum, sumsq    n=%-8zu offset=%d:", n, off);
-    report("sum", fabs(h[0] - s) / (sa > 0 ? sa : 1), 1e-12, &ok);
-    report("sumsq", fabs(h[1] - ss) / (ss > 0 ? ss : 1), 1e-12, &ok);
+    report("sum", fabs(h[0] - s) / (sa > 0 ? sa : 1), 1e-10, &ok);
+    report("sumsq", fabs(h[1] - ss) / (ss > 0 ? ss : 1), 1e-10, &ok);
     report("rerun bits differ", (double)(memcmp(h, h + 2, 2 * sizeof(double)) != 0), 0, &ok);
     end_case(ok);
     free(x);
@@ -416,7 +416,7 @@ static void test_adamw(int mode, int with_bf16) {
     int ok = 1;
     static const char *modes[4] = {"no clip", "clipped", "clip off", "inf grad"};
     printf("adamw         %-8s bf16=%d n=%zu:", modes[mode], with_bf16, n);
-    report("sumsq", mode == 3 ? (isinf(h_ss) ? 0 : 1) : fabs(h_ss - ss) / ss, 1e-12, &ok);
+    report("sumsq", mode == 3 ? (isinf(h_ss) ? 0 : 1) : fabs(h_ss - ss) / ss, 1e-10, &ok);
     if (stepped) {
         report("p", rel_err(hp, p, n), 1e-6, &ok);
         report("m", rel_err(hm, m, n), 1e-6, &ok);

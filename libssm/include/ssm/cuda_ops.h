@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cuda_runtime_api.h>
+#include <cublas_v2.h>
 
 #include "ssm/ssm.h"
 
@@ -98,6 +99,18 @@ ssm_status cuda_conv_backward(void *dx, float *dw, float *db, const void *du, co
 ssm_status cuda_conv_step(void *u, float *state, const void *x, int ld_x, const float *w,
                           const float *b, int B, int E, int K, cuda_dtype dtype,
                           cudaStream_t stream);
+
+/* ---- matmul.cu: the projections through cuBLAS, row-major like cpu_matmul_* -------------
+ * in, w, d_out bf16; fp32 accumulation; out / d_in in out_dtype; d_w fp32.
+ * out (T, n) = beta * out + in (T, k) . w (n, k)^T */
+ssm_status cuda_matmul_forward(cublasHandle_t blas, void *out, int ld_out, cuda_dtype out_dtype,
+                               float beta, const void *in, int ld_in, const void *w, int T, int k,
+                               int n);
+/* d_in (T, k) = beta_in * d_in + d_out (T, n) . w (n, k)   (skipped when d_in is NULL)
+ * d_w (n, k) += d_out^T . in                                (skipped when d_w is NULL) */
+ssm_status cuda_matmul_backward(cublasHandle_t blas, void *d_in, int ld_din, cuda_dtype din_dtype,
+                                float beta_in, float *d_w, const void *d_out, int ld_dout,
+                                const void *in, int ld_in, const void *w, int T, int k, int n);
 
 /* ---- embedding.cu ----------------------------------------------------------------------- */
 /* out (T, D) fp32 = table[tokens[t]], table (V, D) fp32, tokens (T) int32 on the device. */

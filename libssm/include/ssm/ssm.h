@@ -104,6 +104,7 @@ typedef struct ssm_tensor_info {
 
 typedef struct ssm_activations ssm_activations; /* private: planned per (B, L) */
 typedef struct ssm_cuda_model ssm_cuda_model;   /* private: the model's copy on a GPU */
+typedef struct ssm_adamw ssm_adamw;             /* the optimizer, below */
 
 typedef struct ssm_model {
     ssm_config config;

@@ -1,0 +1,222 @@
+// forward.cu: the parallel forward and the backward on the GPU, op for op the layer loop of
+// libssm/src/forward.c (read them side by side), in mixed precision: the residual stream, the
+// norms' statistics, the scan's state and every accumulation are fp32; activations and the
+// GEMMs' inputs are bf16; gradients of the parameters are fp32.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.cuh"
+
+static cuda_scan_args scan_args(const ssm_config *c, const ssm_layer_params *p,
+                                const cuda_layer_acts *la, int B, int L) {
+    int E = c->d_inner, N = c->d_state, R = c->dt_rank;
+    cuda_scan_args s = {};
+    s.B = B, s.L = L, s.E = E, s.N = N, s.dtype = CUDA_DTYPE_BF16;
+    s.u = la->u, s.dt = la->dt;
+    s.Bm = la->x_dbl + R, s.Cm = la->x_dbl + R + N, s.ld_bc = R + 2 * N;
+    s.z = la->xz + E, s.ld_z = 2 * E;
+    s.dt_bias = p->dt_proj_b, s.A_log = p->A_log, s.D = p->D;
+    return s;
+}
+
+// The layers and the final norm over tokens already in a.tokens: a.resid_f, a.normed_f.
+// conv_state (n_layer, B, E, K) and ssm_state (n_layer, B, E, N) device pointers or NULL.
+static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, float *ssm_state) {
+    ssm_cuda_model *g = m->cuda;
+    cuda_acts *a = &g->a;
+    const ssm_config *c = &m->config;
+    cudaStream_t st = g->stream;
+    int T = B * L, D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv,
+        R = c->dt_rank, XD = R + 2 * N;
+    const cuda_dtype BF = CUDA_DTYPE_BF16;
+    // r_0 = embedding[tokens]
+    SSM_TRY(cuda_embedding_forward(a->layers[0].resid, a->tokens, g->p.embedding, T, D, st));
+    for (int i = 0; i < c->n_layer; i++) {
+        const ssm_layer_params *p = &g->p.layers[i];
+        cuda_layer_acts *la = &a->layers[i];
+        float *cs = conv_state ? conv_state + (size_t)i * B * E * K : NULL;
+        float *ss = ssm_state ? ssm_state + (size_t)i * B * E * N : NULL;
+        // h = RMSNorm(r) * w
+        SSM_TRY(cuda_rmsnorm_forward(la->normed, la->rstd, la->resid, p->norm, T, D, c->norm_eps, BF, st));
+        // [x | z] = in_proj(h)
+        SSM_TRY(cuda_matmul_forward(g->blas, la->xz, 2 * E, BF, 0.0f, la->normed, D, w16(g, p->in_proj), T, D, 2 * E));
+        // u = silu(conv1d(x) + bias)
+        SSM_TRY(cuda_conv_forward(la->u, la->xz, 2 * E, p->conv_w, p->conv_b, cs, B, L, E, K, BF, st));
+        if (cs) SSM_TRY(cuda_conv_state_update(cs, la->xz, 2 * E, B, L, E, K, BF, st));
+        // [dt | B | C] = x_proj(u)
+        SSM_TRY(cuda_matmul_forward(g->blas, la->x_dbl, XD, BF, 0.0f, la->u, E, w16(g, p->x_proj), T, E, XD));
+        // dt = dt_proj(dt) without its bias
+        SSM_TRY(cuda_matmul_forward(g->blas, la->dt, E, BF, 0.0f, la->x_dbl, XD, w16(g, p->dt_proj_w), T, R, E));
+        // gated = (scan(u, softplus(dt + bias), A, B, C) + D u) * silu(z)
+        cuda_scan_args sa = scan_args(c, p, la, B, L);
+        SSM_TRY(cuda_scan_forward(&sa, la->gated, ss, a->work, a->work_bytes, st));
+        // r_{i+1} = r_i + out_proj(gated): the residual add is the GEMM's beta = 1
+        float *next = i + 1 < c->n_layer ? a->layers[i + 1].resid : a->resid_f;
+        CUDA_TRY(cudaMemcpyAsync(next, la->resid, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice, st), "the residual stream");
+        SSM_TRY(cuda_matmul_forward(g->blas, next, D, CUDA_DTYPE_F32, 1.0f, la->gated, E, w16(g, p->out_proj), T, E, D));
+    }
+    return cuda_rmsnorm_forward(a->normed_f, a->rstd_f, a->resid_f, g->p.norm_f, T, D, c->norm_eps, BF, st);
+}
+
+// The tied head, a block of rows at a time so that the fp32 logits of the whole batch never
+// exist at once: logits = normed_f . embedding^T, then per mode the per-row nll (and entropy),
+// or the head's backward (d normed_f and d embedding), or a copy of the logits to the host.
+ssm_status cuda_head(ssm_model *m, int T, int mode) {
+    ssm_cuda_model *g = m->cuda;
+    cuda_acts *a = &g->a;
+    int D = m->config.d_model, V = m->config.vocab_size;
+    const bf16 *emb16 = w16(g, g->p.embedding);
+    for (int r0 = 0; r0 < T; r0 += a->head_rows) {
+        int n = T - r0 < a->head_rows ? T - r0 : a->head_rows;
+        const bf16 *h = a->normed_f + (size_t)r0 * D;
+        SSM_TRY(cuda_matmul_forward(g->blas, a->logits, V, CUDA_DTYPE_F32, 0.0f, h, D, emb16, n, D, V));
+        if (mode == HEAD_LOGITS) {
+            CUDA_TRY(cudaMemcpyAsync(g->host_logits + (size_t)r0 * V, a->logits, (size_t)n * V * sizeof(float),
+                                     cudaMemcpyDeviceToHost, g->stream), "downloading logits");
+            CUDA_TRY(cudaStreamSynchronize(g->stream), "downloading logits");
+            continue;
+        }
+        int bwd = mode == HEAD_BACKWARD;
+        SSM_TRY(cuda_cross_entropy(a->nll + r0, mode == HEAD_SCORE ? a->entropy + r0 : NULL,
+                                   bwd ? a->dlogits : NULL, CUDA_DTYPE_BF16, a->logits, V,
+                                   a->targets + r0, n, V, 1.0f / (float)g->count, g->stream));
+        // d h = d logits . emb;  d emb += d logits^T . h
+        if (bwd)
+            SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed + (size_t)r0 * D, D, CUDA_DTYPE_BF16, 0.0f,
+                                         g->g.embedding, a->dlogits, V, h, D, emb16, n, D, V));
+    }
+    return SSM_OK;
+}
+
+extern "C" ssm_status cuda_model_forward(ssm_model *m, const int32_t *tokens, const int32_t *targets,
+                                         int B, int L, ssm_state *state, float *loss, float *logp,
+                                         float *entropy) {
+    ssm_cuda_model *g = m->cuda;
+    SSM_TRY(cuda_model_enter(g));
+    size_t T = (size_t)B * L;
+    int V = m->config.vocab_size;
+    if (T > INT32_MAX / 4) return ssm_set_error(SSM_ERR_ARG, "batch x length = %zu tokens is too many", T);
+    int mode = logp ? HEAD_SCORE : targets ? HEAD_LOSS : HEAD_LOGITS;
+    if (mode != HEAD_LOGITS && !targets) return ssm_set_error(SSM_ERR_ARG, "scoring needs targets");
+    // a forward with targets plans the backward's memory too (the same plan serves both)
+    int training = mode == HEAD_LOSS && !state;
+    SSM_TRY(cuda_acts_plan(m, B, L, training));
+    cuda_acts *a = &g->a;
+    g->backward_ready = 0;
+    g->has_targets = targets != NULL;
+    g->has_state = state != NULL;
+    g->count = 0;
+    if (targets)
+        for (size_t t = 0; t < T; t++) g->count += targets[t] >= 0;
+    CUDA_TRY(cudaMemcpyAsync(a->tokens, tokens, T * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream), "uploading tokens");
+    if (targets)
+        CUDA_TRY(cudaMemcpyAsync(a->targets, targets, T * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream), "uploading targets");
+    float *conv = NULL, *ssm = NULL;
+    if (state) SSM_TRY(cuda_state_device(g, state, &conv, &ssm));
+    SSM_TRY(forward_layers(m, B, L, conv, ssm));
+    if (mode == HEAD_LOGITS && g->host_logits_cap < T * V) {
+        free(g->host_logits);
+        g->host_logits = (float *)malloc(T * V * sizeof(float));
+        g->host_logits_cap = g->host_logits ? T * V : 0;
+        if (!g->host_logits) return ssm_set_error(SSM_ERR_NOMEM, "out of memory for %zu x %d logits", T, V);
+    }
+    SSM_TRY(cuda_head(m, (int)T, mode));
+    if (state) SSM_TRY(cuda_state_to_host(state)); // the host copy stays the current one
+    if (mode == HEAD_LOSS) {
+        double sum = 0;
+        SSM_TRY(cuda_sum(a->sum, a->nll, T, a->work, a->work_bytes, g->stream));
+        CUDA_TRY(cudaMemcpyAsync(&sum, a->sum, sizeof sum, cudaMemcpyDeviceToHost, g->stream), "the loss");
+        CUDA_TRY(cudaStreamSynchronize(g->stream), "the loss");
+        double l = g->count ? sum / (double)g->count : 0.0;
+        if (!isfinite(l))
+            return ssm_set_error(SSM_ERR_NUMERIC, "the loss is not finite (%g): the model "
+                                 "diverged; lower the learning rate", l);
+        *loss = (float)l;
+        g->backward_ready = g->count > 0 && a->training && !state;
+    } else if (mode == HEAD_SCORE) {
+        CUDA_TRY(cudaMemcpyAsync(logp, a->nll, T * sizeof(float), cudaMemcpyDeviceToHost, g->stream), "the scores");
+        if (entropy)
+            CUDA_TRY(cudaMemcpyAsync(entropy, a->entropy, T * sizeof(float), cudaMemcpyDeviceToHost, g->stream), "the scores");
+        CUDA_TRY(cudaStreamSynchronize(g->stream), "the scores");
+        for (size_t t = 0; t < T; t++) {
+            int ok = targets[t] >= 0;
+            logp[t] = ok ? -logp[t] : NAN;
+            if (entropy && !ok) entropy[t] = NAN;
+        }
+    }
+    return SSM_OK;
+}
+
+extern "C" const float *cuda_model_logits(ssm_model *m) {
+    ssm_cuda_model *g = m->cuda;
+    return g->has_targets ? NULL : g->host_logits;
+}
+
+extern "C" ssm_status cuda_model_backward(ssm_model *m) {
+    ssm_cuda_model *g = m->cuda;
+    cuda_acts *a = &g->a;
+    if (!g->has_targets || !g->backward_ready) {
+        if (g->has_state)
+            return ssm_set_error(SSM_ERR_UNSUPPORTED, "ssm_backward after a forward from a carried "
+                                 "state is not supported");
+        return ssm_set_error(SSM_ERR_ARG, "ssm_backward needs a training forward with targets "
+                             "(at least one scored position) just before it");
+    }
+    SSM_TRY(cuda_model_enter(g));
+    if (!g->grads) SSM_TRY(cuda_model_reserve(m, a->B, a->L, 1)); // first backward: gradients
+    const ssm_config *c = &m->config;
+    cudaStream_t st = g->stream;
+    int B = a->B, L = a->L, T = B * L;
+    int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
+        XD = R + 2 * N;
+    const cuda_dtype BF = CUDA_DTYPE_BF16;
+    // the head: d normed_f, d embedding; then norm_f: d r_n
+    SSM_TRY(cuda_head(m, T, HEAD_BACKWARD));
+    CUDA_TRY(cudaMemsetAsync(a->d_resid, 0, (size_t)T * D * sizeof(float), st), "the backward");
+    SSM_TRY(cuda_rmsnorm_backward(a->d_resid, g->g.norm_f, a->d_normed, a->resid_f, g->p.norm_f,
+                                  a->rstd_f, T, D, BF, a->work, a->work_bytes, st));
+    for (int i = c->n_layer - 1; i >= 0; i--) {
+        const ssm_layer_params *p = &g->p.layers[i];
+        ssm_layer_params *gr = &g->g.layers[i];
+        cuda_layer_acts *la = &a->layers[i];
+        // r_{i+1} = r_i + out_proj(gated): d gated = d r . out_proj; d out_proj += d r^T . gated
+        SSM_TRY(cuda_to_bf16(a->d_resid16, a->d_resid, (size_t)T * D, st));
+        SSM_TRY(cuda_matmul_backward(g->blas, a->d_gated, E, BF, 0.0f, gr->out_proj, a->d_resid16, D,
+                                     la->gated, E, w16(g, p->out_proj), T, E, D));
+        // the scan with its gate: d u, d dt, d B, d C, d z and the scan's own parameters
+        cuda_scan_args sa = scan_args(c, p, la, B, L);
+        SSM_TRY(cuda_scan_backward(&sa, a->d_gated, a->d_u, a->d_dt, a->d_x_dbl + R, a->d_x_dbl + R + N,
+                                   a->d_xz + E, gr->dt_proj_b, gr->A_log, gr->D, a->work, a->work_bytes, st));
+        // dt = dt_proj(x_dbl[:, :R])
+        SSM_TRY(cuda_matmul_backward(g->blas, a->d_x_dbl, XD, BF, 0.0f, gr->dt_proj_w, a->d_dt, E,
+                                     la->x_dbl, XD, w16(g, p->dt_proj_w), T, R, E));
+        // x_dbl = x_proj(u): d u += d x_dbl . x_proj
+        SSM_TRY(cuda_matmul_backward(g->blas, a->d_u, E, BF, 1.0f, gr->x_proj, a->d_x_dbl, XD, la->u, E,
+                                     w16(g, p->x_proj), T, E, XD));
+        // u = silu(conv1d(x))
+        SSM_TRY(cuda_conv_backward(a->d_xz, gr->conv_w, gr->conv_b, a->d_u, la->xz, 2 * E, p->conv_w,
+                                   p->conv_b, B, L, E, K, BF, a->work, a->work_bytes, st));
+        // [x | z] = in_proj(h)
+        SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed, D, BF, 0.0f, gr->in_proj, a->d_xz, 2 * E,
+                                     la->normed, D, w16(g, p->in_proj), T, D, 2 * E));
+        // h = RMSNorm(r): d r += ... (the residual path keeps its gradient)
+        SSM_TRY(cuda_rmsnorm_backward(a->d_resid, gr->norm, a->d_normed, la->resid, p->norm, la->rstd,
+                                      T, D, BF, a->work, a->work_bytes, st));
+    }
+    SSM_TRY(cuda_embedding_backward(g->g.embedding, a->tokens, a->d_resid, T, D, st));
+    g->backward_ready = 0;
+    return SSM_OK;
+}
+
+// Used by step.cu: the prompt of a greedy generation, from device state buffers.
+ssm_status cuda_forward_prompt(ssm_model *m, const int32_t *tokens, int B, int L, float *conv,
+                               float *ssm) {
+    ssm_cuda_model *g = m->cuda;
+    SSM_TRY(cuda_acts_plan(m, B, L, 0));
+    CUDA_TRY(cudaMemcpyAsync(g->a.tokens, tokens, (size_t)B * L * sizeof(int32_t), cudaMemcpyHostToDevice,
+                             g->stream), "uploading tokens");
+    g->backward_ready = 0;
+    g->has_targets = 1; // no logits to show
+    return forward_layers(m, B, L, conv, ssm);
+}

@@ -1,0 +1,388 @@
+// model.cu: a model's copy on a GPU: fp32 master weights with bf16 working copies, fp32
+// gradients and AdamW moments (each one allocation, made before the first step), the
+// activation plan, the recurrent state's device copy, and the optimizer step on the device.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.cuh"
+
+static const size_t BLAS_WORK_BYTES = 32u << 20;
+
+extern "C" int cuda_device_count(void) { return ssm_cuda_device_count(); }
+
+ssm_status cuda_model_alloc(ssm_cuda_model *g, void **ptr, size_t bytes, const char *what) {
+    cudaError_t e = cudaMalloc(ptr, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        *ptr = NULL;
+        cudaGetLastError(); // clear the sticky-free allocation error
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        return ssm_set_error(SSM_ERR_NOMEM, "GPU %d: cannot allocate %.1f MiB for %s (%.1f of "
+                             "%.1f GiB free); use a smaller batch or sequence length", g->device,
+                             bytes / 1048576.0, what, free_b / 1073741824.0, total_b / 1073741824.0);
+    }
+    g->bytes += bytes;
+    if (g->bytes > g->peak) g->peak = g->bytes;
+    return SSM_OK;
+}
+
+void cuda_model_release(ssm_cuda_model *g, void *ptr, size_t bytes) {
+    if (!ptr) return;
+    cudaFree(ptr);
+    g->bytes -= bytes;
+}
+
+ssm_status cuda_model_enter(ssm_cuda_model *g) {
+    CUDA_TRY(cudaSetDevice(g->device), "selecting the GPU");
+    CUDA_TRY(cudaGetLastError(), "an earlier GPU operation");
+    return SSM_OK;
+}
+
+// Device pointers for every tensor: the host layout (m->params into params_blob) moved onto base.
+static void bind_device(const ssm_model *m, const ssm_params *host, const float *host_base,
+                        float *base, ssm_params *out) {
+#define MOVE(f) out->f = base + (host->f - host_base)
+    MOVE(embedding);
+    MOVE(norm_f);
+    for (int i = 0; i < m->config.n_layer; i++) {
+        MOVE(layers[i].norm); MOVE(layers[i].in_proj); MOVE(layers[i].conv_w);
+        MOVE(layers[i].conv_b); MOVE(layers[i].x_proj); MOVE(layers[i].dt_proj_w);
+        MOVE(layers[i].dt_proj_b); MOVE(layers[i].A_log); MOVE(layers[i].D);
+        MOVE(layers[i].out_proj);
+    }
+#undef MOVE
+}
+
+static ssm_status alloc_training(ssm_model *m, ssm_adamw *opt) {
+    ssm_cuda_model *g = m->cuda;
+    size_t n = g->n_params;
+    if (!g->grads) {
+        SSM_TRY(cuda_model_alloc(g, (void **)&g->grads, n * sizeof(float), "the gradients"));
+        CUDA_TRY(cudaMemsetAsync(g->grads, 0, n * sizeof(float), g->stream), "zeroing gradients");
+        bind_device(m, &m->params, m->params_blob, g->grads, &g->g);
+    }
+    if (opt && !g->moments) {
+        SSM_TRY(cuda_model_alloc(g, (void **)&g->moments, 2 * n * sizeof(float), "the AdamW moments"));
+        CUDA_TRY(cudaMemcpyAsync(g->moments, opt->m, n * sizeof(float), cudaMemcpyHostToDevice, g->stream), "uploading moments");
+        CUDA_TRY(cudaMemcpyAsync(g->moments + n, opt->v, n * sizeof(float), cudaMemcpyHostToDevice, g->stream), "uploading moments");
+        CUDA_TRY(cudaStreamSynchronize(g->stream), "uploading moments");
+    }
+    return SSM_OK;
+}
+
+void cuda_decode_free(ssm_cuda_model *g) {
+    if (g->dec.step_graph) cudaGraphExecDestroy(g->dec.step_graph);
+    cuda_model_release(g, g->dec.blob, g->dec.bytes);
+    memset(&g->dec, 0, sizeof g->dec);
+}
+
+static void free_acts(ssm_cuda_model *g) {
+    cuda_model_release(g, g->a.blob, g->a.bytes);
+    free(g->a.layers);
+    memset(&g->a, 0, sizeof g->a);
+}
+
+extern "C" void cuda_model_detach(ssm_model *m) {
+    ssm_cuda_model *g = m ? m->cuda : NULL;
+    if (!g) return;
+    cudaSetDevice(g->device);
+    cudaStreamSynchronize(g->stream);
+    cuda_decode_free(g);
+    free_acts(g);
+    cudaFree(g->params);
+    cudaFree(g->params16);
+    cudaFree(g->grads);
+    cudaFree(g->moments);
+    cudaFree(g->tensors);
+    cudaFree(g->blas_work);
+    if (g->blas) cublasDestroy(g->blas);
+    if (g->stream) cudaStreamDestroy(g->stream);
+    free(g->p.layers);
+    free(g->g.layers);
+    free(g->host_logits);
+    free(g);
+    m->cuda = NULL;
+}
+
+extern "C" ssm_status cuda_model_attach(ssm_model *m, ssm_adamw *opt, int device) {
+    if (m->config.d_state > 32)
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend supports d_state <= 32 (the model has %d)",
+                             m->config.d_state);
+    ssm_cuda_model *g = (ssm_cuda_model *)calloc(1, sizeof *g);
+    if (!g) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+    m->cuda = g;
+    g->device = device;
+    g->n_params = m->n_params;
+    int nl = m->config.n_layer;
+    g->p.layers = (ssm_layer_params *)calloc(nl, sizeof(ssm_layer_params));
+    g->g.layers = (ssm_layer_params *)calloc(nl, sizeof(ssm_layer_params));
+    ssm_status s = SSM_OK;
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) s = ssm_cuda_fail(e, "starting the GPU");
+    if (!s && (!g->p.layers || !g->g.layers)) s = ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+    if (!s && cublasCreate(&g->blas) != CUBLAS_STATUS_SUCCESS)
+        s = ssm_set_error(SSM_ERR_DEVICE, "GPU %d: cuBLAS would not start", device);
+    size_t n = m->n_params;
+    if (!s) s = cuda_model_alloc(g, (void **)&g->params, n * sizeof(float), "the parameters");
+    if (!s) s = cuda_model_alloc(g, (void **)&g->params16, n * sizeof(bf16), "the bf16 weights");
+    if (!s) s = cuda_model_alloc(g, &g->blas_work, BLAS_WORK_BYTES, "the cuBLAS workspace");
+    if (!s) s = cuda_model_alloc(g, (void **)&g->tensors, m->n_tensors * sizeof(cuda_adamw_tensor), "the tensor table");
+    if (!s) {
+        cublasSetStream(g->blas, g->stream);
+        cublasSetWorkspace(g->blas, g->blas_work, BLAS_WORK_BYTES);
+        bind_device(m, &m->params, m->params_blob, g->params, &g->p);
+        cuda_adamw_tensor *t = (cuda_adamw_tensor *)malloc(m->n_tensors * sizeof *t);
+        if (!t) s = ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+        for (int k = 0; t && k < m->n_tensors; k++)
+            t[k] = {m->tensors[k].offset, m->tensors[k].numel, m->tensors[k].decay};
+        if (t && ((e = cudaMemcpy(g->tensors, t, m->n_tensors * sizeof *t, cudaMemcpyHostToDevice)) ||
+                  (e = cudaMemcpy(g->params, m->params_blob, n * sizeof(float), cudaMemcpyHostToDevice))))
+            s = ssm_cuda_fail(e, "uploading the parameters");
+        free(t);
+    }
+    if (!s) s = cuda_to_bf16(g->params16, g->params, n, g->stream);
+    if (!s && opt) s = alloc_training(m, opt);
+    if (!s && (e = cudaStreamSynchronize(g->stream))) s = ssm_cuda_fail(e, "uploading the parameters");
+    if (s) cuda_model_detach(m);
+    return s;
+}
+
+extern "C" ssm_status cuda_model_sync_host(ssm_model *m, ssm_adamw *opt) {
+    ssm_cuda_model *g = m->cuda;
+    SSM_TRY(cuda_model_enter(g));
+    size_t n = g->n_params * sizeof(float);
+    CUDA_TRY(cudaStreamSynchronize(g->stream), "finishing GPU work");
+    CUDA_TRY(cudaMemcpy(m->params_blob, g->params, n, cudaMemcpyDeviceToHost), "downloading parameters");
+    if (g->grads) CUDA_TRY(cudaMemcpy(m->grads_blob, g->grads, n, cudaMemcpyDeviceToHost), "downloading gradients");
+    if (opt && g->moments) {
+        CUDA_TRY(cudaMemcpy(opt->m, g->moments, n, cudaMemcpyDeviceToHost), "downloading moments");
+        CUDA_TRY(cudaMemcpy(opt->v, g->moments + g->n_params, n, cudaMemcpyDeviceToHost), "downloading moments");
+    }
+    return SSM_OK;
+}
+
+extern "C" size_t cuda_model_peak(const ssm_model *m) { return m->cuda ? m->cuda->peak : 0; }
+
+extern "C" void cuda_model_zero_grad(ssm_model *m) {
+    ssm_cuda_model *g = m->cuda;
+    if (g->grads) cudaMemsetAsync(g->grads, 0, g->n_params * sizeof(float), g->stream);
+}
+
+// ---- the activation plan -----------------------------------------------------------------
+
+// Carve the activation blob: first pass counts (base == NULL), second assigns.
+static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, size_t work,
+                    char *base) {
+    size_t D = c->d_model, E = c->d_inner, N = c->d_state, R = c->dt_rank, V = c->vocab_size;
+    size_t XD = R + 2 * N, off = 0, rows = a->head_rows;
+#define TAKE(ptr, count, type)                                                 \
+    do {                                                                       \
+        if (base) (ptr) = (type *)(base + off);                                \
+        off += ((size_t)(count) * sizeof(type) + 255) / 256 * 256;             \
+    } while (0)
+    for (int i = 0; i < c->n_layer; i++) {
+        cuda_layer_acts *la = &a->layers[i];
+        TAKE(la->resid, T * D, float);
+        TAKE(la->normed, T * D, bf16);
+        TAKE(la->rstd, T, float);
+        TAKE(la->xz, T * 2 * E, bf16);
+        TAKE(la->u, T * E, bf16);
+        TAKE(la->x_dbl, T * XD, bf16);
+        TAKE(la->dt, T * E, bf16);
+        TAKE(la->gated, T * E, bf16);
+    }
+    TAKE(a->resid_f, T * D, float);
+    TAKE(a->normed_f, T * D, bf16);
+    TAKE(a->rstd_f, T, float);
+    TAKE(a->tokens, T, int32_t);
+    TAKE(a->targets, T, int32_t);
+    TAKE(a->nll, T, float);
+    TAKE(a->entropy, T, float);
+    TAKE(a->logits, rows * V, float);
+    TAKE(a->sum, 1, double);
+    TAKE(a->work, work, char);
+    if (training) {
+        TAKE(a->dlogits, rows * V, bf16);
+        TAKE(a->d_resid, T * D, float);
+        TAKE(a->d_resid16, T * D, bf16);
+        TAKE(a->d_normed, T * D, bf16);
+        TAKE(a->d_xz, T * 2 * E, bf16);
+        TAKE(a->d_u, T * E, bf16);
+        TAKE(a->d_x_dbl, T * XD, bf16);
+        TAKE(a->d_dt, T * E, bf16);
+        TAKE(a->d_gated, T * E, bf16);
+    }
+#undef TAKE
+    return off;
+}
+
+static size_t max_z(size_t a, size_t b) { return a > b ? a : b; }
+
+// Workspace the ops need for (B, L): the largest of them, used one at a time.
+static size_t work_bytes(const ssm_model *m, int B, int L, int training) {
+    const ssm_config *c = &m->config;
+    // the scan's plan needs a complete argument set: stand-in pointers, the real strides
+    static const float dummy[1] = {0};
+    cuda_scan_args sa = {};
+    sa.B = B, sa.L = L, sa.E = c->d_inner, sa.N = c->d_state, sa.dtype = CUDA_DTYPE_BF16;
+    sa.u = sa.dt = sa.Bm = sa.Cm = sa.z = dummy;
+    sa.ld_bc = c->dt_rank + 2 * c->d_state, sa.ld_z = 2 * c->d_inner;
+    sa.dt_bias = sa.A_log = sa.D = dummy;
+    size_t T = (size_t)B * L, w = cuda_scan_forward_workspace(&sa);
+    w = max_z(w, cuda_sum_workspace(T));
+    if (training) {
+        w = max_z(w, cuda_scan_backward_workspace(&sa));
+        w = max_z(w, cuda_conv_backward_workspace(B, L, c->d_inner, c->d_conv));
+        w = max_z(w, cuda_rmsnorm_backward_workspace((int)T, c->d_model));
+        w = max_z(w, cuda_sumsq_workspace(m->n_params));
+    }
+    return w;
+}
+
+ssm_status cuda_acts_plan(ssm_model *m, int B, int L, int training) {
+    ssm_cuda_model *g = m->cuda;
+    cuda_acts *a = &g->a;
+    if (a->blob && a->B == B && a->L == L && a->training >= training) return SSM_OK;
+    const ssm_config *c = &m->config;
+    size_t T = (size_t)B * L;
+    // the head's rows at a time: all of them for small vocabularies, else ~512 MiB of logits
+    size_t rows = ((size_t)512 << 20) / ((size_t)c->vocab_size * sizeof(float));
+    cuda_acts next = {};
+    next.head_rows = (int)(rows < 64 ? 64 : rows > T ? T : rows);
+    next.layers = (cuda_layer_acts *)calloc(c->n_layer, sizeof(cuda_layer_acts));
+    if (!next.layers) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+    size_t work = work_bytes(m, B, L, training);
+    size_t need = carve(&next, c, T, training, work, NULL);
+    if (a->blob && need <= a->bytes) { // a smaller shape fits: re-carve in place
+        next.blob = a->blob, next.bytes = a->bytes;
+        free(a->layers);
+    } else {
+        free_acts(g);
+        ssm_status s = cuda_model_alloc(g, &next.blob, need, "the activations");
+        if (s) {
+            free(next.layers);
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s (batch %d x length %d)", ssm_last_error(), B, L);
+            return ssm_set_error(s, "%s", msg);
+        }
+        next.bytes = need;
+    }
+    carve(&next, c, T, training, work, (char *)next.blob);
+    next.B = B, next.L = L, next.training = training, next.work_bytes = work;
+    *a = next;
+    g->backward_ready = 0;
+    return SSM_OK;
+}
+
+extern "C" ssm_status cuda_model_reserve(ssm_model *m, int B, int L, int training) {
+    SSM_TRY(cuda_model_enter(m->cuda));
+    if (training) SSM_TRY(alloc_training(m, NULL));
+    return cuda_acts_plan(m, B, L, training);
+}
+
+// ---- the recurrent state's device copy ---------------------------------------------------
+
+struct cuda_state_buf {
+    int device;
+    float *conv, *ssm;
+};
+
+static size_t state_floats(const ssm_state *s, int per) {
+    return (size_t)s->n_layer * s->batch * s->d_inner * per;
+}
+
+ssm_status cuda_state_device(ssm_cuda_model *g, ssm_state *s, float **conv, float **ssm) {
+    cuda_state_buf *d = (cuda_state_buf *)s->cuda;
+    size_t nc = state_floats(s, s->d_conv), ns = state_floats(s, s->d_state);
+    if (d && d->device != g->device) {
+        SSM_TRY(ssm_state_to_host(s));
+        cuda_state_free(s);
+        d = NULL;
+    }
+    if (!d) {
+        d = (cuda_state_buf *)calloc(1, sizeof *d);
+        if (!d) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+        d->device = g->device;
+        s->cuda = d;
+        CUDA_TRY(cudaMalloc((void **)&d->conv, (nc + ns) * sizeof(float)), "allocating a recurrent state");
+        d->ssm = d->conv + nc;
+        s->on_device = 0;
+    }
+    if (!s->on_device) {
+        CUDA_TRY(cudaMemcpyAsync(d->conv, s->conv, nc * sizeof(float), cudaMemcpyHostToDevice, g->stream), "uploading a state");
+        CUDA_TRY(cudaMemcpyAsync(d->ssm, s->ssm, ns * sizeof(float), cudaMemcpyHostToDevice, g->stream), "uploading a state");
+        s->on_device = 1;
+    }
+    *conv = d->conv, *ssm = d->ssm;
+    return SSM_OK;
+}
+
+extern "C" ssm_status cuda_state_to_host(ssm_state *s) {
+    cuda_state_buf *d = (cuda_state_buf *)s->cuda;
+    if (!d || !s->on_device) return SSM_OK;
+    CUDA_TRY(cudaSetDevice(d->device), "selecting the GPU");
+    CUDA_TRY(cudaDeviceSynchronize(), "finishing GPU work");
+    CUDA_TRY(cudaMemcpy(s->conv, d->conv, state_floats(s, s->d_conv) * sizeof(float), cudaMemcpyDeviceToHost), "downloading a state");
+    CUDA_TRY(cudaMemcpy(s->ssm, d->ssm, state_floats(s, s->d_state) * sizeof(float), cudaMemcpyDeviceToHost), "downloading a state");
+    s->on_device = 0;
+    return SSM_OK;
+}
+
+extern "C" void cuda_state_free(ssm_state *s) {
+    cuda_state_buf *d = (cuda_state_buf *)s->cuda;
+    if (!d) return;
+    cudaSetDevice(d->device);
+    cudaFree(d->conv);
+    free(d);
+    s->cuda = NULL;
+    s->on_device = 0;
+}
+
+// ---- the optimizer step ------------------------------------------------------------------
+
+extern "C" ssm_status cuda_model_adamw_step(ssm_adamw *o, ssm_model *m, float *grad_norm) {
+    ssm_cuda_model *g = m->cuda;
+    SSM_TRY(cuda_model_enter(g));
+    SSM_TRY(alloc_training(m, o));
+    const ssm_adamw_config *c = &o->config;
+    // the reduction's workspace is the activations' (planned with training = 1)
+    size_t need = cuda_sumsq_workspace(g->n_params);
+    void *work = g->a.work;
+    size_t have = g->a.work_bytes;
+    int own = 0;
+    if (!work || have < need) { // no training plan yet (a direct call): a one-off workspace
+        SSM_TRY(cuda_model_alloc(g, &work, need + sizeof(double), "the gradient norm"));
+        have = need, own = 1;
+    }
+    double *sumsq = own ? (double *)((char *)work + need) : g->a.sum;
+    ssm_status s = cuda_sumsq(sumsq, g->grads, g->n_params, work, have, g->stream);
+    double ss = NAN;
+    cudaError_t e = cudaSuccess;
+    if (!s) e = cudaMemcpyAsync(&ss, sumsq, sizeof ss, cudaMemcpyDeviceToHost, g->stream);
+    if (!s && !e) e = cudaStreamSynchronize(g->stream);
+    if (!s && e) s = ssm_cuda_fail(e, "the gradient norm");
+    double norm = sqrt(ss);
+    if (!s && grad_norm) *grad_norm = (float)norm;
+    if (!s && !isfinite(norm))
+        s = ssm_set_error(SSM_ERR_NUMERIC, "the gradient norm is not finite at step %lld: "
+                          "parameters left unchanged; lower the learning rate", (long long)o->step);
+    if (!s) {
+        cuda_adamw_args args;
+        args.lr = ssm_adamw_lr(c, o->step);
+        args.beta1 = c->beta1, args.beta2 = c->beta2, args.eps = c->eps;
+        args.weight_decay = c->weight_decay, args.max_norm = c->grad_clip;
+        args.bc1 = 1.0f - powf(c->beta1, (float)(o->step + 1));
+        args.bc2 = 1.0f - powf(c->beta2, (float)(o->step + 1));
+        s = cuda_adamw(g->params, g->params16, g->moments, g->moments + g->n_params, g->grads,
+                       g->tensors, m->n_tensors, sumsq, &args, g->stream);
+        if (!s) o->step++;
+    }
+    if (own) {
+        cudaStreamSynchronize(g->stream);
+        cuda_model_release(g, work, need + sizeof(double));
+    }
+    return s;
+}

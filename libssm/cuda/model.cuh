@@ -1,0 +1,127 @@
+// model.cuh: the model's copy on a GPU (ssm_cuda_model) that model.cu, forward.cu and step.cu
+// share: the mixed-precision parameter blobs, the activation plan and the decode buffers.
+// The layer loop itself reads like libssm/src/forward.c, op for op.
+#ifndef SSM_CUDA_MODEL_CUH
+#define SSM_CUDA_MODEL_CUH
+
+#include <cublas_v2.h>
+
+#include "../src/backend_cuda.h"
+#include "common.cuh"
+
+typedef __nv_bfloat16 bf16;
+
+// Activations kept by the forward for the backward: bf16 except the residual stream and rstd
+// (fp32). T = B * L rows; D, E, N, R, XD = R + 2N as in forward.c.
+struct cuda_layer_acts {
+    float *resid;  // (T, D) fp32 residual stream entering the layer
+    bf16 *normed;  // (T, D) input of in_proj
+    float *rstd;   // (T)
+    bf16 *xz;      // (T, 2E) in_proj output [x | z]
+    bf16 *u;       // (T, E) silu(conv1d(x))
+    bf16 *x_dbl;   // (T, XD) x_proj output [dt | B | C]
+    bf16 *dt;      // (T, E) dt_proj output without its bias
+    bf16 *gated;   // (T, E) scan output y * silu(z), input of out_proj
+};
+
+struct cuda_acts {
+    int B, L, training;
+    size_t bytes;              // of blob
+    void *blob;                // one allocation for everything below
+    cuda_layer_acts *layers;   // (n_layer) host array of device pointers
+    float *resid_f;            // (T, D)
+    bf16 *normed_f;            // (T, D)
+    float *rstd_f;             // (T)
+    int32_t *tokens, *targets; // (T)
+    float *nll, *entropy;      // (T) per-position losses of the head
+    int head_rows;             // rows of logits the head computes at once
+    float *logits;             // (head_rows, V) fp32
+    bf16 *dlogits;             // (head_rows, V) training only
+    // backward scratch (training only), shared by the layers
+    float *d_resid;            // (T, D)
+    bf16 *d_resid16;           // (T, D) bf16 copy: the GEMMs take bf16 inputs
+    bf16 *d_normed;            // (T, D)
+    bf16 *d_xz;                // (T, 2E)
+    bf16 *d_u;                 // (T, E)
+    bf16 *d_x_dbl;             // (T, XD)
+    bf16 *d_dt;                // (T, E)
+    bf16 *d_gated;             // (T, E)
+    void *work;                // scan, conv, rmsnorm and reduction workspace
+    size_t work_bytes;
+    double *sum;               // (1) reductions' results
+};
+
+// Decode (one token per sequence) buffers for `batch` rows, and the CUDA graphs of one step.
+struct cuda_decode {
+    int batch;
+    void *blob;
+    size_t bytes;          // of blob
+    int32_t *tokens;       // (B) input tokens of the step
+    float *r;              // (B, D) residual stream
+    bf16 *h;               // (B, D)
+    float *rstd;           // (B)
+    bf16 *xz;              // (B, 2E)
+    bf16 *u, *dt, *y;      // (B, E)
+    bf16 *x_dbl;           // (B, XD)
+    float *logits;         // (B, V)
+    int32_t *out;          // (B, out_cap) greedy tokens
+    int out_cap;
+    int *counter;          // (1) tokens appended to out so far
+    const void *graph_state;   // the state the step graph was captured with
+    cudaGraphExec_t step_graph;   // ssm_step: tokens -> logits
+};
+
+struct ssm_cuda_model {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_work;        // cuBLAS workspace (so that graph capture never allocates)
+    size_t n_params;
+    float *params;          // (n_params) fp32 master weights
+    bf16 *params16;         // (n_params) bf16 working copies
+    float *grads;           // (n_params) fp32, NULL until training
+    float *moments;         // (2, n_params) AdamW m then v, NULL until training
+    cuda_adamw_tensor *tensors; // (n_tensors) device table for the fused AdamW
+    ssm_params p, g;        // device pointers into params / grads, like model->params
+    cuda_acts a;
+    cuda_decode dec;
+    float *host_logits;     // (T, V) host copy after a forward without targets
+    size_t host_logits_cap;
+    int has_targets, backward_ready, has_state;
+    int64_t count;          // scored positions of the last forward with targets
+    size_t bytes, peak;     // device bytes held now / at most
+};
+
+// bf16 working copy of a parameter tensor given by its fp32 device pointer
+static inline const bf16 *w16(const ssm_cuda_model *g, const float *p) {
+    return g->params16 + (p - g->params);
+}
+
+// device allocation counted in bytes/peak
+ssm_status cuda_model_alloc(ssm_cuda_model *g, void **ptr, size_t bytes, const char *what);
+void cuda_model_release(ssm_cuda_model *g, void *ptr, size_t bytes);
+// the decode buffers and graph
+void cuda_decode_free(ssm_cuda_model *g);
+// make the device current and check for an earlier asynchronous failure
+ssm_status cuda_model_enter(ssm_cuda_model *g);
+// plan activations for (B, L) (training: with the backward's scratch)
+ssm_status cuda_acts_plan(ssm_model *m, int B, int L, int training);
+// the state's device copy, uploaded when the host copy is the current one
+ssm_status cuda_state_device(ssm_cuda_model *g, ssm_state *s, float **conv, float **ssm);
+// the final RMSNorm and the head over rows [0, T) of normed_f: per-row nll/entropy (and with
+// dlogits, the head's gradients), or all logits into host memory
+ssm_status cuda_head(ssm_model *m, int T, int mode);
+enum { HEAD_LOSS = 0, HEAD_SCORE = 1, HEAD_BACKWARD = 2, HEAD_LOGITS = 3 };
+
+#define CUDA_TRY(call, where)                                         \
+    do {                                                              \
+        cudaError_t e_ = (call);                                      \
+        if (e_ != cudaSuccess) return ssm_cuda_fail(e_, where);      \
+    } while (0)
+#define SSM_TRY(call)                  \
+    do {                               \
+        ssm_status s_ = (call);        \
+        if (s_ != SSM_OK) return s_;   \
+    } while (0)
+
+#endif

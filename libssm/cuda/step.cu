@@ -1,0 +1,183 @@
+// step.cu: recurrent decode on the GPU, one token per sequence (libssm/src/step.c's loop), with
+// the per-token work captured once in a CUDA graph and replayed; and greedy generation that
+// keeps the tokens on the device (step + argmax + append, all in the graph).
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.cuh"
+
+ssm_status cuda_forward_prompt(ssm_model *m, const int32_t *tokens, int B, int L, float *conv,
+                               float *ssm);
+
+// Decode buffers for B rows (and out_cap greedy tokens per row); a new shape drops the graphs.
+static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
+    ssm_cuda_model *g = m->cuda;
+    cuda_decode *d = &g->dec;
+    if (d->blob && d->batch == B && d->out_cap >= out_cap) return SSM_OK;
+    cuda_decode_free(g);
+    const ssm_config *c = &m->config;
+    size_t D = c->d_model, E = c->d_inner, XD = c->dt_rank + 2 * c->d_state, V = c->vocab_size;
+    size_t off = 0;
+    char *base = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+#define TAKE(ptr, count, type)                                     \
+    do {                                                           \
+        if (base) (ptr) = (type *)(base + off);                    \
+        off += ((size_t)(count) * sizeof(type) + 255) / 256 * 256; \
+    } while (0)
+        off = 0;
+        TAKE(d->tokens, B, int32_t);
+        TAKE(d->r, B * D, float);
+        TAKE(d->h, B * D, bf16);
+        TAKE(d->rstd, B, float);
+        TAKE(d->xz, B * 2 * E, bf16);
+        TAKE(d->u, B * E, bf16);
+        TAKE(d->dt, B * E, bf16);
+        TAKE(d->y, B * E, bf16);
+        TAKE(d->x_dbl, B * XD, bf16);
+        TAKE(d->logits, B * V, float);
+        TAKE(d->out, (size_t)B * (out_cap > 0 ? out_cap : 1), int32_t);
+        TAKE(d->counter, 1, int);
+#undef TAKE
+        if (!pass) {
+            SSM_TRY(cuda_model_alloc(g, &d->blob, off, "the decode buffers"));
+            d->bytes = off;
+            base = (char *)d->blob;
+        }
+    }
+    d->batch = B;
+    d->out_cap = out_cap;
+    return SSM_OK;
+}
+
+// One step: d.tokens (B) -> d.logits (B, V), states (n_layer, B, E, K) and (n_layer, B, E, N).
+static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
+    ssm_cuda_model *g = m->cuda;
+    cuda_decode *d = &g->dec;
+    const ssm_config *c = &m->config;
+    cudaStream_t st = g->stream;
+    int B = d->batch, D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv,
+        R = c->dt_rank, XD = R + 2 * N, V = c->vocab_size;
+    const cuda_dtype BF = CUDA_DTYPE_BF16;
+    SSM_TRY(cuda_embedding_forward(d->r, d->tokens, g->p.embedding, B, D, st));
+    for (int i = 0; i < c->n_layer; i++) {
+        const ssm_layer_params *p = &g->p.layers[i];
+        SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, p->norm, B, D, c->norm_eps, BF, st));
+        SSM_TRY(cuda_matmul_forward(g->blas, d->xz, 2 * E, BF, 0.0f, d->h, D, w16(g, p->in_proj), B, D, 2 * E));
+        SSM_TRY(cuda_conv_step(d->u, conv + (size_t)i * B * E * K, d->xz, 2 * E, p->conv_w, p->conv_b, B, E, K, BF, st));
+        SSM_TRY(cuda_matmul_forward(g->blas, d->x_dbl, XD, BF, 0.0f, d->u, E, w16(g, p->x_proj), B, E, XD));
+        SSM_TRY(cuda_matmul_forward(g->blas, d->dt, E, BF, 0.0f, d->x_dbl, XD, w16(g, p->dt_proj_w), B, R, E));
+        cuda_scan_args sa = {};
+        sa.B = B, sa.L = 1, sa.E = E, sa.N = N, sa.dtype = BF;
+        sa.u = d->u, sa.dt = d->dt, sa.Bm = d->x_dbl + R, sa.Cm = d->x_dbl + R + N, sa.ld_bc = XD;
+        sa.z = d->xz + E, sa.ld_z = 2 * E;
+        sa.dt_bias = p->dt_proj_b, sa.A_log = p->A_log, sa.D = p->D;
+        SSM_TRY(cuda_scan_step(&sa, d->y, ssm + (size_t)i * B * E * N, st));
+        SSM_TRY(cuda_matmul_forward(g->blas, d->r, D, CUDA_DTYPE_F32, 1.0f, d->y, E, w16(g, p->out_proj), B, E, D));
+    }
+    SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, g->p.norm_f, B, D, c->norm_eps, BF, st));
+    return cuda_matmul_forward(g->blas, d->logits, V, CUDA_DTYPE_F32, 0.0f, d->h, D, w16(g, g->p.embedding), B, D, V);
+}
+
+// out[b, *counter] = tokens[b]; then *counter += 1 (one block: B is a decode batch)
+__global__ void append_tokens(int32_t *out, int cap, int *counter, const int32_t *tokens, int B) {
+    int c = *counter;
+    for (int b = threadIdx.x; b < B; b += blockDim.x) out[(size_t)b * cap + c] = tokens[b];
+    __syncthreads();
+    if (threadIdx.x == 0) *counter = c + 1;
+}
+
+static ssm_status enqueue_greedy(ssm_model *m, float *conv, float *ssm) {
+    ssm_cuda_model *g = m->cuda;
+    cuda_decode *d = &g->dec;
+    SSM_TRY(enqueue_step(m, conv, ssm));
+    int V = m->config.vocab_size;
+    SSM_TRY(cuda_argmax(d->tokens, d->logits, V, d->batch, V, g->stream));
+    append_tokens<<<1, 128, 0, g->stream>>>(d->out, d->out_cap, d->counter, d->tokens, d->batch);
+    SSM_CUDA_CHECK_LAUNCH("append_tokens");
+    return SSM_OK;
+}
+
+// Capture fn's work on the model's stream into an executable graph.
+static ssm_status capture(ssm_model *m, ssm_status (*fn)(ssm_model *, float *, float *), float *conv,
+                          float *ssm, cudaGraphExec_t *exec) {
+    ssm_cuda_model *g = m->cuda;
+    cudaGraph_t graph = NULL;
+    CUDA_TRY(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal), "capturing the decode step");
+    ssm_status s = fn(m, conv, ssm);
+    cudaError_t e = cudaStreamEndCapture(g->stream, &graph);
+    if (s) {
+        if (graph) cudaGraphDestroy(graph);
+        return s;
+    }
+    if (e == cudaSuccess) e = cudaGraphInstantiate(exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (e != cudaSuccess) return ssm_cuda_fail(e, "capturing the decode step");
+    return SSM_OK;
+}
+
+extern "C" ssm_status cuda_model_step(ssm_model *m, ssm_state *state, const int32_t *tokens, float *logits) {
+    ssm_cuda_model *g = m->cuda;
+    SSM_TRY(cuda_model_enter(g));
+    int B = state->batch, V = m->config.vocab_size;
+    float *conv, *ssm;
+    SSM_TRY(decode_plan(m, B, g->dec.out_cap));
+    SSM_TRY(cuda_state_device(g, state, &conv, &ssm));
+    cuda_decode *d = &g->dec;
+    if (d->step_graph && d->graph_state != conv) {
+        cudaGraphExecDestroy(d->step_graph);
+        d->step_graph = NULL;
+    }
+    if (!d->step_graph) {
+        SSM_TRY(capture(m, enqueue_step, conv, ssm, &d->step_graph));
+        d->graph_state = conv;
+    }
+    CUDA_TRY(cudaMemcpyAsync(d->tokens, tokens, B * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream), "uploading tokens");
+    CUDA_TRY(cudaGraphLaunch(d->step_graph, g->stream), "the decode step");
+    CUDA_TRY(cudaMemcpyAsync(logits, d->logits, (size_t)B * V * sizeof(float), cudaMemcpyDeviceToHost, g->stream), "downloading logits");
+    CUDA_TRY(cudaStreamSynchronize(g->stream), "the decode step");
+    return SSM_OK;
+}
+
+extern "C" ssm_status cuda_model_generate_greedy(ssm_model *m, const int32_t *prompt, int B, int P,
+                                                 int n_new, int32_t *out) {
+    ssm_cuda_model *g = m->cuda;
+    SSM_TRY(cuda_model_enter(g));
+    const ssm_config *c = &m->config;
+    int D = c->d_model, V = c->vocab_size;
+    SSM_TRY(decode_plan(m, B, n_new));
+    cuda_decode *d = &g->dec;
+    // the generation's own state, zero at the start, never leaves the device
+    size_t per = (size_t)c->n_layer * B * c->d_inner;
+    size_t state_bytes = per * (c->d_conv + c->d_state) * sizeof(float);
+    float *conv = NULL;
+    SSM_TRY(cuda_model_alloc(g, (void **)&conv, state_bytes, "the generation state"));
+    float *ssm = conv + per * c->d_conv;
+    ssm_status s = SSM_OK;
+    cudaError_t e = cudaMemsetAsync(conv, 0, state_bytes, g->stream);
+    if (!e) e = cudaMemsetAsync(d->counter, 0, sizeof(int), g->stream);
+    if (e) s = ssm_cuda_fail(e, "the generation state");
+    // the prompt in one parallel pass; the first new token from its last position
+    if (!s) s = cuda_forward_prompt(m, prompt, B, P, conv, ssm);
+    if (!s) s = cuda_matmul_forward(g->blas, d->logits, V, CUDA_DTYPE_F32, 0.0f,
+                                    g->a.normed_f + (size_t)(P - 1) * D, P * D,
+                                    w16(g, g->p.embedding), B, D, V);
+    if (!s) s = cuda_argmax(d->tokens, d->logits, V, B, V, g->stream);
+    if (!s) {
+        append_tokens<<<1, 128, 0, g->stream>>>(d->out, d->out_cap, d->counter, d->tokens, B);
+        if ((e = cudaGetLastError())) s = ssm_cuda_fail(e, "append_tokens");
+    }
+    // then each further token: one graph launch (captured once for this state)
+    cudaGraphExec_t exec = NULL;
+    if (!s && n_new > 1) s = capture(m, enqueue_greedy, conv, ssm, &exec);
+    for (int i = 1; !s && i < n_new; i++)
+        if ((e = cudaGraphLaunch(exec, g->stream))) s = ssm_cuda_fail(e, "the decode step");
+    if (!s && (e = cudaMemcpy2DAsync(out, n_new * sizeof(int32_t), d->out, d->out_cap * sizeof(int32_t),
+                                     n_new * sizeof(int32_t), B, cudaMemcpyDeviceToHost, g->stream)))
+        s = ssm_cuda_fail(e, "downloading tokens");
+    if (!s && (e = cudaStreamSynchronize(g->stream))) s = ssm_cuda_fail(e, "the generation");
+    if (exec) cudaGraphExecDestroy(exec);
+    cudaStreamSynchronize(g->stream);
+    cuda_model_release(g, conv, state_bytes);
+    return s;
+}
