@@ -10,7 +10,7 @@
 // Floors, measured in the same run: matrix flops / the cuBLAS bf16 GEMM rate (8192^3), and for
 // decoding the bf16 weights read per step / the device-to-device copy bandwidth.
 //
-//   bench_gpu_model [train|score|generate|dna1m ...]   (default: all)
+//   bench_gpu_model [train|score|generate|generate1|generate64|dna1m ...]   (default: all)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -196,7 +196,8 @@ int main(int argc, char **argv) {
         int all = !strcmp(w, "all");
         if (all || !strcmp(w, "train")) train("train", 50280, 768, 24, 8, 2048, 8, 137000);
         if (all || !strcmp(w, "score")) score(8);
-        if (all || !strcmp(w, "generate")) generate(1, 1150), generate(64, 62400);
+        if (all || !strcmp(w, "generate") || !strcmp(w, "generate1")) generate(1, 1150);
+        if (all || !strcmp(w, "generate") || !strcmp(w, "generate64")) generate(64, 62400);
         if (all || !strcmp(w, "dna1m")) train("dna1m", 16, 128, 6, 1, 1 << 20, 2, 0);
     }
     return 0;

@@ -37,6 +37,9 @@ struct ScanP {
     // forward
     void *y;
     float *state; // (B, E, N)
+    // step: dt_proj applied inside (dt is then its (B, R) input, row stride ld_dt)
+    const void *dt_w; // (E, R)
+    int R, ld_dt;
     // chunk workspace, (B, K, N, E) unless said
     float *hin;  // state entering chunk c
     float *hloc; // end state of chunk c from a zero entry
@@ -724,6 +727,57 @@ template <typename T, int NS> __global__ void scan_step_kernel(const ScanP p) {
     ((T *)p.y)[i] = from_f<T>(y);
 }
 
+// The step with TPC = NS / 4 threads per channel, 4 states each (N a multiple of 4): the state
+// moves as float4, a warp's loads cover 32 / TPC whole channels (coalesced), and the partial
+// C . h are summed with shuffles. With dt_w, dt_proj runs here too (a dot of R per channel,
+// shared by the channel's threads), which saves decode a GEMM launch per layer.
+template <typename T, int TPC> __global__ void scan_step_vec_kernel(const ScanP p) {
+    const int gid = blockIdx.x * blockDim.x + threadIdx.x, q = gid % TPC;
+    const int n_ch = p.B * p.E, i = min(gid / TPC, n_ch - 1); // clamped: all lanes shuffle
+    const bool act = gid / TPC < n_ch;
+    const int b = i / p.E, e = i % p.E, N = p.N;
+    float x;
+    if (p.dt_w) { // dt = dt_proj(x_dbl[:, :R]) without its bias
+        const T *w = (const T *)p.dt_w + (size_t)e * p.R, *xd = (const T *)p.dt + (size_t)b * p.ld_dt;
+        x = 0.0f;
+        for (int r = q; r < p.R; r += TPC) x = fmaf(ldf(w + r), ldf(xd + r), x);
+#pragma unroll
+        for (int o = TPC / 2; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o, TPC);
+        x = to_f(from_f<T>(x)); // rounded like the parallel path's stored dt
+    } else {
+        x = ldf((const T *)p.dt + i);
+    }
+    x += p.dt_bias[e];
+    const float uv = ldf((const T *)p.u + i), delta = softplusf(x), dBu = delta * uv;
+    float y = 0.0f;
+    const int n0 = 4 * q;
+    if (n0 < N) {
+        const T *Bm = (const T *)p.Bm + (size_t)b * p.ld_bc + n0, *Cm = (const T *)p.Cm + (size_t)b * p.ld_bc + n0;
+        float4 *hp = (float4 *)(p.state + (size_t)i * N + n0);
+        const float4 a4 = *(const float4 *)(p.A_log + (size_t)e * N + n0);
+        float4 h4 = *hp;
+        float h[4] = {h4.x, h4.y, h4.z, h4.w};
+        const float al[4] = {a4.x, a4.y, a4.z, a4.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) { // h = exp(delta * A) * h + delta * B * u;  y = C . h
+            const float a2 = -expf(al[k]) * SSM_LOG2E;
+            h[k] = fmaf(ex2f(delta * a2), h[k], dBu * ldf(Bm + k));
+            y = fmaf(h[k], ldf(Cm + k), y);
+        }
+        if (act) *hp = make_float4(h[0], h[1], h[2], h[3]);
+    }
+#pragma unroll
+    for (int o = TPC / 2; o > 0; o /= 2) y += __shfl_xor_sync(0xffffffffu, y, o, TPC);
+    if (!act || q) return;
+    // y += D u;  out = y * silu(z)
+    y = fmaf(p.D[e], uv, y);
+    if (p.z) {
+        const float zz = ldf((const T *)p.z + (size_t)b * p.ld_z + e);
+        y *= zz * sigmoidf_(zz);
+    }
+    ((T *)p.y)[i] = from_f<T>(y);
+}
+
 // ---- host side -----------------------------------------------------------------------------
 
 struct Plan {
@@ -913,7 +967,14 @@ static ssm_status bwd_run(ScanP p, void *dBm, void *dCm, float *d_dt_bias, float
 
 template <typename T, int NS> static ssm_status step_run(ScanP p, cudaStream_t s) {
     const size_t n = (size_t)p.B * p.E;
-    scan_step_kernel<T, NS><<<blocks_for(n, 128), 128, 0, s>>>(p);
+    if (p.N % 4 == 0) { // the state as float4 (every (b, e) row starts 16-byte aligned)
+        constexpr int TPC = NS / 4;
+        scan_step_vec_kernel<T, TPC><<<blocks_for(n * TPC, 128), 128, 0, s>>>(p);
+    } else if (p.dt_w) {
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "cuda_scan_step: a fused dt_proj needs d_state a multiple of 4");
+    } else {
+        scan_step_kernel<T, NS><<<blocks_for(n, 128), 128, 0, s>>>(p);
+    }
     SSM_CUDA_CHECK_LAUNCH("cuda_scan_step");
     return SSM_OK;
 }
@@ -997,8 +1058,13 @@ extern "C" ssm_status cuda_scan_step(const cuda_scan_args *a, void *out, float *
     if (st != SSM_OK) return st;
     if (!out || !state) return ssm_set_error(SSM_ERR_ARG, "cuda_scan_step: out or state is NULL");
     Plan pl = {1, 1, (a1.E + 31) / 32, 1, ns_for(a1.N), 1};
+    if (a1.dt_w && (a1.dt_rank < 1 || a1.ld_dt < a1.dt_rank))
+        return ssm_set_error(SSM_ERR_ARG, "cuda_scan_step: dt_rank=%d, ld_dt=%d", a1.dt_rank, a1.ld_dt);
+    if (a1.N % 4 == 0 && ((uintptr_t)state % 16 || (uintptr_t)a1.A_log % 16))
+        return ssm_set_error(SSM_ERR_ARG, "cuda_scan_step: state and A_log must be 16-byte aligned");
     ScanP p = make_params(&a1, pl);
     p.y = out, p.state = state;
+    p.dt_w = a1.dt_w, p.R = a1.dt_rank, p.ld_dt = a1.ld_dt;
     SCAN_DISPATCH(a1.dtype, pl.NS, return (step_run<T, NSC>(p, stream)));
     return SSM_OK;
 }

@@ -54,6 +54,10 @@ typedef struct cuda_scan_args {
     int split;             /* forward: 0 chosen for the device; else 1, 2 or 4 threads share a
                               channel's states (at most N / 4 rounded up to 8) (tests and
                               benchmarks) */
+    const void *dt_w;      /* step only, or NULL: dt_proj.weight (E, dt_rank) in dtype; dt is
+                              then dt_proj's input (B, dt_rank), row stride ld_dt, and the step
+                              applies the projection itself (N a multiple of 4) */
+    int dt_rank, ld_dt;
 } cuda_scan_args;
 
 /* out (T, E). state (B, E, N) or NULL: initial state read, final state written (carry).
@@ -74,7 +78,7 @@ ssm_status cuda_scan_backward(const cuda_scan_args *args, const void *d_out, voi
 
 /* One token per sequence (mamba_ssm's selective_state_update): args->L is ignored (1), rows
  * are sequences: u, dt, out (B, E); Bm, Cm (B, N) stride ld_bc; z (B, E) stride ld_z.
- * state (B, E, N) updated in place. */
+ * state (B, E, N) updated in place (16-byte aligned, like A_log, when N is a multiple of 4). */
 ssm_status cuda_scan_step(const cuda_scan_args *args, void *out, float *state,
                           cudaStream_t stream);
 
