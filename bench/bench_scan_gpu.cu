@@ -239,6 +239,23 @@ static void bench_scan(const Shape &s, const Ceil &c, const int (*vars)[2], int 
             }, g_reps);
             snprintf(name, sizeof name, "  of which bwd");
             print_row(name, s, chunk, split, mso, fb_bytes - fwd_bytes, exps, c, 0, 0);
+            // a training step's pair: the forward saves the states the backward would recompute
+            size_t ckb = cuda_scan_checkpoint_bytes(&a0);
+            if (ckb) {
+                float *ck;
+                CK(cudaMalloc(&ck, ckb));
+                double mss = time_ms([&](int i) {
+                    cuda_scan_args a = args(i, chunk, split);
+                    a.ckpt = ck;
+                    OK(cuda_scan_forward(&a, y, nullptr, ws, wsn, 0));
+                    OK(cuda_scan_backward(&a, sets[i % nsets].dout, du, ddt, dxdbl + R, dxdbl + R + N,
+                                          gate ? dxz + E : nullptr, dbias, dA, dD, ws, wsn, 0));
+                }, g_reps);
+                snprintf(name, sizeof name, "scan fwd+bwd, saved");
+                print_row(name, s, chunk, split, mss, fb_bytes + ckb, 2 * exps, c, gate ? s.ref_fb : 0,
+                          gate && s.L == 2048 && s.B == 8 ? 1.3 : 0);
+                CK(cudaFree(ck));
+            }
         }
         if (ws) CK(cudaFree(ws));
     }

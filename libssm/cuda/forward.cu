@@ -17,6 +17,7 @@ static cuda_scan_args scan_args(const ssm_config *c, const ssm_layer_params *p,
     s.Bm = la->x_dbl + R, s.Cm = la->x_dbl + R + N, s.ld_bc = R + 2 * N;
     s.z = la->xz + E, s.ld_z = 2 * E;
     s.dt_bias = p->dt_proj_b, s.A_log = p->A_log, s.D = p->D;
+    s.ckpt = la->ckpt; // a training plan: the forward saves the states its backward needs
     return s;
 }
 
@@ -50,6 +51,7 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
         SSM_TRY(cuda_matmul_forward(g->blas, la->dt, E, BF, 0.0f, la->x_dbl, XD, w16(g, p->dt_proj_w), T, R, E));
         // gated = (scan(u, softplus(dt + bias), A, B, C) + D u) * silu(z)
         cuda_scan_args sa = scan_args(c, p, la, B, L);
+        if (ss || !a->training) sa.ckpt = NULL; // only a training forward saves them
         SSM_TRY(cuda_scan_forward(&sa, la->gated, ss, a->work, a->work_bytes, st));
         // r_{i+1} = r_i + out_proj(gated): the residual add is the GEMM's beta = 1
         float *next = i + 1 < c->n_layer ? a->layers[i + 1].resid : a->resid_f;
@@ -61,12 +63,16 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
 
 // The tied head, a block of rows at a time so that the fp32 logits of the whole batch never
 // exist at once: logits = normed_f . embedding^T, then per mode the per-row nll (and entropy),
-// or the head's backward (d normed_f and d embedding), or a copy of the logits to the host.
+// or a copy of the logits to the host. A training forward (HEAD_TRAIN) takes the head's
+// backward at once, while each block's logits are at hand (the backward would otherwise
+// compute them again): d normed_f into d_normed, d embedding into head_dw.
 ssm_status cuda_head(ssm_model *m, int T, int mode) {
     ssm_cuda_model *g = m->cuda;
     cuda_acts *a = &g->a;
     int D = m->config.d_model, V = m->config.vocab_size;
     const bf16 *emb16 = w16(g, g->p.embedding);
+    if (mode == HEAD_TRAIN)
+        CUDA_TRY(cudaMemsetAsync(a->head_dw, 0, (size_t)V * D * sizeof(float), g->stream), "the head");
     for (int r0 = 0; r0 < T; r0 += a->head_rows) {
         int n = T - r0 < a->head_rows ? T - r0 : a->head_rows;
         const bf16 *h = a->normed_f + (size_t)r0 * D;
@@ -77,14 +83,14 @@ ssm_status cuda_head(ssm_model *m, int T, int mode) {
             CUDA_TRY(cudaStreamSynchronize(g->stream), "downloading logits");
             continue;
         }
-        int bwd = mode == HEAD_BACKWARD;
+        int bwd = mode == HEAD_TRAIN;
         SSM_TRY(cuda_cross_entropy(a->nll + r0, mode == HEAD_SCORE ? a->entropy + r0 : NULL,
                                    bwd ? a->dlogits : NULL, CUDA_DTYPE_BF16, a->logits, V,
-                                   a->targets + r0, n, V, 1.0f / (float)g->count, g->stream));
+                                   a->targets + r0, n, V, g->count ? 1.0f / (float)g->count : 0.0f, g->stream));
         // d h = d logits . emb;  d emb += d logits^T . h
         if (bwd)
             SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed + (size_t)r0 * D, D, CUDA_DTYPE_BF16, 0.0f,
-                                         g->g.embedding, a->dlogits, V, h, D, emb16, n, D, V));
+                                         a->head_dw, a->dlogits, V, h, D, emb16, n, D, V));
     }
     return SSM_OK;
 }
@@ -99,8 +105,13 @@ extern "C" ssm_status cuda_model_forward(ssm_model *m, const int32_t *tokens, co
     if (T > INT32_MAX / 4) return ssm_set_error(SSM_ERR_ARG, "batch x length = %zu tokens is too many", T);
     int mode = logp ? HEAD_SCORE : targets ? HEAD_LOSS : HEAD_LOGITS;
     if (mode != HEAD_LOGITS && !targets) return ssm_set_error(SSM_ERR_ARG, "scoring needs targets");
-    // a forward with targets plans the backward's memory too (the same plan serves both)
+    // a forward with targets plans the backward's memory too (the same plan serves both) and
+    // takes the head's backward on the way
     int training = mode == HEAD_LOSS && !state;
+    if (training) {
+        SSM_TRY(cuda_model_reserve(m, B, L, 1)); // the gradients exist from the first one
+        mode = HEAD_TRAIN;
+    }
     SSM_TRY(cuda_acts_plan(m, B, L, training));
     cuda_acts *a = &g->a;
     g->backward_ready = 0;
@@ -123,7 +134,7 @@ extern "C" ssm_status cuda_model_forward(ssm_model *m, const int32_t *tokens, co
     }
     SSM_TRY(cuda_head(m, (int)T, mode));
     if (state) SSM_TRY(cuda_state_to_host(state)); // the host copy stays the current one
-    if (mode == HEAD_LOSS) {
+    if (mode == HEAD_LOSS || mode == HEAD_TRAIN) {
         double sum = 0;
         SSM_TRY(cuda_sum(a->sum, a->nll, T, a->work, a->work_bytes, g->stream));
         CUDA_TRY(cudaMemcpyAsync(&sum, a->sum, sizeof sum, cudaMemcpyDeviceToHost, g->stream), "the loss");
@@ -133,7 +144,7 @@ extern "C" ssm_status cuda_model_forward(ssm_model *m, const int32_t *tokens, co
             return ssm_set_error(SSM_ERR_NUMERIC, "the loss is not finite (%g): the model "
                                  "diverged; lower the learning rate", l);
         *loss = (float)l;
-        g->backward_ready = g->count > 0 && a->training && !state;
+        g->backward_ready = g->count > 0 && mode == HEAD_TRAIN;
     } else if (mode == HEAD_SCORE) {
         CUDA_TRY(cudaMemcpyAsync(logp, a->nll, T * sizeof(float), cudaMemcpyDeviceToHost, g->stream), "the scores");
         if (entropy)
@@ -164,15 +175,17 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
                              "(at least one scored position) just before it");
     }
     SSM_TRY(cuda_model_enter(g));
-    if (!g->grads) SSM_TRY(cuda_model_reserve(m, a->B, a->L, 1)); // first backward: gradients
     const ssm_config *c = &m->config;
     cudaStream_t st = g->stream;
     int B = a->B, L = a->L, T = B * L;
     int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
         XD = R + 2 * N;
     const cuda_dtype BF = CUDA_DTYPE_BF16;
-    // the head: d normed_f, d embedding; then norm_f: d r_n
-    SSM_TRY(cuda_head(m, T, HEAD_BACKWARD));
+    // the head's backward ran in the forward: d normed_f is in d_normed, d embedding in head_dw
+    const float one = 1.0f;
+    if (cublasSaxpy(g->blas, c->vocab_size * D, &one, a->head_dw, 1, g->g.embedding, 1) != CUBLAS_STATUS_SUCCESS)
+        return ssm_set_error(SSM_ERR_DEVICE, "the head's gradient: cuBLAS axpy failed");
+    // norm_f: d r_n
     CUDA_TRY(cudaMemsetAsync(a->d_resid, 0, (size_t)T * D * sizeof(float), st), "the backward");
     SSM_TRY(cuda_rmsnorm_backward(a->d_resid, g->g.norm_f, a->d_normed, a->resid_f, g->p.norm_f,
                                   a->rstd_f, T, D, BF, a->work, a->work_bytes, st));

@@ -175,7 +175,7 @@ extern "C" void cuda_model_zero_grad(ssm_model *m) {
 
 // Carve the activation blob: first pass counts (base == NULL), second assigns.
 static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, size_t work,
-                    char *base) {
+                    size_t ckpt, char *base) {
     size_t D = c->d_model, E = c->d_inner, N = c->d_state, R = c->dt_rank, V = c->vocab_size;
     size_t XD = R + 2 * N, off = 0, rows = a->head_rows;
 #define TAKE(ptr, count, type)                                                 \
@@ -193,6 +193,7 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
         TAKE(la->x_dbl, T * XD, bf16);
         TAKE(la->dt, T * E, bf16);
         TAKE(la->gated, T * E, bf16);
+        if (training && ckpt) TAKE(la->ckpt, ckpt / sizeof(float), float);
     }
     TAKE(a->resid_f, T * D, float);
     TAKE(a->normed_f, T * D, bf16);
@@ -206,6 +207,7 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
     TAKE(a->work, work, char);
     if (training) {
         TAKE(a->dlogits, rows * V, bf16);
+        TAKE(a->head_dw, V * D, float);
         TAKE(a->d_resid, T * D, float);
         TAKE(a->d_resid16, T * D, bf16);
         TAKE(a->d_normed, T * D, bf16);
@@ -221,16 +223,24 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
 
 static size_t max_z(size_t a, size_t b) { return a > b ? a : b; }
 
-// Workspace the ops need for (B, L): the largest of them, used one at a time.
-static size_t work_bytes(const ssm_model *m, int B, int L, int training) {
-    const ssm_config *c = &m->config;
-    // the scan's plan needs a complete argument set: stand-in pointers, the real strides
+// The scan's arguments for (B, L) with stand-in pointers: what its plan and sizes depend on.
+static cuda_scan_args scan_shape(const ssm_config *c, int B, int L) {
     static const float dummy[1] = {0};
     cuda_scan_args sa = {};
     sa.B = B, sa.L = L, sa.E = c->d_inner, sa.N = c->d_state, sa.dtype = CUDA_DTYPE_BF16;
     sa.u = sa.dt = sa.Bm = sa.Cm = sa.z = dummy;
     sa.ld_bc = c->dt_rank + 2 * c->d_state, sa.ld_z = 2 * c->d_inner;
     sa.dt_bias = sa.A_log = sa.D = dummy;
+    return sa;
+}
+
+// Workspace the ops need for (B, L): the largest of them, used one at a time.
+static size_t work_bytes(const ssm_model *m, int B, int L, int training) {
+    const ssm_config *c = &m->config;
+    cuda_scan_args sa = scan_shape(c, B, L);
+    // the backward reads the forward's saved states: its workspace then has no room for them
+    static float ck_dummy[1];
+    if (training && cuda_scan_checkpoint_bytes(&sa)) sa.ckpt = ck_dummy;
     size_t T = (size_t)B * L, w = cuda_scan_forward_workspace(&sa);
     w = max_z(w, cuda_sum_workspace(T));
     if (training) {
@@ -255,7 +265,9 @@ ssm_status cuda_acts_plan(ssm_model *m, int B, int L, int training) {
     next.layers = (cuda_layer_acts *)calloc(c->n_layer, sizeof(cuda_layer_acts));
     if (!next.layers) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
     size_t work = work_bytes(m, B, L, training);
-    size_t need = carve(&next, c, T, training, work, NULL);
+    cuda_scan_args sa = scan_shape(c, B, L);
+    size_t ckpt = cuda_scan_checkpoint_bytes(&sa);
+    size_t need = carve(&next, c, T, training, work, ckpt, NULL);
     if (a->blob && need <= a->bytes) { // a smaller shape fits: re-carve in place
         next.blob = a->blob, next.bytes = a->bytes;
         free(a->layers);
@@ -270,7 +282,7 @@ ssm_status cuda_acts_plan(ssm_model *m, int B, int L, int training) {
         }
         next.bytes = need;
     }
-    carve(&next, c, T, training, work, (char *)next.blob);
+    carve(&next, c, T, training, work, ckpt, (char *)next.blob);
     next.B = B, next.L = L, next.training = training, next.work_bytes = work;
     *a = next;
     g->backward_ready = 0;

@@ -22,6 +22,7 @@ struct cuda_layer_acts {
     bf16 *x_dbl;   // (T, XD) x_proj output [dt | B | C]
     bf16 *dt;      // (T, E) dt_proj output without its bias
     bf16 *gated;   // (T, E) scan output y * silu(z), input of out_proj
+    float *ckpt;   // training: the scan's saved states (cuda_scan_checkpoint_bytes), or NULL
 };
 
 struct cuda_acts {
@@ -37,6 +38,7 @@ struct cuda_acts {
     int head_rows;             // rows of logits the head computes at once
     float *logits;             // (head_rows, V) fp32
     bf16 *dlogits;             // (head_rows, V) training only
+    float *head_dw;            // (V, D) training: the head's share of d embedding (forward)
     // backward scratch (training only), shared by the layers
     float *d_resid;            // (T, D)
     bf16 *d_resid16;           // (T, D) bf16 copy: the GEMMs take bf16 inputs
@@ -108,10 +110,10 @@ ssm_status cuda_model_enter(ssm_cuda_model *g);
 ssm_status cuda_acts_plan(ssm_model *m, int B, int L, int training);
 // the state's device copy, uploaded when the host copy is the current one
 ssm_status cuda_state_device(ssm_cuda_model *g, ssm_state *s, float **conv, float **ssm);
-// the final RMSNorm and the head over rows [0, T) of normed_f: per-row nll/entropy (and with
-// dlogits, the head's gradients), or all logits into host memory
+// the head over rows [0, T) of normed_f: per-row nll (and entropy), with HEAD_TRAIN also the
+// head's gradients (d normed_f into d_normed, d embedding into head_dw), or all logits to the host
 ssm_status cuda_head(ssm_model *m, int T, int mode);
-enum { HEAD_LOSS = 0, HEAD_SCORE = 1, HEAD_BACKWARD = 2, HEAD_LOGITS = 3 };
+enum { HEAD_LOSS = 0, HEAD_SCORE = 1, HEAD_TRAIN = 2, HEAD_LOGITS = 3 };
 
 #define CUDA_TRY(call, where)                                         \
     do {                                                              \

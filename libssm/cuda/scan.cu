@@ -50,6 +50,7 @@ struct ScanP {
     const void *dout;
     void *du, *ddt, *dz;
     float *ckpt; // (B, K, G, nsub, NS, 32) state before each sub-chunk
+    bool ckpt_given; // backward: the forward wrote ckpt (no sweep); forward: write ckpt
     float *pbc;  // (T, G, 2 NS) per-warp sums of [dB | dC]
     float *pch;  // (B * K, N + 2, E) per-(sequence, chunk) sums of [dA_log | dD | d_dt_bias]
 };
@@ -102,7 +103,8 @@ enum { SWEEP_OUT = 0, SWEEP_LOCAL = 1, SWEEP_CKPT = 2 };
 // states [n0, n0 + NS / SPLIT) of sequence b; the SPLIT threads of a channel are adjacent lanes.
 // Runs steps [l0, l1) from state h (updated in place).
 // SWEEP_OUT writes y (with D skip and gate); SWEEP_LOCAL returns sum(delta);
-// SWEEP_CKPT writes h to ck[(s * NS + n) * 32 + lane] before each RSUB-step sub-chunk s.
+// SWEEP_CKPT (and SWEEP_OUT when ck is given: a training forward saving the backward's sweep)
+// writes h to ck[(s * NS + n) * 32 + e % 32] before each RSUB-step sub-chunk s.
 template <typename T, int NS, int SPLIT, int MODE, bool GATE>
 __device__ __forceinline__ float fwd_sweep(const ScanP &p, int b, int e, int lane, int n0,
                                            bool act, int l0, int l1, float (&h)[NS / SPLIT],
@@ -155,8 +157,8 @@ __device__ __forceinline__ float fwd_sweep(const ScanP &p, int b, int e, int lan
 #pragma unroll
         for (int j = 0; j < TILE; j++) cu[j] = ru[j], cdt[j] = rdt[j], cz[j] = rz[j];
         if (lt + TILE < l1) load_tile(lt + TILE); // the next tile's loads fly while this one computes
-        if (MODE == SWEEP_CKPT && (lt - l0) % RSUB == 0) {
-            float *c = ck + (size_t)((lt - l0) / RSUB) * NS * 32 + lane;
+        if ((MODE == SWEEP_CKPT || (MODE == SWEEP_OUT && ck)) && (lt - l0) % RSUB == 0) {
+            float *c = ck + ((size_t)((lt - l0) / RSUB) * NS + n0) * 32 + (e & 31);
 #pragma unroll
             for (int n = 0; n < NT; n++) c[n * 32] = h[n];
         }
@@ -318,8 +320,11 @@ __global__ void __launch_bounds__(32) scan_fwd_kernel(const ScanP p) {
     }
     const float bias = act ? p.dt_bias[e] : 0.0f;
     const float Dv = (MODE == SWEEP_OUT && act) ? p.D[e] : 0.0f;
+    float *ck = MODE == SWEEP_OUT && p.ckpt_given
+                    ? p.ckpt + ((size_t)b * ((p.E + 31) / 32) + e / 32) * p.nsub * NS * 32
+                    : nullptr;
     const float S = fwd_sweep<T, NS, SPLIT, MODE, GATE>(p, b, e, lane, n0, act, l0, l1, h, A2,
-                                                        bias, Dv, sbc, nullptr);
+                                                        bias, Dv, sbc, ck);
     if (!act) return;
     if (MODE == SWEEP_LOCAL) {
 #pragma unroll
@@ -490,7 +495,8 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
     const float bias = act ? p.dt_bias[e] : 0.0f, Dv = act ? p.D[e] : 0.0f;
 
     // (a) forward sweep: the state before every sub-chunk
-    fwd_sweep<T, NS, 1, SWEEP_CKPT, false>(p, b, e, lane, 0, act, l0, l1, h, A2, bias, 0.0f, sbc,
+    if (!p.ckpt_given) // else the training forward saved them
+        fwd_sweep<T, NS, 1, SWEEP_CKPT, false>(p, b, e, lane, 0, act, l0, l1, h, A2, bias, 0.0f, sbc,
                                            ck);
 
     // (b) sub-chunks from the last: recompute their states, then walk them backwards
@@ -532,7 +538,7 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
         }
         const float *c0 = ck + (size_t)sidx * NS * 32 + lane;
 #pragma unroll
-        for (int n = 0; n < NS; n++) h[n] = c0[n * 32];
+        for (int n = 0; n < NS; n++) h[n] = act ? c0[n * 32] : 0.0f; // lanes past E: 0, not stale
 #pragma unroll
         for (int q = 0; q < NQ; q++)
             hs[q * 32 + lane] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
@@ -889,18 +895,27 @@ static size_t fwd_layout(const Plan &pl, const cuda_scan_args *a, ScanP *p, void
     return cv.off;
 }
 
+// Bytes of the states a training forward saves for the backward (0: this shape does not, when
+// either pass cuts the sequence into chunks).
+static size_t ckpt_bytes(const cuda_scan_args *a) {
+    const Plan pf = make_plan(a, false), pb = make_plan(a, true);
+    if (pf.K != 1 || pb.K != 1) return 0;
+    return (size_t)a->B * pb.G * pb.nsub * pb.NS * 32 * sizeof(float);
+}
+
 static size_t bwd_layout(const Plan &pl, const cuda_scan_args *a, ScanP *p, void *ws) {
     Carve cv = {(char *)ws, 0};
+    const bool given = a->ckpt && ckpt_bytes(a) > 0;
     const size_t bkne = (size_t)a->B * pl.K * a->N * a->E;
     if (pl.K > 1) {
         float *hin = cv.take(bkne), *hloc = cv.take(bkne), *gin = cv.take(bkne),
               *gloc = cv.take(bkne), *S = cv.take((size_t)a->B * pl.K * a->E);
         if (p) p->hin = hin, p->hloc = hloc, p->gin = gin, p->gloc = gloc, p->S = S;
     }
-    float *ck = cv.take((size_t)a->B * pl.K * pl.G * pl.nsub * pl.NS * 32);
+    float *ck = given ? a->ckpt : cv.take((size_t)a->B * pl.K * pl.G * pl.nsub * pl.NS * 32);
     float *pbc = cv.take((size_t)a->B * a->L * pl.G * 2 * pl.NS);
     float *pch = cv.take((size_t)a->B * pl.K * (a->N + 2) * a->E);
-    if (p) p->ckpt = ck, p->pbc = pbc, p->pch = pch;
+    if (p) p->ckpt = ck, p->ckpt_given = given, p->pbc = pbc, p->pch = pch;
     return cv.off;
 }
 
@@ -1014,6 +1029,12 @@ extern "C" ssm_status cuda_scan_forward(const cuda_scan_args *a, void *out, floa
     ScanP p = make_params(a, pl);
     fwd_layout(pl, a, &p, ws);
     p.y = out;
+    if (a->ckpt && ckpt_bytes(a) > 0) {
+        if (state)
+            return ssm_set_error(SSM_ERR_ARG, "cuda_scan_forward: checkpoints for the backward "
+                                 "need a forward from the zero state");
+        p.ckpt = a->ckpt, p.ckpt_given = true;
+    }
     if (pl.split == 4)
         SCAN_DISPATCH(a->dtype, pl.NS, return (fwd_run<T, NSC, (NSC >= 16 ? 4 : 2)>(p, state, stream)));
     else if (pl.split == 2)
@@ -1021,6 +1042,11 @@ extern "C" ssm_status cuda_scan_forward(const cuda_scan_args *a, void *out, floa
     else
         SCAN_DISPATCH(a->dtype, pl.NS, return (fwd_run<T, NSC, 1>(p, state, stream)));
     return SSM_OK;
+}
+
+extern "C" size_t cuda_scan_checkpoint_bytes(const cuda_scan_args *a) {
+    if (check_args(a, "cuda_scan_checkpoint_bytes") != SSM_OK) return 0;
+    return ckpt_bytes(a);
 }
 
 extern "C" size_t cuda_scan_backward_workspace(const cuda_scan_args *a) {

@@ -4,6 +4,8 @@
 # a bare CUDA machine lacks (libyaml, htslib, OpenBLAS, ...) into DEST, for
 # `BIN=DEST bash tests/gpu/run-on-device.sh ...` on the GPU machine (the device tool, carry
 # [DEST]): no device time goes to compiling.
+# Meson 1.0's nvcc rules record no header dependencies ("ninja -t deps" shows 0 for the .cu
+# objects): after editing a header under libssm/, touch libssm/cuda/*.cu bench/*.cu first.
 set -euo pipefail
 build=${1:?usage: pack.sh BUILD DEST}
 dest=${2:?usage: pack.sh BUILD DEST}
@@ -17,4 +19,5 @@ cp -L "$build/libssm/libssm.so" "$dest/"
 for p in "${progs[@]}"; do ldd "$build/$p"; done | awk '$3 ~ /^\// {print $3}' | sort -u |
   grep -Ev '/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas[^/]*)\.so' |
   while read -r lib; do cp -L "$lib" "$dest/"; done
+strip --strip-unneeded "$dest"/* 2>/dev/null || true # under the 64 MiB the device tool carries
 du -sh "$dest"

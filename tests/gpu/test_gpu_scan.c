@@ -280,6 +280,10 @@ static void test_scan_forward(int B, int L, int E, int N, int regime, int gate, 
     free_problem(&p);
 }
 
+/* g_saved: a training forward first saves the states (cuda_scan_args.ckpt), and the backward
+ * reads them instead of recomputing them (where the shape allows: one chunk in both passes) */
+static int g_saved;
+
 static void test_scan_backward(int B, int L, int E, int N, int regime, int gate, int chunk,
                                cuda_dtype dt) {
     problem p = make_problem(B, L, E, N, regime, dt);
@@ -314,6 +318,15 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
     void *g_dxdbl = dev_poisoned(T * p.ld, dt), *g_dxz = dev_poisoned(T * p.ldz, dt);
     float *g_dbias = to_dev(dbias0, E, CUDA_DTYPE_F32), *g_dAlog = to_dev(dAlog0, (size_t)E * N, CUDA_DTYPE_F32);
     float *g_dD = to_dev(dD0, E, CUDA_DTYPE_F32);
+    size_t ckb = g_saved ? cuda_scan_checkpoint_bytes(&a) : 0;
+    if (ckb) { /* the forward, from the zero state, saves the states (poisoned before) */
+        a.ckpt = ws_alloc(ckb);
+        void *g_y = dev_poisoned(T * E, dt);
+        size_t fwb = cuda_scan_forward_workspace(&a);
+        void *fws = ws_alloc(fwb);
+        OK(cuda_scan_forward(&a, g_y, NULL, fws, fwb, 0));
+        cudaFree(g_y), cudaFree(fws);
+    }
     size_t wsb = cuda_scan_backward_workspace(&a);
     void *ws = ws_alloc(wsb);
     OK(cuda_scan_backward(&a, g_dout, g_du, g_ddt, (char *)g_dxdbl + p.R * es,
@@ -329,8 +342,8 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
     for (size_t i = 0; i < (size_t)E * N; i++) h_dAlog[i] -= dAlog0[i], dAlog[i] -= dAlog0[i];
     int ok = 1;
     double bound = dt == CUDA_DTYPE_F32 ? 1e-4 : 1e-2;
-    printf("scan_backward %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d chunk=%-4d ws=%zuB:",
-           dtname(dt), B, L, E, N, regime, gate, chunk, wsb);
+    printf("scan_backward %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d chunk=%-4d ws=%zuB%s:",
+           dtname(dt), B, L, E, N, regime, gate, chunk, wsb, ckb ? " saved" : "");
     report("", "du", rel_err(h_du, du, T * E), bound, &ok);
     report("", "ddt", rel_err(h_ddt, ddt, T * E), bound, &ok);
     report("", "dB", rel_err2(h_dx + p.R, p.ld, dxdbl + p.R, p.ld, T, N), bound, &ok);
@@ -344,7 +357,7 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
     free(dbias0), free(dAlog0), free(dD0), free(dbias), free(dAlog), free(dD);
     free(h_du), free(h_ddt), free(h_dx), free(h_dxz), free(h_dbias), free(h_dAlog), free(h_dD);
     cudaFree(g_dout), cudaFree(g_du), cudaFree(g_ddt), cudaFree(g_dxdbl), cudaFree(g_dxz);
-    cudaFree(g_dbias), cudaFree(g_dAlog), cudaFree(g_dD), cudaFree(ws);
+    cudaFree(g_dbias), cudaFree(g_dAlog), cudaFree(g_dD), cudaFree(ws), cudaFree(a.ckpt);
     free_dproblem(&d);
     free_problem(&p);
 }
@@ -572,6 +585,14 @@ int main(int argc, char **argv) {
         test_scan_backward(3, 77, 33, 32, 1, 1, 0, dt);    /* N = 32 */
         test_scan_backward(4, 300, 100, 8, 1, 0, 0, dt);
         test_scan_backward(48, 64, 1536, 16, 1, 1, 0, dt); /* one pass */
+        /* the states saved by the forward (split 1 and 2 forwards, N = 5, 16, 32) */
+        g_saved = 1;
+        test_scan_backward(3, 100, 37, 16, 1, 0, 100, dt);
+        test_scan_backward(3, 100, 37, 5, 1, 1, 100, dt);
+        test_scan_backward(3, 77, 33, 32, 1, 1, 77, dt);
+        test_scan_backward(48, 64, 1536, 16, 1, 1, 0, dt);
+        test_scan_backward(16, 333, 1536, 16, 2, 1, 0, dt);
+        g_saved = 0;
         /* step mode */
         test_scan_step(3, 37, 16, 5, 1, dt);
         test_scan_step(2, 37, 5, 3, 0, dt);

@@ -58,6 +58,10 @@ typedef struct cuda_scan_args {
                               then dt_proj's input (B, dt_rank), row stride ld_dt, and the step
                               applies the projection itself (N a multiple of 4) */
     int dt_rank, ld_dt;
+    float *ckpt;           /* or NULL: cuda_scan_checkpoint_bytes(args) bytes (when that is not
+                              0) where a training forward (zero initial state) saves the states
+                              its backward needs, so that the backward does not recompute
+                              them; pass the same args (and buffer) to both */
 } cuda_scan_args;
 
 /* out (T, E). state (B, E, N) or NULL: initial state read, final state written (carry).
@@ -71,6 +75,9 @@ ssm_status cuda_scan_forward(const cuda_scan_args *args, void *out, float *state
  * Writes du, ddt (T, E), dBm, dCm (row stride ld_bc, may be columns of one buffer) and, with
  * z, dz (row stride ld_z); ADDS to d_dt_bias (E), dA_log (E, N), dD (E). Deterministic. */
 size_t cuda_scan_backward_workspace(const cuda_scan_args *args);
+/* Bytes for args->ckpt: the state every 16 steps of every channel (0 when this shape cannot
+ * save them: a long sequence that either pass cuts into chunks). */
+size_t cuda_scan_checkpoint_bytes(const cuda_scan_args *args);
 ssm_status cuda_scan_backward(const cuda_scan_args *args, const void *d_out, void *du,
                               void *ddt, void *dBm, void *dCm, void *dz, float *d_dt_bias,
                               float *dA_log, float *dD, void *workspace,
