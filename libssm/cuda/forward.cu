@@ -53,9 +53,11 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
         cuda_scan_args sa = scan_args(c, p, la, B, L);
         if (ss || !a->training) sa.ckpt = NULL; // only a training forward saves them
         SSM_TRY(cuda_scan_forward(&sa, la->gated, ss, a->work, a->work_bytes, st));
-        // r_{i+1} = r_i + out_proj(gated): the residual add is the GEMM's beta = 1
+        // r_{i+1} = r_i + out_proj(gated): the residual add is the GEMM's beta = 1 (in place when
+        // no backward needs r_i: the plan then gives every layer the same buffer)
         float *next = i + 1 < c->n_layer ? a->layers[i + 1].resid : a->resid_f;
-        CUDA_TRY(cudaMemcpyAsync(next, la->resid, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice, st), "the residual stream");
+        if (next != la->resid)
+            CUDA_TRY(cudaMemcpyAsync(next, la->resid, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice, st), "the residual stream");
         SSM_TRY(cuda_matmul_forward(g->blas, next, D, CUDA_DTYPE_F32, 1.0f, la->gated, E, w16(g, p->out_proj), T, E, D));
     }
     return cuda_rmsnorm_forward(a->normed_f, a->rstd_f, a->resid_f, g->p.norm_f, T, D, c->norm_eps, BF, st);

@@ -185,6 +185,10 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
     } while (0)
     for (int i = 0; i < c->n_layer; i++) {
         cuda_layer_acts *la = &a->layers[i];
+        if (!training && i > 0) { // nothing is kept for a backward: every layer reuses layer 0's
+            if (base) *la = a->layers[0];  // buffers, and the residual stream adds in place
+            continue;
+        }
         TAKE(la->resid, T * D, float);
         TAKE(la->normed, T * D, bf16);
         TAKE(la->rstd, T, float);
@@ -195,7 +199,8 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
         TAKE(la->gated, T * E, bf16);
         if (training && ckpt) TAKE(la->ckpt, ckpt / sizeof(float), float);
     }
-    TAKE(a->resid_f, T * D, float);
+    if (training) TAKE(a->resid_f, T * D, float);
+    else if (base) a->resid_f = a->layers[0].resid;
     TAKE(a->normed_f, T * D, bf16);
     TAKE(a->rstd_f, T, float);
     TAKE(a->tokens, T, int32_t);

@@ -25,6 +25,8 @@ struct cuda_layer_acts {
     float *ckpt;   // training: the scan's saved states (cuda_scan_checkpoint_bytes), or NULL
 };
 
+// Without training (scoring, prompts) nothing is kept for a backward: every layer gets layer 0's
+// buffers and the residual stream is one buffer updated in place.
 struct cuda_acts {
     int B, L, training;
     size_t bytes;              // of blob
