@@ -58,6 +58,16 @@ template <int W> __device__ __forceinline__ void ld_logits(const float *p, float
         v[0] = *p;
     }
 }
+// W consecutive bf16 logits (a training head's; W = 4 needs 8-byte alignment)
+template <int W> __device__ __forceinline__ void ld_logits(const __nv_bfloat16 *p, float *v) {
+    if (W == 4) {
+        const uint2 q = *reinterpret_cast<const uint2 *>(p);
+        v[0] = __uint_as_float(q.x << 16), v[1] = __uint_as_float(q.x & 0xffff0000u);
+        v[2] = __uint_as_float(q.y << 16), v[3] = __uint_as_float(q.y & 0xffff0000u);
+    } else {
+        v[0] = __bfloat162float(*p);
+    }
+}
 template <int W> __device__ __forceinline__ void st_grad(float *p, const float *v) {
     if (W == 4) *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
     else p[0] = v[0];
@@ -74,17 +84,17 @@ template <int W> __device__ __forceinline__ void st_grad(__nv_bfloat16 *p, const
 }
 
 // grid (rows), block (BT)
-template <typename T, int W>
+template <typename T, int W, typename TL = float>
 __global__ void __launch_bounds__(BT) ce_kernel(float *nll, float *entropy, T *dlogits,
-                                                const float *logits, int ld,
+                                                const TL *logits, int ld,
                                                 const int32_t *targets, int V, float scale) {
     __shared__ Soft red[BT / 32];
     const int tid = threadIdx.x;
     const size_t row = blockIdx.x;
-    const float *lr = logits + row * ld; // (V)
+    const TL *lr = logits + row * ld; // (V)
     const int tgt = targets[row];
     const bool scored = tgt >= 0 && tgt < V;
-    const float lt = tid == 0 && scored ? lr[tgt] : 0.0f; // before any write (aliasing)
+    const float lt = tid == 0 && scored ? to_f(lr[tgt]) : 0.0f; // before any write (aliasing)
     Soft a = {-INFINITY, 0.0f, 0.0f};
     for (int c = tid * W; c < V; c += BT * W) {
         float v[W];
@@ -155,10 +165,10 @@ __global__ void __launch_bounds__(BT) argmax_kernel(int32_t *out, const float *l
 
 bool aligned(const void *p, unsigned a) { return ((uintptr_t)p & (a - 1)) == 0; }
 
-template <typename T>
-void ce_launch(float *nll, float *entropy, void *dlogits, const float *logits, int ld,
+template <typename T, typename TL = float>
+void ce_launch(float *nll, float *entropy, void *dlogits, const TL *logits, int ld,
                const int32_t *targets, int rows, int V, float scale, cudaStream_t s) {
-    const bool vec = V % 4 == 0 && ld % 4 == 0 && aligned(logits, 16) &&
+    const bool vec = V % 4 == 0 && ld % 4 == 0 && aligned(logits, 4 * sizeof(TL)) &&
                      (!dlogits || aligned(dlogits, 4 * sizeof(T)));
     if (vec)
         ce_kernel<T, 4><<<rows, BT, 0, s>>>(nll, entropy, (T *)dlogits, logits, ld, targets, V, scale);
@@ -187,6 +197,21 @@ extern "C" ssm_status cuda_cross_entropy(float *nll, float *entropy, void *dlogi
     else
         ce_launch<__nv_bfloat16>(nll, entropy, dlogits, logits, ld, targets, rows, V, scale, stream);
     SSM_CUDA_CHECK_LAUNCH("cuda_cross_entropy");
+    return SSM_OK;
+}
+
+extern "C" ssm_status cuda_cross_entropy_bf16(float *nll, float *entropy, void *dlogits,
+                                              const void *logits, int ld, const int32_t *targets,
+                                              int rows, int V, float scale, cudaStream_t stream) {
+    if (!nll || !logits || !targets)
+        return ssm_set_error(SSM_ERR_ARG, "cuda_cross_entropy_bf16: NULL pointer");
+    if (rows < 1 || V < 1 || ld < V)
+        return ssm_set_error(SSM_ERR_ARG, "cuda_cross_entropy_bf16: rows=%d V=%d ld=%d (need >= 1, ld >= V)",
+                             rows, V, ld);
+    if (!isfinite(scale)) return ssm_set_error(SSM_ERR_ARG, "cuda_cross_entropy_bf16: scale is not finite");
+    ce_launch<__nv_bfloat16, __nv_bfloat16>(nll, entropy, dlogits, (const __nv_bfloat16 *)logits, ld,
+                                           targets, rows, V, scale, stream);
+    SSM_CUDA_CHECK_LAUNCH("cuda_cross_entropy_bf16");
     return SSM_OK;
 }
 

@@ -78,6 +78,16 @@ ssm_status cuda_head(ssm_model *m, int T, int mode) {
     for (int r0 = 0; r0 < T; r0 += a->head_rows) {
         int n = T - r0 < a->head_rows ? T - r0 : a->head_rows;
         const bf16 *h = a->normed_f + (size_t)r0 * D;
+        int bwd = mode == HEAD_TRAIN;
+        if (bwd) { // bf16 logits, as the reference's autocast head; d logits in their place
+            SSM_TRY(cuda_matmul_forward(g->blas, a->dlogits, V, CUDA_DTYPE_BF16, 0.0f, h, D, emb16, n, D, V));
+            SSM_TRY(cuda_cross_entropy_bf16(a->nll + r0, NULL, a->dlogits, a->dlogits, V, a->targets + r0, n, V,
+                                            g->count ? 1.0f / (float)g->count : 0.0f, g->stream));
+            // d h = d logits . emb;  d emb (head_dw) += d logits^T . h
+            SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed + (size_t)r0 * D, D, CUDA_DTYPE_BF16, 0.0f,
+                                         a->head_dw, a->dlogits, V, h, D, emb16, n, D, V));
+            continue;
+        }
         SSM_TRY(cuda_matmul_forward(g->blas, a->logits, V, CUDA_DTYPE_F32, 0.0f, h, D, emb16, n, D, V));
         if (mode == HEAD_LOGITS) {
             CUDA_TRY(cudaMemcpyAsync(g->host_logits + (size_t)r0 * V, a->logits, (size_t)n * V * sizeof(float),
@@ -85,14 +95,8 @@ ssm_status cuda_head(ssm_model *m, int T, int mode) {
             CUDA_TRY(cudaStreamSynchronize(g->stream), "downloading logits");
             continue;
         }
-        int bwd = mode == HEAD_TRAIN;
-        SSM_TRY(cuda_cross_entropy(a->nll + r0, mode == HEAD_SCORE ? a->entropy + r0 : NULL,
-                                   bwd ? a->dlogits : NULL, CUDA_DTYPE_BF16, a->logits, V,
-                                   a->targets + r0, n, V, g->count ? 1.0f / (float)g->count : 0.0f, g->stream));
-        // d h = d logits . emb;  d emb += d logits^T . h
-        if (bwd)
-            SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed + (size_t)r0 * D, D, CUDA_DTYPE_BF16, 0.0f,
-                                         a->head_dw, a->dlogits, V, h, D, emb16, n, D, V));
+        SSM_TRY(cuda_cross_entropy(a->nll + r0, mode == HEAD_SCORE ? a->entropy + r0 : NULL, NULL,
+                                   CUDA_DTYPE_F32, a->logits, V, a->targets + r0, n, V, 1.0f, g->stream));
     }
     return SSM_OK;
 }

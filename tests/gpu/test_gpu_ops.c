@@ -240,7 +240,8 @@ static void ce_reference(float *nll, float *ent, float *dl, const float *logits,
     }
 }
 
-/* alias: dlogits written over the logits (fp32 only) */
+/* alias 1: dlogits written over the fp32 logits; alias 2: bf16 logits (dt bf16) and dlogits
+ * over them (cuda_cross_entropy_bf16, the training head's) */
 static void test_cross_entropy(int rows, int V, int ld, cuda_dtype dt, int alias) {
     const size_t n = (size_t)rows * ld;
     float *logits = falloc(n);
@@ -257,23 +258,30 @@ static void test_cross_entropy(int rows, int V, int ld, cuda_dtype dt, int alias
             for (int v = 0; v < V; v++) l[v] += 60.0f;
     }
     const float scale = 1.0f / (scored ? scored : 1);
+    const int bf_in = alias == 2;
+    if (bf_in) round_bf16(logits, n); /* the reference sees the bf16 values */
     float *nll = falloc(rows), *ent = falloc(rows), *dl = falloc((size_t)rows * V);
     ce_reference(nll, ent, dl, logits, ld, tgt, rows, V, scale);
-    float *g_logits = to_dev(logits, n, CUDA_DTYPE_F32);
+    float *g_logits = to_dev(logits, n, bf_in ? CUDA_DTYPE_BF16 : CUDA_DTYPE_F32);
     int32_t *g_tgt = to_dev_bytes(tgt, (size_t)rows * 4);
     float *g_nll = dev_poisoned(rows, CUDA_DTYPE_F32), *g_ent = dev_poisoned(rows, CUDA_DTYPE_F32);
     void *g_dl = alias ? (void *)g_logits : dev_poisoned(n, dt);
-    OK(cuda_cross_entropy(g_nll, g_ent, g_dl, dt, g_logits, ld, g_tgt, rows, V, scale, 0));
+    if (bf_in) OK(cuda_cross_entropy_bf16(g_nll, g_ent, g_dl, g_logits, ld, g_tgt, rows, V, scale, 0));
+    else OK(cuda_cross_entropy(g_nll, g_ent, g_dl, dt, g_logits, ld, g_tgt, rows, V, scale, 0));
     float *h_nll = from_dev(g_nll, rows, CUDA_DTYPE_F32), *h_ent = from_dev(g_ent, rows, CUDA_DTYPE_F32);
     float *h_dl = from_dev(g_dl, n, dt);
     /* the nll alone, no entropy, no gradient */
     CK(cudaMemset(g_nll, 0xff, (size_t)rows * 4));
-    if (alias) CK(cudaMemcpy(g_logits, logits, n * 4, cudaMemcpyHostToDevice));
-    OK(cuda_cross_entropy(g_nll, NULL, NULL, dt, g_logits, ld, g_tgt, rows, V, scale, 0));
+    if (alias) {
+        cudaFree(g_logits);
+        g_logits = to_dev(logits, n, bf_in ? CUDA_DTYPE_BF16 : CUDA_DTYPE_F32);
+    }
+    if (bf_in) OK(cuda_cross_entropy_bf16(g_nll, NULL, NULL, g_logits, ld, g_tgt, rows, V, scale, 0));
+    else OK(cuda_cross_entropy(g_nll, NULL, NULL, dt, g_logits, ld, g_tgt, rows, V, scale, 0));
     float *h_nll2 = from_dev(g_nll, rows, CUDA_DTYPE_F32);
     int ok = 1;
     printf("cross_entropy %-4s rows=%-4d V=%-5d ld=%-5d%s:", dtname(dt), rows, V, ld,
-           alias ? " aliased" : "");
+           bf_in ? " bf16 in, aliased" : alias ? " aliased" : "");
     report("nll", rel_err(h_nll, nll, rows), 1e-5, &ok);
     report("entropy", rel_err(h_ent, ent, rows), 1e-5, &ok);
     report("dlogits", rel_err2(h_dl, ld, dl, V, rows, V), dt == CUDA_DTYPE_F32 ? 1e-5 : 1e-2, &ok);
@@ -547,6 +555,9 @@ int main(void) {
     }
     test_cross_entropy(1000, 50280, 50280, CUDA_DTYPE_F32, 1);
     test_cross_entropy(37, 37, 41, CUDA_DTYPE_F32, 1);
+    test_cross_entropy(1000, 50280, 50280, CUDA_DTYPE_BF16, 2); /* the training head */
+    test_cross_entropy(37, 37, 41, CUDA_DTYPE_BF16, 2);
+    test_cross_entropy(3, 16, 16, CUDA_DTYPE_BF16, 2);
     /* argmax: rows, V, ld */
     test_argmax(3, 16, 16);
     test_argmax(1000, 16, 16);

@@ -3,7 +3,8 @@
 # from the same seed (the same batches): the GPU's training loss follows the CPU's within bf16
 # tolerance (mean relative difference over the logged steps < 2%, none above 6%) and its
 # validation figure is within 1%; then the GPU-trained run scores the held-out excerpt on the
-# GPU and on the CPU with the same result (checkpoints move freely), and generates on the GPU.
+# GPU and on the CPU with the same result, a run stopped on the GPU resumes on the CPU and back
+# (checkpoints move freely), and the GPU generates.
 # Exit 77 (skipped) without a GPU. Run from the repository root.
 set -uo pipefail
 bin=${1:?usage: test_gpu_train.sh BIN_DIR [OUT_DIR]}
@@ -38,6 +39,20 @@ done
 paste "$out/score-cuda.tsv" "$out/score-cpu.tsv" | awk -F'\t' 'NR > 1 {
   g = $6; c = $(NF - 1); d = g > c ? g - c : c - g; print "bits per base: gpu " g ", cpu " c;
   exit !(d < 0.01 * c) }' || { echo "FAIL: GPU and CPU scores differ"; exit 1; }
+# checkpoints move freely: a GPU run stopped at step 100, resumed on the CPU to 150, then on the
+# GPU to 200, ends within 1% of the uninterrupted GPU run's validation loss
+run_r() { "$bin/ssm-train" "$@" --quiet >>"$out/train-r.log" 2>&1 || { echo "FAIL: ssm-train $*"; tail -5 "$out/train-r.log"; exit 1; }; }
+run_r recipes/dna.yaml --device cuda --force --output "$out/dna-r" --set train.steps=200 \
+  --set train.eval_every=200 --set train.log_every=10 --stop-after 100
+run_r --resume "$out/dna-r" --device cpu --stop-after 50
+run_r --resume "$out/dna-r" --device cuda
+python3 - "$out/dna-r/metrics.jsonl" "$out/dna-cuda/metrics.jsonl" <<'PY' || exit 1
+import json, sys
+v = [[json.loads(l)["valid_loss"] for l in open(p) if "valid_loss" in l][-1] for p in sys.argv[1:]]
+d = abs(v[0] - v[1]) / v[1]
+print(f"GPU -> CPU -> GPU resumed run: validation {v[0]:.4f} vs {v[1]:.4f} nats uninterrupted ({d:.4f})")
+sys.exit(0 if d < 0.01 else 1)
+PY
 "$bin/ssm-generate" "$out/dna-cuda" --device cuda --length 80 --seed 3 >"$out/gen.fa" ||
   { echo "FAIL: ssm-generate --device cuda"; exit 1; }
 head -2 "$out/gen.fa"

@@ -152,6 +152,11 @@ ssm_status cuda_rmsnorm_backward(float *dx, float *dw, const void *d_out, const 
 ssm_status cuda_cross_entropy(float *nll, float *entropy, void *dlogits, cuda_dtype dtype,
                               const float *logits, int ld, const int32_t *targets, int rows,
                               int V, float scale, cudaStream_t stream);
+/* The same over bf16 logits (a training head's, the reference's autocast precision): dlogits
+ * (bf16, or NULL) may alias the logits. */
+ssm_status cuda_cross_entropy_bf16(float *nll, float *entropy, void *dlogits, const void *logits,
+                                   int ld, const int32_t *targets, int rows, int V, float scale,
+                                   cudaStream_t stream);
 /* out[r] = argmax over v < V of logits[r, v] (the lowest index on ties); logits (rows, V)
  * fp32, row stride ld. */
 ssm_status cuda_argmax(int32_t *out, const float *logits, int ld, int rows, int V,
