@@ -34,6 +34,7 @@ struct ScanP {
     const float *dt_bias, *A_log, *D; // (E), (E, N), (E)
     int B, L, E, N;
     int Lc, K, G, nsub; // chunk length, chunks, warps per row (ceil(E/32)), sub-chunks per chunk
+    int Gw, split;      // backward: warps per row of the main kernel (ceil(E split / 32)), split
     // forward
     void *y;
     float *state; // (B, E, N)
@@ -445,36 +446,41 @@ __global__ void scan_bwd_combine(const ScanP p) {
     }
 }
 
-template <int NS> struct BwdSmem {
-    // hs: (RSUB + 1, NS / 4, 32) float4: row 0 the checkpoint h_{ls-1}, row j + 1 = h_{ls+j}
-    static constexpr size_t HS = (size_t)(RSUB + 1) * NS * 32 * sizeof(float);
+template <int NS, int SPLIT> struct BwdSmem {
+    static constexpr int NT = NS / SPLIT, CH = 32 / SPLIT; // states per thread, channels per warp
+    // hs: (RSUB + 1, NT / 4, 32) float4: row 0 the checkpoint h_{ls-1}, row j + 1 = h_{ls+j}
+    static constexpr size_t HS = (size_t)(RSUB + 1) * NT * 32 * sizeof(float);
     static constexpr size_t BC = (size_t)2 * TILE * 2 * NS * sizeof(float); // >= RSUB * 2 NS
-    static constexpr size_t COL = (size_t)RSUB * 32 * sizeof(float);
-    // sred: (32, 2 NS + 4): each lane's [dB | dC] of one step, a row per lane (padded so that
-    // the row writes and the column reads are free of bank conflicts)
-    static constexpr int RED_LD = 2 * NS + 4;
+    static constexpr size_t COL = (size_t)RSUB * CH * sizeof(float);
+    // sred: (32, 2 NT + 4): each lane's [dB | dC] of its states for one step, a row per lane
+    // (padded so that the row writes and the column reads are free of bank conflicts)
+    static constexpr int RED_LD = 2 * NT + 4;
     static constexpr size_t RED = (size_t)32 * RED_LD * sizeof(float);
     static constexpr size_t BYTES = HS + BC + 4 * COL + RED;
     static_assert(2 * TILE >= RSUB, "the B/C tile buffer holds one sub-chunk");
 };
 
-// The main backward kernel: grid (G, K, B), one warp of 32 channels.
-template <typename T, int NS, bool GATE>
+// The main backward kernel: grid (Gw, K, B), one warp of 32 / SPLIT channels; the SPLIT threads
+// of a channel (adjacent lanes) keep NS / SPLIT of its states each, sum their partial
+// d delta and g . B with a shuffle, and share the channel's per-step values through shared
+// memory. SPLIT = 2 halves the states (and the shared memory) a warp holds, so twice the
+// warps fit on an SM: the walk is bound by the latency of its shared-memory loads.
+template <typename T, int NS, bool GATE, int SPLIT>
 __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
+    using SM = BwdSmem<NS, SPLIT>;
     extern __shared__ __align__(16) float smem[];
     float4 *hs = (float4 *)smem;
-    float *sbc = smem + BwdSmem<NS>::HS / sizeof(float);
-    float *sdl = sbc + BwdSmem<NS>::BC / sizeof(float); // (RSUB, 32) delta
-    float *su = sdl + RSUB * 32;                        // u
-    float *sdy = su + RSUB * 32;                        // dy (after the gate)
-    float *ssg = sdy + RSUB * 32;                       // d delta / d dt = sigmoid(dt + bias)
-    float *sred = ssg + RSUB * 32;                      // (32, RED_LD) the dB, dC transpose
-    constexpr int NQ = NS / 4;
-    constexpr int V = 2 * NS;
+    float *sbc = smem + SM::HS / sizeof(float);
+    constexpr int NT = SM::NT, CH = SM::CH, NQ = NT / 4, V = 2 * NS;
+    float *sdl = sbc + SM::BC / sizeof(float); // (RSUB, CH) delta
+    float *su = sdl + RSUB * CH;               // u
+    float *sdy = su + RSUB * CH;               // dy (after the gate)
+    float *ssg = sdy + RSUB * CH;              // d delta / d dt = sigmoid(dt + bias)
+    float *sred = ssg + RSUB * CH;             // (32, RED_LD) the dB, dC transpose
 
-    const int lane = threadIdx.x, grp = blockIdx.x, e = grp * 32 + lane, c = blockIdx.y,
-              b = blockIdx.z;
-    const bool act = e < p.E;
+    const int lane = threadIdx.x, part = lane % SPLIT, n0 = part * NT, slot = lane / SPLIT;
+    const int grp = blockIdx.x, e = grp * CH + slot, c = blockIdx.y, b = blockIdx.z;
+    const bool act = e < p.E, lead = part == 0; // the lead thread stores the channel's values
     const int E = p.E, N = p.N;
     const int l0 = c * p.Lc, l1 = min(p.L, l0 + p.Lc);
     const size_t row0 = (size_t)b * p.L;
@@ -485,26 +491,27 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
     const T *zb = gate ? (const T *)p.z + row0 * p.ld_z + ec : nullptr;
     using R = typename RawT<T>::type;
     const float msk = act ? 1.0f : 0.0f; // lanes past E contribute nothing to dB, dC
-    float *ck = p.ckpt + (((size_t)b * p.K + c) * p.G + grp) * (size_t)p.nsub * NS * 32;
+    // checkpoints: (B, K, ceil(E / 32), nsub, NS, 32), the state of channel e at lane e % 32
+    float *ck = p.ckpt + (((size_t)b * p.K + c) * ((E + 31) / 32) + e / 32) * (size_t)p.nsub * NS * 32;
 
-    float A2[NS], h[NS];
-    load_A2<NS>(p, e, 0, act, A2);
+    float A2[NT], h[NT];
+    load_A2<NT>(p, e, n0, act, A2);
 #pragma unroll
-    for (int n = 0; n < NS; n++)
-        h[n] = (p.hin && act && n < N) ? p.hin[cidx(p, b, c, n, e)] : 0.0f;
+    for (int i = 0; i < NT; i++)
+        h[i] = (p.hin && act && n0 + i < N) ? p.hin[cidx(p, b, c, n0 + i, e)] : 0.0f;
     const float bias = act ? p.dt_bias[e] : 0.0f, Dv = act ? p.D[e] : 0.0f;
 
-    // (a) forward sweep: the state before every sub-chunk
-    if (!p.ckpt_given) // else the training forward saved them
-        fwd_sweep<T, NS, 1, SWEEP_CKPT, false>(p, b, e, lane, 0, act, l0, l1, h, A2, bias, 0.0f, sbc,
-                                           ck);
+    // (a) forward sweep: the state before every sub-chunk (unless a training forward saved them)
+    if (!p.ckpt_given)
+        fwd_sweep<T, NS, SPLIT, SWEEP_CKPT, false>(p, b, e, lane, n0, act, l0, l1, h, A2, bias, 0.0f,
+                                                   sbc, ck);
 
     // (b) sub-chunks from the last: recompute their states, then walk them backwards
-    float gf[NS], dAacc[NS];
+    float gf[NT], dAacc[NT];
 #pragma unroll
-    for (int n = 0; n < NS; n++) {
-        gf[n] = (p.gin && act && n < N) ? p.gin[cidx(p, b, c, n, e)] : 0.0f;
-        dAacc[n] = 0.0f;
+    for (int i = 0; i < NT; i++) {
+        gf[i] = (p.gin && act && n0 + i < N) ? p.gin[cidx(p, b, c, n0 + i, e)] : 0.0f;
+        dAacc[i] = 0.0f;
     }
     float accD = 0.0f, accBias = 0.0f;
     const int nsub_c = (l1 - l0 + RSUB - 1) / RSUB;
@@ -536,9 +543,9 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
             t0.store(sbc, lane, N);
             t1.store(sbc + TILE * 2 * NS, lane, N);
         }
-        const float *c0 = ck + (size_t)sidx * NS * 32 + lane;
+        const float *c0 = ck + ((size_t)sidx * NS + n0) * 32 + (e & 31);
 #pragma unroll
-        for (int n = 0; n < NS; n++) h[n] = act ? c0[n * 32] : 0.0f; // lanes past E: 0, not stale
+        for (int i = 0; i < NT; i++) h[i] = act ? c0[i * 32] : 0.0f; // lanes past E: 0, not stale
 #pragma unroll
         for (int q = 0; q < NQ; q++)
             hs[q * 32 + lane] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
@@ -549,8 +556,8 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
             const float uj = msk * raw2f(ru[j]), doj = msk * raw2f(rdo[j]);
             const float x = raw2f(rdt[j]) + bias;
             const float delta = softplusf(x), dBu = delta * uj;
-            const float4 *Bs = (const float4 *)(sbc + j * 2 * NS);
-            const float4 *Cs = (const float4 *)(sbc + j * 2 * NS + NS);
+            const float4 *Bs = (const float4 *)(sbc + j * 2 * NS + n0);
+            const float4 *Cs = (const float4 *)(sbc + j * 2 * NS + NS + n0);
             float y0 = 0.0f, y1 = 0.0f;
 #pragma unroll
             for (int q = 0; q < NQ; q++) {
@@ -571,18 +578,23 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
             }
             float dy = doj;
             if (gate) {
+                float yp = y0 + y1;
+#pragma unroll
+                for (int o = 1; o < SPLIT; o *= 2) yp += __shfl_xor_sync(0xffffffffu, yp, o);
                 // out = y * silu(z): dy = d_out silu(z); dz = d_out y silu'(z)
                 const float zz = raw2f(rz[j]), sg = sigmoidf_(zz);
-                const float y = fmaf(Dv, uj, y0 + y1);
+                const float y = fmaf(Dv, uj, yp);
                 T *dst = dzs + j * p.ld_z;
                 const T val = from_f<T>(doj * y * sg * fmaf(zz, 1.0f - sg, 1.0f));
-                if (act) *dst = val;
+                if (act && lead) *dst = val;
                 dy = doj * zz * sg;
             }
-            sdl[j * 32 + lane] = delta;
-            su[j * 32 + lane] = uj;
-            sdy[j * 32 + lane] = dy;
-            ssg[j * 32 + lane] = dsoftplusf(x);
+            if (lead) {
+                sdl[j * CH + slot] = delta;
+                su[j * CH + slot] = uj;
+                sdy[j * CH + slot] = dy;
+                ssg[j * CH + slot] = dsoftplusf(x);
+            }
         };
         if (ns == RSUB) { // a whole sub-chunk: no branch between the steps
 #pragma unroll
@@ -592,78 +604,83 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
             for (int j = 0; j < RSUB; j++)
                 if (j < ns) recompute(j);
         }
+        if (SPLIT > 1) __syncwarp(); // the lead's per-channel values, for the other threads
         // walk back: g = dL/dh_l = dy_l C_l + dA_{l+1} g_{l+1} (rolled: all it reads is in
         // shared memory, and the body is large)
 #pragma unroll 1
         for (int j = ns - 1; j >= 0; j--) {
-            if (j < ns) {
-                const float dl = sdl[j * 32 + lane], uv = su[j * 32 + lane];
-                const float dyv = sdy[j * 32 + lane], dlu = dl * uv;
-                const float4 *Bs = (const float4 *)(sbc + j * 2 * NS);
-                const float4 *Cs = (const float4 *)(sbc + j * 2 * NS + NS);
-                float v[V];
-                float dd = 0.0f, gB = 0.0f;
+            const float dl = sdl[j * CH + slot], uv = su[j * CH + slot];
+            const float dyv = sdy[j * CH + slot], dlu = dl * uv;
+            const float4 *Bs = (const float4 *)(sbc + j * 2 * NS + n0);
+            const float4 *Cs = (const float4 *)(sbc + j * 2 * NS + NS + n0);
+            float v[2 * NT];
+            float dd = 0.0f, gB = 0.0f;
 #pragma unroll
-                for (int q = 0; q < NQ; q++) {
-                    const float4 hp4 = hs[(j * NQ + q) * 32 + lane];       // h_{l-1}
-                    const float4 hc4 = hs[((j + 1) * NQ + q) * 32 + lane]; // h_l
-                    const float4 bb = Bs[q], cc = Cs[q];
-                    const float hp[4] = {hp4.x, hp4.y, hp4.z, hp4.w};
-                    const float hc[4] = {hc4.x, hc4.y, hc4.z, hc4.w};
-                    const float bv[4] = {bb.x, bb.y, bb.z, bb.w};
-                    const float cv[4] = {cc.x, cc.y, cc.z, cc.w};
+            for (int q = 0; q < NQ; q++) {
+                const float4 hp4 = hs[(j * NQ + q) * 32 + lane];       // h_{l-1}
+                const float4 hc4 = hs[((j + 1) * NQ + q) * 32 + lane]; // h_l
+                const float4 bb = Bs[q], cc = Cs[q];
+                const float hp[4] = {hp4.x, hp4.y, hp4.z, hp4.w};
+                const float hc[4] = {hc4.x, hc4.y, hc4.z, hc4.w};
+                const float bv[4] = {bb.x, bb.y, bb.z, bb.w};
+                const float cv[4] = {cc.x, cc.y, cc.z, cc.w};
 #pragma unroll
-                    for (int k = 0; k < 4; k++) {
-                        const int n = 4 * q + k;
-                        // y = C . h: dL/dh_l gains dy C
-                        const float g = fmaf(dyv, cv[k], gf[n]);
-                        const float dA = ex2f(dl * A2[n]);
-                        // h = dA h_{l-1} + delta B u, dA = exp(delta A)
-                        const float gdA = g * hp[k] * dA;
-                        dd = fmaf(gdA, A2[n], dd);          // d delta through dA (x ln 2 below)
-                        dAacc[n] = fmaf(gdA, dl, dAacc[n]); // d A
-                        gB = fmaf(g, bv[k], gB);            // d(delta u) = g . B
-                        v[n] = g * dlu;                     // dB = g delta u
-                        v[NS + n] = dyv * hc[k];            // dC = dy h
-                        gf[n] = g * dA;                     // to step l - 1
-                    }
+                for (int k = 0; k < 4; k++) {
+                    const int i = 4 * q + k;
+                    // y = C . h: dL/dh_l gains dy C
+                    const float g = fmaf(dyv, cv[k], gf[i]);
+                    const float dA = ex2f(dl * A2[i]);
+                    // h = dA h_{l-1} + delta B u, dA = exp(delta A)
+                    const float gdA = g * hp[k] * dA;
+                    dd = fmaf(gdA, A2[i], dd);          // d delta through dA (x ln 2 below)
+                    dAacc[i] = fmaf(gdA, dl, dAacc[i]); // d A
+                    gB = fmaf(g, bv[k], gB);            // d(delta u) = g . B
+                    v[i] = g * dlu;                     // dB = g delta u
+                    v[NT + i] = dyv * hc[k];            // dC = dy h
+                    gf[i] = g * dA;                     // to step l - 1
                 }
-                // delta = softplus(x): d x = d delta * sigmoid(x)
-                const float ddelta = fmaf(dd, SSM_LN2, gB * uv);
-                const float gx = ddelta * ssg[j * 32 + lane];
-                accBias += gx;
-                accD = fmaf(dyv, uv, accD);
-                const size_t t = row0 + ls + j;
-                if (act) {
-                    // y += D u: du = D dy + delta (g . B)
-                    const size_t o = (row0 + ls) * E + ec + (size_t)j * E;
-                    ((T *)p.du)[o] = from_f<T>(fmaf(gB, dl, Dv * dyv));
-                    ((T *)p.ddt)[o] = from_f<T>(gx);
-                }
-                // dB, dC summed over the warp's channels: a row per lane in shared memory, then
-                // lane i sums column i (cheaper than a shuffle butterfly's selects)
-                constexpr int RL = BwdSmem<NS>::RED_LD;
-                __syncwarp(); // the previous step's column reads are done
+            }
 #pragma unroll
-                for (int q = 0; q < V / 4; q++)
-                    *(float4 *)(sred + lane * RL + 4 * q) =
-                        make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
-                __syncwarp();
-                float *dst = p.pbc + (t * p.G + grp) * V;
+            for (int o = 1; o < SPLIT; o *= 2) { // the channel's sums over all its states
+                dd += __shfl_xor_sync(0xffffffffu, dd, o);
+                gB += __shfl_xor_sync(0xffffffffu, gB, o);
+            }
+            // delta = softplus(x): d x = d delta * sigmoid(x)
+            const float ddelta = fmaf(dd, SSM_LN2, gB * uv);
+            const float gx = ddelta * ssg[j * CH + slot];
+            accBias += gx;
+            accD = fmaf(dyv, uv, accD);
+            const size_t t = row0 + ls + j;
+            if (act && lead) {
+                // y += D u: du = D dy + delta (g . B)
+                const size_t o = (row0 + ls) * E + ec + (size_t)j * E;
+                ((T *)p.du)[o] = from_f<T>(fmaf(gB, dl, Dv * dyv));
+                ((T *)p.ddt)[o] = from_f<T>(gx);
+            }
+            // dB, dC summed over the warp's channels: a row per lane in shared memory, then
+            // lane i sums column i over the lanes that hold that state (cheaper than a
+            // shuffle butterfly's selects)
+            constexpr int RL = SM::RED_LD;
+            __syncwarp(); // the previous step's column reads are done
 #pragma unroll
-                for (int c0 = 0; c0 < V; c0 += 32) {
-                    const int col = c0 + lane;
-                    if (col < V) {
-                        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            for (int q = 0; q < 2 * NT / 4; q++)
+                *(float4 *)(sred + lane * RL + 4 * q) =
+                    make_float4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
+            __syncwarp();
+            float *dst = p.pbc + (t * p.Gw + grp) * V;
 #pragma unroll
-                        for (int r = 0; r < 32; r += 4) {
-                            a0 += sred[(r + 0) * RL + col];
-                            a1 += sred[(r + 1) * RL + col];
-                            a2 += sred[(r + 2) * RL + col];
-                            a3 += sred[(r + 3) * RL + col];
-                        }
-                        dst[col] = (a0 + a1) + (a2 + a3);
+            for (int c0 = 0; c0 < V; c0 += 32) {
+                const int col = c0 + lane; // [dB | dC] column: kind, state n
+                if (col < V) {
+                    const int kind = col / NS, n = col % NS, src = n / NT;
+                    const int k = kind * NT + n % NT;
+                    float a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+                    for (int r = 0; r < 32; r += 2 * SPLIT) {
+                        a0 += sred[(r + src) * RL + k];
+                        a1 += sred[(r + SPLIT + src) * RL + k];
                     }
+                    dst[col] = a0 + a1;
                 }
             }
         }
@@ -671,8 +688,9 @@ __global__ void __launch_bounds__(32) scan_bwd_kernel(const ScanP p) {
     if (!act) return;
     float *pc = p.pch + ((size_t)b * p.K + c) * (N + 2) * E + e;
 #pragma unroll
-    for (int n = 0; n < NS; n++) // A = -exp(A_log): dA_log = dA * A
-        if (n < N) pc[(size_t)n * E] = dAacc[n] * A2[n] * SSM_LN2;
+    for (int i = 0; i < NT; i++) // A = -exp(A_log): dA_log = dA * A
+        if (n0 + i < N) pc[(size_t)(n0 + i) * E] = dAacc[i] * A2[i] * SSM_LN2;
+    if (!lead) return;
     pc[(size_t)N * E] = accD;
     pc[(size_t)(N + 1) * E] = accBias;
 }
@@ -685,9 +703,9 @@ template <typename T, int NS> __global__ void scan_bwd_finish_bc(const ScanP p, 
     const size_t t = i / (2 * N);
     const int v = (int)(i % (2 * N));
     const int col = v < N ? v : NS + v - N;
-    const float *src = p.pbc + t * p.G * 2 * NS + col;
+    const float *src = p.pbc + t * p.Gw * 2 * NS + col;
     float s = 0.0f;
-    for (int g = 0; g < p.G; g++) s += src[(size_t)g * 2 * NS];
+    for (int g = 0; g < p.Gw; g++) s += src[(size_t)g * 2 * NS];
     if (v < N) dB[t * p.ld_bc + v] = from_f<T>(s);
     else dC[t * p.ld_bc + v - N] = from_f<T>(s);
 }
@@ -807,7 +825,11 @@ static Plan make_plan(const cuda_scan_args *a, bool bwd) {
     const int L = a->L > 0 ? a->L : 1;
     const long smsp = 4L * ssm_cuda_sm_count();
     pl.split = 1;
-    if (!bwd) {
+    if (bwd) {
+        // two threads per channel unless forced to one: half the states and shared memory per
+        // warp, so twice the warps fit on an SM (measured: see docs/kernels.md)
+        pl.split = a->split == 1 ? 1 : 2;
+    } else {
         const int smax = pl.NS >= 16 ? 4 : 2; // a thread keeps a multiple of 4 states
         if (a->split == 1 || a->split == 2 || a->split == 4) {
             pl.split = a->split < smax ? a->split : smax;
@@ -871,6 +893,7 @@ static ScanP make_params(const cuda_scan_args *a, const Plan &pl) {
     p.dt_bias = a->dt_bias, p.A_log = a->A_log, p.D = a->D;
     p.B = a->B, p.L = a->L, p.E = a->E, p.N = a->N;
     p.Lc = pl.Lc, p.K = pl.K, p.G = pl.G, p.nsub = pl.nsub;
+    p.Gw = (a->E * pl.split + 31) / 32, p.split = pl.split;
     return p;
 }
 
@@ -913,7 +936,7 @@ static size_t bwd_layout(const Plan &pl, const cuda_scan_args *a, ScanP *p, void
         if (p) p->hin = hin, p->hloc = hloc, p->gin = gin, p->gloc = gloc, p->S = S;
     }
     float *ck = given ? a->ckpt : cv.take((size_t)a->B * pl.K * pl.G * pl.nsub * pl.NS * 32);
-    float *pbc = cv.take((size_t)a->B * a->L * pl.G * 2 * pl.NS);
+    float *pbc = cv.take((size_t)a->B * a->L * ((a->E * pl.split + 31) / 32) * 2 * pl.NS);
     float *pch = cv.take((size_t)a->B * pl.K * (a->N + 2) * a->E);
     if (p) p->ckpt = ck, p->ckpt_given = given, p->pbc = pbc, p->pch = pch;
     return cv.off;
@@ -941,6 +964,31 @@ static ssm_status fwd_run(ScanP p, float *state, cudaStream_t s) {
     return SSM_OK;
 }
 
+// The main backward kernel with SPLIT threads per channel (its shared memory set once).
+template <typename T, int NS, int SPLIT> static ssm_status bwd_main(const ScanP &p, cudaStream_t s) {
+    const size_t smem = BwdSmem<NS, SPLIT>::BYTES;
+    static bool attr_set = false; // per instantiation; setting it twice is harmless
+    if (!attr_set) {
+        cudaError_t err = cudaFuncSetAttribute(scan_bwd_kernel<T, NS, true, SPLIT>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err == cudaSuccess)
+            err = cudaFuncSetAttribute(scan_bwd_kernel<T, NS, false, SPLIT>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (err != cudaSuccess) return ssm_cuda_fail(err, "cuda_scan_backward (shared memory)");
+        attr_set = true;
+    }
+    const dim3 grid(p.Gw, p.K, p.B);
+    if (p.z) scan_bwd_kernel<T, NS, true, SPLIT><<<grid, 32, smem, s>>>(p);
+    else scan_bwd_kernel<T, NS, false, SPLIT><<<grid, 32, smem, s>>>(p);
+    SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward");
+    return SSM_OK;
+}
+#define SSM_TRY_BWD(call)                \
+    do {                                 \
+        ssm_status st_ = call;           \
+        if (st_ != SSM_OK) return st_;   \
+    } while (0)
+
 template <typename T, int NS>
 static ssm_status bwd_run(ScanP p, void *dBm, void *dCm, float *d_dt_bias, float *dA_log,
                           float *dD, cudaStream_t s) {
@@ -957,20 +1005,8 @@ static ssm_status bwd_run(ScanP p, void *dBm, void *dCm, float *d_dt_bias, float
         scan_bwd_combine<<<blocks_for(n, 256), 256, 0, s>>>(p);
         SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (backward combine)");
     }
-    const size_t smem = BwdSmem<NS>::BYTES;
-    static bool attr_set = false; // per instantiation; setting it twice is harmless
-    if (!attr_set) {
-        cudaError_t err = cudaFuncSetAttribute(scan_bwd_kernel<T, NS, true>,
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (err == cudaSuccess)
-            err = cudaFuncSetAttribute(scan_bwd_kernel<T, NS, false>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        if (err != cudaSuccess) return ssm_cuda_fail(err, "cuda_scan_backward (shared memory)");
-        attr_set = true;
-    }
-    if (p.z) scan_bwd_kernel<T, NS, true><<<dim3(p.G, p.K, p.B), blk, smem, s>>>(p);
-    else scan_bwd_kernel<T, NS, false><<<dim3(p.G, p.K, p.B), blk, smem, s>>>(p);
-    SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward");
+    if (p.split == 1) SSM_TRY_BWD((bwd_main<T, NS, 1>(p, s)));
+    else SSM_TRY_BWD((bwd_main<T, NS, 2>(p, s)));
     const size_t nbc = (size_t)p.B * p.L * 2 * p.N;
     scan_bwd_finish_bc<T, NS><<<blocks_for(nbc, 256), 256, 0, s>>>(p, (T *)dBm, (T *)dCm);
     SSM_CUDA_CHECK_LAUNCH("cuda_scan_backward (dB, dC)");

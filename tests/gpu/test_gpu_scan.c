@@ -283,6 +283,8 @@ static void test_scan_forward(int B, int L, int E, int N, int regime, int gate, 
 /* g_saved: a training forward first saves the states (cuda_scan_args.ckpt), and the backward
  * reads them instead of recomputing them (where the shape allows: one chunk in both passes) */
 static int g_saved;
+/* g_bwd_split: 0 the plan's threads per channel in the backward (2), 1 forces one */
+static int g_bwd_split;
 
 static void test_scan_backward(int B, int L, int E, int N, int regime, int gate, int chunk,
                                cuda_dtype dt) {
@@ -312,6 +314,7 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
     /* GPU */
     dproblem d = upload(&p, dt);
     cuda_scan_args a = scan_args(&p, &d, dt, gate, chunk);
+    a.split = g_bwd_split;
     size_t es = dt == CUDA_DTYPE_F32 ? 4 : 2;
     void *g_dout = to_dev(dout, T * E, dt);
     void *g_du = dev_poisoned(T * E, dt), *g_ddt = dev_poisoned(T * E, dt);
@@ -342,8 +345,9 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
     for (size_t i = 0; i < (size_t)E * N; i++) h_dAlog[i] -= dAlog0[i], dAlog[i] -= dAlog0[i];
     int ok = 1;
     double bound = dt == CUDA_DTYPE_F32 ? 1e-4 : 1e-2;
-    printf("scan_backward %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d chunk=%-4d ws=%zuB%s:",
-           dtname(dt), B, L, E, N, regime, gate, chunk, wsb, ckb ? " saved" : "");
+    printf("scan_backward %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d chunk=%-4d ws=%zuB%s%s:",
+           dtname(dt), B, L, E, N, regime, gate, chunk, wsb, ckb ? " saved" : "",
+           g_bwd_split == 1 ? " split=1" : "");
     report("", "du", rel_err(h_du, du, T * E), bound, &ok);
     report("", "ddt", rel_err(h_ddt, ddt, T * E), bound, &ok);
     report("", "dB", rel_err2(h_dx + p.R, p.ld, dxdbl + p.R, p.ld, T, N), bound, &ok);
@@ -593,6 +597,14 @@ int main(int argc, char **argv) {
         test_scan_backward(48, 64, 1536, 16, 1, 1, 0, dt);
         test_scan_backward(16, 333, 1536, 16, 2, 1, 0, dt);
         g_saved = 0;
+        /* one thread per channel in the backward (the plan takes two) */
+        g_bwd_split = 1;
+        test_scan_backward(3, 100, 37, 5, 1, 1, 32, dt);
+        test_scan_backward(2, 1000, 64, 16, 0, 1, 0, dt);
+        test_scan_backward(3, 77, 33, 32, 1, 1, 0, dt);
+        g_saved = 1;
+        test_scan_backward(16, 333, 1536, 16, 2, 1, 0, dt);
+        g_saved = 0, g_bwd_split = 0;
         /* step mode */
         test_scan_step(3, 37, 16, 5, 1, dt);
         test_scan_step(2, 37, 5, 3, 0, dt);

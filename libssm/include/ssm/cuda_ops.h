@@ -52,8 +52,8 @@ typedef struct cuda_scan_args {
     int chunk;             /* 0: chosen for the device; else the chunk length over L that the
                               kernels use (tests and benchmarks exercise the chunked path) */
     int split;             /* forward: 0 chosen for the device; else 1, 2 or 4 threads share a
-                              channel's states (at most N / 4 rounded up to 8) (tests and
-                              benchmarks) */
+                              channel's states (at most N / 4 rounded up to 8); backward: 1
+                              forces one thread per channel, else two (tests and benchmarks) */
     const void *dt_w;      /* step only, or NULL: dt_proj.weight (E, dt_rank) in dtype; dt is
                               then dt_proj's input (B, dt_rank), row stride ld_dt, and the step
                               applies the projection itself (N a multiple of 4) */
