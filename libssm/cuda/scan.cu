@@ -828,17 +828,22 @@ static Plan make_plan(const cuda_scan_args *a, bool bwd) {
     if (bwd) {
         // two threads per channel unless forced to one: half the states and shared memory per
         // warp, so twice the warps fit on an SM (measured: see docs/kernels.md)
-        pl.split = a->split == 1 ? 1 : 2;
+        // (when the sequence is not cut into chunks: with few channels, B = 1, the chunks
+        // already give the warps, and one thread per channel measured faster there)
+        const long warps1 = (long)a->B * pl.G;
+        pl.split = a->split == 1 ? 1 : a->split == 2 || 4 * warps1 >= smsp ? 2 : 1;
     } else {
         const int smax = pl.NS >= 16 ? 4 : 2; // a thread keeps a multiple of 4 states
         if (a->split == 1 || a->split == 2 || a->split == 4) {
             pl.split = a->split < smax ? a->split : smax;
         } else {
-            // two threads per channel when one would leave sub-partitions without a warp of
-            // their own (measured on an H100 at B=8, E=1536: split 1 0.476 ms, 2 0.406 ms,
-            // 4 0.450 ms: past two, the per-thread overhead outgrows the latency hidden)
+            // more threads per channel when one would leave sub-partitions without a warp of
+            // their own (measured on an H100 at B=8, E=1536, with the training forward's
+            // checkpoint writes compiled in: split 1 0.510 ms, 2 0.441 ms, 4 0.396 ms)
+            // (4 only where the sequence is not cut into chunks: at B=1, L=131072 with chunks,
+            // 2 takes 3.51 ms and 4 takes 4.73)
             const long warps1 = (long)a->B * pl.G;
-            if (warps1 < 2 * smsp) pl.split = 2;
+            if (warps1 < 2 * smsp) pl.split = 2 * smax * warps1 >= smsp ? smax : 2;
         }
     }
     int Lc;

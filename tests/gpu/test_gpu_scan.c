@@ -283,7 +283,7 @@ static void test_scan_forward(int B, int L, int E, int N, int regime, int gate, 
 /* g_saved: a training forward first saves the states (cuda_scan_args.ckpt), and the backward
  * reads them instead of recomputing them (where the shape allows: one chunk in both passes) */
 static int g_saved;
-/* g_bwd_split: 0 the plan's threads per channel in the backward (2), 1 forces one */
+/* g_bwd_split: 0 the plan's threads per channel in the backward, 1 or 2 forces that many */
 static int g_bwd_split;
 
 static void test_scan_backward(int B, int L, int E, int N, int regime, int gate, int chunk,
@@ -347,7 +347,7 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
     double bound = dt == CUDA_DTYPE_F32 ? 1e-4 : 1e-2;
     printf("scan_backward %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d chunk=%-4d ws=%zuB%s%s:",
            dtname(dt), B, L, E, N, regime, gate, chunk, wsb, ckb ? " saved" : "",
-           g_bwd_split == 1 ? " split=1" : "");
+           g_bwd_split == 1 ? " split=1" : g_bwd_split == 2 ? " split=2" : "");
     report("", "du", rel_err(h_du, du, T * E), bound, &ok);
     report("", "ddt", rel_err(h_ddt, ddt, T * E), bound, &ok);
     report("", "dB", rel_err2(h_dx + p.R, p.ld, dxdbl + p.R, p.ld, T, N), bound, &ok);
@@ -604,7 +604,12 @@ int main(int argc, char **argv) {
         test_scan_backward(3, 77, 33, 32, 1, 1, 0, dt);
         g_saved = 1;
         test_scan_backward(16, 333, 1536, 16, 2, 1, 0, dt);
-        g_saved = 0, g_bwd_split = 0;
+        /* two threads per channel forced where the plan takes one (chunked, N = 5, 32) */
+        g_saved = 0, g_bwd_split = 2;
+        test_scan_backward(3, 100, 37, 5, 1, 1, 32, dt);
+        test_scan_backward(3, 77, 33, 32, 1, 1, 0, dt);
+        test_scan_backward(2, 250, 40, 16, 2, 1, 45, dt);
+        g_bwd_split = 0;
         /* step mode */
         test_scan_step(3, 37, 16, 5, 1, dt);
         test_scan_step(2, 37, 5, 3, 0, dt);
