@@ -25,6 +25,8 @@ for s in "${steps[@]}"; do
       echo "$t: exit $e"; grep -E "FAIL|checks|device|->" "$OUT/$t.log" | head -40
       [ $e -eq 0 ] || rc=1
     done ;;
+  bench)
+    timeout 200 "$BIN/bench_scan_gpu" 2>&1 | tee "$OUT/bench.log" || rc=1 ;;
   model)
     timeout 300 "$BIN/bench_gpu_model" 2>&1 | tee "$OUT/bench_model.log" || rc=1 ;;
   train)
