@@ -21,24 +21,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "../tests/gpu/gpu_test.h"
 #include "ssm/cuda_ops.h"
-
-#define CK(call)                                                                                \
-    do {                                                                                        \
-        cudaError_t e_ = (call);                                                                \
-        if (e_ != cudaSuccess) {                                                                \
-            fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                            \
-        }                                                                                       \
-    } while (0)
-#define OK(call)                                                                                \
-    do {                                                                                        \
-        ssm_status s_ = (call);                                                                 \
-        if (s_ != SSM_OK) {                                                                     \
-            fprintf(stderr, "%s:%d: %s -> %s\n", __FILE__, __LINE__, #call, ssm_last_error());   \
-            exit(1);                                                                            \
-        }                                                                                       \
-    } while (0)
 
 static int g_reps = 30;
 

@@ -37,6 +37,22 @@ __device__ __forceinline__ unsigned short ldraw(const __nv_bfloat16 *p) {
 __device__ __forceinline__ float raw2f(float r) { return r; }
 __device__ __forceinline__ float raw2f(unsigned short r) { return __uint_as_float((unsigned)r << 16); }
 
+// W consecutive values stored as fp32 or bf16 (W = 4: one 16- or 8-byte store, aligned)
+template <int W> __device__ __forceinline__ void st_vec(float *p, const float *v) {
+    if (W == 4) *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    else p[0] = v[0];
+}
+__device__ __forceinline__ unsigned bf16bits(float v) {
+    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+template <int W> __device__ __forceinline__ void st_vec(__nv_bfloat16 *p, const float *v) {
+    if (W == 4)
+        *reinterpret_cast<uint2 *>(p) = make_uint2(bf16bits(v[0]) | bf16bits(v[1]) << 16,
+                                                   bf16bits(v[2]) | bf16bits(v[3]) << 16);
+    else
+        p[0] = __float2bfloat16_rn(v[0]);
+}
+
 // ---- special functions -------------------------------------------------------------------
 
 // 2^x on the special-function unit (MUFU.EX2): ~2 ulp, 0 below -126 (flushed).

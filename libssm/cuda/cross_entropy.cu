@@ -68,20 +68,6 @@ template <int W> __device__ __forceinline__ void ld_logits(const __nv_bfloat16 *
         v[0] = __bfloat162float(*p);
     }
 }
-template <int W> __device__ __forceinline__ void st_grad(float *p, const float *v) {
-    if (W == 4) *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
-    else p[0] = v[0];
-}
-__device__ __forceinline__ unsigned bf16bits(float v) {
-    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-}
-template <int W> __device__ __forceinline__ void st_grad(__nv_bfloat16 *p, const float *v) {
-    if (W == 4)
-        *reinterpret_cast<uint2 *>(p) = make_uint2(bf16bits(v[0]) | bf16bits(v[1]) << 16,
-                                                   bf16bits(v[2]) | bf16bits(v[3]) << 16);
-    else
-        p[0] = __float2bfloat16_rn(v[0]);
-}
 
 // grid (rows), block (BT)
 template <typename T, int W, typename TL = float>
@@ -131,7 +117,7 @@ __global__ void __launch_bounds__(BT) ce_kernel(float *nll, float *entropy, T *d
             v[k] = expf_(v[k] - a.m) * inv;
             if (c + k == tgt) v[k] -= scale;
         }
-        st_grad<W>(dr + c, v);
+        st_vec<W>(dr + c, v);
     }
 }
 

@@ -37,20 +37,6 @@ template <int W> __device__ __forceinline__ void ldv(const __nv_bfloat16 *p, flo
         v[0] = ldf(p);
     }
 }
-template <int W> __device__ __forceinline__ void stv(float *p, const float *v) {
-    if (W == 4) *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
-    else p[0] = v[0];
-}
-__device__ __forceinline__ unsigned bf16bits(float v) {
-    return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-}
-template <int W> __device__ __forceinline__ void stv(__nv_bfloat16 *p, const float *v) {
-    if (W == 4)
-        *reinterpret_cast<uint2 *>(p) = make_uint2(bf16bits(v[0]) | bf16bits(v[1]) << 16,
-                                                   bf16bits(v[2]) | bf16bits(v[3]) << 16);
-    else
-        p[0] = __float2bfloat16_rn(v[0]);
-}
 
 __device__ __forceinline__ float warp_sum(float s) {
 #pragma unroll
@@ -84,7 +70,7 @@ __global__ void __launch_bounds__(32 * FWD_WARPS) rms_fwd_kernel(T *out, float *
         ldv<W>(w + c, wv);
 #pragma unroll
         for (int k = 0; k < W; k++) v[k] = v[k] * r * wv[k];
-        stv<W>(orow + c, v);
+        st_vec<W>(orow + c, v);
     }
 }
 
@@ -150,14 +136,14 @@ __global__ void __launch_bounds__(BT) rms_bwd_kernel(float *dx, const T *dout, c
                     d[k] += r * g[j][k] * wr[j][k] - cc * xv[j][k];
                     acc[j][k] += g[j][k] * xv[j][k] * r;
                 }
-                stv<W>(dxr + c, d);
+                st_vec<W>(dxr + c, d);
             }
         }
     }
 #pragma unroll
     for (int j = 0; j < NV; j++) {
         const int c = (j * BT + tid) * W;
-        if (c < D) stv<W>(part + (size_t)blockIdx.x * D + c, acc[j]);
+        if (c < D) st_vec<W>(part + (size_t)blockIdx.x * D + c, acc[j]);
     }
 }
 

@@ -16,13 +16,6 @@ static ssm_model *tiny_model(int vocab, uint64_t seed) {
     return m;
 }
 
-static void random_tokens(int32_t *tok, int n, int vocab, uint64_t seed) {
-    float *r = malloc(n * sizeof(float));
-    tu_fill_uniform(r, n, 0, (float)vocab, seed);
-    for (int i = 0; i < n; i++) tok[i] = (int32_t)r[i] % vocab;
-    free(r);
-}
-
 static void test_score_matches_log_softmax(void **unused) {
     (void)unused;
     enum { B = 3, L = 17 };
@@ -30,8 +23,8 @@ static void test_score_matches_log_softmax(void **unused) {
     int V = m->config.vocab_size;
     assert_int_equal(m->device, -1);
     int32_t tok[B * L], tgt[B * L];
-    random_tokens(tok, B * L, 13, 1);
-    random_tokens(tgt, B * L, 13, 2);
+    tu_random_tokens(tok, B * L, 13, 1);
+    tu_random_tokens(tgt, B * L, 13, 2);
     for (int t = 0; t < B * L; t += 5) tgt[t] = -1; /* not scored */
     TU_OK(ssm_forward(m, tok, NULL, B, L, NULL, NULL));
     float *logits = malloc((size_t)B * L * V * sizeof(float));
@@ -115,7 +108,7 @@ static void test_greedy_matches_hand_loop(void **unused) {
         for (int e = 0; e < m->config.d_inner; e++) m->params.layers[l].dt_proj_b[e] += 3.0f;
     int V = m->config.vocab_size;
     int32_t prompt[B * P], out[B * NEW];
-    random_tokens(prompt, B * P, 11, 5);
+    tu_random_tokens(prompt, B * P, 11, 5);
     TU_OK(ssm_generate_greedy(m, prompt, B, P, NEW, out));
     for (int b = 0; b < B; b++) {
         int32_t seq[P + NEW];

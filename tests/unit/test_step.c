@@ -19,13 +19,6 @@ static ssm_model *model_for(int vocab, int d_model, int n_layer, int d_state, in
     return m;
 }
 
-static void random_tokens(int32_t *tok, int n, int vocab, uint64_t seed) {
-    float *r = malloc(n * sizeof(float));
-    tu_fill_uniform(r, n, 0, (float)vocab, seed);
-    for (int i = 0; i < n; i++) tok[i] = (int32_t)r[i] % vocab;
-    free(r);
-}
-
 /* logits of one forward over (B, L) copied out */
 static float *parallel_logits(ssm_model *m, const int32_t *tok, int B, int L) {
     TU_OK(ssm_forward(m, tok, NULL, B, L, NULL, NULL));
@@ -40,7 +33,7 @@ static void check_step_equals_parallel(int d_model, int n_layer, int d_state, in
     ssm_model *m = model_for(21, d_model, n_layer, d_state, d_conv, 5);
     int V = m->config.vocab_size;
     int32_t tok[B * L];
-    random_tokens(tok, B * L, 21, 9);
+    tu_random_tokens(tok, B * L, 21, 9);
     float *ref = parallel_logits(m, tok, B, L);
     ssm_state *st;
     TU_OK(ssm_state_create(&m->config, B, &st));
@@ -76,7 +69,7 @@ static void test_carried_state_equals_one_pass(void **s) {
     ssm_model *m = model_for(17, 24, 2, 16, 4, 11);
     int V = m->config.vocab_size;
     int32_t tok[B * L];
-    random_tokens(tok, B * L, 17, 3);
+    tu_random_tokens(tok, B * L, 17, 3);
     float *ref = parallel_logits(m, tok, B, L);
     ssm_state *st;
     TU_OK(ssm_state_create(&m->config, B, &st));

@@ -48,3 +48,10 @@ const char *tu_tmpdir(void) {
     if (!mkdtemp(buf)) fail_msg("mkdtemp failed");
     return buf;
 }
+
+void tu_random_tokens(int32_t *tok, int n, int vocab, uint64_t seed) {
+    float *r = malloc(n * sizeof(float));
+    tu_fill_uniform(r, n, 0, (float)vocab, seed);
+    for (int i = 0; i < n; i++) tok[i] = (int32_t)r[i] % vocab;
+    free(r);
+}

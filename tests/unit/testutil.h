@@ -13,6 +13,8 @@
 /* Fill x with uniform values in [lo, hi) from a deterministic generator. */
 void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
 /* ||a - b|| / ||b|| computed in double. */
+/* n tokens uniform in [0, vocab), deterministic in seed */
+void tu_random_tokens(int32_t *tok, int n, int vocab, uint64_t seed);
 double tu_rel_err(const float *a, const float *b, size_t n);
 double tu_rel_err_d(const double *a, const double *b, size_t n);
 /* $SSM_TEST_DATA/rel (tests/ of the source tree) in a static buffer. */
