@@ -138,8 +138,12 @@ extern "C" ssm_status cuda_model_attach(ssm_model *m, ssm_adamw *opt, int device
         if (!t) s = ssm_set_error(SSM_ERR_NOMEM, "out of memory");
         for (int k = 0; t && k < m->n_tensors; k++)
             t[k] = {m->tensors[k].offset, m->tensors[k].numel, m->tensors[k].decay};
-        if (t && ((e = cudaMemcpy(g->tensors, t, m->n_tensors * sizeof *t, cudaMemcpyHostToDevice)) ||
-                  (e = cudaMemcpy(g->params, m->params_blob, n * sizeof(float), cudaMemcpyHostToDevice))))
+        // on the model's stream: a cudaMemcpy from pageable memory may return before its DMA
+        // lands, and this non-blocking stream would not wait for it (the bf16 copy below would
+        // read stale weights)
+        if (t && ((e = cudaMemcpyAsync(g->tensors, t, m->n_tensors * sizeof *t, cudaMemcpyHostToDevice, g->stream)) ||
+                  (e = cudaMemcpyAsync(g->params, m->params_blob, n * sizeof(float), cudaMemcpyHostToDevice, g->stream)) ||
+                  (e = cudaStreamSynchronize(g->stream))))
             s = ssm_cuda_fail(e, "uploading the parameters");
         free(t);
     }
