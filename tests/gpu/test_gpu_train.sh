@@ -3,7 +3,8 @@
 # from the same seed (the same batches): the GPU's training loss follows the CPU's within bf16
 # tolerance (mean relative difference over the logged steps < 2%, none above 6%) and its
 # validation figure is within 1%; then the GPU-trained run scores the held-out excerpt on the
-# GPU and on the CPU with the same result, a run stopped on the GPU resumes on the CPU and back
+# GPU and on the CPU with the same result (one record, then 5 records side by side in short
+# windows), a run stopped on the GPU resumes on the CPU and back
 # (checkpoints move freely), and the GPU generates.
 # Exit 77 (skipped) without a GPU. Run from the repository root.
 set -uo pipefail
@@ -39,6 +40,19 @@ done
 paste "$out/score-cuda.tsv" "$out/score-cpu.tsv" | awk -F'\t' 'NR > 1 {
   g = $6; c = $(NF - 1); d = g > c ? g - c : c - g; print "bits per base: gpu " g ", cpu " c;
   exit !(d < 0.01 * c) }' || { echo "FAIL: GPU and CPU scores differ"; exit 1; }
+# several records side by side with their states carried over short windows (rows move between
+# batch states on the host): the same per-record figures on the GPU as on the CPU
+awk 'NR == 1 {next} {seq = seq $0} END {n = split("7000 12000 3000 9000 15000", len, " "); p = 1;
+  for (i = 1; i <= n; i++) {print ">r" i; print substr(seq, p, len[i]); p += len[i]}}' \
+  data/ecoli/held_out_50kb.fa >"$out/multi.fa"
+for dev in cuda cpu; do
+  "$bin/ssm-score" "$out/dna-cuda" "$out/multi.fa" --device $dev --batch 3 --window 1000 --quiet \
+    >"$out/multi-$dev.tsv" || { echo "FAIL: ssm-score multi --device $dev"; exit 1; }
+done
+paste "$out/multi-cuda.tsv" "$out/multi-cpu.tsv" | awk -F'\t' 'NR > 1 {
+  g = $6; c = $(NF - 1); d = g > c ? g - c : c - g; if (!($1 == $8) || d > 0.005 * c) bad = 1; n++ }
+  END { print n " records, batch 3, window 1000: GPU and CPU bits per base " (bad ? "differ" : "agree");
+        exit bad || n != 5 }' || { echo "FAIL: multi-record scores"; exit 1; }
 # checkpoints move freely: a GPU run stopped at step 100, resumed on the CPU to 150, then on the
 # GPU to 200, ends within 1% of the uninterrupted GPU run's validation loss
 run_r() { "$bin/ssm-train" "$@" --quiet >>"$out/train-r.log" 2>&1 || { echo "FAIL: ssm-train $*"; tail -5 "$out/train-r.log"; exit 1; }; }
