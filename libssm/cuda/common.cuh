@@ -106,4 +106,16 @@ ssm_status ssm_cuda_fail(cudaError_t err, const char *where);
 
 static inline size_t ssm_align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
+// A bump allocator over one device allocation (256-byte aligned pieces): with base == NULL it
+// only counts (a plan's first pass), with base set it hands out the pointers.
+struct Carve {
+    char *base;
+    size_t off;
+    template <typename T = float> T *take(size_t n) {
+        T *r = base ? (T *)(base + off) : nullptr;
+        off += ssm_align_up(n * sizeof(T), 256);
+        return r;
+    }
+};
+
 #endif

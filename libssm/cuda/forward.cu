@@ -17,13 +17,14 @@ static cuda_scan_args scan_args(const ssm_config *c, const ssm_layer_params *p,
     s.Bm = la->x_dbl + R, s.Cm = la->x_dbl + R + N, s.ld_bc = R + 2 * N;
     s.z = la->xz + E, s.ld_z = 2 * E;
     s.dt_bias = p->dt_proj_b, s.A_log = p->A_log, s.D = p->D;
-    s.ckpt = la->ckpt; // a training plan: the forward saves the states its backward needs
     return s;
 }
 
 // The layers and the final norm over tokens already in a.tokens: a.resid_f, a.normed_f.
 // conv_state (n_layer, B, E, K) and ssm_state (n_layer, B, E, N) device pointers or NULL.
-static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, float *ssm_state) {
+// save: a training forward, whose scan saves the states its backward needs (la->ckpt).
+static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, float *ssm_state,
+                                 int save) {
     ssm_cuda_model *g = m->cuda;
     cuda_acts *a = &g->a;
     const ssm_config *c = &m->config;
@@ -51,7 +52,7 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
         SSM_TRY(cuda_matmul_forward(g->blas, la->dt, E, BF, 0.0f, la->x_dbl, XD, w16(g, p->dt_proj_w), T, R, E));
         // gated = (scan(u, softplus(dt + bias), A, B, C) + D u) * silu(z)
         cuda_scan_args sa = scan_args(c, p, la, B, L);
-        if (ss || !a->training) sa.ckpt = NULL; // only a training forward saves them
+        sa.ckpt = save ? la->ckpt : NULL;
         SSM_TRY(cuda_scan_forward(&sa, la->gated, ss, a->work, a->work_bytes, st));
         // r_{i+1} = r_i + out_proj(gated): the residual add is the GEMM's beta = 1 (in place when
         // no backward needs r_i: the plan then gives every layer the same buffer)
@@ -113,12 +114,12 @@ extern "C" ssm_status cuda_model_forward(ssm_model *m, const int32_t *tokens, co
     if (mode != HEAD_LOGITS && !targets) return ssm_set_error(SSM_ERR_ARG, "scoring needs targets");
     // a forward with targets plans the backward's memory too (the same plan serves both) and
     // takes the head's backward on the way
-    int training = mode == HEAD_LOSS && !state;
-    if (training) {
-        SSM_TRY(cuda_model_reserve(m, B, L, 1)); // the gradients exist from the first one
+    if (mode == HEAD_LOSS && !state) {
+        SSM_TRY(cuda_model_reserve(m, B, L, 1)); // the plan, and the gradients from the first one
         mode = HEAD_TRAIN;
+    } else {
+        SSM_TRY(cuda_acts_plan(m, B, L, 0));
     }
-    SSM_TRY(cuda_acts_plan(m, B, L, training));
     cuda_acts *a = &g->a;
     g->backward_ready = 0;
     g->has_targets = targets != NULL;
@@ -131,7 +132,7 @@ extern "C" ssm_status cuda_model_forward(ssm_model *m, const int32_t *tokens, co
         CUDA_TRY(cudaMemcpyAsync(a->targets, targets, T * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream), "uploading targets");
     float *conv = NULL, *ssm = NULL;
     if (state) SSM_TRY(cuda_state_device(g, state, &conv, &ssm));
-    SSM_TRY(forward_layers(m, B, L, conv, ssm));
+    SSM_TRY(forward_layers(m, B, L, conv, ssm, mode == HEAD_TRAIN));
     if (mode == HEAD_LOGITS && g->host_logits_cap < T * V) {
         free(g->host_logits);
         g->host_logits = (float *)malloc(T * V * sizeof(float));
@@ -205,6 +206,7 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
                                      la->gated, E, w16(g, p->out_proj), T, E, D));
         // the scan with its gate: d u, d dt, d B, d C, d z and the scan's own parameters
         cuda_scan_args sa = scan_args(c, p, la, B, L);
+        sa.ckpt = la->ckpt; // saved by the training forward
         SSM_TRY(cuda_scan_backward(&sa, a->d_gated, a->d_u, a->d_dt, a->d_x_dbl + R, a->d_x_dbl + R + N,
                                    a->d_xz + E, gr->dt_proj_b, gr->A_log, gr->D, a->work, a->work_bytes, st));
         // dt = dt_proj(x_dbl[:, :R])
@@ -237,5 +239,5 @@ ssm_status cuda_forward_prompt(ssm_model *m, const int32_t *tokens, int B, int L
                              g->stream), "uploading tokens");
     g->backward_ready = 0;
     g->has_targets = 1; // no logits to show
-    return forward_layers(m, B, L, conv, ssm);
+    return forward_layers(m, B, L, conv, ssm, 0);
 }

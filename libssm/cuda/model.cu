@@ -177,57 +177,51 @@ extern "C" void cuda_model_zero_grad(ssm_model *m) {
 
 // ---- the activation plan -----------------------------------------------------------------
 
-// Carve the activation blob: first pass counts (base == NULL), second assigns.
+// Carve the activation blob: the first pass (base == NULL) counts, the second assigns.
 static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, size_t work,
                     size_t ckpt, char *base) {
     size_t D = c->d_model, E = c->d_inner, N = c->d_state, R = c->dt_rank, V = c->vocab_size;
-    size_t XD = R + 2 * N, off = 0, rows = a->head_rows;
-#define TAKE(ptr, count, type)                                                 \
-    do {                                                                       \
-        if (base) (ptr) = (type *)(base + off);                                \
-        off += ((size_t)(count) * sizeof(type) + 255) / 256 * 256;             \
-    } while (0)
+    size_t XD = R + 2 * N, rows = a->head_rows;
+    Carve cv = {base, 0};
     for (int i = 0; i < c->n_layer; i++) {
         cuda_layer_acts *la = &a->layers[i];
         if (!training && i > 0) { // nothing is kept for a backward: every layer reuses layer 0's
-            if (base) *la = a->layers[0];  // buffers, and the residual stream adds in place
+            *la = a->layers[0];   // buffers, and the residual stream adds in place
             continue;
         }
-        TAKE(la->resid, T * D, float);
-        TAKE(la->normed, T * D, bf16);
-        TAKE(la->rstd, T, float);
-        TAKE(la->xz, T * 2 * E, bf16);
-        TAKE(la->u, T * E, bf16);
-        TAKE(la->x_dbl, T * XD, bf16);
-        TAKE(la->dt, T * E, bf16);
-        TAKE(la->gated, T * E, bf16);
-        if (training && ckpt) TAKE(la->ckpt, ckpt / sizeof(float), float);
+        la->resid = cv.take<float>(T * D);
+        la->normed = cv.take<bf16>(T * D);
+        la->rstd = cv.take<float>(T);
+        la->xz = cv.take<bf16>(T * 2 * E);
+        la->u = cv.take<bf16>(T * E);
+        la->x_dbl = cv.take<bf16>(T * XD);
+        la->dt = cv.take<bf16>(T * E);
+        la->gated = cv.take<bf16>(T * E);
+        if (training && ckpt) la->ckpt = cv.take<float>(ckpt / sizeof(float));
     }
-    if (training) TAKE(a->resid_f, T * D, float);
-    else if (base) a->resid_f = a->layers[0].resid;
-    TAKE(a->normed_f, T * D, bf16);
-    TAKE(a->rstd_f, T, float);
-    TAKE(a->tokens, T, int32_t);
-    TAKE(a->targets, T, int32_t);
-    TAKE(a->nll, T, float);
-    TAKE(a->entropy, T, float);
-    TAKE(a->logits, rows * V, float);
-    TAKE(a->sum, 1, double);
-    TAKE(a->work, work, char);
+    a->resid_f = training ? cv.take<float>(T * D) : a->layers[0].resid;
+    a->normed_f = cv.take<bf16>(T * D);
+    a->rstd_f = cv.take<float>(T);
+    a->tokens = cv.take<int32_t>(T);
+    a->targets = cv.take<int32_t>(T);
+    a->nll = cv.take<float>(T);
+    a->entropy = cv.take<float>(T);
+    a->logits = cv.take<float>(rows * V);
+    a->sum = cv.take<double>(1);
+    a->work = cv.take<char>(work);
     if (training) {
-        TAKE(a->dlogits, rows * V, bf16);
-        TAKE(a->head_dw, V * D, float);
-        TAKE(a->d_resid, T * D, float);
-        TAKE(a->d_resid16, T * D, bf16);
-        TAKE(a->d_normed, T * D, bf16);
-        TAKE(a->d_xz, T * 2 * E, bf16);
-        TAKE(a->d_u, T * E, bf16);
-        TAKE(a->d_x_dbl, T * XD, bf16);
-        TAKE(a->d_dt, T * E, bf16);
-        TAKE(a->d_gated, T * E, bf16);
+        a->dlogits = cv.take<bf16>(rows * V);
+        a->head_dw = cv.take<float>(V * D);
+        a->d_resid = cv.take<float>(T * D);
+        a->d_resid16 = cv.take<bf16>(T * D);
+        a->d_normed = cv.take<bf16>(T * D);
+        a->d_xz = cv.take<bf16>(T * 2 * E);
+        a->d_u = cv.take<bf16>(T * E);
+        a->d_x_dbl = cv.take<bf16>(T * XD);
+        a->d_dt = cv.take<bf16>(T * E);
+        a->d_gated = cv.take<bf16>(T * E);
     }
-#undef TAKE
-    return off;
+    return cv.off;
 }
 
 static size_t max_z(size_t a, size_t b) { return a > b ? a : b; }

@@ -902,17 +902,6 @@ static ScanP make_params(const cuda_scan_args *a, const Plan &pl) {
     return p;
 }
 
-// A bump allocator over the caller's workspace (256-byte aligned pieces).
-struct Carve {
-    char *base;
-    size_t off;
-    float *take(size_t n) {
-        float *r = base ? (float *)(base + off) : nullptr;
-        off += ssm_align_up(n * sizeof(float), 256);
-        return r;
-    }
-};
-
 static size_t fwd_layout(const Plan &pl, const cuda_scan_args *a, ScanP *p, void *ws) {
     Carve cv = {(char *)ws, 0};
     if (pl.K > 1) {

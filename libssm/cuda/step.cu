@@ -17,32 +17,24 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
     cuda_decode_free(g);
     const ssm_config *c = &m->config;
     size_t D = c->d_model, E = c->d_inner, XD = c->dt_rank + 2 * c->d_state, V = c->vocab_size;
-    size_t off = 0;
-    char *base = NULL;
+    // two passes over the same list: the first counts, the second hands out the pointers
     for (int pass = 0; pass < 2; pass++) {
-#define TAKE(ptr, count, type)                                     \
-    do {                                                           \
-        if (base) (ptr) = (type *)(base + off);                    \
-        off += ((size_t)(count) * sizeof(type) + 255) / 256 * 256; \
-    } while (0)
-        off = 0;
-        TAKE(d->tokens, B, int32_t);
-        TAKE(d->r, B * D, float);
-        TAKE(d->h, B * D, bf16);
-        TAKE(d->rstd, B, float);
-        TAKE(d->xz, B * 2 * E, bf16);
-        TAKE(d->u, B * E, bf16);
-        TAKE(d->dt, B * E, bf16);
-        TAKE(d->y, B * E, bf16);
-        TAKE(d->x_dbl, B * XD, bf16);
-        TAKE(d->logits, B * V, float);
-        TAKE(d->out, (size_t)B * (out_cap > 0 ? out_cap : 1), int32_t);
-        TAKE(d->counter, 1, int);
-#undef TAKE
+        Carve cv = {(char *)d->blob, 0};
+        d->tokens = cv.take<int32_t>(B);
+        d->r = cv.take<float>(B * D);
+        d->h = cv.take<bf16>(B * D);
+        d->rstd = cv.take<float>(B);
+        d->xz = cv.take<bf16>(B * 2 * E);
+        d->u = cv.take<bf16>(B * E);
+        d->dt = cv.take<bf16>(B * E);
+        d->y = cv.take<bf16>(B * E);
+        d->x_dbl = cv.take<bf16>(B * XD);
+        d->logits = cv.take<float>(B * V);
+        d->out = cv.take<int32_t>((size_t)B * (out_cap > 0 ? out_cap : 1));
+        d->counter = cv.take<int>(1);
         if (!pass) {
-            SSM_TRY(cuda_model_alloc(g, &d->blob, off, "the decode buffers"));
-            d->bytes = off;
-            base = (char *)d->blob;
+            SSM_TRY(cuda_model_alloc(g, &d->blob, cv.off, "the decode buffers"));
+            d->bytes = cv.off;
         }
     }
     d->batch = B;
