@@ -1,5 +1,5 @@
 // bench_gpu_model: the whole model on the GPU through the public API (what ssm-train,
-// ssm-score and ssm-generate run), at the shapes of DESIGN.md section 10 and issue 6:
+// ssm-score and ssm-generate run), at the shapes of docs/architecture.md, 'Figures to beat':
 //   train    130M (24 x 768, V 50280), B 8 x L 2048: forward + backward + AdamW, tokens/s and
 //            peak device memory
 //   score    the same model and batch, forward only with per-position log p (scoring)

@@ -1,12 +1,13 @@
 // bench_scan_gpu: the CUDA selective scan (forward, forward + backward) and causal conv at the
-// shapes of DESIGN.md section 10, bf16 activations, each figure printed beside its floors,
-// measured in the same run:
+// shapes of docs/architecture.md, 'Figures to beat', bf16 activations, each figure printed
+// beside its floors, measured in the same run:
 //   bytes floor = the fewest bytes the op must move (each input read once, each output written
 //                 once) / the device-to-device copy bandwidth (a large cudaMemcpy, read + write)
 //   exp floor   = the exponentials the op must take (T E N for the forward, twice that for
 //                 forward + backward, which must recompute the states) / the measured MUFU.EX2
 //                 rate
-// and beside the reference figures (mamba_ssm 2.3.2 on an H100, DESIGN.md section 10).
+// and beside the reference figures (mamba_ssm 2.3.2 on an H100, docs/architecture.md,
+// 'Figures to beat').
 // Timing: CUDA events around each launch, warm-up first, the median of many repetitions, the
 // inputs rotated among several buffer sets so that no repetition reads what the last one left
 // in L2.

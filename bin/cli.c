@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../tasks/registry.h"
 #include "ssm/checkpoint.h"
 
 static const char *program = "ssm";

@@ -1,11 +1,16 @@
-/* ssm-score: score the records of a file with a trained model.
+/* ssm-score: score the records of one or more files with a trained model.
  *
- *   ssm-score RUN_DIR_OR_CHECKPOINT FILE|- [options] > scores.tsv
+ *   ssm-score RUN_DIR_OR_CHECKPOINT FILE|-... [--files-from LIST] [options] > scores.tsv
+ *
+ * The files are read one after the other as one stream of records (a batch may hold records
+ * of two files) and written as one TSV. With several files each id names its file too.
  *
  * Records longer than the window are scored exactly: the recurrent state (conv and SSM) is
  * carried from window to window, so the result equals one pass over the whole record. Records
  * are scored `--batch` at a time, each in its own row of the batch; the output keeps the input
  * order, and a record's scores do not depend on the batch size or thread count. */
+#include <errno.h>
+#include <fnmatch.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -28,6 +33,49 @@ typedef struct slot {
     double seconds;    /* duration (audio), else 0 */
 } slot;
 
+/* A set of strings (open addressing, at most half full): the ids that name their own file,
+ * to catch a file reached twice (output_id). */
+typedef struct id_set {
+    char **v; /* cap entries; NULL: free */
+    size_t cap, n;
+} id_set;
+
+static size_t hash_id(const char *s) { /* FNV-1a */
+    size_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static char **id_set_find(char **v, size_t cap, const char *id) {
+    size_t j = hash_id(id) & (cap - 1);
+    while (v[j] && strcmp(v[j], id)) j = (j + 1) & (cap - 1);
+    return &v[j];
+}
+
+/* Add a copy of id: 0, or 1 when it was there already, -1 when out of memory. */
+static int id_set_add(id_set *set, const char *id) {
+    if (2 * (set->n + 1) > set->cap) {
+        size_t cap = set->cap ? 2 * set->cap : 64;
+        char **v = calloc(cap, sizeof *v);
+        if (!v) return -1;
+        for (size_t i = 0; i < set->cap; i++)
+            if (set->v[i]) *id_set_find(v, cap, set->v[i]) = set->v[i];
+        free(set->v);
+        set->v = v, set->cap = cap;
+    }
+    char **e = id_set_find(set->v, set->cap, id);
+    if (*e) return 1;
+    if (!(*e = strdup(id))) return -1;
+    set->n++;
+    return 0;
+}
+
+static void id_set_free(id_set *set) {
+    for (size_t i = 0; i < set->cap; i++) free(set->v[i]);
+    free(set->v);
+    memset(set, 0, sizeof *set);
+}
+
 typedef struct scorer {
     cli_trained tr;
     int B, W, V_task, entropy;
@@ -42,6 +90,10 @@ typedef struct scorer {
     slot held;         /* a forward strand waiting for its reverse complement in the output */
     int timed;         /* the task's records have a duration (audio): a seconds column */
     double window_s;   /* --per-window: one line per this many seconds instead of per record */
+    char **files;      /* the files to score, in order ("-": stdin) */
+    int n_files, file; /* file: the one being read (n_files once all are read) */
+    void *reader;      /* the records of files[file]; NULL between files */
+    id_set kept;       /* with several files: the ids that name their file (see output_id) */
 } scorer;
 
 static void slot_free(slot *s) {
@@ -134,7 +186,74 @@ static void flush_done(scorer *sc) {
     fflush(sc->out);
 }
 
-static ssm_status take_record(scorer *sc, void *reader, slot *s, int *eof) {
+/* A file's name in ids and messages: "-" is stdin (as the tasks call it). */
+static const char *shown(const char *path) { return strcmp(path, "-") ? path : "stdin"; }
+
+/* 1 when a record id already names the file it came from: tasks with one record per file
+ * (audio, text) name it by its path: FILE itself, a file of the folder FILE or a file the
+ * pattern FILE matched (the audio task reads folders and globs). */
+static int names_file(const char *id, const char *path) {
+    size_t n = strlen(path);
+    if (!strcmp(id, shown(path))) return 1;
+    if (n && !strncmp(id, path, n) && id[n] && (id[n] == '/' || path[n - 1] == '/')) return 1;
+    return strpbrk(path, "*?[") && !fnmatch(path, id, FNM_PATHNAME);
+}
+
+/* The id a record has in the outputs. With one file: the record's own, as it always was.
+ * With several: FILE:ID, unique since a file repeats no record name and a file is given only
+ * once; or the id as it is when it already names its file, unique unless the same file was
+ * reached twice (as a folder and by its own name, say), which is refused. */
+static ssm_status output_id(scorer *sc, const char *path, const char *id, char **out) {
+    int keep = sc->n_files == 1 || names_file(id, path);
+    if (keep && sc->n_files > 1) {
+        int seen = id_set_add(&sc->kept, id);
+        if (seen < 0) return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", id);
+        if (seen && strcmp(id, path))
+            return ssm_set_error(SSM_ERR_ARG, "%s: would be scored twice (%s reaches it again); give "
+                                 "each file once", id, path);
+        if (seen)
+            return ssm_set_error(SSM_ERR_ARG, "%s: would be scored twice (a folder or pattern given "
+                                 "before it holds it); give each file once", id);
+    }
+    size_t n = strlen(shown(path)) + strlen(id) + 2;
+    if (!(*out = malloc(n))) return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", shown(path));
+    if (keep) snprintf(*out, n, "%s", id);
+    else snprintf(*out, n, "%s:%s", shown(path), id);
+    return SSM_OK;
+}
+
+/* The tasks' messages name their file; make sure, since with several files the user must
+ * know which one is wrong. */
+static ssm_status about_file(ssm_status st, const char *path) {
+    const char *msg = ssm_last_error();
+    if (strstr(msg, path) || strstr(msg, shown(path))) return st;
+    char copy[2048];
+    snprintf(copy, sizeof copy, "%s", msg);
+    return ssm_set_error(st, "%s: %s", shown(path), copy);
+}
+
+static ssm_status open_file(scorer *sc) {
+    const char *path = sc->files[sc->file];
+    ssm_status st = sc->tr.ops->open_records(sc->tr.task, path, &sc->reader);
+    return st ? about_file(st, path) : SSM_OK;
+}
+
+/* The next record of all the files, in order: each file is opened when the one before it has
+ * given its last record. *eof once the last file has. */
+static ssm_status next_input(scorer *sc, ssm_record *rec, int *eof) {
+    for (*eof = 0; sc->file < sc->n_files; sc->file++) {
+        ssm_status st = sc->reader ? SSM_OK : open_file(sc);
+        if (st) return st;
+        if ((st = sc->tr.ops->next_record(sc->reader, rec, eof))) return about_file(st, sc->files[sc->file]);
+        if (!*eof) return SSM_OK;
+        sc->tr.ops->close_records(sc->reader);
+        sc->reader = NULL;
+    }
+    *eof = 1;
+    return SSM_OK;
+}
+
+static ssm_status take_record(scorer *sc, slot *s, int *eof) {
     if (sc->pending_rc.active) { /* the reverse strand of the record taken last */
         *s = sc->pending_rc;
         memset(&sc->pending_rc, 0, sizeof sc->pending_rc);
@@ -142,15 +261,18 @@ static ssm_status take_record(scorer *sc, void *reader, slot *s, int *eof) {
         return SSM_OK;
     }
     ssm_record rec;
-    ssm_status st = sc->tr.ops->next_record(reader, &rec, eof);
+    ssm_status st = next_input(sc, &rec, eof);
     if (st || *eof) return st;
+    const char *path = sc->files[sc->file];
+    char *id;
+    if ((st = output_id(sc, path, rec.id ? rec.id : "", &id))) return st;
     for (int strand = 0; strand <= sc->both; strand++) {
         slot *d = strand ? &sc->pending_rc : s;
         memset(d, 0, sizeof *d);
         d->active = 1;
         d->strand = strand;
         d->seq = strand ? 0 : sc->next_seq++;
-        d->id = strdup(rec.id ? rec.id : "");
+        d->id = strand ? strdup(id) : id; /* the forward strand owns id */
         d->length = rec.length;
         d->tokens = malloc((rec.length + 1) * sizeof(int32_t));
         d->seconds = rec.seconds;
@@ -158,7 +280,8 @@ static ssm_status take_record(scorer *sc, void *reader, slot *s, int *eof) {
         d->per_symbol = per ? malloc((rec.length + 1) * sizeof(float)) : NULL;
         if (rec.scored) d->scored = malloc(rec.length + 1);
         if (!d->id || !d->tokens || (per && !d->per_symbol) || (rec.scored && !d->scored))
-            return ssm_set_error(SSM_ERR_NOMEM, "out of memory for record %s (%zu symbols)", rec.id, rec.length);
+            return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory for record %s (%zu symbols)",
+                                 shown(path), rec.id, rec.length);
         memcpy(d->tokens, rec.tokens, (rec.length + 1) * sizeof(int32_t));
         if (rec.scored) memcpy(d->scored, rec.scored, rec.length);
         if (strand) { /* BOS, then the reverse complement; the mask reversed with it */
@@ -173,22 +296,21 @@ static ssm_status take_record(scorer *sc, void *reader, slot *s, int *eof) {
     return SSM_OK;
 }
 
-/* Copy row `from` of one state into row `to` of another (every layer's conv and SSM state). */
-static void state_copy_row(ssm_state *dst, int to, const ssm_state *src, int from) {
-    size_t E = src->d_inner, K = src->d_conv, N = src->d_state;
-    for (int l = 0; l < src->n_layer; l++) {
-        memcpy(dst->conv + ((size_t)l * dst->batch + to) * E * K,
-               src->conv + ((size_t)l * src->batch + from) * E * K, E * K * sizeof(float));
-        memcpy(dst->ssm + ((size_t)l * dst->batch + to) * E * N,
-               src->ssm + ((size_t)l * src->batch + from) * E * N, E * N * sizeof(float));
+/* The progress line's text: the file being read (with several), speed and records done. */
+static void progress_text(const scorer *sc, size_t total, double t0, char *buf, size_t size) {
+    char where[512] = "", r[32];
+    if (sc->n_files > 1) {
+        int i = sc->file < sc->n_files ? sc->file : sc->n_files - 1;
+        snprintf(where, sizeof where, "[%d/%d %s] ", i + 1, sc->n_files, shown(sc->files[i]));
     }
+    snprintf(buf, size, "%s%s %ss/s, %ld records", where, cli_si(total / (cli_now() - t0), r, sizeof r),
+             sc->symbol, sc->next_out);
 }
 
-static int run(scorer *sc, const char *path) {
-    void *reader;
+static int run(scorer *sc) {
     ssm_model *m = sc->tr.model;
     int B = sc->B, W = sc->W;
-    if (sc->tr.ops->open_records(sc->tr.task, path, &reader)) return cli_fail();
+    if (open_file(sc)) return cli_fail(); /* before the header: a first bad file writes nothing */
     int rc = CLI_EXIT_INPUT;
     size_t BW = (size_t)B * W;
     int32_t *tokens = malloc(BW * sizeof(int32_t)), *targets = malloc(BW * sizeof(int32_t));
@@ -221,7 +343,7 @@ static int run(scorer *sc, const char *path) {
         int any = 0;
         for (int b = 0; b < B; b++) {
             while (!sc->slots[b].active && (!eof || sc->pending_rc.active)) {
-                if (take_record(sc, reader, &sc->slots[b], &eof)) goto fail;
+                if (take_record(sc, &sc->slots[b], &eof)) goto fail;
                 if (!sc->slots[b].active) break;
                 ssm_state_reset(slot_st[b]);
                 /* nothing to predict: report it at once */
@@ -243,7 +365,7 @@ static int run(scorer *sc, const char *path) {
                 targets[(size_t)r * W + w] =
                     i < s->length && (!s->scored || s->scored[i]) ? s->tokens[i + 1] : -1;
             }
-            state_copy_row(batch_st[k - 1], r, slot_st[rows[r]], 0);
+            if (ssm_state_copy_row(batch_st[k - 1], r, slot_st[rows[r]], 0)) goto fail;
         }
         /* the host copy of the batch state is the current one (rows were just copied in) */
         if (ssm_forward_score(m, tokens, targets, k, W, batch_st[k - 1], logp, ent) ||
@@ -251,7 +373,7 @@ static int run(scorer *sc, const char *path) {
             goto fail;
         for (int r = 0; r < k; r++) {
             slot *s = &sc->slots[rows[r]];
-            state_copy_row(slot_st[rows[r]], 0, batch_st[k - 1], r);
+            if (ssm_state_copy_row(slot_st[rows[r]], 0, batch_st[k - 1], r)) goto fail;
             size_t n = s->length - s->pos < (size_t)W ? s->length - s->pos : (size_t)W;
             const float *lp = logp + (size_t)r * W, *h = ent ? ent + (size_t)r * W : NULL;
             /* added in one fixed order per window: the same for any batch size or threads */
@@ -270,9 +392,8 @@ static int run(scorer *sc, const char *path) {
             if (s->pos >= s->length && queue_done(sc, s)) goto fail;
         }
         flush_done(sc);
-        char extra[96], r[32];
-        snprintf(extra, sizeof extra, "%s %ss/s, %ld records", cli_si(total / (cli_now() - t0), r, sizeof r),
-                 sc->symbol, sc->next_out);
+        char extra[640];
+        progress_text(sc, total, t0, extra, sizeof extra);
         cli_progress_update(&pr, (int64_t)total, extra);
     }
     flush_done(sc);
@@ -282,7 +403,8 @@ static int run(scorer *sc, const char *path) {
 fail:
     rc = cli_fail();
 done:
-    sc->tr.ops->close_records(reader);
+    if (sc->reader) sc->tr.ops->close_records(sc->reader);
+    sc->reader = NULL;
     for (int b = 0; b < B; b++) {
         if (slot_st) ssm_state_free(slot_st[b]);
         if (batch_st) ssm_state_free(batch_st[b]);
@@ -297,15 +419,117 @@ done:
     return rc;
 }
 
+/* The files to score, in order: copies of their names. */
+typedef struct file_list {
+    char **v;
+    int n, cap;
+} file_list;
+
+static int add_file(file_list *l, const char *path) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 16;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v) return -1;
+        l->v = v, l->cap = cap;
+    }
+    if (!(l->v[l->n] = strdup(path))) return -1;
+    l->n++;
+    return 0;
+}
+
+static void free_files(file_list *l) {
+    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+}
+
+/* --files-from LIST: one path a line (relative to the current folder, like a FILE argument);
+ * blank lines and lines starting with # are skipped. */
+static int read_list(const char *list, file_list *l) {
+    FILE *f = strcmp(list, "-") ? fopen(list, "r") : stdin;
+    if (!f) return cli_error("%s: cannot open: %s", list, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = 0;
+    while (!rc && (n = getline(&line, &cap, f)) >= 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        if (!line[strspn(line, " \t")] || line[0] == '#') continue;
+        if (add_file(l, line)) rc = cli_error("%s: out of memory for its file names", shown(list));
+    }
+    if (!rc && ferror(f)) rc = cli_error("%s: cannot read: %s", shown(list), strerror(errno));
+    free(line);
+    if (f != stdin) fclose(f);
+    return rc;
+}
+
+static int by_name(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Each file once: a file given twice would have its records scored twice under the same ids.
+ * stdin at most once, and not at all when it holds the list. */
+static int check_files(char **files, int n, const char *list) {
+    char **sorted = malloc(n * sizeof *sorted);
+    if (!sorted) return cli_error("out of memory for %d file names", n);
+    memcpy(sorted, files, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, by_name);
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        int is_stdin = !strcmp(sorted[i], "-");
+        if (is_stdin && list && !strcmp(list, "-"))
+            rc = cli_usage("--files-from - reads the list from stdin, so no file can be - (stdin) too");
+        else if (i && !strcmp(sorted[i], sorted[i - 1]))
+            rc = is_stdin ? cli_usage("- (stdin) can be read only once")
+                          : cli_usage("%s: given twice (its records would be scored twice under the same ids)", sorted[i]);
+    }
+    free(sorted);
+    return rc;
+}
+
+/* With several files: open each one (and close it again) before scoring, so that a missing or
+ * unreadable third file stops the run before anything is written, not after the first two
+ * were scored. stdin is read only when its turn comes, and a file found malformed further in
+ * stops the run there. */
+static int check_readable(const scorer *sc) {
+    for (int i = 0; i < sc->n_files; i++) {
+        const char *p = sc->files[i];
+        if (!strcmp(p, "-")) continue;
+        void *reader;
+        ssm_status st = sc->tr.ops->open_records(sc->tr.task, p, &reader);
+        if (st) {
+            about_file(st, p);
+            return cli_fail();
+        }
+        sc->tr.ops->close_records(reader);
+        if (strpbrk(p, "*?[")) continue; /* a pattern: open_records found its files */
+        /* the audio task opens a file only to read its record: see now that it opens */
+        FILE *f = fopen(p, "rb");
+        if (!f) return cli_error("%s: cannot open: %s", p, strerror(errno));
+        fclose(f);
+    }
+    return 0;
+}
+
 static void usage(void) {
-    printf("usage: ssm-score RUN_DIR_OR_CHECKPOINT FILE|- [options]\n"
+    printf("usage: ssm-score RUN_DIR_OR_CHECKPOINT FILE|-... [options]\n"
+           "       ssm-score RUN_DIR_OR_CHECKPOINT --files-from LIST [FILE...] [options]\n"
            "\n"
-           "Score every record of FILE (FASTA/FASTQ, text, audio: whatever the model's task reads)\n"
-           "and write one TSV line per record on stdout:\n"
+           "Score every record of each FILE (FASTA/FASTQ, text, audio: whatever the model's task\n"
+           "reads; - is stdin) and write one TSV on stdout, one line per record, the files' records\n"
+           "in the order the files are given:\n"
            "  id length n_scored sum_logp mean_logp bits_per_<symbol> perplexity\n"
            "(natural logs; unscored symbols such as N bases are not counted).\n"
            "\n"
-           "  --bedgraph FILE   per-symbol scores as bedGraph (0-based, half-open)\n"
+           "With one file the ids are the records' own. With several, each id becomes FILE:ID\n"
+           "(a.fa:chr1; stdin:chr1 for -), so that ids stay unique across files, unless the id\n"
+           "already names its file: the audio and text tasks name each record by its path (a.wav;\n"
+           "dir/a.wav for a file of a folder or glob), and that is kept as it is. The bedGraph and\n"
+           "--per-window lines use the same ids. A file may be given only once. Every file is\n"
+           "opened before scoring starts: one that cannot be read (or, later, turns out malformed)\n"
+           "stops the run with exit status 1, and no --output or --bedgraph file is left.\n"
+           "\n"
+           "  --files-from LIST score the files listed in LIST too, after the FILEs: one path a\n"
+           "                    line, blank lines and lines starting with # skipped; - reads the\n"
+           "                    list from stdin\n"
+           "  --bedgraph FILE   per-symbol scores as bedGraph (0-based, half-open; chrom: the id)\n"
            "  --per-base KIND   logp (default) or entropy (the predictive entropy, nats)\n"
            "  --per-window S    audio: one line per S seconds of each file (id, start_s, end_s,\n"
            "                    n_scored, bits_per_sample) instead of one per file\n"
@@ -313,12 +537,44 @@ static void usage(void) {
            "                    (strand-aware tasks: dna); the line then has sum_logp_forward,\n"
            "                    sum_logp_reverse, and the other columns over both strands; the\n"
            "                    bedGraph has the mean of the two strands' values per base\n"
-           "  --output FILE     the TSV to FILE instead of stdout\n"
+           "  -o, --output FILE the TSV to FILE instead of stdout (FILE.tmp until the end)\n"
            "  --window N        symbols per forward pass (default 4096); the state is carried\n"
            "  --batch N         records scored side by side (default 8)\n"
            "  --threads N       CPU threads (default: all cores)\n"
            "  --device DEV      auto, cpu, cuda or cuda:N\n"
-           "  --quiet           no progress on stderr\n");
+           "  --quiet           no progress on stderr (it counts over all the files and names\n"
+           "                    the one being read: [2/5 b.wav])\n");
+}
+
+/* Open the outputs as FILE.tmp (renamed by finish_outputs when the whole run succeeded). */
+static int open_outputs(scorer *sc, const char *out_path, char *out_tmp, const char *bed_path,
+                        char *bed_tmp, size_t size) {
+    if (out_path && strcmp(out_path, "-")) {
+        snprintf(out_tmp, size, "%s.tmp", out_path);
+        if (!(sc->out = fopen(out_tmp, "w"))) return cli_error("%s: cannot write: %s", out_tmp, strerror(errno));
+    }
+    if (bed_path) {
+        snprintf(bed_tmp, size, "%s.tmp", bed_path);
+        if (!(sc->bed = fopen(bed_tmp, "w"))) return cli_error("%s: cannot write: %s", bed_tmp, strerror(errno));
+    }
+    return 0;
+}
+
+/* Close the outputs; on success rename them to their real names, else remove them, so that
+ * nothing half-written is left (an older file of that name stays as it was). */
+static int finish_outputs(scorer *sc, int rc, const char *out_path, const char *out_tmp,
+                          const char *bed_path, const char *bed_tmp) {
+    if (sc->bed && fclose(sc->bed) && !rc) rc = cli_error("%s: cannot write", bed_tmp);
+    if (sc->out != stdout && fclose(sc->out) && !rc) rc = cli_error("%s: cannot write", out_tmp);
+    sc->bed = NULL;
+    sc->out = stdout;
+    if (!rc && *bed_tmp && rename(bed_tmp, bed_path)) rc = cli_error("%s: cannot write: %s", bed_path, strerror(errno));
+    if (!rc && *out_tmp && rename(out_tmp, out_path)) rc = cli_error("%s: cannot write: %s", out_path, strerror(errno));
+    if (rc) {
+        if (*out_tmp) remove(out_tmp);
+        if (*bed_tmp) remove(bed_tmp);
+    }
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -330,11 +586,11 @@ int main(int argc, char **argv) {
         {"device", required_argument, 0, 'd'},   {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
         {"strand", required_argument, 0, 's'},   {"per-window", required_argument, 0, 'W'},
-        {0, 0, 0, 0}};
+        {"files-from", required_argument, 0, 'f'}, {0, 0, 0, 0}};
     scorer sc = {.B = 8, .W = 4096, .out = stdout};
-    const char *bed_path = NULL, *out_path = NULL, *device = "auto";
+    const char *bed_path = NULL, *out_path = NULL, *device = "auto", *list = NULL;
     int threads = 0;
-    for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+    for (int o; (o = getopt_long(argc, argv, "o:", opts, NULL)) != -1;) {
         char *end;
         switch (o) {
         case 'g': bed_path = optarg; break;
@@ -343,6 +599,10 @@ int main(int argc, char **argv) {
             else if (strcmp(optarg, "logp")) return cli_usage("--per-base takes logp or entropy, not '%s'", optarg);
             break;
         case 'o': out_path = optarg; break;
+        case 'f':
+            if (list) return cli_usage("--files-from is given twice (put all the paths in one list)");
+            list = optarg;
+            break;
         case 'W':
             sc.window_s = strtod(optarg, &end);
             if (*end || !(sc.window_s > 0)) return cli_usage("--per-window takes a positive number of seconds, not '%s'", optarg);
@@ -367,12 +627,29 @@ int main(int argc, char **argv) {
         default: return cli_usage("unknown option");
         }
     }
-    if (argc - optind != 2) return cli_usage("need a run directory (or checkpoint) and a file to score");
+    if (argc - optind < 2 && !(argc - optind == 1 && list))
+        return cli_usage("need a run directory (or checkpoint) and files to score");
+    file_list files = {0};
+    int rc = 0;
+    for (int i = optind + 1; i < argc && !rc; i++)
+        if (add_file(&files, argv[i])) rc = cli_error("out of memory for the file names");
+    if (!rc && list) rc = read_list(list, &files);
+    if (!rc && files.n == 0) rc = cli_error("%s: lists no file to score", shown(list));
+    if (!rc) rc = check_files(files.v, files.n, list);
+    if (rc) {
+        free_files(&files);
+        return rc;
+    }
+    sc.files = files.v, sc.n_files = files.n;
     int dev;
-    if (cli_device(device, &dev, NULL)) return cli_fail();
+    if (cli_device(device, &dev, NULL)) rc = cli_fail();
     ssm_set_threads(threads);
-    if (cli_load_trained(argv[optind], &sc.tr)) return cli_fail();
-    int rc = CLI_EXIT_INPUT;
+    if (!rc && cli_load_trained(argv[optind], &sc.tr)) rc = cli_fail();
+    if (rc) {
+        free_files(&files);
+        return rc;
+    }
+    rc = CLI_EXIT_INPUT;
     char out_tmp[4200] = "", bed_tmp[4200] = "";
     if (dev >= 0 && ssm_model_use_device(sc.tr.model, NULL, dev)) {
         rc = cli_fail();
@@ -396,34 +673,23 @@ int main(int argc, char **argv) {
         rc = cli_error("--strand both: the task '%s' has no strands", sc.tr.ops->name);
         goto done;
     }
-    /* outputs go to FILE.tmp and are renamed only when the whole run succeeded */
-    if (out_path && strcmp(out_path, "-")) {
-        snprintf(out_tmp, sizeof out_tmp, "%s.tmp", out_path);
-        if (!(sc.out = fopen(out_tmp, "w"))) { rc = cli_error("%s: cannot write", out_tmp); goto done; }
+    if (sc.n_files > 1 && check_readable(&sc)) goto done;
+    if (open_outputs(&sc, out_path, out_tmp, bed_path, bed_tmp, sizeof out_tmp)) goto done;
+    if (!(sc.slots = calloc(sc.B, sizeof(slot)))) {
+        rc = cli_error("out of memory for %d records", sc.B);
+        goto done;
     }
-    if (bed_path) {
-        snprintf(bed_tmp, sizeof bed_tmp, "%s.tmp", bed_path);
-        if (!(sc.bed = fopen(bed_tmp, "w"))) { rc = cli_error("%s: cannot write", bed_tmp); goto done; }
-    }
-    sc.slots = calloc(sc.B, sizeof(slot));
-    rc = run(&sc, argv[optind + 1]);
-    if (sc.bed && (fclose(sc.bed) || (rc == 0 && rename(bed_tmp, bed_path)))) rc = cli_error("%s: cannot write", bed_path);
-    sc.bed = NULL;
-    if (sc.out != stdout && (fclose(sc.out) || (rc == 0 && rename(out_tmp, out_path)))) rc = cli_error("%s: cannot write", out_path);
-    sc.out = stdout;
-    if (rc) { /* nothing half-written under the real names */
-        if (*out_tmp) remove(out_tmp);
-        if (*bed_tmp) remove(bed_tmp);
-    }
+    rc = run(&sc);
 done:
-    if (sc.bed) fclose(sc.bed);
-    if (sc.out != stdout) fclose(sc.out);
+    rc = finish_outputs(&sc, rc, out_path, out_tmp, bed_path, bed_tmp);
     for (int b = 0; sc.slots && b < sc.B; b++) slot_free(&sc.slots[b]);
     for (int i = 0; i < sc.n_done; i++) slot_free(&sc.done[i]);
     slot_free(&sc.pending_rc);
     slot_free(&sc.held);
     free(sc.slots);
     free(sc.done);
+    free_files(&files);
+    id_set_free(&sc.kept);
     cli_trained_free(&sc.tr);
     return rc;
 }

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ssm/task.h"
+#include "registry.h"
 
 /* Weak: a build without a task's dependencies simply lacks that task. */
 extern const ssm_task_ops ssm_task_lm __attribute__((weak));

@@ -12,6 +12,16 @@
  * beta = 0 overwrites out, beta = 1 adds to it. */
 void cpu_matmul_forward(float *out, int ld_out, float beta, const float *in, int ld_in,
                         const float *W, int T, int n_in, int n_out);
+/* The same product, row-exact: each sequence of L rows (B of them, T = B * L) in tiles of
+ * cpu_matmul_tile_rows(L) rows, one single-threaded SGEMM of one shape per tile (threads over
+ * tiles), so that a row's result does not depend on B or the thread count. scratch: at least
+ * cpu_matmul_exact_scratch(L, n_in, n_out, threads) floats (used for the last, partial tile). */
+#define CPU_MATMUL_TILE 64
+int cpu_matmul_tile_rows(int L);
+size_t cpu_matmul_exact_scratch(int L, int n_in, int n_out, int threads);
+void cpu_matmul_forward_exact(float *out, int ld_out, float beta, const float *in, int ld_in,
+                              const float *W, int B, int L, int n_in, int n_out,
+                              float *scratch);
 /* d_in (T, n_in) = beta * d_in + d_out . W (skipped when d_in is NULL);
  * dW (n_out, n_in) += d_out^T . in. */
 void cpu_matmul_backward(float *d_in, int ld_din, float beta, float *dW, const float *d_out,

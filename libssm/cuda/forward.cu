@@ -16,7 +16,7 @@ static cuda_scan_args scan_args(const ssm_config *c, const ssm_layer_params *p,
     s.u = la->u, s.dt = la->dt;
     s.Bm = la->x_dbl + R, s.Cm = la->x_dbl + R + N, s.ld_bc = R + 2 * N;
     s.z = la->xz + E, s.ld_z = 2 * E;
-    s.dt_bias = p->dt_proj_b, s.A_log = p->A_log, s.D = p->D;
+    s.dt_bias = p->mamba1.dt_proj_b, s.A_log = p->mamba1.A_log, s.D = p->mamba1.D;
     return s;
 }
 
@@ -42,14 +42,14 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
         // h = RMSNorm(r) * w
         SSM_TRY(cuda_rmsnorm_forward(la->normed, la->rstd, la->resid, p->norm, T, D, c->norm_eps, BF, st));
         // [x | z] = in_proj(h)
-        SSM_TRY(cuda_matmul_forward(g->blas, la->xz, 2 * E, BF, 0.0f, la->normed, D, w16(g, p->in_proj), T, D, 2 * E));
+        SSM_TRY(cuda_matmul_forward(g->blas, la->xz, 2 * E, BF, 0.0f, la->normed, D, w16(g, p->mamba1.in_proj), T, D, 2 * E));
         // u = silu(conv1d(x) + bias)
-        SSM_TRY(cuda_conv_forward(la->u, la->xz, 2 * E, p->conv_w, p->conv_b, cs, B, L, E, K, BF, st));
+        SSM_TRY(cuda_conv_forward(la->u, la->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, cs, B, L, E, K, BF, st));
         if (cs) SSM_TRY(cuda_conv_state_update(cs, la->xz, 2 * E, B, L, E, K, BF, st));
         // [dt | B | C] = x_proj(u)
-        SSM_TRY(cuda_matmul_forward(g->blas, la->x_dbl, XD, BF, 0.0f, la->u, E, w16(g, p->x_proj), T, E, XD));
+        SSM_TRY(cuda_matmul_forward(g->blas, la->x_dbl, XD, BF, 0.0f, la->u, E, w16(g, p->mamba1.x_proj), T, E, XD));
         // dt = dt_proj(dt) without its bias
-        SSM_TRY(cuda_matmul_forward(g->blas, la->dt, E, BF, 0.0f, la->x_dbl, XD, w16(g, p->dt_proj_w), T, R, E));
+        SSM_TRY(cuda_matmul_forward(g->blas, la->dt, E, BF, 0.0f, la->x_dbl, XD, w16(g, p->mamba1.dt_proj_w), T, R, E));
         // gated = (scan(u, softplus(dt + bias), A, B, C) + D u) * silu(z)
         cuda_scan_args sa = scan_args(c, p, la, B, L);
         sa.ckpt = save ? la->ckpt : NULL;
@@ -59,7 +59,7 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
         float *next = i + 1 < c->n_layer ? a->layers[i + 1].resid : a->resid_f;
         if (next != la->resid)
             CUDA_TRY(cudaMemcpyAsync(next, la->resid, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice, st), "the residual stream");
-        SSM_TRY(cuda_matmul_forward(g->blas, next, D, CUDA_DTYPE_F32, 1.0f, la->gated, E, w16(g, p->out_proj), T, E, D));
+        SSM_TRY(cuda_matmul_forward(g->blas, next, D, CUDA_DTYPE_F32, 1.0f, la->gated, E, w16(g, p->mamba1.out_proj), T, E, D));
     }
     return cuda_rmsnorm_forward(a->normed_f, a->rstd_f, a->resid_f, g->p.norm_f, T, D, c->norm_eps, BF, st);
 }
@@ -202,25 +202,25 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
         cuda_layer_acts *la = &a->layers[i];
         // r_{i+1} = r_i + out_proj(gated): d gated = d r . out_proj; d out_proj += d r^T . gated
         SSM_TRY(cuda_to_bf16(a->d_resid16, a->d_resid, (size_t)T * D, st));
-        SSM_TRY(cuda_matmul_backward(g->blas, a->d_gated, E, BF, 0.0f, gr->out_proj, a->d_resid16, D,
-                                     la->gated, E, w16(g, p->out_proj), T, E, D));
+        SSM_TRY(cuda_matmul_backward(g->blas, a->d_gated, E, BF, 0.0f, gr->mamba1.out_proj, a->d_resid16, D,
+                                     la->gated, E, w16(g, p->mamba1.out_proj), T, E, D));
         // the scan with its gate: d u, d dt, d B, d C, d z and the scan's own parameters
         cuda_scan_args sa = scan_args(c, p, la, B, L);
         sa.ckpt = la->ckpt; // saved by the training forward
         SSM_TRY(cuda_scan_backward(&sa, a->d_gated, a->d_u, a->d_dt, a->d_x_dbl + R, a->d_x_dbl + R + N,
-                                   a->d_xz + E, gr->dt_proj_b, gr->A_log, gr->D, a->work, a->work_bytes, st));
+                                   a->d_xz + E, gr->mamba1.dt_proj_b, gr->mamba1.A_log, gr->mamba1.D, a->work, a->work_bytes, st));
         // dt = dt_proj(x_dbl[:, :R])
-        SSM_TRY(cuda_matmul_backward(g->blas, a->d_x_dbl, XD, BF, 0.0f, gr->dt_proj_w, a->d_dt, E,
-                                     la->x_dbl, XD, w16(g, p->dt_proj_w), T, R, E));
+        SSM_TRY(cuda_matmul_backward(g->blas, a->d_x_dbl, XD, BF, 0.0f, gr->mamba1.dt_proj_w, a->d_dt, E,
+                                     la->x_dbl, XD, w16(g, p->mamba1.dt_proj_w), T, R, E));
         // x_dbl = x_proj(u): d u += d x_dbl . x_proj
-        SSM_TRY(cuda_matmul_backward(g->blas, a->d_u, E, BF, 1.0f, gr->x_proj, a->d_x_dbl, XD, la->u, E,
-                                     w16(g, p->x_proj), T, E, XD));
+        SSM_TRY(cuda_matmul_backward(g->blas, a->d_u, E, BF, 1.0f, gr->mamba1.x_proj, a->d_x_dbl, XD, la->u, E,
+                                     w16(g, p->mamba1.x_proj), T, E, XD));
         // u = silu(conv1d(x))
-        SSM_TRY(cuda_conv_backward(a->d_xz, gr->conv_w, gr->conv_b, a->d_u, la->xz, 2 * E, p->conv_w,
-                                   p->conv_b, B, L, E, K, BF, a->work, a->work_bytes, st));
+        SSM_TRY(cuda_conv_backward(a->d_xz, gr->mamba1.conv_w, gr->mamba1.conv_b, a->d_u, la->xz, 2 * E, p->mamba1.conv_w,
+                                   p->mamba1.conv_b, B, L, E, K, BF, a->work, a->work_bytes, st));
         // [x | z] = in_proj(h)
-        SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed, D, BF, 0.0f, gr->in_proj, a->d_xz, 2 * E,
-                                     la->normed, D, w16(g, p->in_proj), T, D, 2 * E));
+        SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed, D, BF, 0.0f, gr->mamba1.in_proj, a->d_xz, 2 * E,
+                                     la->normed, D, w16(g, p->mamba1.in_proj), T, D, 2 * E));
         // h = RMSNorm(r): d r += ... (the residual path keeps its gradient)
         SSM_TRY(cuda_rmsnorm_backward(a->d_resid, gr->norm, a->d_normed, la->resid, p->norm, la->rstd,
                                       T, D, BF, a->work, a->work_bytes, st));

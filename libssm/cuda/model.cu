@@ -47,10 +47,10 @@ static void bind_device(const ssm_model *m, const ssm_params *host, const float 
     MOVE(embedding);
     MOVE(norm_f);
     for (int i = 0; i < m->config.n_layer; i++) {
-        MOVE(layers[i].norm); MOVE(layers[i].in_proj); MOVE(layers[i].conv_w);
-        MOVE(layers[i].conv_b); MOVE(layers[i].x_proj); MOVE(layers[i].dt_proj_w);
-        MOVE(layers[i].dt_proj_b); MOVE(layers[i].A_log); MOVE(layers[i].D);
-        MOVE(layers[i].out_proj);
+        MOVE(layers[i].norm); MOVE(layers[i].mamba1.in_proj); MOVE(layers[i].mamba1.conv_w);
+        MOVE(layers[i].mamba1.conv_b); MOVE(layers[i].mamba1.x_proj); MOVE(layers[i].mamba1.dt_proj_w);
+        MOVE(layers[i].mamba1.dt_proj_b); MOVE(layers[i].mamba1.A_log); MOVE(layers[i].mamba1.D);
+        MOVE(layers[i].mamba1.out_proj);
     }
 #undef MOVE
 }
@@ -107,6 +107,12 @@ extern "C" void cuda_model_detach(ssm_model *m) {
 }
 
 extern "C" ssm_status cuda_model_attach(ssm_model *m, ssm_adamw *opt, int device) {
+    // refused before anything is allocated: never run on the CPU silently
+    for (int i = 0; i < m->config.n_layer; i++)
+        if (m->config.layer_kind[i] != SSM_LAYER_MAMBA1)
+            return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1 layers only; layer %d "
+                                 "is %s: use --device cpu for this model", i,
+                                 ssm_layer_kind_name(m->config.layer_kind[i]));
     if (m->config.d_state > 32)
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend supports d_state <= 32 (the model has %d)",
                              m->config.d_state);

@@ -55,22 +55,22 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
     for (int i = 0; i < c->n_layer; i++) {
         const ssm_layer_params *p = &g->p.layers[i];
         SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, p->norm, B, D, c->norm_eps, BF, st));
-        SSM_TRY(cuda_matmul_forward(g->blas, d->xz, 2 * E, BF, 0.0f, d->h, D, w16(g, p->in_proj), B, D, 2 * E));
-        SSM_TRY(cuda_conv_step(d->u, conv + (size_t)i * B * E * K, d->xz, 2 * E, p->conv_w, p->conv_b, B, E, K, BF, st));
-        SSM_TRY(cuda_matmul_forward(g->blas, d->x_dbl, XD, BF, 0.0f, d->u, E, w16(g, p->x_proj), B, E, XD));
+        SSM_TRY(cuda_matmul_forward(g->blas, d->xz, 2 * E, BF, 0.0f, d->h, D, w16(g, p->mamba1.in_proj), B, D, 2 * E));
+        SSM_TRY(cuda_conv_step(d->u, conv + (size_t)i * B * E * K, d->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, B, E, K, BF, st));
+        SSM_TRY(cuda_matmul_forward(g->blas, d->x_dbl, XD, BF, 0.0f, d->u, E, w16(g, p->mamba1.x_proj), B, E, XD));
         cuda_scan_args sa = {};
         sa.B = B, sa.L = 1, sa.E = E, sa.N = N, sa.dtype = BF;
         sa.u = d->u, sa.Bm = d->x_dbl + R, sa.Cm = d->x_dbl + R + N, sa.ld_bc = XD;
         if (N % 4 == 0) { // the step applies dt_proj itself: one launch fewer per layer
-            sa.dt = d->x_dbl, sa.ld_dt = XD, sa.dt_rank = R, sa.dt_w = w16(g, p->dt_proj_w);
+            sa.dt = d->x_dbl, sa.ld_dt = XD, sa.dt_rank = R, sa.dt_w = w16(g, p->mamba1.dt_proj_w);
         } else {
-            SSM_TRY(cuda_matmul_forward(g->blas, d->dt, E, BF, 0.0f, d->x_dbl, XD, w16(g, p->dt_proj_w), B, R, E));
+            SSM_TRY(cuda_matmul_forward(g->blas, d->dt, E, BF, 0.0f, d->x_dbl, XD, w16(g, p->mamba1.dt_proj_w), B, R, E));
             sa.dt = d->dt;
         }
         sa.z = d->xz + E, sa.ld_z = 2 * E;
-        sa.dt_bias = p->dt_proj_b, sa.A_log = p->A_log, sa.D = p->D;
+        sa.dt_bias = p->mamba1.dt_proj_b, sa.A_log = p->mamba1.A_log, sa.D = p->mamba1.D;
         SSM_TRY(cuda_scan_step(&sa, d->y, ssm + (size_t)i * B * E * N, st));
-        SSM_TRY(cuda_matmul_forward(g->blas, d->r, D, CUDA_DTYPE_F32, 1.0f, d->y, E, w16(g, p->out_proj), B, E, D));
+        SSM_TRY(cuda_matmul_forward(g->blas, d->r, D, CUDA_DTYPE_F32, 1.0f, d->y, E, w16(g, p->mamba1.out_proj), B, E, D));
     }
     SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, g->p.norm_f, B, D, c->norm_eps, BF, st));
     return cuda_matmul_forward(g->blas, d->logits, V, CUDA_DTYPE_F32, 0.0f, d->h, D, w16(g, g->p.embedding), B, D, V);

@@ -1,10 +1,9 @@
-/* forward.c: the layer orchestration of the parallel forward and the backward (CPU backend).
+/* forward.c: the block loop of the parallel forward and of the backward (CPU backend), and the
+ * activation planner.
  *   r_0 = embedding[tokens]
  *   r_{i+1} = r_i + mixer_i(RMSNorm_i(r_i))        (pre-norm blocks, fp32 residual stream)
  *   logits = RMSNorm_f(r_n) . embedding^T           (tied head)
- * mixer: [x | z] = in_proj(h); u = silu(conv1d(x)); [dt | B | C] = x_proj(u);
- *        dt = dt_proj(dt) (no bias); y = scan(u, dt, B, C) (bias + softplus + D inside);
- *        out = out_proj(y * silu(z)). */
+ * The mixer is the layer's kind (layers.h): mamba1.c, mamba2.c. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -12,7 +11,7 @@
 
 #include "backend_cuda.h"
 #include "cpu_ops.h"
-#include "internal.h"
+#include "layers.h"
 
 void ssm_acts_free(ssm_activations *a) {
     if (!a) return;
@@ -23,44 +22,40 @@ void ssm_acts_free(ssm_activations *a) {
     free(a);
 }
 
-/* Carve the activation blob: first pass counts (base == NULL), second assigns. */
+/* Carve the activation blob: first pass counts (base == NULL), second assigns. Each kind
+ * carves its layers' activations, and its share of the backward scratch once. */
 static size_t carve(ssm_activations *a, const ssm_config *c, size_t T, int L, int threads,
                     float *base) {
-    size_t D = c->d_model, E = c->d_inner, N = c->d_state, R = c->dt_rank, V = c->vocab_size;
-    size_t off = 0;
-#define TAKE(ptr, count)                          \
-    do {                                          \
-        if (base) (ptr) = base + off;             \
-        off += ((size_t)(count) + 15) / 16 * 16; /* 64-byte aligned pieces */ \
-    } while (0)
+    size_t D = c->d_model, V = c->vocab_size;
+    ssm_carver cv = {base, 0};
+    size_t widest = D + V; /* the largest n_in + n_out of the forward's projections */
     for (int i = 0; i < c->n_layer; i++) {
         ssm_layer_acts *la = &a->layers[i];
-        TAKE(la->resid, T * D);
-        TAKE(la->normed, T * D);
-        TAKE(la->rstd, T);
-        TAKE(la->xz, T * 2 * E);
-        TAKE(la->u, T * E);
-        TAKE(la->x_dbl, T * (R + 2 * N));
-        TAKE(la->dt, T * E);
-        TAKE(la->y, T * E);
-        TAKE(la->gated, T * E);
+        la->resid = ssm_carve(&cv, T * D);
+        la->normed = ssm_carve(&cv, T * D);
+        la->rstd = ssm_carve(&cv, T);
+        ssm_kind_of(c, i)->plan(&cv, c, la, T, L, threads);
+        int64_t shape[SSM_MIXER_MAX_TENSORS][3];
+        int ndim[SSM_MIXER_MAX_TENSORS];
+        const ssm_layer_kind_ops *k = ssm_kind_of(c, i);
+        k->shapes(c, shape, ndim);
+        for (int j = 0; j < k->n_tensors; j++)
+            if (ndim[j] == 2 && (size_t)(shape[j][0] + shape[j][1]) > widest)
+                widest = (size_t)(shape[j][0] + shape[j][1]);
     }
-    TAKE(a->resid_f, T * D);
-    TAKE(a->normed_f, T * D);
-    TAKE(a->rstd_f, T);
-    TAKE(a->logits, T * V);
-    TAKE(a->d_resid, T * D);
-    TAKE(a->d_normed, T * D);
-    TAKE(a->d_xz, T * 2 * E);
-    TAKE(a->d_u, T * E);
-    TAKE(a->d_x_dbl, T * (R + 2 * N));
-    TAKE(a->d_dt, T * E);
-    TAKE(a->d_y, T * E);
-    TAKE(a->d_gated, T * E);
-    TAKE(a->scan_scratch, (size_t)threads * CPU_SCAN_SCRATCH(L, N));
-    TAKE(a->dBC_partial, (size_t)threads * T * 2 * N);
-#undef TAKE
-    return off;
+    a->resid_f = ssm_carve(&cv, T * D);
+    a->normed_f = ssm_carve(&cv, T * D);
+    a->rstd_f = ssm_carve(&cv, T);
+    a->logits = ssm_carve(&cv, T * V);
+    a->bw.d_resid = ssm_carve(&cv, T * D);
+    a->bw.d_normed = ssm_carve(&cv, T * D);
+    for (int k = 0; k < SSM_LAYER_KIND_COUNT; k++) {
+        int present = 0;
+        for (int i = 0; i < c->n_layer; i++) present |= c->layer_kind[i] == k;
+        if (present) ssm_layer_kinds[k]->plan_scratch(&cv, c, &a->bw, T, L, threads);
+    }
+    a->matmul_scratch = ssm_carve(&cv, cpu_matmul_exact_scratch(L, 0, (int)widest, threads));
+    return cv.off;
 }
 
 ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
@@ -120,11 +115,20 @@ ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int
 
 static ssm_status check_state(const ssm_model *m, const ssm_state *s, int B) {
     const ssm_config *c = &m->config;
-    if (s->batch != B || s->n_layer != c->n_layer || s->d_inner != c->d_inner ||
-        s->d_conv != c->d_conv || s->d_state != c->d_state)
+    int same = s->batch == B && s->n_layer == c->n_layer;
+    for (int i = 0; same && i < c->n_layer; i++) same = s->config.layer_kind[i] == c->layer_kind[i];
+    if (!same || s->d_inner != c->d_inner || s->d_conv != c->d_conv || s->d_state != c->d_state ||
+        memcmp(&s->config.mamba2, &c->mamba2, sizeof c->mamba2))
         return ssm_set_error(SSM_ERR_SHAPE, "the recurrent state (batch %d) does not fit this "
                              "model and batch %d", s->batch, B);
     return SSM_OK;
+}
+
+/* What each kind's pass sees of this batch. */
+static ssm_pass pass_of(ssm_model *m) {
+    ssm_activations *a = m->acts;
+    return (ssm_pass){&m->config, a->B, a->L, (size_t)a->B * a->L, a->scratch_threads,
+                      a->matmul_scratch, &a->bw};
 }
 
 ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targets, int B, int L,
@@ -140,43 +144,32 @@ ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targe
 #ifdef SSM_WITH_CUDA
     if (m->cuda) return cuda_model_forward(m, tokens, targets, B, L, state, loss, NULL, NULL);
 #endif
+    if (state && (s = ssm_state_to_host(state))) return s;
     if ((s = ssm_acts_plan(m, B, L))) return s;
     ssm_activations *a = m->acts;
-    int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
-        V = c->vocab_size, XD = R + 2 * N;
+    ssm_pass ps = pass_of(m);
+    int D = c->d_model, V = c->vocab_size;
     memcpy(a->tokens, tokens, T * sizeof(int32_t));
 
     /* r_0 = embedding[tokens] */
     cpu_embedding_forward(a->layers[0].resid, tokens, m->params.embedding, (int)T, D);
     for (int i = 0; i < c->n_layer; i++) {
-        const ssm_layer_params *p = &m->params.layers[i];
         ssm_layer_acts *la = &a->layers[i];
-        float *conv_state = state ? state->conv + (size_t)i * B * E * K : NULL;
-        float *ssm_state = state ? state->ssm + (size_t)i * B * E * N : NULL;
+        ssm_layer_state st = state ? ssm_state_layer(state, i) : (ssm_layer_state){0};
         /* h = RMSNorm(r) * w */
-        cpu_rmsnorm_forward(la->normed, la->rstd, la->resid, p->norm, (int)T, D, c->norm_eps);
-        /* [x | z] = in_proj(h) */
-        cpu_matmul_forward(la->xz, 2 * E, 0.0f, la->normed, D, p->in_proj, (int)T, D, 2 * E);
-        /* u = silu(conv1d(x) + bias) */
-        cpu_conv_forward(la->u, la->xz, 2 * E, p->conv_w, p->conv_b, conv_state, B, L, E, K);
-        if (conv_state) cpu_conv_state_update(conv_state, la->xz, 2 * E, B, L, E, K);
-        /* [dt | B | C] = x_proj(u) */
-        cpu_matmul_forward(la->x_dbl, XD, 0.0f, la->u, E, p->x_proj, (int)T, E, XD);
-        /* dt = dt_proj(dt) without its bias */
-        cpu_matmul_forward(la->dt, E, 0.0f, la->x_dbl, XD, p->dt_proj_w, (int)T, R, E);
-        /* y = scan(u, softplus(dt + bias), A, B, C) + D u */
-        cpu_scan_forward(la->y, la->u, la->dt, p->dt_proj_b, p->A_log, la->x_dbl + R,
-                         la->x_dbl + R + N, XD, p->D, ssm_state, B, L, E, N);
-        /* out = out_proj(y * silu(z)); r_{i+1} = r_i + out */
-        cpu_gate_forward(la->gated, la->y, la->xz + E, 2 * E, (int)T, E);
+        cpu_rmsnorm_forward(la->normed, la->rstd, la->resid, m->params.layers[i].norm, (int)T, D,
+                            c->norm_eps);
+        /* r_{i+1} = r_i + mixer(h) */
         float *next = i + 1 < c->n_layer ? a->layers[i + 1].resid : a->resid_f;
         memcpy(next, la->resid, T * D * sizeof(float));
-        cpu_matmul_forward(next, D, 1.0f, la->gated, E, p->out_proj, (int)T, E, D);
+        ssm_kind_of(c, i)->forward(&ps, &m->params.layers[i], la, next, state ? &st : NULL);
     }
-    /* logits = RMSNorm_f(r_n) . embedding^T */
+    /* logits = RMSNorm_f(r_n) . embedding^T (every projection row-exact: a row's result never
+     * depends on B or the thread count) */
     cpu_rmsnorm_forward(a->normed_f, a->rstd_f, a->resid_f, m->params.norm_f, (int)T, D,
                         c->norm_eps);
-    cpu_matmul_forward(a->logits, V, 0.0f, a->normed_f, D, m->params.embedding, (int)T, D, V);
+    cpu_matmul_forward_exact(a->logits, V, 0.0f, a->normed_f, D, m->params.embedding, B, L, D, V,
+                             a->matmul_scratch);
 
     a->has_targets = targets != NULL;
     a->has_state = state != NULL;
@@ -213,51 +206,30 @@ ssm_status ssm_backward(ssm_model *m) {
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "ssm_backward after a forward from a carried "
                              "state is not supported");
     const ssm_config *c = &m->config;
-    int B = a->B, L = a->L, T = B * L;
-    int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
-        V = c->vocab_size, XD = R + 2 * N;
+    int B = a->B, L = a->L, T = B * L, D = c->d_model, V = c->vocab_size;
+    ssm_pass ps = pass_of(m);
+    ssm_backward_scratch *bw = &a->bw;
     int64_t count = 0;
     for (int t = 0; t < T; t++) count += a->targets[t] >= 0;
 
     /* d logits = (softmax - onehot) / count, in place */
     cpu_cross_entropy_backward(a->logits, a->targets, T, V, 1.0f / (float)count);
     /* logits = h_f . emb^T: d h_f = d logits . emb; d emb += d logits^T . h_f */
-    cpu_matmul_backward(a->d_normed, D, 0.0f, m->grads.embedding, a->logits, V, a->normed_f, D,
+    cpu_matmul_backward(bw->d_normed, D, 0.0f, m->grads.embedding, a->logits, V, a->normed_f, D,
                         m->params.embedding, T, D, V);
-    memset(a->d_resid, 0, (size_t)T * D * sizeof(float));
-    cpu_rmsnorm_backward(a->d_resid, m->grads.norm_f, a->d_normed, a->resid_f, m->params.norm_f,
+    memset(bw->d_resid, 0, (size_t)T * D * sizeof(float));
+    cpu_rmsnorm_backward(bw->d_resid, m->grads.norm_f, bw->d_normed, a->resid_f, m->params.norm_f,
                          a->rstd_f, T, D);
     for (int i = c->n_layer - 1; i >= 0; i--) {
-        const ssm_layer_params *p = &m->params.layers[i];
-        ssm_layer_params *g = &m->grads.layers[i];
         ssm_layer_acts *la = &a->layers[i];
-        /* r_{i+1} = r_i + out_proj(gated): d gated = d r . out_proj */
-        cpu_matmul_backward(a->d_gated, E, 0.0f, g->out_proj, a->d_resid, D, la->gated, E,
-                            p->out_proj, T, E, D);
-        /* gated = y * silu(z) */
-        cpu_gate_backward(a->d_y, a->d_xz + E, 2 * E, a->d_gated, la->y, la->xz + E, T, E);
-        /* the scan: d u, d dt, d B, d C and the scan's own parameters */
-        cpu_scan_backward(a->d_u, a->d_dt, a->d_x_dbl + R, a->d_x_dbl + R + N, g->dt_proj_b,
-                          g->A_log, g->D, a->d_y, la->u, la->dt, p->dt_proj_b, p->A_log,
-                          la->x_dbl + R, la->x_dbl + R + N, XD, p->D, B, L, E, N,
-                          a->scan_scratch, a->dBC_partial, a->scratch_threads);
-        /* dt = dt_proj(x_dbl[:, :R]) */
-        cpu_matmul_backward(a->d_x_dbl, XD, 0.0f, g->dt_proj_w, a->d_dt, E, la->x_dbl, XD,
-                            p->dt_proj_w, T, R, E);
-        /* x_dbl = x_proj(u): d u += d x_dbl . x_proj */
-        cpu_matmul_backward(a->d_u, E, 1.0f, g->x_proj, a->d_x_dbl, XD, la->u, E, p->x_proj, T,
-                            E, XD);
-        /* u = silu(conv1d(x)) */
-        cpu_conv_backward(a->d_xz, g->conv_w, g->conv_b, a->d_u, la->xz, 2 * E, p->conv_w,
-                          p->conv_b, B, L, E, K);
-        /* [x | z] = in_proj(h) */
-        cpu_matmul_backward(a->d_normed, D, 0.0f, g->in_proj, a->d_xz, 2 * E, la->normed, D,
-                            p->in_proj, T, D, 2 * E);
-        /* h = RMSNorm(r): d r += ... (the residual path keeps its gradient) */
-        cpu_rmsnorm_backward(a->d_resid, g->norm, a->d_normed, la->resid, p->norm, la->rstd, T,
-                             D);
+        /* r_{i+1} = r_i + mixer(h): d h from d r_{i+1} (the residual path keeps d r) */
+        ssm_kind_of(c, i)->backward(&ps, &m->params.layers[i], &m->grads.layers[i], la,
+                                    bw->d_resid, bw->d_normed);
+        /* h = RMSNorm(r): d r += ... */
+        cpu_rmsnorm_backward(bw->d_resid, m->grads.layers[i].norm, bw->d_normed, la->resid,
+                             m->params.layers[i].norm, la->rstd, T, D);
     }
-    cpu_embedding_backward(m->grads.embedding, a->tokens, a->d_resid, T, D);
+    cpu_embedding_backward(m->grads.embedding, a->tokens, bw->d_resid, T, D);
     a->backward_ready = 0; /* the logits now hold their gradient */
     return SSM_OK;
 }

@@ -5,18 +5,59 @@
 #include "ssm/ssm.h"
 
 /* Activations kept by the forward for the backward, planned for one (B, L) and reused.
- * T = B * L rows; D = d_model, E = d_inner, N = d_state, R = dt_rank, V = vocab_size. */
-typedef struct ssm_layer_acts {
-    float *resid;   /* (T, D)  residual stream entering the layer (block input) */
-    float *normed;  /* (T, D)  RMSNorm(resid) * norm.weight, input of in_proj */
-    float *rstd;    /* (T)     1 / sqrt(mean(resid^2) + eps) */
+ * T = B * L rows; D = d_model, V = vocab_size. Mamba-1: E = d_inner, N = d_state,
+ * R = dt_rank. Mamba-2: I = d_inner, H heads, G groups, N = d_state, CD = I + 2 G N (the conv's
+ * channels), ZD = I + CD + H (in_proj's rows). */
+typedef struct ssm_mamba1_acts {
     float *xz;      /* (T, 2E) in_proj output, [x | z] per row */
     float *u;       /* (T, E)  silu(conv1d(x)), input of x_proj and the scan */
     float *x_dbl;   /* (T, R + 2N) x_proj output, [dt | B | C] per row */
     float *dt;      /* (T, E)  dt_proj(dt) without its bias; the scan adds bias + softplus */
     float *y;       /* (T, E)  scan output, D skip included, before the gate */
     float *gated;   /* (T, E)  y * silu(z), input of out_proj */
+} ssm_mamba1_acts;
+
+typedef struct ssm_mamba2_acts {
+    float *zxbcdt;  /* (T, ZD) in_proj output, [z | xBC | dt] per row */
+    float *xbc;     /* (T, CD) silu(conv1d(xBC)): [x | B | C] per row */
+    float *y;       /* (T, I)  SSD output, D skip included, before the gated norm */
+    float *rstd;    /* (T, G)  the gated norm's 1 / rms per group */
+    float *normed;  /* (T, I)  RMSNormGated(y, z), input of out_proj */
+} ssm_mamba2_acts;
+
+typedef struct ssm_layer_acts {
+    float *resid;   /* (T, D)  residual stream entering the layer (block input) */
+    float *normed;  /* (T, D)  RMSNorm(resid) * norm.weight, input of the mixer */
+    float *rstd;    /* (T)     1 / sqrt(mean(resid^2) + eps) */
+    union {         /* the mixer's, by the layer's kind */
+        ssm_mamba1_acts mamba1;
+        ssm_mamba2_acts mamba2;
+    };
 } ssm_layer_acts;
+
+/* The backward's scratch, shared by all layers of a kind (carved once per kind present). */
+typedef struct ssm_backward_scratch {
+    float *d_resid;       /* (T, D) gradient of the residual stream */
+    float *d_normed;      /* (T, D) */
+    struct {
+        float *d_xz;          /* (T, 2E) */
+        float *d_u;           /* (T, E) */
+        float *d_x_dbl;       /* (T, R + 2N) */
+        float *d_dt;          /* (T, E) */
+        float *d_y;           /* (T, E) */
+        float *d_gated;       /* (T, E) */
+        float *scan_scratch;  /* (threads, CPU_SCAN_SCRATCH(L, N)) the scan backward's recomputation */
+        float *dBC_partial;   /* (threads, T, 2N) per-thread dB, dC sums over channels */
+    } mamba1;
+    struct {
+        float *d_zxbcdt;      /* (T, ZD) */
+        float *d_xbc;         /* (T, CD) */
+        float *d_y;           /* (T, I) */
+        float *d_normed;      /* (T, I) */
+        float *ssd_scratch;   /* cpu_ssd_scratch_floats(..., backward) */
+        size_t ssd_scratch_floats;
+    } mamba2;
+} ssm_backward_scratch;
 
 struct ssm_activations {
     int B, L;
@@ -33,18 +74,30 @@ struct ssm_activations {
     int has_targets;
     int has_state;        /* the last forward started from a carried state */
     int backward_ready;   /* a forward with targets ran since the last backward */
-    /* scratch for the backward */
-    float *d_resid;       /* (T, D) gradient of the residual stream */
-    float *d_normed;      /* (T, D) */
-    float *d_xz;          /* (T, 2E) */
-    float *d_u;           /* (T, E) */
-    float *d_x_dbl;       /* (T, R + 2N) */
-    float *d_dt;          /* (T, E) */
-    float *d_y;           /* (T, E) */
-    float *d_gated;       /* (T, E) */
-    float *scan_scratch;  /* (threads, CPU_SCAN_SCRATCH(L, N)) the scan backward's recomputation */
-    float *dBC_partial;   /* (threads, T, 2N) per-thread dB, dC sums over channels */
+    ssm_backward_scratch bw;
+    float *matmul_scratch; /* (threads, tile rows, widest n_in + n_out) row-exact matmuls */
     int scratch_threads;
+};
+
+/* The recurrent state: per layer, its kind's conv and SSM slots for `batch` sequences. */
+struct ssm_state {
+    int batch;
+    int n_layer;
+    ssm_config config;    /* of the model it was made for */
+    size_t *conv_off;     /* (n_layer) offset of layer i's conv slot (B, conv per sequence) */
+    size_t *ssm_off;      /* (n_layer) offset of layer i's SSM slot */
+    size_t *conv_per;     /* (n_layer) floats per sequence */
+    size_t *ssm_per;      /* (n_layer) */
+    size_t conv_total, ssm_total;
+    /* Mamba-1 models: layer i's conv slot is (B, E, K) at conv + i * B * E * K and its SSM
+     * slot (B, E, N) at ssm + i * B * E * N, the layout the CUDA backend uses. */
+    int d_inner, d_conv, d_state;
+    float *conv;          /* (conv_total) */
+    float *ssm;           /* (ssm_total) */
+    /* GPU models keep a device copy; after ssm_step on a GPU model the host arrays are stale
+     * until ssm_state_to_host (ssm_forward with a state keeps both in step). */
+    void *cuda;           /* private: device buffers */
+    int on_device;        /* the device copy is the current one */
 };
 
 /* (Re)plan the activations for (B, L): allocates only when the shape grows. */

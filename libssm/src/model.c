@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "backend_cuda.h"
-#include "internal.h"
+#include "layers.h"
 
 ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer) {
     ssm_config c = {0};
@@ -21,69 +21,139 @@ ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer) {
     c.dt_min = 0.001f;
     c.dt_max = 0.1f;
     c.dt_init_floor = 1e-4f;
+    /* mamba_ssm's Mamba2 defaults */
+    c.mamba2 = (ssm_mamba2_config){.d_state = 128, .d_conv = 4, .expand = 2, .headdim = 64,
+                                   .ngroups = 1, .chunk_size = 256,
+                                   .dt_limit = {0.0f, INFINITY}, .A_init = {1.0f, 16.0f}};
+    ssm_config_set_kind(&c, SSM_LAYER_MAMBA1);
     return c;
+}
+
+void ssm_config_set_kind(ssm_config *c, ssm_layer_kind kind) {
+    for (int i = 0; i < SSM_MAX_LAYERS; i++) c->layer_kind[i] = (unsigned char)kind;
+}
+
+int ssm_config_all(const ssm_config *c, ssm_layer_kind kind) {
+    for (int i = 0; i < c->n_layer && i < SSM_MAX_LAYERS; i++)
+        if (c->layer_kind[i] != kind) return 0;
+    return 1;
+}
+
+static int uses(const ssm_config *c, ssm_layer_kind kind) {
+    for (int i = 0; i < c->n_layer; i++)
+        if (c->layer_kind[i] == kind) return 1;
+    return 0;
+}
+
+typedef struct range_check { const char *name; long value, lo, hi; } range_check;
+static ssm_status check_ranges(const range_check *checks, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (checks[i].value < checks[i].lo || checks[i].value > checks[i].hi)
+            return ssm_set_error(SSM_ERR_ARG, "model %s = %ld is out of range [%ld, %ld]",
+                                 checks[i].name, checks[i].value, checks[i].lo, checks[i].hi);
+    return SSM_OK;
+}
+
+static ssm_status validate_mamba2(ssm_config *c) {
+    ssm_mamba2_config *m = &c->mamba2;
+    if (m->d_inner == 0) m->d_inner = m->expand * c->d_model;
+    range_check checks[] = {
+        {"mamba2.d_state", m->d_state, 1, 1024}, {"mamba2.d_conv", m->d_conv, 1, 64},
+        {"mamba2.expand", m->expand, 1, 64},     {"mamba2.headdim", m->headdim, 1, 1 << 16},
+        {"mamba2.ngroups", m->ngroups, 1, 1 << 16}, {"mamba2.chunk_size", m->chunk_size, 1, 1 << 16},
+        {"mamba2.d_inner", m->d_inner, 1, 1 << 20},
+    };
+    ssm_status s = check_ranges(checks, sizeof checks / sizeof checks[0]);
+    if (s) return s;
+    if (m->d_inner % m->headdim)
+        return ssm_set_error(SSM_ERR_ARG, "model mamba2.headdim = %d does not divide d_inner = %d "
+                             "(expand %d x d_model %d)", m->headdim, m->d_inner, m->expand,
+                             c->d_model);
+    int H = m->d_inner / m->headdim;
+    if (m->nheads && m->nheads != H)
+        return ssm_set_error(SSM_ERR_ARG, "model mamba2.nheads = %d but d_inner / headdim = %d",
+                             m->nheads, H);
+    m->nheads = H;
+    if (H % m->ngroups)
+        return ssm_set_error(SSM_ERR_ARG, "model mamba2.ngroups = %d does not divide the %d heads "
+                             "(d_inner %d / headdim %d)", m->ngroups, H, m->d_inner, m->headdim);
+    if (!(m->dt_limit[0] >= 0) || !(m->dt_limit[1] > m->dt_limit[0]))
+        return ssm_set_error(SSM_ERR_ARG, "model mamba2.dt_limit = [%g, %g] must satisfy 0 <= min "
+                             "< max", m->dt_limit[0], m->dt_limit[1]);
+    if (!(m->A_init[0] > 0) || !(m->A_init[1] >= m->A_init[0]) || !isfinite(m->A_init[1]))
+        return ssm_set_error(SSM_ERR_ARG, "model mamba2.A_init_range = [%g, %g] must satisfy 0 < "
+                             "min <= max", m->A_init[0], m->A_init[1]);
+    return SSM_OK;
 }
 
 ssm_status ssm_config_validate(ssm_config *c) {
     if (!c) return ssm_set_error(SSM_ERR_ARG, "config is NULL");
     if (c->d_inner == 0) c->d_inner = c->expand * c->d_model;
     if (c->dt_rank == 0) c->dt_rank = (c->d_model + 15) / 16;
-    struct { const char *name; long value, lo, hi; } checks[] = {
+    range_check checks[] = {
         {"vocab_size", c->vocab_size, 1, 1 << 24}, {"d_model", c->d_model, 1, 1 << 16},
-        {"n_layer", c->n_layer, 1, 1024},          {"d_state", c->d_state, 1, 1024},
+        {"n_layer", c->n_layer, 1, SSM_MAX_LAYERS}, {"d_state", c->d_state, 1, 1024},
         {"d_conv", c->d_conv, 1, 64},              {"expand", c->expand, 1, 64},
         {"dt_rank", c->dt_rank, 1, 1 << 16},       {"d_inner", c->d_inner, 1, 1 << 20},
     };
-    for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++)
-        if (checks[i].value < checks[i].lo || checks[i].value > checks[i].hi)
-            return ssm_set_error(SSM_ERR_ARG, "model %s = %ld is out of range [%ld, %ld]",
-                                 checks[i].name, checks[i].value, checks[i].lo, checks[i].hi);
+    ssm_status s = check_ranges(checks, sizeof checks / sizeof checks[0]);
+    if (s) return s;
+    for (int i = 0; i < c->n_layer; i++)
+        if (c->layer_kind[i] >= SSM_LAYER_KIND_COUNT)
+            return ssm_set_error(SSM_ERR_ARG, "model layer %d has an unknown kind (%d)", i,
+                                 c->layer_kind[i]);
     if (!(c->norm_eps > 0 && c->norm_eps < 1))
         return ssm_set_error(SSM_ERR_ARG, "model norm_eps = %g must be in (0, 1)", c->norm_eps);
     if (c->dt_min <= 0 || c->dt_max < c->dt_min)
         return ssm_set_error(SSM_ERR_ARG, "model dt_min/dt_max = %g/%g must satisfy 0 < min <= max",
                              c->dt_min, c->dt_max);
+    if (uses(c, SSM_LAYER_MAMBA2) && (s = validate_mamba2(c))) return s;
     return SSM_OK;
 }
 
-/* The tensor table: names, shapes and offsets in the order of the blob. */
-static int add_tensor(ssm_tensor_info *t, int *n, size_t *offset, int decay, int ndim,
-                      int64_t s0, int64_t s1, const char *fmt, int layer) {
-    ssm_tensor_info *ti = &t[(*n)++];
-    snprintf(ti->name, sizeof ti->name, fmt, layer);
+static int n_tensors_of(const ssm_config *c) {
+    int n = 2; /* embedding, norm_f */
+    for (int i = 0; i < c->n_layer; i++) n += 1 + ssm_kind_of(c, i)->n_tensors;
+    return n;
+}
+
+static void add_tensor(ssm_model *m, size_t *offset, int decay, int ndim, const int64_t *shape,
+                       const char *name) {
+    ssm_tensor_info *ti = &m->tensors[m->n_tensors++];
+    snprintf(ti->name, sizeof ti->name, "%s", name);
     ti->ndim = ndim;
-    ti->shape[0] = s0;
-    ti->shape[1] = s1;
-    ti->shape[2] = 0;
-    ti->numel = (size_t)s0 * (size_t)(ndim > 1 ? s1 : 1);
+    ti->numel = 1;
+    for (int d = 0; d < 3; d++) {
+        ti->shape[d] = d < ndim ? shape[d] : 0;
+        if (d < ndim) ti->numel *= (size_t)shape[d];
+    }
     ti->offset = *offset;
     ti->decay = decay;
     *offset += ti->numel;
-    return 0;
 }
 
+/* The tensor table, from the kinds' lists: names, shapes and offsets in the order of the blob
+ * (embedding; per layer its norm then its mixer's tensors; norm_f). */
 static void build_tensor_table(ssm_model *m) {
     const ssm_config *c = &m->config;
-    int64_t V = c->vocab_size, D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv,
-            R = c->dt_rank;
     size_t off = 0;
-    int n = 0;
-    ssm_tensor_info *t = m->tensors;
-    add_tensor(t, &n, &off, 1, 2, V, D, "backbone.embeddings.weight", 0);
+    char name[96];
+    int64_t emb[2] = {c->vocab_size, c->d_model}, norm[1] = {c->d_model};
+    m->n_tensors = 0;
+    add_tensor(m, &off, 1, 2, emb, "backbone.embeddings.weight");
     for (int i = 0; i < c->n_layer; i++) {
-        add_tensor(t, &n, &off, 0, 1, D, 0, "backbone.layers.%d.norm.weight", i);
-        add_tensor(t, &n, &off, 1, 2, 2 * E, D, "backbone.layers.%d.mixer.in_proj.weight", i);
-        add_tensor(t, &n, &off, 1, 2, E, K, "backbone.layers.%d.mixer.conv1d.weight", i);
-        add_tensor(t, &n, &off, 0, 1, E, 0, "backbone.layers.%d.mixer.conv1d.bias", i);
-        add_tensor(t, &n, &off, 1, 2, R + 2 * N, E, "backbone.layers.%d.mixer.x_proj.weight", i);
-        add_tensor(t, &n, &off, 1, 2, E, R, "backbone.layers.%d.mixer.dt_proj.weight", i);
-        add_tensor(t, &n, &off, 0, 1, E, 0, "backbone.layers.%d.mixer.dt_proj.bias", i);
-        add_tensor(t, &n, &off, 0, 2, E, N, "backbone.layers.%d.mixer.A_log", i);
-        add_tensor(t, &n, &off, 0, 1, E, 0, "backbone.layers.%d.mixer.D", i);
-        add_tensor(t, &n, &off, 1, 2, D, E, "backbone.layers.%d.mixer.out_proj.weight", i);
+        const ssm_layer_kind_ops *k = ssm_kind_of(c, i);
+        int64_t shape[SSM_MIXER_MAX_TENSORS][3];
+        int ndim[SSM_MIXER_MAX_TENSORS];
+        k->shapes(c, shape, ndim);
+        snprintf(name, sizeof name, "backbone.layers.%d.norm.weight", i);
+        add_tensor(m, &off, 0, 1, norm, name);
+        for (int j = 0; j < k->n_tensors; j++) {
+            snprintf(name, sizeof name, "backbone.layers.%d.%s", i, k->suffix[j]);
+            add_tensor(m, &off, k->decay[j], ndim[j], shape[j], name);
+        }
     }
-    add_tensor(t, &n, &off, 0, 1, D, 0, "backbone.norm_f.weight", 0);
-    m->n_tensors = n;
+    add_tensor(m, &off, 0, 1, norm, "backbone.norm_f.weight");
     m->n_params = off;
 }
 
@@ -95,15 +165,8 @@ static void bind_params(const ssm_model *m, float *blob, ssm_params *p) {
     for (int i = 0; i < m->config.n_layer; i++) {
         ssm_layer_params *lp = &p->layers[i];
         lp->norm = blob + t[k++].offset;
-        lp->in_proj = blob + t[k++].offset;
-        lp->conv_w = blob + t[k++].offset;
-        lp->conv_b = blob + t[k++].offset;
-        lp->x_proj = blob + t[k++].offset;
-        lp->dt_proj_w = blob + t[k++].offset;
-        lp->dt_proj_b = blob + t[k++].offset;
-        lp->A_log = blob + t[k++].offset;
-        lp->D = blob + t[k++].offset;
-        lp->out_proj = blob + t[k++].offset;
+        for (int j = 0; j < ssm_kind_of(&m->config, i)->n_tensors; j++)
+            lp->mixer[j] = blob + t[k++].offset;
     }
     p->norm_f = blob + t[k++].offset;
 }
@@ -118,7 +181,7 @@ ssm_status ssm_model_create(const ssm_config *config, ssm_model **out) {
     if (!m) return ssm_set_error(SSM_ERR_NOMEM, "out of memory for the model");
     m->config = c;
     m->device = -1;
-    m->tensors = calloc((size_t)c.n_layer * 10 + 2, sizeof *m->tensors);
+    m->tensors = calloc((size_t)n_tensors_of(&c), sizeof *m->tensors);
     m->params.layers = calloc((size_t)c.n_layer, sizeof(ssm_layer_params));
     m->grads.layers = calloc((size_t)c.n_layer, sizeof(ssm_layer_params));
     if (m->tensors) build_tensor_table(m);
@@ -168,14 +231,11 @@ void ssm_model_zero_grad(ssm_model *m) {
     memset(m->grads_blob, 0, m->n_params * sizeof(float));
 }
 
-static void fill_uniform(ssm_rng *rng, float *x, size_t n, double bound) {
-    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * ssm_rng_uniform(rng) - 1.0) * bound);
-}
-
-/* The reference initialisation: mamba_ssm's MambaLMHeadModel._init_weights and Mamba.__init__. */
+/* The reference initialisation: mamba_ssm's MambaLMHeadModel._init_weights and each mixer's
+ * __init__ (the kinds' init), drawing from one stream in layer order. */
 ssm_status ssm_model_init(ssm_model *m, uint64_t seed) {
     const ssm_config *c = &m->config;
-    int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
+    int D = c->d_model;
     ssm_rng rng;
     ssm_rng_seed(&rng, seed);
     ssm_params *p = &m->params;
@@ -184,28 +244,8 @@ ssm_status ssm_model_init(ssm_model *m, uint64_t seed) {
         p->embedding[i] = (float)(0.02 * ssm_rng_normal(&rng));
     for (int i = 0; i < D; i++) p->norm_f[i] = 1.0f;
     for (int l = 0; l < c->n_layer; l++) {
-        ssm_layer_params *lp = &p->layers[l];
-        for (int i = 0; i < D; i++) lp->norm[i] = 1.0f;
-        /* nn.Linear default: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)) */
-        fill_uniform(&rng, lp->in_proj, (size_t)2 * E * D, 1.0 / sqrt(D));
-        /* nn.Conv1d default (fan_in = K for depthwise): weight and bias U(+-1/sqrt(K)) */
-        fill_uniform(&rng, lp->conv_w, (size_t)E * K, 1.0 / sqrt(K));
-        fill_uniform(&rng, lp->conv_b, (size_t)E, 1.0 / sqrt(K));
-        fill_uniform(&rng, lp->x_proj, (size_t)(R + 2 * N) * E, 1.0 / sqrt(E));
-        /* dt_proj.weight ~ U(+-dt_rank^-0.5) (dt_init "random", dt_scale 1) */
-        fill_uniform(&rng, lp->dt_proj_w, (size_t)E * R, 1.0 / sqrt(R));
-        for (int e = 0; e < E; e++) {
-            /* dt = exp(U(log dt_min, log dt_max)) clamped >= floor; bias = softplus^-1(dt) */
-            double lo = log(c->dt_min), hi = log(c->dt_max);
-            double dt = exp(lo + ssm_rng_uniform(&rng) * (hi - lo));
-            if (dt < c->dt_init_floor) dt = c->dt_init_floor;
-            lp->dt_proj_b[e] = (float)(dt + log(-expm1(-dt)));
-            /* S4D-real: A_log = log(1..N) on every row; D = 1 */
-            for (int n = 0; n < N; n++) lp->A_log[(size_t)e * N + n] = (float)log(n + 1.0);
-            lp->D[e] = 1.0f;
-        }
-        /* out_proj: U(+-1/sqrt(E)) then rescaled by 1/sqrt(n_layer) (one residual per layer) */
-        fill_uniform(&rng, lp->out_proj, (size_t)D * E, 1.0 / sqrt(E) / sqrt(c->n_layer));
+        for (int i = 0; i < D; i++) p->layers[l].norm[i] = 1.0f;
+        ssm_kind_of(c, l)->init(c, &rng, &p->layers[l]);
     }
     return SSM_OK;
 }

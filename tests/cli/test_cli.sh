@@ -2,7 +2,7 @@
 # test_cli.sh: the programs end to end on the DNA task: training, exact resume (bit-identical
 # losses), Ctrl-C, refusing to overwrite, recipe and input errors (one clear line, exit 1),
 # scoring (window, batch and thread invariance; bedGraph; both strands), generation; audio;
-# --device (cpu, and cuda refused on a machine without a GPU).
+# scoring several files in one call; --device (cpu, and cuda refused on a machine without a GPU).
 # Environment: SSM_BIN (folder of ssm-train/-score/-generate), SSM_SRC (source tree),
 # SSM_BAD_ABI_SO (a plugin built for another ABI version).
 set -u
@@ -134,6 +134,98 @@ check "score a WAV file: seconds and bits per sample" 'head -1 a.tsv | grep -q "
 check "--per-window 5: one line per 5 seconds" '[ "$(tail -n +2 w.tsv | wc -l)" -eq 5 ]'
 "$BIN/ssm-generate" runAudio --length 800 --quiet > g.wav 2> err
 check "ssm-generate writes a WAV" '[ $? -eq 0 ] && [ "$(head -c 4 g.wav)" = RIFF ] && [ "$(head -c 12 g.wav | tail -c 4)" = WAVE ]'
+
+# --- scoring several files -------------------------------------------------------------------
+# One TSV over all the files, in the order given; with several files an id is FILE:ID, unless it
+# already names its file (audio: the file's path). --batch 1 puts each record alone in its batch,
+# so that scores made together and one file at a time compare exactly.
+cp "$SRC/tests/data/fasta/ok.fa" "$SRC/tests/data/fasta/other.fa" "$SRC/tests/data/fasta/ok.fa.gz" .
+for f in ok.fa other.fa ok.fa.gz; do "$BIN/ssm-score" runA $f --quiet --batch 1 | tail -n +2 | sed "s/^/$f:/"; done > one_by_one.tsv
+"$BIN/ssm-score" runA ok.fa other.fa ok.fa.gz --quiet --batch 1 > several.tsv 2> err
+check "several FASTA files: one header, then every file's scores, ids FILE:ID" '[ $? -eq 0 ] && [ "$(grep -c "^id	" several.tsv)" -eq 1 ] && head -1 several.tsv | cmp -s - <(head -1 s1.tsv) && diff <(tail -n +2 several.tsv) one_by_one.tsv > /dev/null'
+check "ids are unique across the files" '[ "$(wc -l < several.tsv)" -eq 8 ] && [ -z "$(cut -f1 several.tsv | sort | uniq -d)" ] && grep -q "^ok.fa:chr1	" several.tsv && grep -q "^ok.fa.gz:chr1	" several.tsv'
+printf '# the same files, listed\nok.fa\n\nother.fa\n   \nok.fa.gz\n' > list.txt
+"$BIN/ssm-score" runA --files-from list.txt --quiet --batch 1 > listed.tsv 2> err
+check "--files-from gives what the same files as arguments give" '[ $? -eq 0 ] && cmp -s several.tsv listed.tsv'
+grep -v '^#' list.txt | "$BIN/ssm-score" runA --files-from - --quiet --batch 1 > listed_stdin.tsv 2> err
+check "--files-from - reads the list from stdin" '[ $? -eq 0 ] && cmp -s several.tsv listed_stdin.tsv'
+"$BIN/ssm-score" runA ok.fa - --quiet < other.fa > with_stdin.tsv 2> err
+check "- among the files is stdin (ids stdin:ID)" '[ $? -eq 0 ] && [ "$(tail -n +2 with_stdin.tsv | cut -f1 | tr "\n" " ")" = "ok.fa:chr1 ok.fa:chr2 ok.fa:chr3 stdin:plasmid " ]'
+"$BIN/ssm-score" runA ok.fa other.fa ok.fa --quiet > /dev/null 2> err; rc=$?
+check "a file given twice is refused (its ids would repeat)" '[ $rc -eq 2 ] && grep -q "ok.fa: given twice" err'
+"$BIN/ssm-score" runA ok.fa other.fa --quiet --bedgraph several.bedgraph > sb.tsv 2> err
+check "--bedgraph over several files: its names are the TSV ids, one line per scored base" 'diff <(cut -f1 several.bedgraph | uniq) <(tail -n +2 sb.tsv | cut -f1) > /dev/null && [ "$(wc -l < several.bedgraph)" -eq "$(tail -n +2 sb.tsv | awk -F"\t" "{n += \$3} END {print n}")" ]'
+check "--help tells the id rule and --files-from" '"$BIN/ssm-score" --help | grep -q -- "--files-from LIST" && "$BIN/ssm-score" --help | grep -q "FILE:ID"'
+
+# audio files of several formats, written with Python's standard library only: 16-bit PCM WAV,
+# 8-bit stereo WAV at another rate, 32-bit float WAV, FLAC (uncompressed "verbatim" frames)
+if command -v python3 > /dev/null; then
+    python3 - <<'PY'
+import math, struct, wave
+
+def tone(rate, seconds):
+    return [0.5 * math.sin(2 * math.pi * 440 * i / rate) + 0.1 * math.sin(i * i % 97) for i in range(int(rate * seconds))]
+
+def pcm_wav(path, rate, width, channels, x):  # 8-bit WAV samples are unsigned, 16-bit signed
+    one = lambda v: struct.pack('B', int(128 + 127 * v)) if width == 1 else struct.pack('<h', int(32767 * v))
+    with wave.open(path, 'wb') as w:
+        w.setnchannels(channels); w.setsampwidth(width); w.setframerate(rate)
+        w.writeframes(b''.join(one(v) * channels for v in x))
+
+def float_wav(path, rate, x):  # format 3 (IEEE float), which the wave module does not write
+    data, fmt = struct.pack('<%df' % len(x), *x), struct.pack('<HHIIHH', 3, 1, rate, rate * 4, 4, 32)
+    with open(path, 'wb') as f:
+        f.write(b'RIFF' + struct.pack('<I', 4 + 8 + len(fmt) + 8 + len(data)) + b'WAVE')
+        f.write(b'fmt ' + struct.pack('<I', len(fmt)) + fmt + b'data' + struct.pack('<I', len(data)) + data)
+
+def crc(data, poly, bits):  # FLAC's CRC-8 (poly 0x07) and CRC-16 (0x8005), MSB first, from 0
+    c, top, mask = 0, 1 << (bits - 1), (1 << bits) - 1
+    for b in data:
+        c ^= b << (bits - 8)
+        for _ in range(8):
+            c = ((c << 1) ^ poly) & mask if c & top else (c << 1) & mask
+    return c
+
+def flac(path, rate, x, block=4096):  # 16-bit mono; fewer than 128 frames (one-byte numbers)
+    s = [int(32767 * v) for v in x]
+    info = struct.pack('>HH', block, block) + bytes(6) + struct.pack('>Q', rate << 44 | 15 << 36 | len(s)) + bytes(16)
+    out = bytearray(b'fLaC' + bytes([0x80, 0, 0, len(info)]) + info)  # the last (only) metadata block
+    for n, a in enumerate(range(0, len(s), block)):
+        part = s[a:a + block]
+        # sync, fixed blocks; block size in 16 bits after the header, rate from STREAMINFO; mono, 16 bits
+        head = bytes([0xFF, 0xF8, 0x70, 0x08, n]) + struct.pack('>H', len(part) - 1)
+        frame = head + bytes([crc(head, 0x07, 8), 0x02]) + struct.pack('>%dh' % len(part), *part)  # 0x02: verbatim
+        out += frame + struct.pack('>H', crc(frame, 0x8005, 16))
+    open(path, 'wb').write(out)
+
+pcm_wav('pcm16.wav', 8000, 2, 1, tone(8000, 0.5))
+pcm_wav('pcm8_stereo.wav', 16000, 1, 2, tone(16000, 0.25))
+float_wav('float.wav', 11025, tone(11025, 0.4))
+flac('tone.flac', 8000, tone(8000, 1.5))
+PY
+    AUDIO="pcm16.wav pcm8_stereo.wav float.wav tone.flac $WAV"
+    "$BIN/ssm-score" runAudio $AUDIO --quiet --batch 1 > several_audio.tsv 2> err
+    check "WAV (16-bit, 8-bit stereo, float) and FLAC files in one call: one line each, ids the paths" '[ $? -eq 0 ] && [ "$(tail -n +2 several_audio.tsv | cut -f1 | tr "\n" " ")" = "$AUDIO " ] && [ "$(tail -n +2 several_audio.tsv | head -4 | cut -f3 | tr "\n" " ")" = "0.500 0.250 0.400 1.500 " ]'
+    for f in $AUDIO; do "$BIN/ssm-score" runAudio "$f" --quiet --batch 1 | tail -n +2; done > one_by_one_audio.tsv
+    check "each audio file scores as it does alone" 'diff <(tail -n +2 several_audio.tsv) one_by_one_audio.tsv > /dev/null'
+    "$BIN/ssm-score" runAudio pcm16.wav tone.flac --quiet --per-window 0.5 > several_windows.tsv 2> err
+    check "--per-window over several files" '[ $? -eq 0 ] && [ "$(tail -n +2 several_windows.tsv | cut -f1 | tr "\n" " ")" = "pcm16.wav tone.flac tone.flac tone.flac " ]'
+else
+    ok "several audio formats (skipped: no python3 to write the files)"
+fi
+
+# one bad file among good ones: exit 1, one line naming it, no output left (an old one untouched)
+"$BIN/ssm-score" runA ok.fa other.fa missing.fa > none.tsv 2> err; rc=$?
+check "a missing third file stops the run before anything is written" '[ $rc -eq 1 ] && [ "$(wc -l < err)" -eq 1 ] && grep -q "^ssm-score: missing.fa: cannot open" err && [ ! -s none.tsv ]'
+echo "old scores" > kept.tsv
+"$BIN/ssm-score" runA ok.fa missing.fa --output kept.tsv 2> err; rc=$?
+check "... and leaves an existing --output file as it was" '[ $rc -eq 1 ] && grep -q "missing.fa" err && [ "$(cat kept.tsv)" = "old scores" ] && [ ! -e kept.tsv.tmp ]'
+{ cat ok.fa; printf '>broken\nACGT\001ACGT\n'; } > halfway.fa
+"$BIN/ssm-score" runA other.fa halfway.fa ok.fa --quiet --output half.tsv --bedgraph half.bedgraph 2> err; rc=$?
+check "a file malformed halfway: exit 1, one line naming it, no output file" '[ $rc -eq 1 ] && [ "$(wc -l < err)" -eq 1 ] && grep -q "^ssm-score: halfway.fa:" err && [ ! -e half.tsv ] && [ ! -e half.tsv.tmp ] && [ ! -e half.bedgraph ] && [ ! -e half.bedgraph.tmp ]'
+printf 'RIFF\044\0\0\0WAVEnot a wave file' > bad.wav
+"$BIN/ssm-score" runAudio "$WAV" bad.wav "$SRC/data/audio/allison/demo-congrats.wav" --quiet -o bad_audio.tsv 2> err; rc=$?
+check "an unreadable WAV among good ones: exit 1, one line naming it, no output file" '[ $rc -eq 1 ] && [ "$(wc -l < err)" -eq 1 ] && grep -q "^ssm-score: bad.wav:" err && [ ! -e bad_audio.tsv ] && [ ! -e bad_audio.tsv.tmp ]'
 
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

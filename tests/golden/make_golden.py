@@ -20,7 +20,7 @@ mean cross-entropy of logits[:, :-1] against input_ids[:, 1:].
 A float64 numpy re-implementation of the forward pass (np_model_forward below)
 is checked against torch's logits, and its central differences against torch's
 gradients, so this file also documents the exact equations that the C code
-follows (DESIGN.md section 3).
+follows (docs/architecture.md, 'The model').
 
 Needs torch, transformers, safetensors and numpy; no network.
 Usage: python3 tests/golden/make_golden.py --out tests/golden

@@ -76,7 +76,8 @@ static void golden_open(golden *g, const char *rel) {
     assert_int_equal(tl->shape[0], g->B);
     assert_int_equal(tl->shape[1], g->L);
     g->V = (int)tl->shape[2];
-    /* a loaded checkpoint keeps its vocabulary (DESIGN.md 6); never fewer rows than the ids */
+    /* a loaded checkpoint keeps its vocabulary (docs/architecture.md, 'Vocabulary'); never
+     * fewer rows than the ids */
     assert_true(g->model->config.vocab_size >= g->V);
     g->logits = read_tensor(g->expected, "logits", NULL);
     float *loss = read_tensor(g->expected, "loss", NULL);

@@ -1,7 +1,8 @@
 /* gpu_test.h: what the GPU op tests share: checked CUDA and library calls (a failure ends the
  * test), random inputs, bf16 rounding as the GPU does it, device copies (bf16 or fp32, with 16
  * bytes of slack), buffers poisoned with NaN so that an unwritten element fails, and the
- * relative norm error ||a - b|| / ||b|| of DESIGN.md section 3. C and C++ (the benchmarks). */
+ * relative norm error ||a - b|| / ||b|| of docs/architecture.md, 'Accuracy'. C and C++ (the
+ * benchmarks). */
 #ifndef SSM_GPU_TEST_H
 #define SSM_GPU_TEST_H
 

@@ -8,10 +8,11 @@
  * Each GPU output is poisoned with NaN (all-ones bytes, a NaN in fp32 and in bf16) before
  * each run, so an unwritten element fails; accumulated outputs (dA_log, dD, d_dt_bias, dw, db)
  * start from random values on both sides. Errors are relative norms ||gpu - cpu|| / ||cpu||
- * in double (DESIGN.md section 3). Bounds:
+ * in double (docs/architecture.md, 'Accuracy'). Bounds:
  *   fp32 inputs: forward 1e-5 (both sides fp32 with ~1e-7 per-step rounding; the GPU's
  *     exp is ex2.approx of delta * A log2 e, ~2 ulp; the state forgets, so the error stays
- *     at a few 1e-7 .. 1e-6); backward 1e-4 (sums over B * L positions, DESIGN.md 9).
+ *     at a few 1e-7 .. 1e-6); backward 1e-4 (sums over B * L positions,
+ *     docs/architecture.md, 'Accuracy').
  *   bf16 inputs (the CPU runs on the same bf16-rounded values in fp32): 1e-2, the rounding
  *     of the output at the store (2^-9) plus the bf16 gradients feeding one another.
  * Exit status: 0 all passed, 1 a check failed, 77 no GPU (meson reports "skipped").
@@ -263,7 +264,8 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
 }
 
 /* Step mode: S single steps from a random state, against the CPU step and against the GPU's
- * own parallel forward with carried state (DESIGN.md 3.7: they agree to rounding). */
+ * own parallel forward with carried state (docs/architecture.md, 'Accuracy': they
+ * agree to rounding). */
 static void test_scan_step(int B, int E, int N, int S, int gate, cuda_dtype dt) {
     problem p = make_problem(B, S, E, N, 1, dt); /* rows b * S + s */
     size_t es = dt == CUDA_DTYPE_F32 ? 4 : 2;

@@ -11,6 +11,7 @@
 
 #include "../../loaders/wav/wav.h"
 #include "ssm/recipe.h"
+#include "../../tasks/registry.h"
 #include "ssm/task.h"
 #include "testutil.h"
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../../tasks/dna/dna.h"
+#include "../../tasks/registry.h"
 #include "ssm/recipe.h"
 #include "testutil.h"
 

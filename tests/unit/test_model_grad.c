@@ -25,7 +25,7 @@ static ssm_model *small_model(uint64_t seed) {
     /* larger steps (delta ~ 0.1..1) than at initialisation, so that the scan's own
      * parameters (A_log, dt) move the loss well above fp32 rounding */
     for (int l = 0; l < c.n_layer; l++)
-        for (int e = 0; e < m->config.d_inner; e++) m->params.layers[l].dt_proj_b[e] += 3.0f;
+        for (int e = 0; e < m->config.d_inner; e++) m->params.layers[l].mamba1.dt_proj_b[e] += 3.0f;
     return m;
 }
 

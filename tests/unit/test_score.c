@@ -105,7 +105,7 @@ static void test_greedy_matches_hand_loop(void **unused) {
     ssm_model *m = tiny_model(11, 11);
     /* larger steps than at initialisation, so that the state matters */
     for (int l = 0; l < m->config.n_layer; l++)
-        for (int e = 0; e < m->config.d_inner; e++) m->params.layers[l].dt_proj_b[e] += 3.0f;
+        for (int e = 0; e < m->config.d_inner; e++) m->params.layers[l].mamba1.dt_proj_b[e] += 3.0f;
     int V = m->config.vocab_size;
     int32_t prompt[B * P], out[B * NEW];
     tu_random_tokens(prompt, B * P, 11, 5);

@@ -11,6 +11,7 @@
 
 #include "testutil.h"
 
+#include "../../tasks/registry.h"
 #include "ssm/recipe.h"
 #include "ssm/task.h"
 

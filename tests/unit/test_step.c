@@ -15,7 +15,7 @@ static ssm_model *model_for(int vocab, int d_model, int n_layer, int d_state, in
     TU_OK(ssm_model_init(m, seed));
     /* larger steps than at initialisation, so that the state carries real information */
     for (int l = 0; l < n_layer; l++)
-        for (int e = 0; e < c.expand * d_model; e++) m->params.layers[l].dt_proj_b[e] += 3.0f;
+        for (int e = 0; e < c.expand * d_model; e++) m->params.layers[l].mamba1.dt_proj_b[e] += 3.0f;
     return m;
 }
 

@@ -8,6 +8,7 @@
 #include "testutil.h"
 
 #include "../../loaders/text/text.h"
+#include "../../tasks/registry.h"
 #include "ssm/recipe.h"
 #include "ssm/task.h"
 

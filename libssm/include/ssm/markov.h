@@ -4,6 +4,7 @@
 #ifndef SSM_MARKOV_H
 #define SSM_MARKOV_H
 
+#include "ssm/export.h"
 #include "ssm/ssm.h"
 
 #ifdef __cplusplus
@@ -14,13 +15,13 @@ typedef struct ssm_markov ssm_markov;
 
 /* Fit on symbols in [0, alphabet); a negative symbol is a boundary (the context restarts).
  * order is lowered when alphabet^(order+1) would not fit the 57-bit context key. */
-ssm_status ssm_markov_fit(const int32_t *symbols, size_t n, int alphabet, int order,
-                          ssm_markov **out);
+SSM_API ssm_status ssm_markov_fit(const int32_t *symbols, size_t n, int alphabet, int order,
+                                  ssm_markov **out);
 /* Mean -log2 P(symbol | up to `order` previous symbols) over the non-negative symbols. */
-ssm_status ssm_markov_bits(const ssm_markov *m, const int32_t *symbols, size_t n,
-                           double *bits_per_symbol, size_t *n_scored);
-int ssm_markov_order(const ssm_markov *m);
-void ssm_markov_free(ssm_markov *m);
+SSM_API ssm_status ssm_markov_bits(const ssm_markov *m, const int32_t *symbols, size_t n,
+                                   double *bits_per_symbol, size_t *n_scored);
+SSM_API int ssm_markov_order(const ssm_markov *m);
+SSM_API void ssm_markov_free(ssm_markov *m);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,14 @@
 /* ssm.h: the backbone library's public interface.
  *
- * A Mamba-1 language model in fp32 on the CPU (reference) backend: token embedding, n_layer
- * pre-norm blocks (Add -> RMSNorm -> Mamba mixer), final RMSNorm, LM head tied to the
- * embedding. See docs/architecture.md and DESIGN.md section 3 for the equations.
+ * A Mamba-1 language model: token embedding, n_layer pre-norm blocks (Add -> RMSNorm -> Mamba
+ * mixer), final RMSNorm, LM head tied to the embedding. docs/architecture.md, 'The model', has
+ * the equations. Two backends run the same calls (training, scoring, step mode, generation):
+ *   - the CPU backend, the fp32 reference (OpenMP and BLAS), checked against transformers;
+ *   - the CUDA backend (ssm_model_use_device): the whole model on one GPU, bf16 activations and
+ *     weight copies with fp32 master weights, residual stream, state and optimizer moments,
+ *     checked against the CPU backend (docs/architecture.md, 'Devices' and 'Accuracy').
+ *
+ * Only the functions marked SSM_API are exported by libssm.so.
  *
  * Every call returns an ssm_status; on failure ssm_last_error() says what, where and what to do.
  * The library never exits and never prints. */
@@ -11,6 +17,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "ssm/export.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -32,11 +40,11 @@ typedef enum ssm_status {
     SSM_ERR_DEVICE = -10,     /* the GPU or its driver failed (or none is present) */
 } ssm_status;
 
-const char *ssm_status_name(ssm_status status);
+SSM_API const char *ssm_status_name(ssm_status status);
 /* The message of the last failure in this thread ("" when none). */
-const char *ssm_last_error(void);
+SSM_API const char *ssm_last_error(void);
 /* Record a failure (printf-style) and return status; used by the library and by plugins. */
-ssm_status ssm_set_error(ssm_status status, const char *fmt, ...)
+SSM_API ssm_status ssm_set_error(ssm_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* ---- random numbers --------------------------------------------------------------------- */
@@ -44,37 +52,78 @@ ssm_status ssm_set_error(ssm_status status, const char *fmt, ...)
 /* Deterministic random numbers (xoshiro256**): initialisation, data sampling, generation.
  * The four words are the whole state, so saving them resumes a stream exactly. */
 typedef struct ssm_rng { uint64_t s[4]; } ssm_rng;
-void ssm_rng_seed(ssm_rng *rng, uint64_t seed);
-uint64_t ssm_rng_next(ssm_rng *rng);
-double ssm_rng_uniform(ssm_rng *rng);              /* [0, 1) */
-double ssm_rng_normal(ssm_rng *rng);               /* N(0, 1) */
-uint64_t ssm_rng_below(ssm_rng *rng, uint64_t n);  /* uniform in [0, n), n > 0, unbiased */
+SSM_API void ssm_rng_seed(ssm_rng *rng, uint64_t seed);
+SSM_API uint64_t ssm_rng_next(ssm_rng *rng);
+SSM_API double ssm_rng_uniform(ssm_rng *rng);             /* [0, 1) */
+SSM_API double ssm_rng_normal(ssm_rng *rng);              /* N(0, 1) */
+SSM_API uint64_t ssm_rng_below(ssm_rng *rng, uint64_t n); /* uniform in [0, n), n > 0, unbiased */
 
 /* ---- configuration ---------------------------------------------------------------------- */
+
+/* The layer kinds, one line each: the enum, the names (recipes, ssm.* metadata) and the table
+ * of libssm/src/layers.c all come from this list. */
+#define SSM_LAYER_KIND_MAP(X) \
+    X(MAMBA1, "mamba1")       \
+    X(MAMBA2, "mamba2")
+typedef enum ssm_layer_kind {
+#define SSM_KIND_ENUM(id, name) SSM_LAYER_##id,
+    SSM_LAYER_KIND_MAP(SSM_KIND_ENUM)
+#undef SSM_KIND_ENUM
+    SSM_LAYER_KIND_COUNT
+} ssm_layer_kind;
+#define SSM_MAX_LAYERS 1024
+
+/* Mamba-2 (SSD) mixer options (mamba_ssm's Mamba2; docs/architecture.md, 'Mamba-2'). */
+typedef struct ssm_mamba2_config {
+    int d_state;       /* N, 128 */
+    int d_conv;        /* K, 4 */
+    int expand;        /* I = expand * D */
+    int headdim;       /* P, 64: H = I / P heads */
+    int ngroups;       /* G, 1: head h reads B, C of group h / (H / G) */
+    int chunk_size;    /* 256: the chunked SSD's block length (changes rounding only) */
+    float dt_limit[2]; /* clamp of dt after softplus: (0, INFINITY) = none */
+    float A_init[2];   /* A_log = log(U(A_init)) at initialisation: (1, 16) */
+    int d_inner;       /* I (derived: expand * d_model) */
+    int nheads;        /* H (derived: I / headdim) */
+} ssm_mamba2_config;
 
 typedef struct ssm_config {
     int vocab_size; /* rows of the embedding (padded to a multiple of 8 by ssm_config_default) */
     int d_model;    /* D */
     int n_layer;
+    float norm_eps; /* RMSNorm epsilon of the blocks and norm_f, 1e-5 */
+    unsigned char layer_kind[SSM_MAX_LAYERS]; /* (n_layer) each block's mixer: ssm_layer_kind */
+    /* Mamba-1 mixer options */
     int d_state;    /* N, 16 in the reference */
     int d_conv;     /* K, 4 in the reference */
     int expand;     /* E = expand * D */
     int dt_rank;    /* R = ceil(D / 16) in the reference */
     int d_inner;    /* E */
-    float norm_eps; /* RMSNorm epsilon, 1e-5 */
-    /* initialisation only */
+    /* initialisation only (both Mamba kinds) */
     float dt_min, dt_max, dt_init_floor; /* 0.001, 0.1, 1e-4 */
+    /* Mamba-2 mixer options */
+    ssm_mamba2_config mamba2;
 } ssm_config;
 
-/* The reference defaults for a model of this size; vocab_size is padded to a multiple of 8. */
-ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer);
-/* Check every field (ranges, d_inner == expand * d_model); fills d_inner/dt_rank when 0. */
-ssm_status ssm_config_validate(ssm_config *config);
+/* The reference defaults for a Mamba-1 model of this size (every layer SSM_LAYER_MAMBA1, the
+ * Mamba-2 options at mamba_ssm's defaults); vocab_size is padded to a multiple of 8. */
+SSM_API ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer);
+/* Set every layer's kind. */
+SSM_API void ssm_config_set_kind(ssm_config *config, ssm_layer_kind kind);
+/* The one validator: ranges and divisibility of every field that a layer present uses, named
+ * by its key (e.g. "mamba2.headdim = 24 does not divide d_inner = 64"); fills the derived
+ * fields (d_inner, dt_rank, mamba2.d_inner, mamba2.nheads) when 0. */
+SSM_API ssm_status ssm_config_validate(ssm_config *config);
+/* "mamba1" ("mamba" too), "mamba2" -> the kind; -1 when unknown. */
+SSM_API int ssm_layer_kind_parse(const char *name);
+SSM_API const char *ssm_layer_kind_name(int kind);
+/* 1 when every layer has this kind. */
+SSM_API int ssm_config_all(const ssm_config *config, ssm_layer_kind kind);
 
 /* ---- parameters ------------------------------------------------------------------------- */
 
-typedef struct ssm_layer_params {
-    float *norm;      /* (D)            backbone.layers.{i}.norm.weight */
+/* A Mamba-1 mixer's tensors (backbone.layers.{i}.mixer.*), in the order of its kind's table. */
+typedef struct ssm_mamba1_params {
     float *in_proj;   /* (2E, D)        mixer.in_proj.weight, rows [x | z] */
     float *conv_w;    /* (E, K)         mixer.conv1d.weight, stored (E, 1, K) in files */
     float *conv_b;    /* (E)            mixer.conv1d.bias */
@@ -84,6 +133,28 @@ typedef struct ssm_layer_params {
     float *A_log;     /* (E, N)         mixer.A_log; A = -exp(A_log) */
     float *D;         /* (E)            mixer.D */
     float *out_proj;  /* (D, E)         mixer.out_proj.weight */
+} ssm_mamba1_params;
+
+/* A Mamba-2 mixer's tensors. I = d_inner, H heads, G groups, N = d_state, CD = I + 2 G N. */
+typedef struct ssm_mamba2_params {
+    float *in_proj;   /* (I + CD + H, D) mixer.in_proj.weight, rows [z | x | B | C | dt] */
+    float *conv_w;    /* (CD, K)        mixer.conv1d.weight, stored (CD, 1, K) in files */
+    float *conv_b;    /* (CD)           mixer.conv1d.bias */
+    float *dt_bias;   /* (H)            mixer.dt_bias */
+    float *A_log;     /* (H)            mixer.A_log; A = -exp(A_log) */
+    float *D;         /* (H)            mixer.D */
+    float *norm;      /* (I)            mixer.norm.weight (the gated RMSNorm) */
+    float *out_proj;  /* (D, I)         mixer.out_proj.weight */
+} ssm_mamba2_params;
+
+#define SSM_MIXER_MAX_TENSORS 12
+typedef struct ssm_layer_params {
+    float *norm;      /* (D)            backbone.layers.{i}.norm.weight */
+    union {           /* the mixer's, by config.layer_kind[i] */
+        ssm_mamba1_params mamba1;
+        ssm_mamba2_params mamba2;
+        float *mixer[SSM_MIXER_MAX_TENSORS]; /* the same pointers, in table order */
+    };
 } ssm_layer_params;
 
 typedef struct ssm_params {
@@ -121,32 +192,33 @@ typedef struct ssm_model {
 } ssm_model;
 
 /* Allocate a model for this config with all parameters zero. */
-ssm_status ssm_model_create(const ssm_config *config, ssm_model **out);
-void ssm_model_free(ssm_model *model);
-/* The reference initialisation (DESIGN.md 3.5), deterministic in seed. */
-ssm_status ssm_model_init(ssm_model *model, uint64_t seed);
+SSM_API ssm_status ssm_model_create(const ssm_config *config, ssm_model **out);
+SSM_API void ssm_model_free(ssm_model *model);
+/* The reference initialisation (docs/architecture.md, 'Initialisation'), deterministic in seed. */
+SSM_API ssm_status ssm_model_init(ssm_model *model, uint64_t seed);
 /* The tensor of that name, or NULL. */
-const ssm_tensor_info *ssm_model_find_tensor(const ssm_model *model, const char *name);
-void ssm_model_zero_grad(ssm_model *model);
+SSM_API const ssm_tensor_info *ssm_model_find_tensor(const ssm_model *model, const char *name);
+SSM_API void ssm_model_zero_grad(ssm_model *model);
 
 /* ---- recurrent state -------------------------------------------------------------------- */
 
-typedef struct ssm_state {
-    int batch;
-    int n_layer, d_inner, d_conv, d_state;
-    float *conv; /* (n_layer, batch, E, K): the last K inputs of the conv, oldest first */
-    float *ssm;  /* (n_layer, batch, E, N) */
-    /* GPU models keep a device copy; after ssm_step on a GPU model the host arrays are stale
-     * until ssm_state_to_host (ssm_forward with a state keeps both in step). */
-    void *cuda;     /* private: device buffers */
-    int on_device;  /* the device copy is the current one */
-} ssm_state;
+/* The recurrent state of a batch of sequences (opaque): per layer, its kind's slots (Mamba:
+ * the last d_conv inputs of the conv and the SSM state). */
+typedef struct ssm_state ssm_state;
 
-ssm_status ssm_state_create(const ssm_config *config, int batch, ssm_state **out);
-void ssm_state_reset(ssm_state *state);
-void ssm_state_free(ssm_state *state);
-/* Bring the state of a GPU model back to conv/ssm (a no-op for CPU models). */
-ssm_status ssm_state_to_host(ssm_state *state);
+/* A zero state for `batch` sequences of a model of this config. */
+SSM_API ssm_status ssm_state_create(const ssm_config *config, int batch, ssm_state **out);
+SSM_API void ssm_state_reset(ssm_state *state);
+SSM_API void ssm_state_free(ssm_state *state);
+SSM_API int ssm_state_batch(const ssm_state *state);
+/* Sequence `from` of src -> sequence `to` of dst (every layer), e.g. to carry one record's
+ * state between batches of different sizes. Both on the host: call ssm_state_to_host first
+ * for a GPU model's state. */
+SSM_API ssm_status ssm_state_copy_row(ssm_state *dst, int to, const ssm_state *src, int from);
+/* Zero one sequence's state. */
+SSM_API ssm_status ssm_state_reset_row(ssm_state *state, int row);
+/* Bring the state of a GPU model back to the host (a no-op for CPU models). */
+SSM_API ssm_status ssm_state_to_host(ssm_state *state);
 
 /* ---- forward, backward, step ------------------------------------------------------------ */
 
@@ -155,51 +227,53 @@ ssm_status ssm_state_to_host(ssm_state *state);
  * positions whose target is >= 0 (a negative target is not scored). state: NULL starts from
  * zero; otherwise the forward starts from it and leaves the final state in it (exact carry).
  * The logits (B, L, V) stay readable through ssm_model_logits until the next call. */
-ssm_status ssm_forward(ssm_model *model, const int32_t *tokens, const int32_t *targets, int B,
-                       int L, ssm_state *state, float *loss);
+SSM_API ssm_status ssm_forward(ssm_model *model, const int32_t *tokens, const int32_t *targets,
+                               int B, int L, ssm_state *state, float *loss);
 /* Logits (B, L, V) of the last ssm_forward. */
-const float *ssm_model_logits(const ssm_model *model);
+SSM_API const float *ssm_model_logits(const ssm_model *model);
 /* Backward of the last ssm_forward (which had targets and no state): ACCUMULATES into the
  * gradients (grads_blob). */
-ssm_status ssm_backward(ssm_model *model);
+SSM_API ssm_status ssm_backward(ssm_model *model);
 /* One token per sequence: tokens (B) -> logits (B, V), updating state. */
-ssm_status ssm_step(ssm_model *model, ssm_state *state, const int32_t *tokens, float *logits);
+SSM_API ssm_status ssm_step(ssm_model *model, ssm_state *state, const int32_t *tokens,
+                            float *logits);
 
 /* Per position t of a forward (B, L): logp[t] = log p(targets[t]) in nats (NaN where
  * targets[t] < 0) and, when entropy != NULL, the entropy (nats) of the predicted distribution.
  * state as in ssm_forward. The GPU backend never keeps all logits at once. */
-ssm_status ssm_forward_score(ssm_model *model, const int32_t *tokens, const int32_t *targets,
-                             int B, int L, ssm_state *state, float *logp, float *entropy);
+SSM_API ssm_status ssm_forward_score(ssm_model *model, const int32_t *tokens,
+                                     const int32_t *targets, int B, int L, ssm_state *state,
+                                     float *logp, float *entropy);
 /* Greedy decoding: prompt (B, P) with P >= 1, then n_new tokens per sequence into out
  * (B, n_new), each the argmax of the previous step's logits (lowest index on ties). On a GPU the
  * tokens stay on the device and each step runs as one CUDA graph. */
-ssm_status ssm_generate_greedy(ssm_model *model, const int32_t *prompt, int B, int P, int n_new,
-                               int32_t *out);
+SSM_API ssm_status ssm_generate_greedy(ssm_model *model, const int32_t *prompt, int B, int P,
+                                       int n_new, int32_t *out);
 
 /* ---- devices ---------------------------------------------------------------------------- */
 
 /* "auto", "cpu", "cuda" or "cuda:N" -> -1 (CPU) or a CUDA device index. auto takes device 0
  * when a GPU is present; "cuda" on a machine (or build) without one is an error. */
-ssm_status ssm_parse_device(const char *text, int *device);
+SSM_API ssm_status ssm_parse_device(const char *text, int *device);
 /* Number of CUDA devices this build can use (0 without CUDA). */
-int ssm_device_count(void);
+SSM_API int ssm_device_count(void);
 /* Run the model on CUDA device `device` (>= 0): copies the parameters there (fp32 master
  * weights and bf16 working copies) and, when opt is given, its moments; from then on
  * ssm_forward, ssm_backward, ssm_step, ssm_adamw_step(opt) and the rest run on that GPU.
  * device -1 brings everything back to the host and frees the GPU copy. */
-ssm_status ssm_model_use_device(ssm_model *model, ssm_adamw *opt, int device);
+SSM_API ssm_status ssm_model_use_device(ssm_model *model, ssm_adamw *opt, int device);
 /* Copy the GPU's parameters, gradients and (with opt) moments into params_blob, grads_blob and
  * opt->m/v, e.g. before saving a checkpoint (a no-op for CPU models). */
-ssm_status ssm_model_sync_host(ssm_model *model, ssm_adamw *opt);
+SSM_API ssm_status ssm_model_sync_host(ssm_model *model, ssm_adamw *opt);
 /* Plan memory for batches of B x L before the first step, so that no step allocates
  * (training = 1 also plans the backward). Optional: a forward plans what it needs. */
-ssm_status ssm_model_reserve(ssm_model *model, int B, int L, int training);
+SSM_API ssm_status ssm_model_reserve(ssm_model *model, int B, int L, int training);
 /* Peak device memory in bytes so far (0 for CPU models). */
-size_t ssm_model_device_peak(const ssm_model *model);
+SSM_API size_t ssm_model_device_peak(const ssm_model *model);
 
 /* Threads used by the CPU backend (and its BLAS); 0 = all cores. */
-void ssm_set_threads(int n);
-int ssm_get_threads(void);
+SSM_API void ssm_set_threads(int n);
+SSM_API int ssm_get_threads(void);
 
 /* ---- optimizer -------------------------------------------------------------------------- */
 
@@ -222,16 +296,16 @@ typedef struct ssm_adamw {
     int64_t step; /* steps taken */
 } ssm_adamw;
 
-ssm_adamw_config ssm_adamw_config_default(void);
-ssm_status ssm_adamw_create(const ssm_adamw_config *config, const ssm_model *model,
-                            ssm_adamw **out);
-void ssm_adamw_free(ssm_adamw *opt);
+SSM_API ssm_adamw_config ssm_adamw_config_default(void);
+SSM_API ssm_status ssm_adamw_create(const ssm_adamw_config *config, const ssm_model *model,
+                                    ssm_adamw **out);
+SSM_API void ssm_adamw_free(ssm_adamw *opt);
 /* The learning rate of step `step` (0-based): linear warmup then cosine. */
-float ssm_adamw_lr(const ssm_adamw_config *config, int64_t step);
+SSM_API float ssm_adamw_lr(const ssm_adamw_config *config, int64_t step);
 /* Clip the gradients to grad_clip (global L2 norm), apply one AdamW update, advance step.
  * grad_norm (optional) receives the norm before clipping. A non-finite gradient norm is
  * refused (SSM_ERR_NUMERIC) and the parameters are left unchanged. */
-ssm_status ssm_adamw_step(ssm_adamw *opt, ssm_model *model, float *grad_norm);
+SSM_API ssm_status ssm_adamw_step(ssm_adamw *opt, ssm_model *model, float *grad_norm);
 
 #ifdef __cplusplus
 }

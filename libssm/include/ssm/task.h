@@ -6,7 +6,9 @@
  * built for. Built-in tasks register in tasks/registry.c; an external task is a shared object
  * that defines the table and exports it with SSM_TASK_PLUGIN(table); ssm-train loads it with
  * dlopen (a path in the recipe, or a name searched on SSM_PLUGIN_PATH) and refuses it when its
- * abi_version differs from SSM_TASK_ABI_VERSION. docs/writing-a-task.md walks through one.
+ * abi_version differs from SSM_TASK_ABI_VERSION. The programs find a task (built in or a
+ * plugin) with ssm_task_find, which the tasks define (tasks/registry.h), not libssm.
+ * docs/writing-a-task.md walks through one.
  *
  * Functions a task cannot do are NULL (a task with no encode cannot take text prompts, say);
  * the programs say so to the user. Every function returns an ssm_status and sets the message
@@ -16,6 +18,7 @@
 
 #include <stdio.h>
 
+#include "ssm/export.h"
 #include "ssm/recipe.h"
 #include "ssm/ssm.h"
 
@@ -95,13 +98,6 @@ typedef struct ssm_task_ops {
         return &(ops);                                                                \
     }
 typedef const ssm_task_ops *(*ssm_task_plugin_entry_fn)(void);
-
-/* Find a built-in task by name, or load a plugin: a path containing '/' or ending in ".so",
- * else "NAME" searched as NAME.so / libssm-task-NAME.so in the folders of SSM_PLUGIN_PATH.
- * A plugin built for another ABI version is refused with SSM_ERR_UNSUPPORTED. */
-ssm_status ssm_task_find(const char *name, const ssm_task_ops **out);
-/* The built-in tasks, NULL-terminated. */
-const ssm_task_ops *const *ssm_task_builtins(void);
 
 #ifdef __cplusplus
 }

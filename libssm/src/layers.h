@@ -1,0 +1,79 @@
+/* layers.h: the table of layer kinds (ssm_layer_kinds[], layers.c) and what each kind
+ * provides. A model is a stack of pre-norm blocks
+ *     r_{i+1} = r_i + mixer_i(RMSNorm_i(r_i))
+ * whose mixer is one of these kinds. The block loop (forward.c, step.c) is written once; it
+ * calls the kind's functions, and a kind declares its tensors, activations and recurrent
+ * state here, each once. docs/architecture.md describes the design. */
+#ifndef SSM_LAYERS_H
+#define SSM_LAYERS_H
+
+#include "internal.h"
+
+/* A bump allocator over the activation blob: a first pass with base == NULL counts, a second
+ * with the blob assigns the same pieces (64-byte aligned). */
+typedef struct ssm_carver {
+    float *base;
+    size_t off; /* floats taken so far */
+} ssm_carver;
+float *ssm_carve(ssm_carver *cv, size_t count);
+
+/* What a kind's pass sees of the batch. T = B * L rows, batch-major. */
+typedef struct ssm_pass {
+    const ssm_config *c;
+    int B, L;
+    size_t T;
+    int threads;           /* OpenMP threads the scratch was planned for */
+    float *mm;             /* scratch of the row-exact matmuls (cpu_matmul_forward_exact) */
+    ssm_backward_scratch *bw; /* the backward's shared scratch */
+} ssm_pass;
+
+/* One recurrent-state slot pair of a layer for a batch: conv (B, conv_channels, K) holds the
+ * last K mixer inputs of the conv (oldest first); ssm (B, ssm_floats) the SSM state. */
+typedef struct ssm_layer_state {
+    float *conv;
+    float *ssm;
+} ssm_layer_state;
+
+typedef struct ssm_layer_kind_ops {
+    const char *name;           /* as recipes and ssm.* metadata write it */
+    int n_tensors;              /* of the mixer; the block's norm.weight comes first */
+    const char *const *suffix;  /* (n_tensors) after "backbone.layers.{i}.", as transformers names them */
+    const unsigned char *decay; /* (n_tensors) 1 when AdamW's weight decay applies */
+    int cuda;                   /* the CUDA backend runs this kind */
+    /* tensor shapes from the config: shape[j][0..ndim[j]-1] */
+    void (*shapes)(const ssm_config *c, int64_t shape[][3], int *ndim);
+    /* the reference initialisation of the mixer's tensors */
+    void (*init)(const ssm_config *c, ssm_rng *rng, const ssm_layer_params *p);
+    /* floats per sequence of the conv and SSM state slots, and the conv's channel count */
+    void (*state_size)(const ssm_config *c, size_t *conv, size_t *ssm, int *conv_channels);
+    /* carve the per-layer activations the backward needs, and (once per kind) its share of
+     * the backward scratch */
+    void (*plan)(ssm_carver *cv, const ssm_config *c, ssm_layer_acts *la, size_t T, int L,
+                 int threads);
+    void (*plan_scratch)(ssm_carver *cv, const ssm_config *c, ssm_backward_scratch *bw,
+                         size_t T, int L, int threads);
+    /* CPU: out (T, D) += mixer(la->normed); st: carried state or NULL (zero start) */
+    void (*forward)(const ssm_pass *ps, const ssm_layer_params *p, ssm_layer_acts *la,
+                    float *out, const ssm_layer_state *st);
+    /* CPU: from d_out (T, D): writes d_normed (T, D), adds to the layer's gradients */
+    void (*backward)(const ssm_pass *ps, const ssm_layer_params *p, ssm_layer_params *g,
+                     const ssm_layer_acts *la, const float *d_out, float *d_normed);
+    /* CPU decode: h (B, D) -> r (B, D) += mixer(h), one token per sequence, state updated;
+     * work: step_floats(c, B) floats */
+    size_t (*step_floats)(const ssm_config *c, int B);
+    void (*step)(const ssm_config *c, const ssm_layer_params *p, const float *h, float *r,
+                 const ssm_layer_state *st, int B, float *work);
+} ssm_layer_kind_ops;
+
+/* The table, indexed by ssm_layer_kind. */
+extern const ssm_layer_kind_ops *const ssm_layer_kinds[SSM_LAYER_KIND_COUNT];
+extern const ssm_layer_kind_ops ssm_mamba1_kind, ssm_mamba2_kind;
+
+static inline const ssm_layer_kind_ops *ssm_kind_of(const ssm_config *c, int layer) {
+    return ssm_layer_kinds[c->layer_kind[layer]];
+}
+
+/* The layer's state slots for a batch of state->batch sequences. */
+ssm_layer_state ssm_state_layer(const ssm_state *state, int layer);
+
+#endif

@@ -1,0 +1,189 @@
+/* mamba1.c: the Mamba-1 layer kind on the CPU (mamba_ssm's Mamba, transformers' MambaMixer).
+ *   [x | z] = in_proj(h); u = silu(conv1d(x)); [dt | B | C] = x_proj(u);
+ *   dt = dt_proj(dt) (no bias); y = scan(u, dt, B, C) (bias + softplus + D inside);
+ *   out += out_proj(y * silu(z)).
+ * Shapes: T = B * L rows; D = d_model, E = d_inner, N = d_state, K = d_conv, R = dt_rank. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+#include "layers.h"
+
+enum { M1_N_TENSORS = 9 };
+_Static_assert(sizeof(ssm_mamba1_params) == M1_N_TENSORS * sizeof(float *),
+               "ssm_mamba1_params and the Mamba-1 tensor table must list the same tensors");
+static const char *const m1_suffix[M1_N_TENSORS] = {
+    "mixer.in_proj.weight", "mixer.conv1d.weight", "mixer.conv1d.bias",
+    "mixer.x_proj.weight",  "mixer.dt_proj.weight", "mixer.dt_proj.bias",
+    "mixer.A_log",          "mixer.D",             "mixer.out_proj.weight"};
+/* no weight decay on biases, A_log, D (the reference's _no_weight_decay) */
+static const unsigned char m1_decay[M1_N_TENSORS] = {1, 1, 0, 1, 1, 0, 0, 0, 1};
+
+static void m1_shapes(const ssm_config *c, int64_t shape[][3], int *ndim) {
+    int64_t D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
+    const int64_t s[M1_N_TENSORS][2] = {{2 * E, D}, {E, K}, {E, 0}, {R + 2 * N, E}, {E, R},
+                                        {E, 0},     {E, N}, {E, 0}, {D, E}};
+    for (int j = 0; j < M1_N_TENSORS; j++) {
+        shape[j][0] = s[j][0], shape[j][1] = s[j][1], shape[j][2] = 0;
+        ndim[j] = s[j][1] ? 2 : 1;
+    }
+}
+
+static void fill_uniform(ssm_rng *rng, float *x, size_t n, double bound) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * ssm_rng_uniform(rng) - 1.0) * bound);
+}
+
+/* mamba_ssm's Mamba.__init__ and MambaLMHeadModel._init_weights */
+static void m1_init(const ssm_config *c, ssm_rng *rng, const ssm_layer_params *lp) {
+    const ssm_mamba1_params *p = &lp->mamba1;
+    int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
+    /* nn.Linear default: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)) */
+    fill_uniform(rng, p->in_proj, (size_t)2 * E * D, 1.0 / sqrt(D));
+    /* nn.Conv1d default (fan_in = K for depthwise): weight and bias U(+-1/sqrt(K)) */
+    fill_uniform(rng, p->conv_w, (size_t)E * K, 1.0 / sqrt(K));
+    fill_uniform(rng, p->conv_b, (size_t)E, 1.0 / sqrt(K));
+    fill_uniform(rng, p->x_proj, (size_t)(R + 2 * N) * E, 1.0 / sqrt(E));
+    /* dt_proj.weight ~ U(+-dt_rank^-0.5) (dt_init "random", dt_scale 1) */
+    fill_uniform(rng, p->dt_proj_w, (size_t)E * R, 1.0 / sqrt(R));
+    for (int e = 0; e < E; e++) {
+        /* dt = exp(U(log dt_min, log dt_max)) clamped >= floor; bias = softplus^-1(dt) */
+        double lo = log(c->dt_min), hi = log(c->dt_max);
+        double dt = exp(lo + ssm_rng_uniform(rng) * (hi - lo));
+        if (dt < c->dt_init_floor) dt = c->dt_init_floor;
+        p->dt_proj_b[e] = (float)(dt + log(-expm1(-dt)));
+        /* S4D-real: A_log = log(1..N) on every row; D = 1 */
+        for (int n = 0; n < N; n++) p->A_log[(size_t)e * N + n] = (float)log(n + 1.0);
+        p->D[e] = 1.0f;
+    }
+    /* out_proj: U(+-1/sqrt(E)) then rescaled by 1/sqrt(n_layer) (one residual per layer) */
+    fill_uniform(rng, p->out_proj, (size_t)D * E, 1.0 / sqrt(E) / sqrt(c->n_layer));
+}
+
+static void m1_state_size(const ssm_config *c, size_t *conv, size_t *ssm, int *channels) {
+    *conv = (size_t)c->d_inner * c->d_conv;  /* (E, K) */
+    *ssm = (size_t)c->d_inner * c->d_state;  /* (E, N) */
+    *channels = c->d_inner;
+}
+
+static void m1_plan(ssm_carver *cv, const ssm_config *c, ssm_layer_acts *la, size_t T, int L,
+                    int threads) {
+    size_t E = c->d_inner, N = c->d_state, R = c->dt_rank;
+    ssm_mamba1_acts *a = &la->mamba1;
+    a->xz = ssm_carve(cv, T * 2 * E);
+    a->u = ssm_carve(cv, T * E);
+    a->x_dbl = ssm_carve(cv, T * (R + 2 * N));
+    a->dt = ssm_carve(cv, T * E);
+    a->y = ssm_carve(cv, T * E);
+    a->gated = ssm_carve(cv, T * E);
+}
+
+static void m1_plan_scratch(ssm_carver *cv, const ssm_config *c, ssm_backward_scratch *bw,
+                            size_t T, int L, int threads) {
+    size_t E = c->d_inner, N = c->d_state, R = c->dt_rank;
+    bw->mamba1.d_xz = ssm_carve(cv, T * 2 * E);
+    bw->mamba1.d_u = ssm_carve(cv, T * E);
+    bw->mamba1.d_x_dbl = ssm_carve(cv, T * (R + 2 * N));
+    bw->mamba1.d_dt = ssm_carve(cv, T * E);
+    bw->mamba1.d_y = ssm_carve(cv, T * E);
+    bw->mamba1.d_gated = ssm_carve(cv, T * E);
+    bw->mamba1.scan_scratch = ssm_carve(cv, (size_t)threads * CPU_SCAN_SCRATCH(L, N));
+    bw->mamba1.dBC_partial = ssm_carve(cv, (size_t)threads * T * 2 * N);
+}
+
+static void m1_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer_acts *la,
+                       float *out, const ssm_layer_state *st) {
+    const ssm_config *c = ps->c;
+    const ssm_mamba1_params *p = &lp->mamba1;
+    ssm_mamba1_acts *a = &la->mamba1;
+    int B = ps->B, L = ps->L, D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv,
+        R = c->dt_rank, XD = R + 2 * N;
+    float *mm = ps->mm;
+    /* [x | z] = in_proj(h) */
+    cpu_matmul_forward_exact(a->xz, 2 * E, 0.0f, la->normed, D, p->in_proj, B, L, D, 2 * E, mm);
+    /* u = silu(conv1d(x) + bias) */
+    cpu_conv_forward(a->u, a->xz, 2 * E, p->conv_w, p->conv_b, st ? st->conv : NULL, B, L, E, K);
+    if (st) cpu_conv_state_update(st->conv, a->xz, 2 * E, B, L, E, K);
+    /* [dt | B | C] = x_proj(u) */
+    cpu_matmul_forward_exact(a->x_dbl, XD, 0.0f, a->u, E, p->x_proj, B, L, E, XD, mm);
+    /* dt = dt_proj(dt) without its bias */
+    cpu_matmul_forward_exact(a->dt, E, 0.0f, a->x_dbl, XD, p->dt_proj_w, B, L, R, E, mm);
+    /* y = scan(u, softplus(dt + bias), A, B, C) + D u */
+    cpu_scan_forward(a->y, a->u, a->dt, p->dt_proj_b, p->A_log, a->x_dbl + R, a->x_dbl + R + N,
+                     XD, p->D, st ? st->ssm : NULL, B, L, E, N);
+    /* out += out_proj(y * silu(z)) */
+    cpu_gate_forward(a->gated, a->y, a->xz + E, 2 * E, (int)ps->T, E);
+    cpu_matmul_forward_exact(out, D, 1.0f, a->gated, E, p->out_proj, B, L, E, D, mm);
+}
+
+static void m1_backward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer_params *lg,
+                        const ssm_layer_acts *la, const float *d_out, float *d_normed) {
+    const ssm_config *c = ps->c;
+    const ssm_mamba1_params *p = &lp->mamba1;
+    ssm_mamba1_params *g = &lg->mamba1;
+    const ssm_mamba1_acts *a = &la->mamba1;
+    int B = ps->B, L = ps->L, T = (int)ps->T, D = c->d_model, E = c->d_inner, N = c->d_state,
+        K = c->d_conv, R = c->dt_rank, XD = R + 2 * N;
+    typeof(ps->bw->mamba1) *w = &ps->bw->mamba1;
+    /* out = out_proj(gated): d gated = d out . out_proj */
+    cpu_matmul_backward(w->d_gated, E, 0.0f, g->out_proj, d_out, D, a->gated, E, p->out_proj, T,
+                        E, D);
+    /* gated = y * silu(z) */
+    cpu_gate_backward(w->d_y, w->d_xz + E, 2 * E, w->d_gated, a->y, a->xz + E, T, E);
+    /* the scan: d u, d dt, d B, d C and the scan's own parameters */
+    cpu_scan_backward(w->d_u, w->d_dt, w->d_x_dbl + R, w->d_x_dbl + R + N, g->dt_proj_b,
+                      g->A_log, g->D, w->d_y, a->u, a->dt, p->dt_proj_b, p->A_log, a->x_dbl + R,
+                      a->x_dbl + R + N, XD, p->D, B, L, E, N, w->scan_scratch, w->dBC_partial,
+                      ps->threads);
+    /* dt = dt_proj(x_dbl[:, :R]) */
+    cpu_matmul_backward(w->d_x_dbl, XD, 0.0f, g->dt_proj_w, w->d_dt, E, a->x_dbl, XD,
+                        p->dt_proj_w, T, R, E);
+    /* x_dbl = x_proj(u): d u += d x_dbl . x_proj */
+    cpu_matmul_backward(w->d_u, E, 1.0f, g->x_proj, w->d_x_dbl, XD, a->u, E, p->x_proj, T, E,
+                        XD);
+    /* u = silu(conv1d(x)) */
+    cpu_conv_backward(w->d_xz, g->conv_w, g->conv_b, w->d_u, a->xz, 2 * E, p->conv_w, p->conv_b,
+                      B, L, E, K);
+    /* [x | z] = in_proj(h) */
+    cpu_matmul_backward(d_normed, D, 0.0f, g->in_proj, w->d_xz, 2 * E, la->normed, D, p->in_proj,
+                        T, D, 2 * E);
+}
+
+static size_t m1_step_floats(const ssm_config *c, int B) {
+    size_t E = c->d_inner, XD = c->dt_rank + 2 * c->d_state;
+    return (size_t)B * (2 * E + 4 * E + XD);
+}
+
+static void m1_step(const ssm_config *c, const ssm_layer_params *lp, const float *h, float *r,
+                    const ssm_layer_state *st, int B, float *work) {
+    const ssm_mamba1_params *p = &lp->mamba1;
+    int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
+        XD = R + 2 * N;
+    float *xz = work, *u = xz + (size_t)B * 2 * E, *dt = u + (size_t)B * E,
+          *y = dt + (size_t)B * E, *gated = y + (size_t)B * E, *x_dbl = gated + (size_t)B * E;
+    cpu_matmul_forward(xz, 2 * E, 0.0f, h, D, p->in_proj, B, D, 2 * E);
+    cpu_conv_step(u, st->conv, xz, 2 * E, p->conv_w, p->conv_b, B, E, K);
+    cpu_matmul_forward(x_dbl, XD, 0.0f, u, E, p->x_proj, B, E, XD);
+    cpu_matmul_forward(dt, E, 0.0f, x_dbl, XD, p->dt_proj_w, B, R, E);
+    cpu_scan_step(y, st->ssm, u, dt, p->dt_proj_b, p->A_log, x_dbl + R, x_dbl + R + N, XD, p->D,
+                  B, E, N);
+    cpu_gate_forward(gated, y, xz + E, 2 * E, B, E);
+    cpu_matmul_forward(r, D, 1.0f, gated, E, p->out_proj, B, E, D);
+}
+
+const ssm_layer_kind_ops ssm_mamba1_kind = {
+    .name = "mamba1",
+    .n_tensors = M1_N_TENSORS,
+    .suffix = m1_suffix,
+    .decay = m1_decay,
+    .cuda = 1,
+    .shapes = m1_shapes,
+    .init = m1_init,
+    .state_size = m1_state_size,
+    .plan = m1_plan,
+    .plan_scratch = m1_plan_scratch,
+    .forward = m1_forward,
+    .backward = m1_backward,
+    .step_floats = m1_step_floats,
+    .step = m1_step,
+};
