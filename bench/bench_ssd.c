@@ -82,7 +82,25 @@ typedef struct {
     int iters;
 } machine;
 
-/* the flops of each algorithm as ssd.c executes them */
+/* the flops of each algorithm as ssd.c executes them: the products with a triangular factor by
+ * row blocks of 64 (ssd.c's TB), the blocks above the diagonal skipped */
+static double tri(double q) { /* sum over the row blocks of rows x (the columns up to the block's end) */
+    double f = 0;
+    for (int i0 = 0; i0 < q; i0 += 64) {
+        double m = q - i0 < 64 ? q - i0 : 64;
+        f += m * (i0 + m);
+    }
+    return f;
+}
+static double tri_t(double q) { /* the transposed form: rows x (q - the block's start) */
+    double f = 0;
+    for (int j0 = 0; j0 < q; j0 += 64) {
+        double m = q - j0 < 64 ? q - j0 : 64;
+        f += m * (q - j0);
+    }
+    return f;
+}
+
 static double flops_recurrent(const cpu_ssd_args *a) {
     /* per (token, head, p, n): dA S, dt x B, +, C S, + */
     return 5.0 * a->B * a->L * a->H * a->P * a->N;
@@ -93,8 +111,8 @@ static double flops_chunked(const cpu_ssd_args *a) {
     int Q = a->chunk < a->L ? a->chunk : a->L, nc = (a->L + Q - 1) / Q;
     for (int c = 0; c < nc; c++) {
         double q = a->L - c * Q < Q ? a->L - c * Q : Q;
-        f += a->G * 2 * q * q * N;                          /* C B^T */
-        f += a->H * ((c ? 2 * q * N * P : 0) + 2 * q * q * P /* Y_off, M X */ + 2 * P * N * q /* S1 */);
+        f += a->G * 2 * tri(q) * N;                          /* C B^T */
+        f += a->H * ((c ? 2 * q * N * P : 0) + 2 * tri(q) * P /* Y_off, M X */ + 2 * P * N * q /* S1 */);
     }
     return f * a->B;
 }
@@ -106,8 +124,8 @@ static double flops_backward(const cpu_ssd_args *a) {
         double q = a->L - c * Q < Q ? a->L - c * Q : Q;
         int first = c == 0, last = c == nc - 1;
         f += a->H * ((last ? 0 : 2 * P * N * q) + (first ? 0 : 2 * P * N * q)); /* S0, dS1 passes */
-        f += a->G * (2 * q * q * N + 4 * q * q * N);                             /* C B^T, dC B, dC^T C */
-        f += a->H * ((last ? 0 : 2 * q * N * P) + 4 * q * q * P /* dX: M^T dY, dM */ +
+        f += a->G * 2 * N * (2 * tri(q) + tri_t(q));                         /* C B^T, dCB B, dCB^T C */
+        f += a->H * ((last ? 0 : 2 * q * N * P) + 2 * P * (tri_t(q) + tri(q)) /* M^T dY, dM */ +
                      (first ? 0 : 2 * q * P * N) + (last ? 0 : 2 * q * P * N));
     }
     return f * a->B;

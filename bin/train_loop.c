@@ -50,25 +50,11 @@ static char *recipe_text(const ssm_recipe *recipe) {
     return buf;
 }
 
-/* config.json beside model.safetensors, as transformers' MambaConfig writes it, so that
- * MambaForCausalLM.from_pretrained(run_dir) loads our runs. */
+/* config.json beside model.safetensors, so that transformers' from_pretrained(run_dir) loads
+ * our runs. */
 static ssm_status write_hf_config(run *r) {
-    const ssm_config *c = &r->model->config;
-    json_t *j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:b,s:b,s:b,s:b,s:i}",
-                          "architectures", "MambaForCausalLM", "model_type", "mamba",
-                          "vocab_size", c->vocab_size, "hidden_size", c->d_model,
-                          "num_hidden_layers", c->n_layer, "state_size", c->d_state, "expand",
-                          c->expand, "conv_kernel", c->d_conv, "time_step_rank", c->dt_rank,
-                          "intermediate_size", c->d_inner, "layer_norm_epsilon",
-                          (double)c->norm_eps, "use_bias", 0, "use_conv_bias", 1,
-                          "tie_word_embeddings", 1, "residual_in_fp32", 1, "bos_token_id",
-                          r->ops->bos_token ? r->ops->bos_token(r->task) : 0);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", run_file(r, "config.json"));
-    int bad = !j || json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) || rename(tmp, r->path);
-    json_decref(j);
-    if (bad) return ssm_set_error(SSM_ERR_IO, "%s: cannot write", r->path);
-    return SSM_OK;
+    return ssm_checkpoint_write_config(r->model, run_file(r, "config.json"),
+                                       r->ops->bos_token ? r->ops->bos_token(r->task) : 0);
 }
 
 /* model.safetensors (+ config.json), then train_state.safetensors; each written to a temporary
@@ -98,7 +84,8 @@ static ssm_status load_checkpoint(run *r) {
     const ssm_config *a = &r->model->config, *b = &r->set->model;
     if (a->vocab_size != b->vocab_size || a->d_model != b->d_model || a->n_layer != b->n_layer ||
         a->d_state != b->d_state || a->d_conv != b->d_conv || a->d_inner != b->d_inner ||
-        a->dt_rank != b->dt_rank)
+        a->dt_rank != b->dt_rank || memcmp(a->layer_kind, b->layer_kind, (size_t)a->n_layer) ||
+        (!ssm_config_all(a, SSM_LAYER_MAMBA1) && memcmp(&a->mamba2, &b->mamba2, sizeof a->mamba2)))
         return ssm_set_error(SSM_ERR_SHAPE, "%s: the saved model does not match the recipe's model "
                              "section", r->path);
     if ((s = ssm_adamw_create(&r->set->adamw, r->model, &r->opt))) return s;
@@ -180,9 +167,19 @@ static void summary(run *r, int device, const char *device_name) {
     const ssm_config *c = &r->model->config;
     char p[32], tok[32], threads[32] = "";
     if (device < 0) snprintf(threads, sizeof threads, ", %d threads", ssm_get_threads());
-    cli_note("model: Mamba, %d layers x d_model %d (d_inner %d, d_state %d, d_conv %d, dt_rank %d), "
-             "vocab %d, %s parameters", c->n_layer, c->d_model, c->d_inner, c->d_state, c->d_conv,
-             c->dt_rank, c->vocab_size, cli_si((double)r->model->n_params, p, sizeof p));
+    if (ssm_config_all(c, SSM_LAYER_MAMBA2)) {
+        const ssm_mamba2_config *m2 = &c->mamba2;
+        cli_note("model: Mamba-2, %d layers x d_model %d (d_inner %d, %d heads of %d, d_state %d, "
+                 "%d groups, d_conv %d, chunk %d), vocab %d, %s parameters", c->n_layer,
+                 c->d_model, m2->d_inner, m2->nheads, m2->headdim, m2->d_state, m2->ngroups,
+                 m2->d_conv, m2->chunk_size, c->vocab_size,
+                 cli_si((double)r->model->n_params, p, sizeof p));
+    } else {
+        cli_note("model: %s, %d layers x d_model %d (d_inner %d, d_state %d, d_conv %d, dt_rank %d), "
+                 "vocab %d, %s parameters", ssm_config_all(c, SSM_LAYER_MAMBA1) ? "Mamba" : "hybrid",
+                 c->n_layer, c->d_model, c->d_inner, c->d_state, c->d_conv, c->dt_rank,
+                 c->vocab_size, cli_si((double)r->model->n_params, p, sizeof p));
+    }
     cli_note("task: %s (%s); %s tokens per step (batch %d x length %d); %" PRId64 " steps; "
              "device %s%s; run directory %s", r->ops->name, r->ops->description,
              cli_si((double)r->batch.B * r->batch.L, tok, sizeof tok), r->batch.B, r->batch.L,

@@ -4,72 +4,12 @@
 
 #include "train.h"
 
-static const char *const model_keys[] = {"d_model", "n_layer", "d_state", "d_conv", "expand",
-                                         "dt_rank", "norm_eps", "layers", NULL};
 static const char *const train_keys[] = {
     "steps", "batch_size", "seq_len", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
     "beta1", "beta2", "eps", "grad_clip", "seed", "eval_every", "eval_batches", "save_every",
     "log_every", "device", "threads", "max_minutes", NULL};
 static const char *const output_keys[] = {"dir", NULL};
 static const char *const sections[] = {"model", "task", "data", "train", "output", NULL};
-
-/* model.layers: "mamba", or a list of "mamba" of length n_layer (hybrids come later) */
-static ssm_status read_layers(ssm_recipe *r, ssm_node *model, int n_layer) {
-    ssm_node *layers = ssm_node_get(model, "layers");
-    if (!layers) return SSM_OK;
-    char where[256];
-    ssm_node_where(r, layers, where, sizeof where);
-    if (layers->kind == SSM_NODE_SCALAR) {
-        if (strcmp(layers->value, "mamba"))
-            return ssm_set_error(SSM_ERR_UNSUPPORTED, "%s: layer kind '%s' is not available yet "
-                                 "(this version has: mamba)", where, layers->value);
-        return SSM_OK;
-    }
-    if (layers->kind != SSM_NODE_SEQ)
-        return ssm_set_error(SSM_ERR_ARG, "%s: layers must be 'mamba' or a list of layer kinds", where);
-    if (layers->n != n_layer)
-        return ssm_set_error(SSM_ERR_ARG, "%s: layers lists %d layers but n_layer is %d", where,
-                             layers->n, n_layer);
-    for (int i = 0; i < layers->n; i++) {
-        ssm_node *it = layers->items[i];
-        if (it->kind != SSM_NODE_SCALAR || strcmp(it->value, "mamba")) {
-            ssm_node_where(r, it, where, sizeof where);
-            return ssm_set_error(SSM_ERR_UNSUPPORTED, "%s: layer kind '%s' is not available yet "
-                                 "(this version has: mamba)", where,
-                                 it->kind == SSM_NODE_SCALAR ? it->value : "(not a name)");
-        }
-    }
-    return SSM_OK;
-}
-
-static ssm_status read_model(ssm_recipe *r, int vocab, ssm_config *c) {
-    ssm_node *m;
-    ssm_status s = ssm_node_section(r, r->root, "model", &m);
-    if (s) return s;
-    long long d_model, n_layer, d_state, d_conv, expand, dt_rank = 0;
-    double eps;
-    if ((s = ssm_node_int(r, m, "d_model", 128, 1, 16384, &d_model)) ||
-        (s = ssm_node_int(r, m, "n_layer", 6, 1, 256, &n_layer)) ||
-        (s = ssm_node_int(r, m, "d_state", 16, 1, 256, &d_state)) ||
-        (s = ssm_node_int(r, m, "d_conv", 4, 1, 64, &d_conv)) ||
-        (s = ssm_node_int(r, m, "expand", 2, 1, 16, &expand)) ||
-        (s = ssm_node_float(r, m, "norm_eps", 1e-5, 1e-12, 0.1, &eps)))
-        return s;
-    ssm_node *dr = m ? ssm_node_get(m, "dt_rank") : NULL;
-    if (!(dr && dr->kind == SSM_NODE_SCALAR && !strcmp(dr->value, "auto")) &&
-        (s = ssm_node_int(r, m, "dt_rank", 0, 0, 16384, &dt_rank)))
-        return s;
-    if (m && (s = read_layers(r, m, (int)n_layer))) return s;
-    *c = ssm_config_default(vocab, (int)d_model, (int)n_layer);
-    c->d_state = (int)d_state;
-    c->d_conv = (int)d_conv;
-    c->expand = (int)expand;
-    c->d_inner = (int)(expand * d_model);
-    if (dt_rank) c->dt_rank = (int)dt_rank; /* 0 / auto: ceil(d_model / 16) */
-    c->norm_eps = (float)eps;
-    if (m && (s = ssm_node_check_unknown(r, m, "model", model_keys))) return s;
-    return ssm_config_validate(c);
-}
 
 static ssm_status read_train(ssm_recipe *r, train_settings *t) {
     ssm_node *n;
@@ -123,7 +63,7 @@ static ssm_status read_train(ssm_recipe *r, train_settings *t) {
 
 ssm_status train_settings_read(ssm_recipe *r, int task_vocab, train_settings *t) {
     memset(t, 0, sizeof *t);
-    ssm_status s = read_model(r, task_vocab, &t->model);
+    ssm_status s = ssm_config_from_recipe(r, task_vocab, &t->model);
     if (!s) s = read_train(r, t);
     if (s) return s;
     ssm_node *o;

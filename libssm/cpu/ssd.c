@@ -55,7 +55,9 @@ static int n_chunks(const cpu_ssd_args *a) {
 
 /* sequences per slab of the backward: enough (b, chunk, group) work items for the threads */
 static int backward_slab(const cpu_ssd_args *a, int threads) {
-    int per = n_chunks(a) * a->G, bs = (4 * threads + per - 1) / per;
+    int per = n_chunks(a) * a->G;
+    if (per <= 0) return 1;
+    int bs = (4 * threads + per - 1) / per;
     return bs < 1 ? 1 : (bs > a->B ? a->B : bs);
 }
 
@@ -173,28 +175,12 @@ static void recurrent_bh(const cpu_ssd_args *a, int b, int h, const float *S_in,
             for (int n = 0; n < N; n++) S_out[(size_t)p * N + n] = ST[(size_t)n * P + p];
 }
 
-void cpu_ssd_forward_recurrent(const cpu_ssd_args *a) {
-    const int nt = n_threads(a, 0);
+/* Every (b, h) by the recurrence; the transposed states in the scratch when it is large
+ * enough, else allocated here (P * N floats per thread). */
+static void recurrent_all(const cpu_ssd_args *a) {
+    assert(a->H % a->G == 0);
     const size_t PN = (size_t)a->P * a->N;
-    assert(a->scratch_floats >= nt * thread_rec(a));
-#pragma omp parallel num_threads(nt)
-    {
-        float *ST = a->scratch + (size_t)omp_get_thread_num() * thread_rec(a);
-#pragma omp for collapse(2) schedule(static)
-        for (int b = 0; b < a->B; b++)
-            for (int h = 0; h < a->H; h++) {
-                float *S = a->state ? a->state + ((size_t)b * a->H + h) * PN : NULL;
-                recurrent_bh(a, b, h, S, S, ST);
-            }
-    }
-}
-
-void cpu_ssd_step(const cpu_ssd_args *a) {
-    assert(a->L == 1 && a->state);
-    const size_t PN = (size_t)a->P * a->N;
-    const int nt = n_threads(a, 0);
-    /* the transposed state: in the scratch when there is enough, else allocated here */
-    const int own = !a->scratch || a->scratch_floats < nt * thread_rec(a);
+    const int nt = n_threads(a, 0), own = !a->scratch || a->scratch_floats < nt * thread_rec(a);
 #pragma omp parallel num_threads(nt)
     {
         float *ST = own ? aligned_alloc(64, thread_rec(a) * sizeof(float))
@@ -202,11 +188,18 @@ void cpu_ssd_step(const cpu_ssd_args *a) {
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < a->B; b++)
             for (int h = 0; h < a->H; h++) {
-                float *S = a->state + ((size_t)b * a->H + h) * PN;
+                float *S = a->state ? a->state + ((size_t)b * a->H + h) * PN : NULL;
                 recurrent_bh(a, b, h, S, S, ST);
             }
         if (own) free(ST);
     }
+}
+
+void cpu_ssd_forward_recurrent(const cpu_ssd_args *a) { recurrent_all(a); }
+
+void cpu_ssd_step(const cpu_ssd_args *a) {
+    assert(a->L == 1 && a->state);
+    recurrent_all(a);
 }
 
 /* ---- the chunked SSD --------------------------------------------------------------------- */
@@ -277,6 +270,8 @@ static void tri_abt(int Qc, int k, const float *U, int ldu, const float *V, int 
 }
 
 void cpu_ssd_forward_chunked(const cpu_ssd_args *a) {
+    assert(a->H % a->G == 0);
+    if (a->B <= 0 || a->L <= 0) return;
     const int nt = n_threads(a, 0), H = a->H, P = a->P, G = a->G, N = a->N, L = a->L;
     const int Q = chunk_len(a), nc = n_chunks(a), hpg = H / G;
     const size_t PN = (size_t)P * N, QQ = (size_t)Q * Q;
@@ -368,13 +363,17 @@ void cpu_ssd_forward(const cpu_ssd_args *a) { cpu_ssd_forward_recurrent(a); }
  *       dC_i += ecs_i (dY S0)_i,  d ecs_i = (dY S0)_i . C_i      (Y_off)
  *       dB_j += w_j (X dS1)_j,    d w_j = (X dS1)_j . B_j,  d exp(sum_k a_k) = <dS1, S0>  (S1)
  *       d dt_j from M (sum_i dM C B^T Lm), from w (d w_j wexp_j), and through a = dt A;
- *       d a_k = sum of the d(segment sum) of every segment that contains k
+ *       d a_k = the sum of the gradients of the segment sums whose segment holds k, each kind
+ *       added up as it stands: sum over i >= k > j of dM o M (Lm), sum over j < k of d w_j w_j,
+ *       sum over i >= k of d ecs_i ecs_i, and exp(sum a) <dS1, S0> (never as differences of
+ *       cumulative sums, whose cancellation grew the error with the chunk length)
  *   d dt_raw = d dt * sigmoid(dt_raw + dt_bias) where the clamp passes; d_dt_bias = sum of it;
  *   dA_log = (sum d a_k dt_k) A;  dD = sum x dy. Every output element is written by one work item
  *   in a fixed order and the per-(b, chunk, h) partial sums of dD, dA_log, d_dt_bias are added
  *   in the order of (b, chunk): the result does not depend on the number of threads. */
 void cpu_ssd_backward(const cpu_ssd_args *a) {
-    assert(a->state == NULL);
+    assert(a->state == NULL && a->H % a->G == 0);
+    if (a->B <= 0 || a->L <= 0) return;
     const int nt = n_threads(a, 0), H = a->H, P = a->P, G = a->G, N = a->N, L = a->L;
     const int Q = chunk_len(a), nc = n_chunks(a), hpg = H / G, bs = backward_slab(a, nt);
     const size_t PN = (size_t)P * N, QQ = (size_t)Q * Q;
@@ -391,7 +390,8 @@ void cpu_ssd_backward(const cpu_ssd_args *a) {
         float *tmp = dCB + al16(QQ), *T1 = tmp + al16((size_t)Q * P), *T2 = T1 + al16((size_t)Q * N);
         float *v = T2 + al16((size_t)Q * N);
         float *dtv = v, *av = v + al16(Q), *ecs = v + 2 * al16(Q), *wexp = v + 3 * al16(Q);
-        float *R = v + 4 * al16(Q), *dcs = v + 5 * al16(Q), *ddtv = v + 6 * al16(Q), *colm = v + 7 * al16(Q);
+        float *R = v + 4 * al16(Q), *dcs = v + 5 * al16(Q), *ddtv = v + 6 * al16(Q), *pw = v + 7 * al16(Q);
+        float *dak = v + 8 * al16(Q);
         for (int b0 = 0; b0 < a->B; b0 += bs) {
             const int nb = a->B - b0 < bs ? a->B - b0 : bs;
             /* the states entering every chunk, then the gradients of the states leaving them */
@@ -452,6 +452,7 @@ void cpu_ssd_backward(const cpu_ssd_args *a) {
                     const float *S0 = S0s + (((size_t)bb * nc + c) * H + h) * PN;
                     const float *dS1 = dSs + (((size_t)bb * nc + c) * H + h) * PN;
                     chunk_rows(a, r0, Qc, h, A, dtv, av, ecs, wexp);
+                    float eall = 0.0f;
                     /* Lm and M = C B^T o Lm o dt_j (lower triangles, zero above) */
                     for (int i = 0; i < Qc; i++) {
                         segsum_row(R, av, i);
@@ -480,26 +481,34 @@ void cpu_ssd_backward(const cpu_ssd_args *a) {
                     tri_tmm(Qc, P, M, Q, dY, ld_y, 1.0f, dX, ld_x);
                     /* dM = dY X^T */
                     tri_abt(Qc, P, dY, ld_y, X, ld_x, dM, Q);
-                    for (int i = 0; i < Qc; i++) dcs[i] = ddtv[i] = colm[i] = 0.0f;
+                    for (int i = 0; i < Qc; i++) dcs[i] = ddtv[i] = pw[i] = 0.0f;
                     for (int i = 0; i < Qc; i++) {
-                        const float *dMi = dM + (size_t)i * Q, *Li = Lm + (size_t)i * Q, *cbi = CB + (size_t)i * Q;
-                        float *dCBi = dCB + (size_t)i * Q, rs = 0.0f;
-#pragma omp simd reduction(+ : rs)
+                        float *dMi = dM + (size_t)i * Q, *dCBi = dCB + (size_t)i * Q;
+                        const float *Li = Lm + (size_t)i * Q, *cbi = CB + (size_t)i * Q;
+#pragma omp simd
                         for (int j = 0; j <= i; j++) {
                             /* M[i, j] = CB[i, j] Lm[i, j] dt_j */
                             float t1 = dMi[j] * Li[j], q = t1 * cbi[j];
                             dCBi[j] += t1 * dtv[j];
                             ddtv[j] += q;
-                            /* Lm[i, j] = exp(cs_i - cs_j): + to cs_i, - to cs_j; none on the
-                             * diagonal (Lm = 1), where the two would cancel only to rounding,
-                             * which is all there is of d a where the decays underflow */
-                            float dme = j < i ? q * dtv[j] : 0.0f;
-                            rs += dme;
-                            colm[j] += dme;
+                            /* E[i, j] = d Lm[i, j] Lm[i, j], kept in dM (0 on the diagonal) */
+                            dMi[j] = j < i ? q * dtv[j] : 0.0f;
                         }
-                        dcs[i] += rs;
                     }
-                    for (int j = 0; j < Qc; j++) dcs[j] -= colm[j];
+                    /* Lm[i, j] = exp(sum_{k=j+1..i} a_k): d a_k += sum of E over i >= k > j,
+                     * summed as such (never as the difference of two larger sums): R[i] holds
+                     * sum_{j<k} E[i, j] when column k - 1 has been added */
+                    for (int i = 0; i < Qc; i++) R[i] = 0.0f;
+                    dak[0] = 0.0f;
+                    for (int k = 1; k < Qc; k++) {
+                        float sk = 0.0f;
+#pragma omp simd reduction(+ : sk)
+                        for (int i = k; i < Qc; i++) {
+                            R[i] += dM[(size_t)i * Q + k - 1];
+                            sk += R[i];
+                        }
+                        dak[k] = sk;
+                    }
                     if (!first) {
                         /* Y_off[i] = ecs_i C_i S0^T */
                         cblas_sgemm(RM, NT, NT, Qc, N, P, 1.0f, dY, ld_y, S0, N, 0.0f, T1, N);
@@ -525,26 +534,39 @@ void cpu_ssd_backward(const cpu_ssd_args *a) {
                                 dw += t2[n] * bj[n];
                                 dbj[n] += w * t2[n];
                             }
-                            /* w_j = exp(cs_last - cs_j) dt_j (the last one: exp(0)) */
+                            /* w_j = exp(sum_{k>j} a_k) dt_j: d a_k += d w_j w_j for k > j */
                             ddtv[j] += dw * wexp[j];
-                            if (j < Qc - 1) dcs[Qc - 1] += dw * w, dcs[j] -= dw * w;
+                            pw[j] = dw * w;
                         }
                         if (!first) {
+                            /* exp(sum_k a_k) S0: d a_k += exp(sum a) <dS1, S0> for every k */
                             float s = 0.0f;
 #pragma omp simd reduction(+ : s)
                             for (size_t k = 0; k < PN; k++) s += dS1[k] * S0[k];
-                            dcs[Qc - 1] += ecs[Qc - 1] * s;
+                            eall = ecs[Qc - 1] * s;
                         }
                     }
                     /* y += D x */
-                    float sD = 0.0f;
-                    for (int i = 0; i < Qc; i++)
-                        for (int p = 0; p < P; p++) sD += X[(size_t)i * ld_x + p] * dY[(size_t)i * ld_y + p];
-                    /* cs_i = sum_{k<=i} a_k: d a_k = sum_{i>=k} d cs_i;  a = dt A */
-                    float da = 0.0f, sA = 0.0f, sb = 0.0f;
+                    double sD = 0.0;
+                    for (int i = 0; i < Qc; i++) {
+                        const float *xi = X + (size_t)i * ld_x, *dyi = dY + (size_t)i * ld_y;
+#pragma omp simd reduction(+ : sD)
+                        for (int p = 0; p < P; p++) sD += (double)xi[p] * dyi[p];
+                    }
+                    /* the prefix sums of the w terms, sum_{j<k} */
+                    float pre = 0.0f;
+                    for (int k = 0; k < Qc; k++) {
+                        float x = pw[k];
+                        pw[k] = pre;
+                        pre += x;
+                    }
+                    /* ecs_i = exp(sum_{k<=i} a_k): d a_k += sum_{i>=k} d ecs_i ecs_i (dcs);
+                     * a = dt A: d dt += d a A, dA = sum d a dt */
+                    float suf = 0.0f, sA = 0.0f, sb = 0.0f;
                     const float bias = a->dt_bias[h];
                     for (int k = Qc - 1; k >= 0; k--) {
-                        da += dcs[k];
+                        suf += dcs[k];
+                        float da = dak[k] + pw[k] + eall + suf;
                         float gdt = ddtv[k] + da * A;
                         sA += da * dtv[k];
                         /* dt = clamp(softplus(dt_raw + dt_bias)) */
@@ -553,7 +575,7 @@ void cpu_ssd_backward(const cpu_ssd_args *a) {
                         sb += *o;
                     }
                     float *pp = part + (((size_t)b * nc + c) * H + h) * 3;
-                    pp[0] = sD, pp[1] = sA, pp[2] = sb;
+                    pp[0] = (float)sD, pp[1] = sA, pp[2] = sb;
                 }
                 /* C B^T: dC += dCB B, dB += dCB^T C */
                 tri_mm(Qc, N, dCB, Q, Bc, ld_x, 1.0f, dCc, ld_x);

@@ -50,7 +50,9 @@ size_t cpu_ssd_scratch_floats(const cpu_ssd_args *a, int threads, int backward);
 /* The chosen algorithm: the recurrence, the faster one on the development machine
  * (bench/bench_ssd.c); the chunked form stays as its reference. */
 void cpu_ssd_forward(const cpu_ssd_args *a);
-/* The sequential recurrence, one token at a time, threads over (b, h). */
+/* The sequential recurrence, one token at a time, threads over (b, h). Like the step, it uses
+ * the scratch when it holds cpu_ssd_scratch_floats(a, threads, 0) floats, else allocates P * N
+ * floats per thread. */
 void cpu_ssd_forward_recurrent(const cpu_ssd_args *a);
 /* The chunked SSD (mamba_ssm's ssd_minimal_discrete), its products through cblas_sgemm. */
 void cpu_ssd_forward_chunked(const cpu_ssd_args *a);

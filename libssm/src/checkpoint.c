@@ -61,41 +61,137 @@ static int kv_len(const char *const *kv) {
     return n;
 }
 
+/* The config as ssm.* metadata key/values (malloc'd strings in kv[0..*n)). The Mamba-1 keys
+ * always; ssm.layers (the kinds, comma-separated) and the Mamba-2 keys when a layer is not
+ * Mamba-1. */
+enum { META_MAX = 24 };
+static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], int *n) {
+    char buf[64];
+    *n = 0;
+#define PUT(key, ...)                                                   \
+    do {                                                                \
+        snprintf(buf, sizeof buf, __VA_ARGS__);                         \
+        kv[2 * *n] = strdup(key), kv[2 * *n + 1] = strdup(buf), (*n)++; \
+    } while (0)
+    PUT("format", "pt"); /* what transformers expects to find */
+    PUT("ssm.vocab_size", "%d", c->vocab_size);
+    PUT("ssm.d_model", "%d", c->d_model);
+    PUT("ssm.n_layer", "%d", c->n_layer);
+    PUT("ssm.d_state", "%d", c->d_state);
+    PUT("ssm.d_conv", "%d", c->d_conv);
+    PUT("ssm.expand", "%d", c->expand);
+    PUT("ssm.dt_rank", "%d", c->dt_rank);
+    PUT("ssm.d_inner", "%d", c->d_inner);
+    PUT("ssm.norm_eps", "%.9g", (double)c->norm_eps);
+    if (!ssm_config_all(c, SSM_LAYER_MAMBA1)) {
+        const ssm_mamba2_config *m = &c->mamba2;
+        PUT("ssm.mamba2.d_state", "%d", m->d_state);
+        PUT("ssm.mamba2.d_conv", "%d", m->d_conv);
+        PUT("ssm.mamba2.expand", "%d", m->expand);
+        PUT("ssm.mamba2.headdim", "%d", m->headdim);
+        PUT("ssm.mamba2.ngroups", "%d", m->ngroups);
+        PUT("ssm.mamba2.chunk_size", "%d", m->chunk_size);
+        PUT("ssm.mamba2.dt_limit_min", "%.9g", (double)m->dt_limit[0]);
+        PUT("ssm.mamba2.dt_limit_max", "%.9g", (double)m->dt_limit[1]);
+    }
+#undef PUT
+    /* the kinds, one name per layer */
+    size_t len = 1;
+    for (int i = 0; i < c->n_layer; i++) len += strlen(ssm_layer_kind_name(c->layer_kind[i])) + 1;
+    char *layers = malloc(len);
+    if (layers) {
+        layers[0] = '\0';
+        for (int i = 0; i < c->n_layer; i++) {
+            if (i) strcat(layers, ",");
+            strcat(layers, ssm_layer_kind_name(c->layer_kind[i]));
+        }
+    }
+    kv[2 * *n] = strdup("ssm.layers"), kv[2 * *n + 1] = layers, (*n)++;
+    for (int i = 0; i < 2 * *n; i++)
+        if (!kv[i]) return ssm_set_error(SSM_ERR_NOMEM, "out of memory for the metadata");
+    return SSM_OK;
+}
+
 ssm_status ssm_checkpoint_save(const ssm_model *model, const char *path,
                                const char *const *meta_kv) {
     if (!model || !path) return ssm_set_error(SSM_ERR_ARG, "ssm_checkpoint_save: NULL argument");
-    const ssm_config *c = &model->config;
-    enum { N_OURS = 10 };
-    char values[N_OURS][32];
-    const char *keys[N_OURS] = {"format", "ssm.vocab_size", "ssm.d_model", "ssm.n_layer",
-                                "ssm.d_state", "ssm.d_conv", "ssm.expand", "ssm.dt_rank",
-                                "ssm.d_inner", "ssm.norm_eps"};
-    int ints[N_OURS] = {0, c->vocab_size, c->d_model, c->n_layer, c->d_state, c->d_conv,
-                        c->expand, c->dt_rank, c->d_inner, 0};
-    snprintf(values[0], sizeof values[0], "pt"); /* what transformers expects to find */
-    for (int i = 1; i < N_OURS - 1; i++) snprintf(values[i], sizeof values[i], "%d", ints[i]);
-    snprintf(values[N_OURS - 1], sizeof values[0], "%.9g", (double)c->norm_eps);
-
+    char *ours[2 * META_MAX] = {0};
+    int n_ours = 0;
+    ssm_status s = config_metadata(&model->config, ours, &n_ours);
     int n_extra = kv_len(meta_kv);
-    const char **kv = calloc((size_t)(2 * N_OURS + n_extra + 2), sizeof *kv);
+    const char **kv = calloc((size_t)(2 * n_ours + n_extra + 2), sizeof *kv);
     ssm_st_write_item *items = calloc((size_t)model->n_tensors, sizeof *items);
-    if (!kv || !items) {
-        free(kv);
-        free(items);
-        return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", path);
+    if (!s && (!kv || !items)) s = ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", path);
+    if (!s) {
+        for (int i = 0; i < 2 * n_ours; i++) kv[i] = ours[i];
+        for (int i = 0; i < n_extra; i++) kv[2 * n_ours + i] = meta_kv[i];
+        for (int i = 0; i < model->n_tensors; i++) {
+            const ssm_tensor_info *ti = &model->tensors[i];
+            items[i].name = ti->name;
+            items[i].ndim = file_shape(ti, items[i].shape);
+            items[i].data = model->params_blob + ti->offset;
+        }
+        s = ssm_safetensors_write(path, items, model->n_tensors, kv);
     }
-    for (int i = 0; i < N_OURS; i++) kv[2 * i] = keys[i], kv[2 * i + 1] = values[i];
-    for (int i = 0; i < n_extra; i++) kv[2 * N_OURS + i] = meta_kv[i];
-    for (int i = 0; i < model->n_tensors; i++) {
-        const ssm_tensor_info *ti = &model->tensors[i];
-        items[i].name = ti->name;
-        items[i].ndim = file_shape(ti, items[i].shape);
-        items[i].data = model->params_blob + ti->offset;
-    }
-    ssm_status s = ssm_safetensors_write(path, items, model->n_tensors, kv);
+    for (int i = 0; i < 2 * n_ours; i++) free(ours[i]);
     free(kv);
     free(items);
     return s;
+}
+
+/* config.json as transformers' MambaConfig / Mamba2Config write it, so that
+ * MambaForCausalLM / Mamba2ForCausalLM.from_pretrained(dir) load our runs. */
+ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
+                                       int bos_token_id) {
+    if (!model || !path) return ssm_set_error(SSM_ERR_ARG, "ssm_checkpoint_write_config: NULL argument");
+    const ssm_config *c = &model->config;
+    json_t *j = NULL;
+    if (ssm_config_all(c, SSM_LAYER_MAMBA1)) {
+        j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:b,s:b,s:b,s:b,s:i}",
+                      "architectures", "MambaForCausalLM", "model_type", "mamba", "vocab_size",
+                      c->vocab_size, "hidden_size", c->d_model, "num_hidden_layers", c->n_layer,
+                      "state_size", c->d_state, "expand", c->expand, "conv_kernel", c->d_conv,
+                      "time_step_rank", c->dt_rank, "intermediate_size", c->d_inner,
+                      "layer_norm_epsilon", (double)c->norm_eps, "use_bias", 0, "use_conv_bias", 1,
+                      "tie_word_embeddings", 1, "residual_in_fp32", 1, "bos_token_id",
+                      bos_token_id);
+    } else if (ssm_config_all(c, SSM_LAYER_MAMBA2)) {
+        const ssm_mamba2_config *m = &c->mamba2;
+        /* a non-finite limit as {"__float__": "Infinity"}, which transformers 5 reads back */
+        json_t *hi = isfinite(m->dt_limit[1]) ? json_real(m->dt_limit[1])
+                                               : json_pack("{s:s}", "__float__", "Infinity");
+        j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:[f,o],s:f,s:f,s:f,"
+                      "s:f,s:b,s:b,s:b,s:b,s:b,s:s,s:i}",
+                      "architectures", "Mamba2ForCausalLM", "model_type", "mamba2", "vocab_size",
+                      c->vocab_size, "hidden_size", c->d_model, "num_hidden_layers", c->n_layer,
+                      "num_heads", m->nheads, "head_dim", m->headdim, "state_size", m->d_state,
+                      "n_groups", m->ngroups, "expand", m->expand, "conv_kernel", m->d_conv,
+                      "chunk_size", m->chunk_size, "time_step_limit", (double)m->dt_limit[0], hi,
+                      "time_step_min", (double)c->dt_min, "time_step_max", (double)c->dt_max,
+                      "time_step_floor", (double)c->dt_init_floor, "layer_norm_epsilon",
+                      (double)c->norm_eps, "use_bias", 0, "use_conv_bias", 1, "rms_norm", 1,
+                      "tie_word_embeddings", 1, "residual_in_fp32", 1, "hidden_act", "silu",
+                      "bos_token_id", bos_token_id);
+    } else {
+        /* no transformers class holds a model of several kinds: the checkpoint's ssm.*
+         * metadata is its config */
+        j = json_pack("{s:s,s:s}", "model_type", "ssm",
+                      "note", "layers of several kinds: the config is in model.safetensors' ssm.* metadata");
+    }
+    size_t n = strlen(path) + 5;
+    char *tmp = malloc(n);
+    if (!j || !tmp) {
+        json_decref(j);
+        free(tmp);
+        return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    snprintf(tmp, n, "%s.tmp", path);
+    int bad = json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) || rename(tmp, path);
+    json_decref(j);
+    if (bad) remove(tmp);
+    free(tmp);
+    if (bad) return ssm_set_error(SSM_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    return SSM_OK;
 }
 
 /* ---- loading: where the file and its config are ----------------------------------------- */
@@ -149,6 +245,64 @@ static int has_ssm_metadata(const ssm_safetensors *st) {
     return ssm_safetensors_meta(st, "ssm.norm_eps") != NULL;
 }
 
+static ssm_status meta_float(const ssm_safetensors *st, const char *file, const char *key,
+                             float *out) {
+    const char *v = ssm_safetensors_meta(st, key);
+    if (!v) return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has Mamba-2 layers but not %s", key);
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || isnan(x))
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata %s = '%s' is not a number", key, v);
+    *out = (float)x;
+    return SSM_OK;
+}
+
+/* ssm.layers (absent: every layer Mamba-1, as the first version wrote) and the Mamba-2 keys */
+static ssm_status layers_from_metadata(const ssm_safetensors *st, const char *file,
+                                       ssm_config *c) {
+    const char *v = ssm_safetensors_meta(st, "ssm.layers");
+    ssm_config_set_kind(c, SSM_LAYER_MAMBA1);
+    if (!v) return SSM_OK;
+    int i = 0;
+    for (const char *p = v; *p && i <= c->n_layer;) {
+        size_t k = strcspn(p, ",");
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(k < sizeof name ? k : sizeof name - 1), p);
+        int kind = ssm_layer_kind_parse(name);
+        if (kind < 0)
+            return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.layers: unknown layer kind "
+                                 "'%s' (layer %d)", name, i);
+        if (i < c->n_layer) c->layer_kind[i] = (unsigned char)kind;
+        i++;
+        p += k + (p[k] == ',');
+    }
+    if (i != c->n_layer)
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.layers names %d layers but "
+                             "ssm.n_layer is %d", i, c->n_layer);
+    if (ssm_config_all(c, SSM_LAYER_MAMBA1)) return SSM_OK;
+    static const char *const keys[] = {"ssm.mamba2.d_state", "ssm.mamba2.d_conv",
+                                       "ssm.mamba2.expand", "ssm.mamba2.headdim",
+                                       "ssm.mamba2.ngroups", "ssm.mamba2.chunk_size"};
+    ssm_mamba2_config *m = &c->mamba2;
+    int *fields[] = {&m->d_state, &m->d_conv, &m->expand, &m->headdim, &m->ngroups,
+                     &m->chunk_size};
+    for (int j = 0; j < 6; j++) {
+        const char *x = ssm_safetensors_meta(st, keys[j]);
+        long long val;
+        if (!x) return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has Mamba-2 layers but not %s", keys[j]);
+        if (!parse_long(x, 1, INT_MAX, &val))
+            return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata %s = '%s' is not a positive integer",
+                                 keys[j], x);
+        *fields[j] = (int)val;
+    }
+    m->d_inner = m->nheads = 0; /* derived by the validator */
+    ssm_status s;
+    if ((s = meta_float(st, file, "ssm.mamba2.dt_limit_min", &m->dt_limit[0])) ||
+        (s = meta_float(st, file, "ssm.mamba2.dt_limit_max", &m->dt_limit[1])))
+        return s;
+    return SSM_OK;
+}
+
 static ssm_status config_from_metadata(const ssm_safetensors *st, const char *file,
                                        ssm_config *c) {
     int *fields[N_META_INTS] = {&c->vocab_size, &c->d_model, &c->n_layer, &c->d_state,
@@ -174,7 +328,7 @@ static ssm_status config_from_metadata(const ssm_safetensors *st, const char *fi
     if ((long long)c->expand * c->d_model != c->d_inner)
         return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.d_inner = %d is not ssm.expand * "
                     "ssm.d_model = %d * %d", c->d_inner, c->expand, c->d_model);
-    return SSM_OK;
+    return layers_from_metadata(st, file, c);
 }
 
 /* ---- loading: config from transformers' config.json ------------------------------------- */
@@ -218,8 +372,79 @@ static ssm_status json_str_must(json_t *cfg, const char *cpath, const char *key,
     return SSM_OK;
 }
 
+/* A float key: a JSON number, or {"__float__": "Infinity" | "-Infinity" | "NaN"} (how some
+ * transformers versions write non-finite values; a bare Infinity token is rewritten to that
+ * form before parsing, see read_json_text). */
+static ssm_status json_float(json_t *v, const char *cpath, const char *key, double *out) {
+    if (json_is_number(v)) {
+        *out = json_number_value(v);
+        return SSM_OK;
+    }
+    json_t *f = json_is_object(v) ? json_object_get(v, "__float__") : NULL;
+    const char *t = f && json_is_string(f) ? json_string_value(f) : NULL;
+    if (t && !strcmp(t, "Infinity")) *out = INFINITY;
+    else if (t && !strcmp(t, "-Infinity")) *out = -INFINITY;
+    else return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must hold numbers", key);
+    return SSM_OK;
+}
+
+/* transformers' Mamba2Config (model_type "mamba2"): every layer a Mamba-2 mixer. */
+static ssm_status json_mamba2_fields(json_t *cfg, const char *cpath, ssm_config *c) {
+    ssm_status s;
+    ssm_mamba2_config *m = &c->mamba2;
+    if ((s = json_str_must(cfg, cpath, "hidden_act", "silu")) ||
+        (s = json_bool_must(cfg, cpath, "use_bias", 0, "ssm has no in_proj/out_proj biases")) ||
+        (s = json_bool_must(cfg, cpath, "use_conv_bias", 1, "ssm always has a conv1d bias")) ||
+        (s = json_bool_must(cfg, cpath, "rms_norm", 1, "the gated RMSNorm is always applied")))
+        return s;
+    int heads;
+    /* the defaults are Mamba2Config's */
+    if ((s = json_int(cfg, cpath, "vocab_size", 1, 0, &c->vocab_size)) ||
+        (s = json_int(cfg, cpath, "hidden_size", 1, 0, &c->d_model)) ||
+        (s = json_int(cfg, cpath, "num_hidden_layers", 1, 0, &c->n_layer)) ||
+        (s = json_int(cfg, cpath, "state_size", 0, 128, &m->d_state)) ||
+        (s = json_int(cfg, cpath, "conv_kernel", 0, 4, &m->d_conv)) ||
+        (s = json_int(cfg, cpath, "expand", 0, 2, &m->expand)) ||
+        (s = json_int(cfg, cpath, "head_dim", 0, 64, &m->headdim)) ||
+        (s = json_int(cfg, cpath, "num_heads", 0, 128, &heads)) ||
+        (s = json_int(cfg, cpath, "n_groups", 0, 8, &m->ngroups)) ||
+        (s = json_int(cfg, cpath, "chunk_size", 0, 256, &m->chunk_size)))
+        return s;
+    if (c->n_layer > SSM_MAX_LAYERS)
+        return ssm_fail_file(cpath, SSM_ERR_UNSUPPORTED, "\"num_hidden_layers\" %d is more than %d",
+                             c->n_layer, SSM_MAX_LAYERS);
+    if ((long long)heads * m->headdim != (long long)m->expand * c->d_model)
+        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"num_heads\" %d x \"head_dim\" %d is not "
+                             "\"expand\" %d x \"hidden_size\" %d", heads, m->headdim, m->expand,
+                             c->d_model);
+    m->d_inner = 0, m->nheads = heads;
+    json_t *lim = json_object_get(cfg, "time_step_limit");
+    if (lim) {
+        double lo, hi;
+        if (!json_is_array(lim) || json_array_size(lim) != 2)
+            return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"time_step_limit\" must be [min, max]");
+        if ((s = json_float(json_array_get(lim, 0), cpath, "time_step_limit", &lo)) ||
+            (s = json_float(json_array_get(lim, 1), cpath, "time_step_limit", &hi)))
+            return s;
+        m->dt_limit[0] = (float)lo, m->dt_limit[1] = (float)hi;
+    }
+    const char *fk[] = {"time_step_min", "time_step_max", "time_step_floor", "layer_norm_epsilon"};
+    float *fv[] = {&c->dt_min, &c->dt_max, &c->dt_init_floor, &c->norm_eps};
+    for (int i = 0; i < 4; i++) {
+        json_t *v = json_object_get(cfg, fk[i]);
+        double x;
+        if (v && (s = json_float(v, cpath, fk[i], &x))) return s;
+        if (v) *fv[i] = (float)x;
+    }
+    ssm_config_set_kind(c, SSM_LAYER_MAMBA2);
+    return SSM_OK;
+}
+
 static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *c) {
     ssm_status s;
+    json_t *type = json_object_get(cfg, "model_type");
+    if (type && json_is_string(type) && !strcmp(json_string_value(type), "mamba2"))
+        return json_mamba2_fields(cfg, cpath, c);
     if ((s = json_str_must(cfg, cpath, "model_type", "mamba")) ||
         (s = json_str_must(cfg, cpath, "hidden_act", "silu")) ||
         (s = json_bool_must(cfg, cpath, "use_bias", 0, "ssm has no in_proj/out_proj biases")) ||
@@ -253,6 +478,53 @@ static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *
     return SSM_OK;
 }
 
+/* The file's text with the non-JSON tokens Infinity, -Infinity and NaN that Python's json
+ * writes (outside strings) turned into {"__float__": "..."} objects, which json_float reads.
+ * NULL when out of memory or unreadable. */
+static char *read_json_text(FILE *f, size_t *len) {
+    char *in = NULL, *out = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n + 4096 > cap) {
+            char *t = realloc(in, cap = cap * 2 + 8192);
+            if (!t) { free(in); return NULL; }
+            in = t;
+        }
+        size_t k = fread(in + n, 1, cap - n, f);
+        n += k;
+        if (k == 0) break;
+    }
+    if (ferror(f)) { free(in); return NULL; }
+    static const char *const tokens[] = {"-Infinity", "Infinity", "NaN"};
+    out = malloc(n * 7 + 64); /* a 3-byte NaN grows to 19 bytes at most */
+    if (!out) { free(in); return NULL; }
+    size_t o = 0;
+    int in_string = 0;
+    for (size_t i = 0; i < n;) {
+        char ch = in[i];
+        if (in_string) {
+            out[o++] = ch, i++;
+            if (ch == '\\' && i < n) out[o++] = in[i++];
+            else if (ch == '"') in_string = 0;
+            continue;
+        }
+        if (ch == '"') in_string = 1;
+        int done = 0;
+        for (int t = 0; t < 3 && !done; t++) {
+            size_t k = strlen(tokens[t]);
+            if (i + k <= n && !memcmp(in + i, tokens[t], k)) {
+                o += (size_t)sprintf(out + o, "{\"__float__\":\"%s\"}", tokens[t]);
+                i += k;
+                done = 1;
+            }
+        }
+        if (!done) out[o++] = in[i++];
+    }
+    free(in);
+    *len = o;
+    return out;
+}
+
 static ssm_status config_from_json(const char *dir, const char *file, ssm_config *c) {
     size_t n = strlen(dir) + sizeof "/config.json";
     char *cpath = malloc(n);
@@ -268,8 +540,12 @@ static ssm_status config_from_json(const char *dir, const char *file, ssm_config
         s = ssm_fail_file(cpath, SSM_ERR_IO, "cannot open: %s", strerror(errno));
     } else {
         json_error_t err;
-        json_t *cfg = json_loadf(f, JSON_REJECT_DUPLICATES, &err);
+        size_t len = 0;
+        char *text = read_json_text(f, &len);
         fclose(f);
+        json_t *cfg = text ? json_loadb(text, len, JSON_REJECT_DUPLICATES, &err) : NULL;
+        if (!text) snprintf(err.text, sizeof err.text, "cannot read it"), err.line = err.column = 0;
+        free(text);
         if (!cfg)
             s = ssm_fail_file(cpath, SSM_ERR_FORMAT, "invalid JSON at line %d, column %d: %s", err.line,
                      err.column, err.text);
@@ -296,9 +572,19 @@ static ssm_status load_config(const ssm_safetensors *st, const char *file, const
 
 /* ---- loading: tensors ------------------------------------------------------------------- */
 
+/* mamba_ssm names the embedding backbone.embedding.weight (transformers renames it on load) */
+#define EMBEDDING "backbone.embeddings.weight"
+#define EMBEDDING_MAMBA_SSM "backbone.embedding.weight"
+static const char *stored_name(const ssm_safetensors *st, const char *name) {
+    if (!strcmp(name, EMBEDDING) && !ssm_safetensors_find(st, EMBEDDING) &&
+        ssm_safetensors_find(st, EMBEDDING_MAMBA_SSM))
+        return EMBEDDING_MAMBA_SSM;
+    return name;
+}
+
 static ssm_status check_tensor(const ssm_safetensors *st, const char *file,
                                const ssm_tensor_info *ti) {
-    const ssm_st_tensor *t = ssm_safetensors_find(st, ti->name);
+    const ssm_st_tensor *t = ssm_safetensors_find(st, stored_name(st, ti->name));
     int64_t want[8];
     int ndim = file_shape(ti, want);
     char ws[160], hs[160];
@@ -334,7 +620,8 @@ static ssm_status check_tensors(const ssm_safetensors *st, const char *file,
     }
     for (int i = 0; i < ssm_safetensors_count(st); i++) {
         const char *name = ssm_safetensors_tensor(st, i)->name;
-        if (strcmp(name, LM_HEAD) != 0 && !ssm_model_find_tensor(m, name))
+        if (strcmp(name, LM_HEAD) != 0 && !ssm_model_find_tensor(m, name) &&
+            strcmp(stored_name(st, EMBEDDING), name) != 0)
             return ssm_fail_file(file, SSM_ERR_FORMAT, "unexpected tensor %s: not part of a Mamba model "
                         "of this config", name);
     }
@@ -368,8 +655,8 @@ static ssm_status check_lm_head(const ssm_safetensors *st, const char *file,
 static ssm_status read_params(const ssm_safetensors *st, ssm_model *m) {
     for (int i = 0; i < m->n_tensors; i++) {
         const ssm_tensor_info *ti = &m->tensors[i];
-        ssm_status s = ssm_safetensors_read_f32(st, ti->name, m->params_blob + ti->offset,
-                                                ti->numel);
+        ssm_status s = ssm_safetensors_read_f32(st, stored_name(st, ti->name),
+                                                m->params_blob + ti->offset, ti->numel);
         if (s) return s;
     }
     return SSM_OK;

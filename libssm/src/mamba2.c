@@ -85,9 +85,10 @@ static cpu_ssd_args ssd_args(const ssm_config *c, int B, int L, const float *zxb
     s.B = B, s.L = L, s.H = d.H, s.P = d.P, s.G = d.G, s.N = d.N;
     s.chunk = c->mamba2.chunk_size;
     s.dt_min = c->mamba2.dt_limit[0], s.dt_max = c->mamba2.dt_limit[1];
-    s.x = xbc, s.Bm = xbc + d.I, s.Cm = xbc + d.I + d.G * d.N, s.ld_x = d.CD;
-    s.dt = zxbcdt + d.I + d.CD, s.ld_dt = d.ZD;
-    s.dt_bias = p->dt_bias, s.A_log = p->A_log, s.Dskip = p->D;
+    s.x = xbc, s.ld_x = d.CD;
+    if (xbc) s.Bm = xbc + d.I, s.Cm = xbc + d.I + d.G * d.N;
+    s.dt = zxbcdt ? zxbcdt + d.I + d.CD : NULL, s.ld_dt = d.ZD;
+    if (p) s.dt_bias = p->dt_bias, s.A_log = p->A_log, s.Dskip = p->D;
     s.y = y, s.ld_y = d.I;
     return s;
 }

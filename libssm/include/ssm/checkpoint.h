@@ -67,6 +67,10 @@ SSM_API ssm_status ssm_safetensors_write(const char *path, const ssm_st_write_it
 /* Save the model's parameters and config; meta_kv as above (extra metadata, may be NULL). */
 SSM_API ssm_status ssm_checkpoint_save(const ssm_model *model, const char *path,
                                        const char *const *meta_kv);
+/* config.json for transformers (MambaConfig for Mamba-1 models, Mamba2Config for Mamba-2
+ * ones; a model of several kinds gets a stub naming the metadata), via path.tmp + rename. */
+SSM_API ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
+                                               int bos_token_id);
 /* Load a model. path is a .safetensors file, or a directory holding model.safetensors. The
  * config comes from the ssm.* metadata, else from a config.json beside the file (what
  * transformers' save_pretrained writes), else it is an error. Tensors may be f32, f16 or bf16;

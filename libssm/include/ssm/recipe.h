@@ -76,6 +76,11 @@ SSM_API ssm_status ssm_node_strings(const ssm_recipe *r, ssm_node *map, const ch
 SSM_API ssm_status ssm_node_check_unknown(const ssm_recipe *r, ssm_node *map, const char *section,
                                           const char *const *known);
 
+/* The recipe's model section -> a validated config (docs/recipes.md, 'model'): the layer kinds
+ * (mixer, layers), their options and the vocabulary the task needs. Errors name the key's
+ * FILE:LINE:COL. */
+SSM_API ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_config *out);
+
 /* "FILE:LINE:COL" of a node, for messages of the caller's own. */
 SSM_API const char *ssm_node_where(const ssm_recipe *r, const ssm_node *node, char *buf,
                                    size_t size);

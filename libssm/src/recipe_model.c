@@ -1,0 +1,121 @@
+/* recipe_model.c: the model section of a recipe -> ssm_config (docs/recipes.md, 'model').
+ * The programs call this, so a recipe's model means the same everywhere. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "ssm/recipe.h"
+
+static const char *const model_keys[] = {
+    "d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "norm_eps", "layers",
+    "mixer", "headdim", "ngroups", "chunk_size", "dt_limit", NULL};
+
+/* model.layers: one kind for all ("mamba2"), or a list of n_layer kinds */
+static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer, ssm_config *c) {
+    char where[256];
+    ssm_node_where(r, layers, where, sizeof where);
+    if (layers->kind == SSM_NODE_SCALAR) {
+        int k = ssm_layer_kind_parse(layers->value);
+        if (k < 0)
+            return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2)",
+                                 where, layers->value);
+        ssm_config_set_kind(c, (ssm_layer_kind)k);
+        return SSM_OK;
+    }
+    if (layers->kind != SSM_NODE_SEQ)
+        return ssm_set_error(SSM_ERR_ARG, "%s: layers must be a layer kind or a list of them", where);
+    if (layers->n != n_layer)
+        return ssm_set_error(SSM_ERR_ARG, "%s: layers lists %d layers but n_layer is %d", where,
+                             layers->n, n_layer);
+    for (int i = 0; i < layers->n; i++) {
+        ssm_node *it = layers->items[i];
+        int k = it->kind == SSM_NODE_SCALAR ? ssm_layer_kind_parse(it->value) : -1;
+        if (k < 0) {
+            ssm_node_where(r, it, where, sizeof where);
+            return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2)", where,
+                                 it->kind == SSM_NODE_SCALAR ? it->value : "(not a name)");
+        }
+        c->layer_kind[i] = (unsigned char)k;
+    }
+    return SSM_OK;
+}
+
+/* model.dt_limit: [min, max], max may be .inf */
+static ssm_status read_dt_limit(const ssm_recipe *r, ssm_node *n, float out[2]) {
+    char where[256];
+    ssm_node_where(r, n, where, sizeof where);
+    if (n->kind != SSM_NODE_SEQ || n->n != 2)
+        return ssm_set_error(SSM_ERR_ARG, "%s: dt_limit must be a list [min, max] (e.g. [0.0, .inf])",
+                             where);
+    for (int i = 0; i < 2; i++) {
+        ssm_node *it = n->items[i];
+        char *end = NULL;
+        const char *v = it->kind == SSM_NODE_SCALAR ? it->value : "";
+        double x = !strcmp(v, ".inf") || !strcmp(v, "inf") ? INFINITY : strtod(v, &end);
+        if (end && (end == v || *end)) {
+            ssm_node_where(r, it, where, sizeof where);
+            return ssm_set_error(SSM_ERR_ARG, "%s: dt_limit bound '%s' is not a number", where, v);
+        }
+        out[i] = (float)x;
+    }
+    return SSM_OK;
+}
+
+ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_config *out) {
+    ssm_node *m;
+    ssm_status s = ssm_node_section(r, r->root, "model", &m);
+    if (s) return s;
+    /* the kinds first: they choose d_state's default */
+    long long n_layer;
+    if ((s = ssm_node_int(r, m, "n_layer", 6, 1, SSM_MAX_LAYERS, &n_layer))) return s;
+    ssm_config c = ssm_config_default(vocab_size, 1, (int)n_layer);
+    const char *const mixers[] = {"mamba1", "mamba2", "mamba", NULL};
+    int mixer;
+    if ((s = ssm_node_choice(r, m, "mixer", mixers, 0, &mixer))) return s;
+    ssm_config_set_kind(&c, mixer == 1 ? SSM_LAYER_MAMBA2 : SSM_LAYER_MAMBA1);
+    ssm_node *layers = m ? ssm_node_get(m, "layers") : NULL;
+    if (layers && (s = read_layers(r, layers, (int)n_layer, &c))) return s;
+    int any2 = !ssm_config_all(&c, SSM_LAYER_MAMBA1);
+
+    long long d_model, d_state, d_conv, expand, dt_rank = 0, headdim, ngroups, chunk;
+    double eps;
+    if ((s = ssm_node_int(r, m, "d_model", 128, 1, 16384, &d_model)) ||
+        (s = ssm_node_int(r, m, "d_state", any2 ? 128 : 16, 1, 1024, &d_state)) ||
+        (s = ssm_node_int(r, m, "d_conv", 4, 1, 64, &d_conv)) ||
+        (s = ssm_node_int(r, m, "expand", 2, 1, 16, &expand)) ||
+        (s = ssm_node_float(r, m, "norm_eps", 1e-5, 1e-12, 0.1, &eps)) ||
+        (s = ssm_node_int(r, m, "headdim", 64, 1, 1 << 16, &headdim)) ||
+        (s = ssm_node_int(r, m, "ngroups", 1, 1, 1 << 16, &ngroups)) ||
+        (s = ssm_node_int(r, m, "chunk_size", 256, 1, 1 << 16, &chunk)))
+        return s;
+    ssm_node *dr = m ? ssm_node_get(m, "dt_rank") : NULL;
+    if (!(dr && dr->kind == SSM_NODE_SCALAR && !strcmp(dr->value, "auto")) &&
+        (s = ssm_node_int(r, m, "dt_rank", 0, 0, 16384, &dt_rank)))
+        return s;
+    ssm_node *dl = m ? ssm_node_get(m, "dt_limit") : NULL;
+    if (dl && (s = read_dt_limit(r, dl, c.mamba2.dt_limit))) return s;
+    if (m && (s = ssm_node_check_unknown(r, m, "model", model_keys))) return s;
+
+    c.d_model = (int)d_model;
+    c.norm_eps = (float)eps;
+    /* Mamba-1 */
+    c.d_state = (int)d_state, c.d_conv = (int)d_conv, c.expand = (int)expand;
+    c.d_inner = (int)(expand * d_model);
+    c.dt_rank = dt_rank ? (int)dt_rank : (int)(d_model + 15) / 16; /* 0 / auto: ceil(D / 16) */
+    /* Mamba-2 */
+    c.mamba2.d_state = (int)d_state, c.mamba2.d_conv = (int)d_conv, c.mamba2.expand = (int)expand;
+    c.mamba2.headdim = (int)headdim, c.mamba2.ngroups = (int)ngroups;
+    c.mamba2.chunk_size = (int)chunk;
+    c.mamba2.d_inner = 0, c.mamba2.nheads = 0; /* derived by the validator */
+    if ((s = ssm_config_validate(&c))) {
+        char where[256], msg[512];
+        snprintf(msg, sizeof msg, "%s", ssm_last_error());
+        if (m) ssm_node_where(r, m, where, sizeof where);
+        else snprintf(where, sizeof where, "%s", r->path);
+        return ssm_set_error(s, "%s: %s", where, msg);
+    }
+    *out = c;
+    return SSM_OK;
+}
