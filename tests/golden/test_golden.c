@@ -10,6 +10,10 @@
  * logits[:, t] against input_ids[:, t + 1] for t < L - 1. Our targets are therefore the ids
  * shifted left by one with the last position of each row not scored (-1).
  *
+ * tests/golden/mamba2_{a,b}/ hold Mamba-2 models (transformers' Mamba2 layout and config.json)
+ * made by tests/golden/make_golden_mamba2.py from a float64 torch reference of mamba_ssm's
+ * Mamba2 (grouped gated norm; mamba2_b has 2 groups and a dt_limit that clamps).
+ *
  * Checked here, each as a relative norm error ||ours - ref|| / ||ref|| < 1e-4:
  *   - the logits and the loss of ssm_forward, and every gradient of ssm_backward
  *     (conv1d.weight is (E, 1, K) in the file and (E, K) here: the same memory layout);
@@ -85,12 +89,18 @@ static void golden_open(golden *g, const char *rel) {
     free(loss);
 
     const ssm_config *c = &g->model->config;
-    printf("%s: V=%d D=%d layers=%d N=%d K=%d E=%d R=%d; B=%d L=%d; reference loss %.7f "
-           "(transformers %s, torch %s)\n",
-           rel, c->vocab_size, c->d_model, c->n_layer, c->d_state, c->d_conv, c->d_inner,
-           c->dt_rank, g->B, g->L, g->loss,
-           ssm_safetensors_meta(g->expected, "transformers") ? ssm_safetensors_meta(g->expected, "transformers") : "?",
-           ssm_safetensors_meta(g->expected, "torch") ? ssm_safetensors_meta(g->expected, "torch") : "?");
+    const char *tv = ssm_safetensors_meta(g->expected, "transformers"),
+               *pv = ssm_safetensors_meta(g->expected, "torch");
+    if (ssm_config_all(c, SSM_LAYER_MAMBA2))
+        printf("%s: mamba2 V=%d D=%d layers=%d I=%d H=%d P=%d G=%d N=%d K=%d chunk=%d", rel,
+               c->vocab_size, c->d_model, c->n_layer, c->mamba2.d_inner, c->mamba2.nheads,
+               c->mamba2.headdim, c->mamba2.ngroups, c->mamba2.d_state, c->mamba2.d_conv,
+               c->mamba2.chunk_size);
+    else
+        printf("%s: mamba1 V=%d D=%d layers=%d N=%d K=%d E=%d R=%d", rel, c->vocab_size,
+               c->d_model, c->n_layer, c->d_state, c->d_conv, c->d_inner, c->dt_rank);
+    printf("; B=%d L=%d; reference loss %.7f (transformers %s, torch %s)\n", g->B, g->L, g->loss,
+           tv ? tv : "?", pv ? pv : "?");
 }
 
 static void golden_close(golden *g) {
@@ -252,7 +262,14 @@ static void test_carried_state(void **state) {
 
 int main(void) {
     static const char *a = "golden/mamba_a", *b = "golden/mamba_b";
+    static const char *a2 = "golden/mamba2_a", *b2 = "golden/mamba2_b";
     const struct CMUnitTest tests[] = {
+        {"forward_backward(mamba2_a)", test_forward_backward, NULL, NULL, (void *)a2},
+        {"forward_backward(mamba2_b)", test_forward_backward, NULL, NULL, (void *)b2},
+        {"step(mamba2_a)", test_step, NULL, NULL, (void *)a2},
+        {"step(mamba2_b)", test_step, NULL, NULL, (void *)b2},
+        {"carried_state(mamba2_a)", test_carried_state, NULL, NULL, (void *)a2},
+        {"carried_state(mamba2_b)", test_carried_state, NULL, NULL, (void *)b2},
         {"forward_backward(mamba_a)", test_forward_backward, NULL, NULL, (void *)a},
         {"forward_backward(mamba_b)", test_forward_backward, NULL, NULL, (void *)b},
         {"step(mamba_a)", test_step, NULL, NULL, (void *)a},
