@@ -62,6 +62,28 @@ ssm_status ssm_parse_device(const char *text, int *device) {
     return SSM_OK;
 }
 
+#ifdef SSM_WITH_CUDA
+static ssm_status cuda_forward(ssm_model *m, const int32_t *tokens, const int32_t *targets, int B,
+                               int L, ssm_state *state, float *loss, float *logp, float *entropy) {
+    return cuda_model_forward(m, tokens, targets, B, L, state, loss, logp, entropy);
+}
+
+const ssm_backend ssm_backend_cuda = {
+    .name = "cuda",
+    .forward = cuda_forward,
+    .logits = cuda_model_logits,
+    .backward = cuda_model_backward,
+    .zero_grad = cuda_model_zero_grad,
+    .step = cuda_model_step,
+    .adamw_step = cuda_model_adamw_step,
+    .generate_greedy = cuda_model_generate_greedy,
+    .sync_host = cuda_model_sync_host,
+    .reserve = cuda_model_reserve,
+    .peak = cuda_model_peak,
+    .release = cuda_model_detach,
+};
+#endif
+
 ssm_status ssm_model_use_device(ssm_model *m, ssm_adamw *opt, int device) {
     if (!m) return ssm_set_error(SSM_ERR_ARG, "ssm_model_use_device: model is NULL");
     if (device < -1)
@@ -75,6 +97,7 @@ ssm_status ssm_model_use_device(ssm_model *m, ssm_adamw *opt, int device) {
             cuda_model_detach(m);
         }
         m->device = -1;
+        m->backend = &ssm_backend_cpu;
         return SSM_OK;
     }
     char name[32];
@@ -85,9 +108,11 @@ ssm_status ssm_model_use_device(ssm_model *m, ssm_adamw *opt, int device) {
         if ((s = cuda_model_sync_host(m, opt))) return s;
         cuda_model_detach(m);
         m->device = -1;
+        m->backend = &ssm_backend_cpu;
     }
     if ((s = cuda_model_attach(m, opt, device))) return s;
     m->device = device;
+    m->backend = &ssm_backend_cuda;
     return SSM_OK;
 #else
     (void)opt;
@@ -103,31 +128,17 @@ ssm_status ssm_model_use_device(ssm_model *m, ssm_adamw *opt, int device) {
 
 ssm_status ssm_model_sync_host(ssm_model *m, ssm_adamw *opt) {
     if (!m) return ssm_set_error(SSM_ERR_ARG, "ssm_model_sync_host: model is NULL");
-#ifdef SSM_WITH_CUDA
-    if (m->cuda) return cuda_model_sync_host(m, opt);
-#endif
-    (void)opt;
-    return SSM_OK;
+    return m->backend->sync_host(m, opt);
 }
 
 ssm_status ssm_model_reserve(ssm_model *m, int B, int L, int training) {
     if (!m || B <= 0 || L <= 0)
         return ssm_set_error(SSM_ERR_ARG, "ssm_model_reserve: need a model and B, L > 0 (got %d, %d)",
                              B, L);
-#ifdef SSM_WITH_CUDA
-    if (m->cuda) return cuda_model_reserve(m, B, L, training);
-#endif
-    (void)training; /* the CPU plan always holds the backward's buffers */
-    return ssm_acts_plan(m, B, L);
+    return m->backend->reserve(m, B, L, training);
 }
 
-size_t ssm_model_device_peak(const ssm_model *m) {
-#ifdef SSM_WITH_CUDA
-    if (m && m->cuda) return cuda_model_peak(m);
-#endif
-    (void)m;
-    return 0;
-}
+size_t ssm_model_device_peak(const ssm_model *m) { return m ? m->backend->peak(m) : 0; }
 
 ssm_status ssm_state_to_host(ssm_state *s) {
 #ifdef SSM_WITH_CUDA

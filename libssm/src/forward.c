@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend_cuda.h"
 #include "cpu_ops.h"
 #include "layers.h"
 
@@ -113,7 +112,7 @@ ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int
     return SSM_OK;
 }
 
-static ssm_status check_state(const ssm_model *m, const ssm_state *s, int B) {
+ssm_status ssm_check_state(const ssm_model *m, const ssm_state *s, int B) {
     const ssm_config *c = &m->config;
     int same = s->batch == B && s->n_layer == c->n_layer;
     for (int i = 0; same && i < c->n_layer; i++) same = s->config.layer_kind[i] == c->layer_kind[i];
@@ -136,14 +135,19 @@ ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targe
     if (!m || !tokens || B <= 0 || L <= 0)
         return ssm_set_error(SSM_ERR_ARG, "ssm_forward: need a model, tokens and B, L > 0");
     if (targets && !loss) return ssm_set_error(SSM_ERR_ARG, "ssm_forward: targets without loss");
+    ssm_status s = ssm_check_tokens(m, tokens, targets, (size_t)B * L);
+    if (!s && state) s = ssm_check_state(m, state, B);
+    if (s) return s;
+    return m->backend->forward(m, tokens, targets, B, L, state, loss, NULL, NULL);
+}
+
+/* The block loop on the CPU. With logp: per-position scores of targets (ssm_forward_score);
+ * else with targets: the mean cross-entropy into *loss. */
+ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *targets, int B,
+                           int L, ssm_state *state, float *loss, float *logp, float *entropy) {
     const ssm_config *c = &m->config;
     size_t T = (size_t)B * L;
-    ssm_status s = ssm_check_tokens(m, tokens, targets, T);
-    if (!s && state) s = check_state(m, state, B);
-    if (s) return s;
-#ifdef SSM_WITH_CUDA
-    if (m->cuda) return cuda_model_forward(m, tokens, targets, B, L, state, loss, NULL, NULL);
-#endif
+    ssm_status s;
     if (state && (s = ssm_state_to_host(state))) return s;
     if ((s = ssm_acts_plan(m, B, L))) return s;
     ssm_activations *a = m->acts;
@@ -171,6 +175,13 @@ ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targe
     cpu_matmul_forward_exact(a->logits, V, 0.0f, a->normed_f, D, m->params.embedding, B, L, D, V,
                              a->matmul_scratch);
 
+    if (logp) { /* scoring: no loss, nothing for a backward */
+        a->has_targets = 0;
+        a->has_state = state != NULL;
+        a->backward_ready = 0;
+        ssm_cpu_score_rows(m, targets, T, logp, entropy);
+        return SSM_OK;
+    }
     a->has_targets = targets != NULL;
     a->has_state = state != NULL;
     a->backward_ready = 0;
@@ -188,17 +199,18 @@ ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targe
 }
 
 const float *ssm_model_logits(const ssm_model *m) {
-#ifdef SSM_WITH_CUDA
-    if (m && m->cuda) return cuda_model_logits((ssm_model *)m);
-#endif
-    return m && m->acts ? m->acts->logits : NULL;
+    return m ? m->backend->logits((ssm_model *)m) : NULL;
 }
 
+const float *ssm_cpu_logits(ssm_model *m) { return m->acts ? m->acts->logits : NULL; }
+
 ssm_status ssm_backward(ssm_model *m) {
-#ifdef SSM_WITH_CUDA
-    if (m && m->cuda) return cuda_model_backward(m);
-#endif
-    ssm_activations *a = m ? m->acts : NULL;
+    if (!m) return ssm_set_error(SSM_ERR_ARG, "ssm_backward: model is NULL");
+    return m->backend->backward(m);
+}
+
+ssm_status ssm_cpu_backward(ssm_model *m) {
+    ssm_activations *a = m->acts;
     if (!a || !a->has_targets || !a->backward_ready)
         return ssm_set_error(SSM_ERR_ARG, "ssm_backward needs a forward with targets (with at "
                              "least one scored position) just before it");

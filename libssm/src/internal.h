@@ -100,10 +100,50 @@ struct ssm_state {
     int on_device;        /* the device copy is the current one */
 };
 
+/* A backend: the model-level operations, one table per backend, set on the model
+ * (model->backend) by ssm_model_create (the CPU's) and ssm_model_use_device. The public entry
+ * points check their arguments and call through it. */
+struct ssm_backend {
+    const char *name;
+    /* ssm_forward (loss, when targets) and ssm_forward_score (logp, entropy) in one */
+    ssm_status (*forward)(ssm_model *m, const int32_t *tokens, const int32_t *targets, int B,
+                          int L, ssm_state *state, float *loss, float *logp, float *entropy);
+    const float *(*logits)(ssm_model *m);
+    ssm_status (*backward)(ssm_model *m);
+    void (*zero_grad)(ssm_model *m);
+    ssm_status (*step)(ssm_model *m, ssm_state *state, const int32_t *tokens, float *logits);
+    ssm_status (*adamw_step)(ssm_adamw *opt, ssm_model *m, float *grad_norm);
+    ssm_status (*generate_greedy)(ssm_model *m, const int32_t *prompt, int B, int P, int n_new,
+                                  int32_t *out);
+    ssm_status (*sync_host)(ssm_model *m, ssm_adamw *opt);
+    ssm_status (*reserve)(ssm_model *m, int B, int L, int training);
+    size_t (*peak)(const ssm_model *m);
+    void (*release)(ssm_model *m); /* free the backend's copy of the model */
+};
+extern const ssm_backend ssm_backend_cpu;  /* backend_cpu.c */
+extern const ssm_backend ssm_backend_cuda; /* device.c, in CUDA builds */
+
+/* The CPU backend's functions (forward.c, score.c, step.c, optimizer.c). */
+ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *targets, int B,
+                           int L, ssm_state *state, float *loss, float *logp, float *entropy);
+const float *ssm_cpu_logits(ssm_model *m);
+ssm_status ssm_cpu_backward(ssm_model *m);
+ssm_status ssm_cpu_step(ssm_model *m, ssm_state *state, const int32_t *tokens, float *logits);
+ssm_status ssm_cpu_adamw_step(ssm_adamw *opt, ssm_model *m, float *grad_norm);
+ssm_status ssm_cpu_generate_greedy(ssm_model *m, const int32_t *prompt, int B, int P,
+                                   int n_new, int32_t *out);
+/* logp[t] = log p(targets[t]) (NaN where targets[t] < 0), entropy[t] (optional), from the
+ * logits of the last CPU forward. */
+void ssm_cpu_score_rows(const ssm_model *m, const int32_t *targets, size_t T, float *logp,
+                        float *entropy);
+
 /* (Re)plan the activations for (B, L): allocates only when the shape grows. */
 ssm_status ssm_acts_plan(ssm_model *model, int B, int L);
 void ssm_acts_free(ssm_activations *acts);
 
+
+/* SSM_ERR_SHAPE unless the state was made for this model and batch B. */
+ssm_status ssm_check_state(const ssm_model *m, const ssm_state *s, int B);
 
 /* Every token in [0, V) and every target < V (negative targets are not scored). */
 ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int32_t *targets,

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend_cuda.h"
 #include "layers.h"
 
 ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer) {
@@ -181,6 +180,7 @@ ssm_status ssm_model_create(const ssm_config *config, ssm_model **out) {
     if (!m) return ssm_set_error(SSM_ERR_NOMEM, "out of memory for the model");
     m->config = c;
     m->device = -1;
+    m->backend = &ssm_backend_cpu;
     m->tensors = calloc((size_t)n_tensors_of(&c), sizeof *m->tensors);
     m->params.layers = calloc((size_t)c.n_layer, sizeof(ssm_layer_params));
     m->grads.layers = calloc((size_t)c.n_layer, sizeof(ssm_layer_params));
@@ -203,9 +203,7 @@ ssm_status ssm_model_create(const ssm_config *config, ssm_model **out) {
 
 void ssm_model_free(ssm_model *m) {
     if (!m) return;
-#ifdef SSM_WITH_CUDA
-    cuda_model_detach(m);
-#endif
+    m->backend->release(m);
     ssm_acts_free(m->acts);
     free(m->tensors);
     free(m->params.layers);
@@ -222,13 +220,7 @@ const ssm_tensor_info *ssm_model_find_tensor(const ssm_model *m, const char *nam
 }
 
 void ssm_model_zero_grad(ssm_model *m) {
-#ifdef SSM_WITH_CUDA
-    if (m->cuda) {
-        cuda_model_zero_grad(m);
-        return;
-    }
-#endif
-    memset(m->grads_blob, 0, m->n_params * sizeof(float));
+    if (m) m->backend->zero_grad(m);
 }
 
 /* The reference initialisation: mamba_ssm's MambaLMHeadModel._init_weights and each mixer's

@@ -3,7 +3,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "backend_cuda.h"
 #include "internal.h"
 
 ssm_adamw_config ssm_adamw_config_default(void) {
@@ -56,9 +55,10 @@ float ssm_adamw_lr(const ssm_adamw_config *c, int64_t step) {
 ssm_status ssm_adamw_step(ssm_adamw *o, ssm_model *model, float *grad_norm) {
     if (!o || !model || o->n != model->n_params)
         return ssm_set_error(SSM_ERR_ARG, "ssm_adamw_step: optimizer made for another model");
-#ifdef SSM_WITH_CUDA
-    if (model->cuda) return cuda_model_adamw_step(o, model, grad_norm);
-#endif
+    return model->backend->adamw_step(o, model, grad_norm);
+}
+
+ssm_status ssm_cpu_adamw_step(ssm_adamw *o, ssm_model *model, float *grad_norm) {
     const ssm_adamw_config *c = &o->config;
     float *g = model->grads_blob, *p = model->params_blob;
     /* global L2 norm of all gradients, in double */

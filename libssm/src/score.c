@@ -1,11 +1,10 @@
 /* score.c: per-position scores (ssm_forward_score) and greedy decoding (ssm_generate_greedy).
- * The CPU path runs ssm_forward and reduces each row of logits in double; a GPU model
- * (model->cuda) does both on the device without keeping all the logits. */
+ * The CPU backend reduces each row of the forward's logits in double; the CUDA backend does
+ * both on the device without keeping all the logits. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend_cuda.h"
 #include "internal.h"
 
 /* log softmax at target and the entropy (nats) of one row of logits, in double */
@@ -28,14 +27,15 @@ ssm_status ssm_forward_score(ssm_model *m, const int32_t *tokens, const int32_t 
     if (!m || !tokens || !targets || !logp || B <= 0 || L <= 0)
         return ssm_set_error(SSM_ERR_ARG, "ssm_forward_score: need a model, tokens, targets, logp "
                              "and B, L > 0 (got B %d, L %d)", B, L);
-    size_t T = (size_t)B * L;
-    ssm_status s = ssm_check_tokens(m, tokens, targets, T);
+    ssm_status s = ssm_check_tokens(m, tokens, targets, (size_t)B * L);
+    if (!s && state) s = ssm_check_state(m, state, B);
     if (s) return s;
-#ifdef SSM_WITH_CUDA
-    if (m->cuda) return cuda_model_forward(m, tokens, targets, B, L, state, NULL, logp, entropy);
-#endif
-    if ((s = ssm_forward(m, tokens, NULL, B, L, state, NULL))) return s;
-    const float *logits = ssm_model_logits(m);
+    return m->backend->forward(m, tokens, targets, B, L, state, NULL, logp, entropy);
+}
+
+void ssm_cpu_score_rows(const ssm_model *m, const int32_t *targets, size_t T, float *logp,
+                        float *entropy) {
+    const float *logits = m->acts->logits;
     int V = m->config.vocab_size;
 #pragma omp parallel for schedule(static)
     for (size_t t = 0; t < T; t++) {
@@ -44,7 +44,6 @@ ssm_status ssm_forward_score(ssm_model *m, const int32_t *tokens, const int32_t 
         logp[t] = (float)lp;
         if (entropy) entropy[t] = (float)h;
     }
-    return SSM_OK;
 }
 
 /* the first index of the largest value */
@@ -63,9 +62,13 @@ ssm_status ssm_generate_greedy(ssm_model *m, const int32_t *prompt, int B, int P
                              B, P, n_new);
     ssm_status s = ssm_check_tokens(m, prompt, NULL, (size_t)B * P);
     if (s || n_new == 0) return s;
-#ifdef SSM_WITH_CUDA
-    if (m->cuda) return cuda_model_generate_greedy(m, prompt, B, P, n_new, out);
-#endif
+    return m->backend->generate_greedy(m, prompt, B, P, n_new, out);
+}
+
+/* prefill with the parallel forward, then one step per token */
+ssm_status ssm_cpu_generate_greedy(ssm_model *m, const int32_t *prompt, int B, int P, int n_new,
+                                   int32_t *out) {
+    ssm_status s = SSM_OK;
     int V = m->config.vocab_size;
     ssm_state *st = NULL;
     float *logits = malloc((size_t)B * V * sizeof(float));

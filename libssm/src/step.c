@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend_cuda.h"
 #include "cpu_ops.h"
 #include "layers.h"
 
@@ -12,7 +11,7 @@ ssm_status ssm_step(ssm_model *m, ssm_state *state, const int32_t *tokens, float
     if (!m || !state || !tokens || !logits)
         return ssm_set_error(SSM_ERR_ARG, "ssm_step: need a model, a state, tokens and logits");
     const ssm_config *c = &m->config;
-    int B = state->batch, D = c->d_model, V = c->vocab_size;
+    int B = state->batch, V = c->vocab_size;
     int same = state->n_layer == c->n_layer && state->d_inner == c->d_inner &&
                state->d_conv == c->d_conv && state->d_state == c->d_state &&
                !memcmp(&state->config.mamba2, &c->mamba2, sizeof c->mamba2);
@@ -22,9 +21,12 @@ ssm_status ssm_step(ssm_model *m, ssm_state *state, const int32_t *tokens, float
     for (int b = 0; b < B; b++)
         if (tokens[b] < 0 || tokens[b] >= V)
             return ssm_set_error(SSM_ERR_ARG, "token %d is outside the vocabulary [0, %d)", tokens[b], V);
-#ifdef SSM_WITH_CUDA
-    if (m->cuda) return cuda_model_step(m, state, tokens, logits);
-#endif
+    return m->backend->step(m, state, tokens, logits);
+}
+
+ssm_status ssm_cpu_step(ssm_model *m, ssm_state *state, const int32_t *tokens, float *logits) {
+    const ssm_config *c = &m->config;
+    int B = state->batch, D = c->d_model, V = c->vocab_size;
     ssm_status st = ssm_state_to_host(state); /* it may come from a GPU run of this model */
     if (st) return st;
     /* per step work buffers (B rows): the block's, then the largest kind's */

@@ -351,7 +351,12 @@ static void test_config_json_errors(void **state) {
     write_text(tpath("bias/config.json"),
                "{\"model_type\": \"mamba2\", \"vocab_size\": 13, \"hidden_size\": 24, "
                "\"num_hidden_layers\": 2}");
-    expect_load_error(tpath("bias"), SSM_ERR_UNSUPPORTED, "mamba2");
+    /* Mamba2Config's defaults (128 heads of 64) do not fit hidden_size 24 */
+    expect_load_error(tpath("bias"), SSM_ERR_FORMAT, "num_heads");
+    write_text(tpath("bias/config.json"),
+               "{\"model_type\": \"jamba\", \"vocab_size\": 13, \"hidden_size\": 24, "
+               "\"num_hidden_layers\": 2}");
+    expect_load_error(tpath("bias"), SSM_ERR_UNSUPPORTED, "jamba");
     write_text(tpath("bias/config.json"), "{\"vocab_size\": 13,\n \"hidden_size\": 24,,}");
     expect_load_error(tpath("bias"), SSM_ERR_FORMAT, "line 2");
     write_text(tpath("bias/config.json"), "{\"vocab_size\": 13, \"num_hidden_layers\": 2}");

@@ -176,6 +176,7 @@ typedef struct ssm_tensor_info {
 typedef struct ssm_activations ssm_activations; /* private: planned per (B, L) */
 typedef struct ssm_cuda_model ssm_cuda_model;   /* private: the model's copy on a GPU */
 typedef struct ssm_adamw ssm_adamw;             /* the optimizer, below */
+typedef struct ssm_backend ssm_backend;         /* private: the backend's table of functions */
 
 typedef struct ssm_model {
     ssm_config config;
@@ -189,6 +190,7 @@ typedef struct ssm_model {
     ssm_activations *acts;
     int device;           /* -1: the CPU backend; N >= 0: CUDA device N (ssm_model_use_device) */
     ssm_cuda_model *cuda; /* the GPU copy when device >= 0 */
+    const ssm_backend *backend; /* private: the backend that runs it (CPU or CUDA) */
 } ssm_model;
 
 /* Allocate a model for this config with all parameters zero. */
