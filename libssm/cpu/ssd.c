@@ -140,9 +140,9 @@ static inline void recurrent_lanes(float *ST, int P, int N, int w, float dA, con
 }
 
 /* Sequence b, head h. The state is kept transposed, ST (N, P), so that every update is one
- * vector operation over the head's channels and y needs no horizontal sum (the same order in every
- * lane, whatever the thread). S_in (P, N) is read first (NULL: zero start), S_out
- * (P, N) written at the end (NULL: not kept). */
+ * vector operation over the head's channels and y needs no horizontal sum (the same order in
+ * every lane, whatever the thread). S_in (P, N) is read first (NULL: zero start), S_out (P, N)
+ * written at the end (NULL: not kept). */
 static void recurrent_bh(const cpu_ssd_args *a, int b, int h, const float *S_in, float *S_out, float *ST) {
     const int P = a->P, N = a->N, g = h / (a->H / a->G);
     if (S_in)
