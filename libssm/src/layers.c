@@ -1,5 +1,6 @@
 /* layers.c: the table of layer kinds, their names, and the recurrent state built from the
  * kinds' slot sizes. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,24 @@ int ssm_layer_kind_parse(const char *name) {
     for (int k = 0; k < SSM_LAYER_KIND_COUNT; k++)
         if (!strcmp(name, kind_names[k])) return k;
     return -1;
+}
+
+void ssm_kind_shapes(const int64_t (*rows_cols)[2], int n, int64_t shape[][3], int *ndim) {
+    for (int j = 0; j < n; j++) {
+        shape[j][0] = rows_cols[j][0], shape[j][1] = rows_cols[j][1], shape[j][2] = 0;
+        ndim[j] = rows_cols[j][1] ? 2 : 1;
+    }
+}
+
+void ssm_fill_uniform(ssm_rng *rng, float *x, size_t n, double bound) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * ssm_rng_uniform(rng) - 1.0) * bound);
+}
+
+float ssm_init_dt_bias(const ssm_config *c, ssm_rng *rng) {
+    double lo = log(c->dt_min), hi = log(c->dt_max);
+    double dt = exp(lo + ssm_rng_uniform(rng) * (hi - lo));
+    if (dt < c->dt_init_floor) dt = c->dt_init_floor;
+    return (float)(dt + log(-expm1(-dt)));
 }
 
 float *ssm_carve(ssm_carver *cv, size_t count) {

@@ -65,6 +65,13 @@ typedef struct ssm_layer_kind_ops {
                  const ssm_layer_state *st, int B, float *work);
 } ssm_layer_kind_ops;
 
+/* What the kinds share: (rows, cols) pairs -> shapes (cols 0: a vector); U(+-bound) fills;
+ * dt_bias = softplus^-1(dt), dt = exp(U(log dt_min, log dt_max)) clamped >= dt_init_floor
+ * (mamba_ssm's dt init, one draw of rng). */
+void ssm_kind_shapes(const int64_t (*rows_cols)[2], int n, int64_t shape[][3], int *ndim);
+void ssm_fill_uniform(ssm_rng *rng, float *x, size_t n, double bound);
+float ssm_init_dt_bias(const ssm_config *c, ssm_rng *rng);
+
 /* The table, indexed by ssm_layer_kind. */
 extern const ssm_layer_kind_ops *const ssm_layer_kinds[SSM_LAYER_KIND_COUNT];
 extern const ssm_layer_kind_ops ssm_mamba1_kind, ssm_mamba2_kind;

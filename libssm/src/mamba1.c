@@ -24,14 +24,7 @@ static void m1_shapes(const ssm_config *c, int64_t shape[][3], int *ndim) {
     int64_t D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
     const int64_t s[M1_N_TENSORS][2] = {{2 * E, D}, {E, K}, {E, 0}, {R + 2 * N, E}, {E, R},
                                         {E, 0},     {E, N}, {E, 0}, {D, E}};
-    for (int j = 0; j < M1_N_TENSORS; j++) {
-        shape[j][0] = s[j][0], shape[j][1] = s[j][1], shape[j][2] = 0;
-        ndim[j] = s[j][1] ? 2 : 1;
-    }
-}
-
-static void fill_uniform(ssm_rng *rng, float *x, size_t n, double bound) {
-    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * ssm_rng_uniform(rng) - 1.0) * bound);
+    ssm_kind_shapes(s, M1_N_TENSORS, shape, ndim);
 }
 
 /* mamba_ssm's Mamba.__init__ and MambaLMHeadModel._init_weights */
@@ -39,25 +32,22 @@ static void m1_init(const ssm_config *c, ssm_rng *rng, const ssm_layer_params *l
     const ssm_mamba1_params *p = &lp->mamba1;
     int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
     /* nn.Linear default: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)) */
-    fill_uniform(rng, p->in_proj, (size_t)2 * E * D, 1.0 / sqrt(D));
+    ssm_fill_uniform(rng, p->in_proj, (size_t)2 * E * D, 1.0 / sqrt(D));
     /* nn.Conv1d default (fan_in = K for depthwise): weight and bias U(+-1/sqrt(K)) */
-    fill_uniform(rng, p->conv_w, (size_t)E * K, 1.0 / sqrt(K));
-    fill_uniform(rng, p->conv_b, (size_t)E, 1.0 / sqrt(K));
-    fill_uniform(rng, p->x_proj, (size_t)(R + 2 * N) * E, 1.0 / sqrt(E));
+    ssm_fill_uniform(rng, p->conv_w, (size_t)E * K, 1.0 / sqrt(K));
+    ssm_fill_uniform(rng, p->conv_b, (size_t)E, 1.0 / sqrt(K));
+    ssm_fill_uniform(rng, p->x_proj, (size_t)(R + 2 * N) * E, 1.0 / sqrt(E));
     /* dt_proj.weight ~ U(+-dt_rank^-0.5) (dt_init "random", dt_scale 1) */
-    fill_uniform(rng, p->dt_proj_w, (size_t)E * R, 1.0 / sqrt(R));
+    ssm_fill_uniform(rng, p->dt_proj_w, (size_t)E * R, 1.0 / sqrt(R));
     for (int e = 0; e < E; e++) {
         /* dt = exp(U(log dt_min, log dt_max)) clamped >= floor; bias = softplus^-1(dt) */
-        double lo = log(c->dt_min), hi = log(c->dt_max);
-        double dt = exp(lo + ssm_rng_uniform(rng) * (hi - lo));
-        if (dt < c->dt_init_floor) dt = c->dt_init_floor;
-        p->dt_proj_b[e] = (float)(dt + log(-expm1(-dt)));
+        p->dt_proj_b[e] = ssm_init_dt_bias(c, rng);
         /* S4D-real: A_log = log(1..N) on every row; D = 1 */
         for (int n = 0; n < N; n++) p->A_log[(size_t)e * N + n] = (float)log(n + 1.0);
         p->D[e] = 1.0f;
     }
     /* out_proj: U(+-1/sqrt(E)) then rescaled by 1/sqrt(n_layer) (one residual per layer) */
-    fill_uniform(rng, p->out_proj, (size_t)D * E, 1.0 / sqrt(E) / sqrt(c->n_layer));
+    ssm_fill_uniform(rng, p->out_proj, (size_t)D * E, 1.0 / sqrt(E) / sqrt(c->n_layer));
 }
 
 static void m1_state_size(const ssm_config *c, size_t *conv, size_t *ssm, int *channels) {

@@ -37,14 +37,7 @@ static void m2_shapes(const ssm_config *c, int64_t shape[][3], int *ndim) {
     m2_dims d = dims(c);
     const int64_t s[M2_N_TENSORS][2] = {{d.ZD, d.D}, {d.CD, d.K}, {d.CD, 0}, {d.H, 0},
                                         {d.H, 0},    {d.H, 0},    {d.I, 0},  {d.D, d.I}};
-    for (int j = 0; j < M2_N_TENSORS; j++) {
-        shape[j][0] = s[j][0], shape[j][1] = s[j][1], shape[j][2] = 0;
-        ndim[j] = s[j][1] ? 2 : 1;
-    }
-}
-
-static void fill_uniform(ssm_rng *rng, float *x, size_t n, double bound) {
-    for (size_t i = 0; i < n; i++) x[i] = (float)((2.0 * ssm_rng_uniform(rng) - 1.0) * bound);
+    ssm_kind_shapes(s, M2_N_TENSORS, shape, ndim);
 }
 
 /* mamba_ssm's Mamba2.__init__ and _init_weights (out_proj rescaled by 1/sqrt(n_layer)) */
@@ -52,22 +45,19 @@ static void m2_init(const ssm_config *c, ssm_rng *rng, const ssm_layer_params *l
     const ssm_mamba2_params *p = &lp->mamba2;
     const ssm_mamba2_config *m = &c->mamba2;
     m2_dims d = dims(c);
-    fill_uniform(rng, p->in_proj, (size_t)d.ZD * d.D, 1.0 / sqrt(d.D));
-    fill_uniform(rng, p->conv_w, (size_t)d.CD * d.K, 1.0 / sqrt(d.K));
-    fill_uniform(rng, p->conv_b, (size_t)d.CD, 1.0 / sqrt(d.K));
+    ssm_fill_uniform(rng, p->in_proj, (size_t)d.ZD * d.D, 1.0 / sqrt(d.D));
+    ssm_fill_uniform(rng, p->conv_w, (size_t)d.CD * d.K, 1.0 / sqrt(d.K));
+    ssm_fill_uniform(rng, p->conv_b, (size_t)d.CD, 1.0 / sqrt(d.K));
     for (int h = 0; h < d.H; h++) {
         /* dt = exp(U(log dt_min, log dt_max)) clamped >= floor; dt_bias = softplus^-1(dt) */
-        double lo = log(c->dt_min), hi = log(c->dt_max);
-        double dt = exp(lo + ssm_rng_uniform(rng) * (hi - lo));
-        if (dt < c->dt_init_floor) dt = c->dt_init_floor;
-        p->dt_bias[h] = (float)(dt + log(-expm1(-dt)));
+        p->dt_bias[h] = ssm_init_dt_bias(c, rng);
         /* A_log = log(U(A_init_range)); D = 1 */
         double a = m->A_init[0] + ssm_rng_uniform(rng) * (m->A_init[1] - m->A_init[0]);
         p->A_log[h] = (float)log(a);
         p->D[h] = 1.0f;
     }
     for (int i = 0; i < d.I; i++) p->norm[i] = 1.0f;
-    fill_uniform(rng, p->out_proj, (size_t)d.D * d.I, 1.0 / sqrt(d.I) / sqrt(c->n_layer));
+    ssm_fill_uniform(rng, p->out_proj, (size_t)d.D * d.I, 1.0 / sqrt(d.I) / sqrt(c->n_layer));
 }
 
 static void m2_state_size(const ssm_config *c, size_t *conv, size_t *ssm, int *channels) {

@@ -326,10 +326,17 @@ def make_fixture(name, src, out_root, versions):
                             p64, dict(c, variant="ungrouped norm"), ids, hf, names)
     worst_ung = max(e_ung["logits"], e_ung["hidden_f"], e_ung["loss"], e_ung["grad_worst"],
                     e_ung.get("states", 0.0))
-    assert worst_ung < TOL_FP32, "transformers disagrees with the ungrouped reference"
+    problems = []  # reported at the end; the files are written all the same
+    if not worst_ung < TOL_FP32:
+        problems.append("%s: transformers disagrees with the ungrouped reference (%.2e)"
+                        % (name, worst_ung))
     if c["n_groups"] == 1:
         worst_grp = max(e_grp["logits"], e_grp["grad_worst"], e_grp.get("states", 0.0))
-        assert worst_grp < TOL_FP32, "n_groups 1: transformers disagrees with the reference"
+        if not worst_grp < TOL_FP32:
+            problems.append("%s: n_groups 1, transformers disagrees with the reference (%.2e)"
+                            % (name, worst_grp))
+    for pr in problems:
+        print("FAILED CHECK: " + pr)
 
     meta = dict(versions)
     meta.update({
@@ -380,7 +387,7 @@ def make_fixture(name, src, out_root, versions):
         print("  %-22s %8d bytes" % (f, sz))
     assert total < 300_000, "fixture over 300 KB"
     return dict(loss=loss.item(), grp=e_grp, ung=e_ung, tsl=tsl, diff=diff, path=path,
-                f_lo=f_lo, f_hi=f_hi, states=states is not None)
+                f_lo=f_lo, f_hi=f_hi, states=states is not None, problems=problems)
 
 
 def main():
@@ -411,6 +418,10 @@ def main():
                  u["logits"], u["grad_worst"], u["grad_worst_name"],
                  "; states %.2e / %.2e" % (g["states"], u["states"]) if r["states"] else "",
                  100 * r["f_lo"], 100 * r["f_hi"], " ".join(r["tsl"].split())))
+    problems = sum((r["problems"] for r in res.values()), [])
+    for pr in problems:
+        print("FAILED CHECK: " + pr)
+    sys.exit(1 if problems else 0)
 
 
 if __name__ == "__main__":
