@@ -146,6 +146,14 @@ ssm_status cli_device(const char *text, int *device, const char **name) {
     return SSM_OK;
 }
 
+void cli_device_fallback(const char *text, const ssm_config *c, int *device, const char **name) {
+    if (*device < 0 || (text && strcmp(text, "auto"))) return;
+    if (!ssm_device_supports(*device, c)) return;
+    cli_note("device auto: %s; running on the CPU", ssm_last_error());
+    *device = -1;
+    if (name) *name = "cpu";
+}
+
 ssm_status cli_task_create(ssm_recipe *recipe, int with_data, const ssm_task_ops **ops, void **task) {
     ssm_node *task_node, *data_node;
     ssm_status s = ssm_node_section(recipe, recipe->root, "task", &task_node);

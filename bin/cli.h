@@ -53,6 +53,10 @@ int cli_exists(const char *path);
  * *device (-1: the CPU, else a CUDA device index) and, when name != NULL, its printable name
  * ("cpu", "cuda:0") in a static buffer. */
 ssm_status cli_device(const char *text, int *device, const char **name);
+/* --device auto chose a GPU whose backend cannot run this model: the CPU instead, with a note
+ * (an explicit cuda is refused by ssm_model_use_device, never moved silently). */
+void cli_device_fallback(const char *text, const ssm_config *config, int *device,
+                         const char **name);
 
 /* A trained model with its task: path is a run directory (model.safetensors + recipe.yaml)
  * or a checkpoint file whose metadata holds the recipe (ssm.recipe). */

@@ -124,6 +124,7 @@ int main(int argc, char **argv) {
     ssm_set_threads((int)threads);
     cli_trained tr;
     if (cli_load_trained(argv[optind], &tr)) return cli_fail();
+    cli_device_fallback(device, &tr.model->config, &dev, NULL);
     if (dev >= 0 && ssm_model_use_device(tr.model, NULL, dev)) {
         cli_trained_free(&tr);
         return cli_fail();

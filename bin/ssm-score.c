@@ -651,6 +651,7 @@ int main(int argc, char **argv) {
     }
     rc = CLI_EXIT_INPUT;
     char out_tmp[4200] = "", bed_tmp[4200] = "";
+    cli_device_fallback(device, &sc.tr.model->config, &dev, NULL);
     if (dev >= 0 && ssm_model_use_device(sc.tr.model, NULL, dev)) {
         rc = cli_fail();
         goto done;

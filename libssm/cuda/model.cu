@@ -106,16 +106,21 @@ extern "C" void cuda_model_detach(ssm_model *m) {
     m->cuda = NULL;
 }
 
-extern "C" ssm_status cuda_model_attach(ssm_model *m, ssm_adamw *opt, int device) {
-    // refused before anything is allocated: never run on the CPU silently
-    for (int i = 0; i < m->config.n_layer; i++)
-        if (m->config.layer_kind[i] != SSM_LAYER_MAMBA1)
+// What this backend can run, decided from the config before anything is allocated.
+extern "C" ssm_status cuda_model_supports(const ssm_config *c) {
+    for (int i = 0; i < c->n_layer; i++)
+        if (c->layer_kind[i] != SSM_LAYER_MAMBA1)
             return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1 layers only; layer %d "
                                  "is %s: use --device cpu for this model", i,
-                                 ssm_layer_kind_name(m->config.layer_kind[i]));
-    if (m->config.d_state > 32)
-        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend supports d_state <= 32 (the model has %d)",
-                             m->config.d_state);
+                                 ssm_layer_kind_name(c->layer_kind[i]));
+    if (c->d_state > 32)
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend supports d_state <= 32 (the model has %d): "
+                             "use --device cpu for this model", c->d_state);
+    return SSM_OK;
+}
+
+extern "C" ssm_status cuda_model_attach(ssm_model *m, ssm_adamw *opt, int device) {
+    SSM_TRY(cuda_model_supports(&m->config));
     ssm_cuda_model *g = (ssm_cuda_model *)calloc(1, sizeof *g);
     if (!g) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
     m->cuda = g;

@@ -9,9 +9,11 @@ static ssm_status cpu_sync_host(ssm_model *m, ssm_adamw *opt) { return SSM_OK; }
 static ssm_status cpu_reserve(ssm_model *m, int B, int L, int training) { return ssm_acts_plan(m, B, L); }
 static size_t cpu_peak(const ssm_model *m) { return 0; }
 static void cpu_release(ssm_model *m) {}
+static ssm_status cpu_supports(const ssm_config *c) { return SSM_OK; } /* every kind */
 
 const ssm_backend ssm_backend_cpu = {
     .name = "cpu",
+    .supports = cpu_supports,
     .forward = ssm_cpu_forward,
     .logits = ssm_cpu_logits,
     .backward = ssm_cpu_backward,

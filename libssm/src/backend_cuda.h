@@ -10,6 +10,8 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+/* SSM_ERR_UNSUPPORTED, with one message, for a config this backend cannot run. */
+ssm_status cuda_model_supports(const ssm_config *c);
 /* Create m->cuda on `device` and upload the parameters (and opt's moments when opt != NULL). */
 ssm_status cuda_model_attach(ssm_model *m, ssm_adamw *opt, int device);
 /* Free m->cuda (callers sync first when they need the device's values). */

@@ -70,6 +70,7 @@ static ssm_status cuda_forward(ssm_model *m, const int32_t *tokens, const int32_
 
 const ssm_backend ssm_backend_cuda = {
     .name = "cuda",
+    .supports = cuda_model_supports,
     .forward = cuda_forward,
     .logits = cuda_model_logits,
     .backward = cuda_model_backward,
@@ -83,6 +84,16 @@ const ssm_backend ssm_backend_cuda = {
     .release = cuda_model_detach,
 };
 #endif
+
+ssm_status ssm_device_supports(int device, const ssm_config *c) {
+    if (!c) return ssm_set_error(SSM_ERR_ARG, "ssm_device_supports: config is NULL");
+    if (device < 0) return ssm_backend_cpu.supports(c);
+#ifdef SSM_WITH_CUDA
+    return ssm_backend_cuda.supports(c);
+#else
+    return check_device("cuda", device);
+#endif
+}
 
 ssm_status ssm_model_use_device(ssm_model *m, ssm_adamw *opt, int device) {
     if (!m) return ssm_set_error(SSM_ERR_ARG, "ssm_model_use_device: model is NULL");
@@ -104,6 +115,7 @@ ssm_status ssm_model_use_device(ssm_model *m, ssm_adamw *opt, int device) {
     snprintf(name, sizeof name, "cuda:%d", device);
     if ((s = check_device(name, device))) return s;
     if (m->cuda && m->device == device) return SSM_OK;
+    if ((s = ssm_backend_cuda.supports(&m->config))) return s;
     if (m->cuda) { /* on another GPU: bring it home first, then over */
         if ((s = cuda_model_sync_host(m, opt))) return s;
         cuda_model_detach(m);

@@ -105,6 +105,8 @@ struct ssm_state {
  * points check their arguments and call through it. */
 struct ssm_backend {
     const char *name;
+    /* SSM_OK when this backend runs a model of this config; else why not (one message) */
+    ssm_status (*supports)(const ssm_config *c);
     /* ssm_forward (loss, when targets) and ssm_forward_score (logp, entropy) in one */
     ssm_status (*forward)(ssm_model *m, const int32_t *tokens, const int32_t *targets, int B,
                           int L, ssm_state *state, float *loss, float *logp, float *entropy);

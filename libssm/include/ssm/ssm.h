@@ -257,6 +257,9 @@ SSM_API ssm_status ssm_generate_greedy(ssm_model *model, const int32_t *prompt, 
 /* "auto", "cpu", "cuda" or "cuda:N" -> -1 (CPU) or a CUDA device index. auto takes device 0
  * when a GPU is present; "cuda" on a machine (or build) without one is an error. */
 SSM_API ssm_status ssm_parse_device(const char *text, int *device);
+/* SSM_OK when device (-1: the CPU, N: CUDA device N) can run a model of this config; else
+ * why not, in one message (the CUDA backend runs Mamba-1 layers only, for now). */
+SSM_API ssm_status ssm_device_supports(int device, const ssm_config *config);
 /* Number of CUDA devices this build can use (0 without CUDA). */
 SSM_API int ssm_device_count(void);
 /* Run the model on CUDA device `device` (>= 0): copies the parameters there (fp32 master
