@@ -2,13 +2,19 @@
  * DNA shape and the 130M shape, beside the SGEMM rate of this machine measured in the same run,
  * so that each figure comes with its fraction of the BLAS peak.
  *
- *   bench_cpu [--threads N] [--shape dna|small|130m|all] [--iters N]
+ *   bench_cpu [--threads N] [--shape dna|small|130m|dna2|130m2|decode|all] [--iters N]
  *
  * dna: the model of recipes/dna.yaml (4 x 64) at ssm-score's default shape (8 records side by
- * side, windows of 4096): its forward figure is the scoring speed in bases per second. */
+ * side, windows of 4096): its forward figure is the scoring speed in bases per second.
+ * decode: ssm_step (one token per sequence, the generation loop) beside its memory-bandwidth
+ * floor: one step must read every fp32 weight once (4 * n_params bytes) and the recurrent state
+ * twice (read and written), so floor = those bytes / the read bandwidth of this machine,
+ * measured in the same run (a parallel read loop over 512 MiB, best of 10). Best of --iters x 4
+ * runs of 2 steps (of 200 for the DNA model) after 4 warm-up steps. Not part of "all". */
 #include <cblas.h>
 #include <getopt.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +104,124 @@ static int run_shape(const char *name, ssm_layer_kind kind, int vocab, int d_mod
     return 0;
 }
 
+/* ---- decode ------------------------------------------------------------------------------ */
+
+/* Read bandwidth, bytes/s: a parallel sum over `bytes` (best of 10, after one untimed pass), and
+ * the memcpy rate (read + write bytes over the same size) for reference. */
+static double read_bandwidth(size_t bytes, double *copy_bw) {
+    size_t n = bytes / sizeof(float);
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    if (!a || !b) {
+        free(a), free(b);
+        return 0;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 1023), b[i] = 0.0f;
+    double best = 0, best_copy = 0, sink = 0;
+    for (int r = 0; r < 11; r++) {
+        double t0 = now(), s = 0;
+#pragma omp parallel for simd schedule(static) reduction(+ : s)
+        for (size_t i = 0; i < n; i++) s += a[i];
+        double t = now() - t0;
+        sink += s;
+        if (r > 0 && bytes / t > best) best = bytes / t;
+    }
+    for (int r = 0; r < 11; r++) {
+        double t0 = now();
+        int nt = 1;
+#pragma omp parallel
+        {
+#pragma omp single
+            nt = omp_get_num_threads();
+            size_t per = (n + nt - 1) / nt, i0 = per * omp_get_thread_num();
+            if (i0 < n) memcpy(b + i0, a + i0, (i0 + per > n ? n - i0 : per) * sizeof(float));
+        }
+        double t = now() - t0;
+        if (r > 0 && 2.0 * bytes / t > best_copy) best_copy = 2.0 * bytes / t;
+    }
+    if (sink == 12345.0) printf(" "); /* keep the sums */
+    free(a), free(b);
+    *copy_bw = best_copy;
+    return best;
+}
+
+/* Recurrent-state floats per sequence of a model (conv + SSM slots, every layer). */
+static double state_floats(const ssm_config *c) {
+    double per = 0;
+    for (int i = 0; i < c->n_layer; i++) {
+        if (c->layer_kind[i] == SSM_LAYER_MAMBA2) {
+            const ssm_mamba2_config *m = &c->mamba2;
+            double CD = m->d_inner + 2.0 * m->ngroups * m->d_state;
+            per += CD * m->d_conv + (double)m->nheads * m->headdim * m->d_state;
+        } else {
+            per += (double)c->d_inner * c->d_conv + (double)c->d_inner * c->d_state;
+        }
+    }
+    return per;
+}
+
+/* ssm_step at batch B: best over `reps` runs of `steps` steps (after 4 warm-up steps) of the
+ * mean step time; beside the floor (weights once + state read and written, at bw bytes/s). */
+static int run_decode(const char *name, ssm_layer_kind kind, int vocab, int d_model, int n_layer,
+                      int B, int reps, double bw) {
+    ssm_config c = ssm_config_default(vocab, d_model, n_layer);
+    ssm_config_set_kind(&c, kind);
+    ssm_model *m;
+    ssm_state *st;
+    if (ssm_model_create(&c, &m) || ssm_model_init(m, 1) || ssm_state_create(&m->config, B, &st)) {
+        fprintf(stderr, "bench_cpu: %s\n", ssm_last_error());
+        return 1;
+    }
+    int V = m->config.vocab_size;
+    float *logits = malloc(sizeof(float) * B * V);
+    int32_t *tok = malloc(sizeof(int32_t) * B);
+    for (int b = 0; b < B; b++) tok[b] = (b * 7919 + 3) % vocab;
+    int steps = m->n_params > 10000000 ? 2 : 200;
+    for (int i = 0; i < 4; i++)
+        if (ssm_step(m, st, tok, logits)) {
+            fprintf(stderr, "bench_cpu: %s\n", ssm_last_error());
+            return 1;
+        }
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        for (int i = 0; i < steps; i++) {
+            ssm_step(m, st, tok, logits);
+            /* the next token from the logits, as generation does (argmax) */
+            for (int b = 0; b < B; b++) {
+                const float *row = logits + (size_t)b * V;
+                int best_v = 0;
+                for (int v = 1; v < V; v++) best_v = row[v] > row[best_v] ? v : best_v;
+                tok[b] = best_v;
+            }
+        }
+        double t = (now() - t0) / steps;
+        best = t < best ? t : best;
+    }
+    double bytes = 4.0 * m->n_params + 2.0 * 4.0 * state_floats(&m->config) * B;
+    double floor_s = bytes / bw;
+    printf("%-9s %3dx%-4d V=%-6d B=%d  params %6.2fM  step %8.3f ms  %9.1f tok/s | floor %7.3f ms "
+           "(%6.1f MB at %.1f GB/s) -> %5.2fx the floor\n",
+           name, n_layer, d_model, V, B, m->n_params / 1e6, best * 1e3, B / best, floor_s * 1e3,
+           bytes / 1e6, bw / 1e9, best / floor_s);
+    free(logits), free(tok);
+    ssm_state_free(st);
+    ssm_model_free(m);
+    return 0;
+}
+
+static int run_decode_all(int iters) {
+    double copy_bw = 0, bw = read_bandwidth((size_t)1 << 29, &copy_bw);
+    printf("decode: read bandwidth %.1f GB/s (parallel sum over 512 MiB, best of 10), memcpy %.1f GB/s "
+           "(read + write)\n", bw / 1e9, copy_bw / 1e9);
+    int reps = 4 * (iters > 5 ? iters : 5), rc = 0;
+    rc |= run_decode("130m", SSM_LAYER_MAMBA1, 50280, 768, 24, 1, reps, bw);
+    rc |= run_decode("130m", SSM_LAYER_MAMBA1, 50280, 768, 24, 8, reps, bw);
+    rc |= run_decode("dna", SSM_LAYER_MAMBA1, 12, 64, 4, 1, reps, bw);
+    rc |= run_decode("130m2", SSM_LAYER_MAMBA2, 50280, 768, 24, 1, reps, bw);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     int threads = 0, iters = 3;
     const char *shape = "all";
@@ -111,12 +235,18 @@ int main(int argc, char **argv) {
         else if (o == 's') shape = optarg;
         else if (o == 'i') iters = atoi(optarg);
         else {
-            printf("usage: bench_cpu [--threads N] [--shape dna|small|130m|dna2|130m2|all] [--iters N]\n"
-                   "  dna2, 130m2: the same shapes with Mamba-2 layers (130m2: headdim 64, d_state 128)\n");
+            printf("usage: bench_cpu [--threads N] [--shape dna|small|130m|dna2|130m2|decode|all] [--iters N]\n"
+                   "  dna2, 130m2: the same shapes with Mamba-2 layers (130m2: headdim 64, d_state 128)\n"
+                   "  decode: ssm_step at 130m (B 1 and 8), dna (4 x 64, V 16, B 1) and 130m2 (B 1)\n"
+                   "          beside the memory-bandwidth floor measured in the same run\n");
             return o == 'h' ? 0 : 2;
         }
     }
     ssm_set_threads(threads);
+    if (!strcmp(shape, "decode")) {
+        printf("bench_cpu: %d threads\n", ssm_get_threads());
+        return run_decode_all(iters);
+    }
     double peak = sgemm_gflops(1536);
     printf("bench_cpu: %d threads, SGEMM %.1f GFLOP/s (1536^3, best of 5)\n", ssm_get_threads(), peak);
     int rc = 0;

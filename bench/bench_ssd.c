@@ -4,7 +4,7 @@
  * SGEMM rate (a large cblas_sgemm), and the bytes it must read and write over a memcpy's
  * bandwidth (read + write, all threads). "x floor" = time / max(flop floor, byte floor).
  *
- *   bench_ssd [--threads N] [--iters N] [--quick]
+ *   bench_ssd [--threads N] [--iters N] [--quick] [--cpu-time]
  *
  * Forward by the recurrence and by the chunked SSD (chunk 64, 128, 256), and the backward, at
  * B = 1 and 4, L = 2048 and 512; best of --iters (default 3) after one warm-up. */
@@ -22,10 +22,15 @@
 
 void openblas_set_num_threads(int n) __attribute__((weak));
 
+/* --cpu-time: the process's CPU time over the number of threads instead of the wall clock, an
+ * estimate of the wall time on an idle machine when the machine is shared (run it with
+ * OMP_WAIT_POLICY=passive, so that threads waiting at a barrier do not count) */
+static int use_cpu_time = 0, n_thr = 1;
+
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
+    clock_gettime(use_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
+    return (ts.tv_sec + ts.tv_nsec * 1e-9) / (use_cpu_time ? n_thr : 1);
 }
 
 static float *fbuf(size_t n, unsigned seed) {
@@ -231,23 +236,27 @@ int main(int argc, char **argv) {
     static struct option opts[] = {{"threads", required_argument, 0, 't'},
                                    {"iters", required_argument, 0, 'i'},
                                    {"quick", no_argument, 0, 'q'},
+                                   {"cpu-time", no_argument, 0, 'c'},
                                    {"help", no_argument, 0, 'h'},
                                    {0, 0, 0, 0}};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         if (o == 't') threads = atoi(optarg);
         else if (o == 'i') iters = atoi(optarg);
         else if (o == 'q') quick = 1;
+        else if (o == 'c') use_cpu_time = 1;
         else {
-            printf("usage: bench_ssd [--threads N] [--iters N] [--quick]\n");
+            printf("usage: bench_ssd [--threads N] [--iters N] [--quick] [--cpu-time]\n");
             return o == 'h' ? 0 : 2;
         }
     }
     if (threads <= 0) threads = omp_get_max_threads();
+    n_thr = threads;
     omp_set_num_threads(threads);
     if (openblas_set_num_threads) openblas_set_num_threads(threads);
     machine m = {sgemm_gflops(2048), memcpy_gbs(), iters};
-    printf("bench_ssd: %d threads, SGEMM %.1f GFLOP/s (2048^3, best of 5), memcpy %.1f GB/s (read + write)\n"
-           "130M Mamba-2 shape: H = 24, P = 64, N = 128, G = 1 (d_inner 1536)\n", threads, m.peak, m.bw);
+    printf("bench_ssd: %d threads, SGEMM %.1f GFLOP/s (2048^3, best of 5), memcpy %.1f GB/s (read + write)%s\n"
+           "130M Mamba-2 shape: H = 24, P = 64, N = 128, G = 1 (d_inner 1536)\n", threads, m.peak, m.bw,
+           use_cpu_time ? "; times: CPU time / threads" : "");
     const int chunks[] = {64, 128, 256};
     int shapes[4][2] = {{1, 2048}, {4, 2048}, {1, 512}, {4, 512}};
     for (int s = 0; s < (quick ? 1 : 4); s++) run_shape(shapes[s][0], shapes[s][1], chunks, 3, &m, threads);

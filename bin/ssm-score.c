@@ -8,7 +8,11 @@
  * Records longer than the window are scored exactly: the recurrent state (conv and SSM) is
  * carried from window to window, so the result equals one pass over the whole record. Records
  * are scored `--batch` at a time, each in its own row of the batch; the output keeps the input
- * order, and a record's scores do not depend on the batch size or thread count. */
+ * order, and a record's scores do not depend on the batch size or thread count.
+ *
+ *   ssm-score RUN --vcf IN.vcf[.gz]|IN.bcf --reference GENOME.fa [--output OUT] [--flank L:R]
+ *
+ * scores variants instead (vcf_score.c, docs/genomics.md). */
 #include <errno.h>
 #include <fnmatch.h>
 #include <getopt.h>
@@ -16,7 +20,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bigwig.h"
 #include "cli.h"
+#ifdef SSM_HAVE_VCF
+#include "vcf_score.h"
+enum { VCF_LEFT = VCF_DEFAULT_LEFT, VCF_RIGHT = VCF_DEFAULT_RIGHT, VCF_BATCH = VCF_DEFAULT_BATCH };
+#else
+enum { VCF_LEFT = 512, VCF_RIGHT = 64, VCF_BATCH = 64 }; /* for --help only */
+#endif
 
 typedef struct slot {
     int active;
@@ -80,6 +91,10 @@ typedef struct scorer {
     cli_trained tr;
     int B, W, V_task, entropy;
     FILE *out, *bed;
+    bw_track *bw;      /* --bigwig: the per-symbol values, written at the end */
+    float *bw_values;  /* (bw_cap) one record's values for it */
+    size_t bw_cap;
+    ssm_status bw_status; /* the first failure adding to it */
     slot *slots;
     slot *done;        /* finished records waiting for their turn in the output */
     int n_done, cap_done;
@@ -145,14 +160,22 @@ static void write_record(scorer *sc, slot *s) {
     } else {
         write_line(sc, s, s->sum_logp, s->n_scored, "");
     }
-    if (sc->bed)
+    if (sc->bw && !sc->bw_status && f->length > sc->bw_cap) {
+        float *b = realloc(sc->bw_values, f->length * sizeof(float));
+        if (b) sc->bw_values = b, sc->bw_cap = f->length;
+        else sc->bw_status = ssm_set_error(SSM_ERR_NOMEM, "out of memory for the bigWig values of %s", f->id);
+    }
+    int to_bw = sc->bw && !sc->bw_status;
+    if (sc->bed || to_bw)
         for (size_t i = 0; i < f->length; i++) {
             /* with both strands: the mean of the forward value and the reverse strand's value
              * for the same base (position length - 1 - i of the reverse complement) */
             float v = f->per_symbol[i];
             if (sc->both) v = 0.5f * (v + s->per_symbol[f->length - 1 - i]);
-            if (!isnan(v)) fprintf(sc->bed, "%s\t%zu\t%zu\t%.5f\n", f->id, i, i + 1, v);
+            if (sc->bed && !isnan(v)) fprintf(sc->bed, "%s\t%zu\t%zu\t%.5f\n", f->id, i, i + 1, v);
+            if (to_bw) sc->bw_values[i] = v; /* NaN: not scored, absent from the track */
         }
+    if (to_bw) sc->bw_status = bw_track_add(sc->bw, f->id, f->length, sc->bw_values);
     if (sc->both) slot_free(&sc->held);
     slot_free(s);
 }
@@ -276,7 +299,7 @@ static ssm_status take_record(scorer *sc, slot *s, int *eof) {
         d->length = rec.length;
         d->tokens = malloc((rec.length + 1) * sizeof(int32_t));
         d->seconds = rec.seconds;
-        int per = sc->bed || sc->window_s > 0;
+        int per = sc->bed || sc->bw || sc->window_s > 0;
         d->per_symbol = per ? malloc((rec.length + 1) * sizeof(float)) : NULL;
         if (rec.scored) d->scored = malloc(rec.length + 1);
         if (!d->id || !d->tokens || (per && !d->per_symbol) || (rec.scored && !d->scored))
@@ -315,7 +338,7 @@ static int run(scorer *sc) {
     size_t BW = (size_t)B * W;
     int32_t *tokens = malloc(BW * sizeof(int32_t)), *targets = malloc(BW * sizeof(int32_t));
     /* per position: log p(target), and the entropy when the bedGraph or windows show it */
-    int want_h = sc->entropy && (sc->bed || sc->window_s > 0);
+    int want_h = sc->entropy && (sc->bed || sc->bw || sc->window_s > 0);
     float *logp = malloc(BW * sizeof(float)), *ent = want_h ? malloc(BW * sizeof(float)) : NULL;
     /* each row of the batch keeps its record's state (slot_st); a window runs only the active
      * rows, packed into a batch state of that many rows (batch_st[k - 1]) */
@@ -392,6 +415,7 @@ static int run(scorer *sc) {
             if (s->pos >= s->length && queue_done(sc, s)) goto fail;
         }
         flush_done(sc);
+        if (sc->bw_status) goto fail;
         char extra[640];
         progress_text(sc, total, t0, extra, sizeof extra);
         cli_progress_update(&pr, (int64_t)total, extra);
@@ -511,6 +535,7 @@ static int check_readable(const scorer *sc) {
 static void usage(void) {
     printf("usage: ssm-score RUN_DIR_OR_CHECKPOINT FILE|-... [options]\n"
            "       ssm-score RUN_DIR_OR_CHECKPOINT --files-from LIST [FILE...] [options]\n"
+           "       ssm-score RUN_DIR_OR_CHECKPOINT --vcf VCF --reference FASTA [--output OUT] [--flank L:R]\n"
            "\n"
            "Score every record of each FILE (FASTA/FASTQ, text, audio: whatever the model's task\n"
            "reads; - is stdin) and write one TSV on stdout, one line per record, the files' records\n"
@@ -530,6 +555,8 @@ static void usage(void) {
            "                    line, blank lines and lines starting with # skipped; - reads the\n"
            "                    list from stdin\n"
            "  --bedgraph FILE   per-symbol scores as bedGraph (0-based, half-open; chrom: the id)\n"
+           "  --bigwig FILE     the same values as a bigWig track (chromosomes: the records, sizes:\n"
+           "                    their lengths; unscored symbols have no value)\n"
            "  --per-base KIND   logp (default) or entropy (the predictive entropy, nats)\n"
            "  --per-window S    audio: one line per S seconds of each file (id, start_s, end_s,\n"
            "                    n_scored, bits_per_sample) instead of one per file\n"
@@ -543,12 +570,29 @@ static void usage(void) {
            "  --threads N       CPU threads (default: all cores)\n"
            "  --device DEV      auto, cpu, cuda or cuda:N\n"
            "  --quiet           no progress on stderr (it counts over all the files and names\n"
-           "                    the one being read: [2/5 b.wav])\n");
+           "                    the one being read: [2/5 b.wav])\n"
+           "\n"
+           "Variants (a DNA model; docs/genomics.md):\n"
+           "  --vcf FILE        score every variant of a VCF, VCF.gz or BCF (- is stdin) and write\n"
+           "                    its records with INFO SSM_LLR_FWD, SSM_LLR_RC and SSM_LLR (per ALT:\n"
+           "                    the log-likelihood ratio ALT vs REF in nats, forward strand, reverse\n"
+           "                    strand, their mean); each allele counts its own bases (log p +\n"
+           "                    entropy: length-neutral) and the RIGHT reference bases after REF\n"
+           "  --reference FASTA the genome (plain, gzip or bgzip; a missing .fai is built beside it)\n"
+           "  -o, --output OUT  OUT.vcf, OUT.vcf.gz (bgzip + .tbi index) or OUT.bcf (+ .csi);\n"
+           "                    default: VCF text on stdout\n"
+           "  --flank L:R       L bases of context before the allele, R of flank after it\n"
+           "                    (default %d:%d; --flank N is N:N)\n"
+           "  --batch N         allele windows scored side by side (default %d with --vcf)\n"
+           "A REF that differs from the reference gets FILTER SSM_REF_MISMATCH, a record whose ALTs\n"
+           "are all symbolic (<DEL>, breakends, *) SSM_SYMBOLIC, one on a contig the reference lacks\n"
+           "SSM_NO_CONTIG; none is scored, and stderr counts them.\n",
+           VCF_LEFT, VCF_RIGHT, VCF_BATCH);
 }
 
 /* Open the outputs as FILE.tmp (renamed by finish_outputs when the whole run succeeded). */
 static int open_outputs(scorer *sc, const char *out_path, char *out_tmp, const char *bed_path,
-                        char *bed_tmp, size_t size) {
+                        char *bed_tmp, const char *bw_path, size_t size) {
     if (out_path && strcmp(out_path, "-")) {
         snprintf(out_tmp, size, "%s.tmp", out_path);
         if (!(sc->out = fopen(out_tmp, "w"))) return cli_error("%s: cannot write: %s", out_tmp, strerror(errno));
@@ -557,24 +601,101 @@ static int open_outputs(scorer *sc, const char *out_path, char *out_tmp, const c
         snprintf(bed_tmp, size, "%s.tmp", bed_path);
         if (!(sc->bed = fopen(bed_tmp, "w"))) return cli_error("%s: cannot write: %s", bed_tmp, strerror(errno));
     }
+    if (bw_path && bw_track_open(bw_path, &sc->bw)) return cli_fail();
     return 0;
 }
 
 /* Close the outputs; on success rename them to their real names, else remove them, so that
  * nothing half-written is left (an older file of that name stays as it was). */
 static int finish_outputs(scorer *sc, int rc, const char *out_path, const char *out_tmp,
-                          const char *bed_path, const char *bed_tmp) {
+                          const char *bed_path, const char *bed_tmp, const char *bw_path) {
+    char bw_tmp[4200] = "";
+    if (!rc && sc->bw) { /* the bigWig is written now that every record's length is known */
+        snprintf(bw_tmp, sizeof bw_tmp, "%s.tmp", bw_path);
+        if (bw_track_write(sc->bw, bw_tmp)) rc = cli_fail();
+    }
+    bw_track_free(sc->bw);
+    sc->bw = NULL;
     if (sc->bed && fclose(sc->bed) && !rc) rc = cli_error("%s: cannot write", bed_tmp);
     if (sc->out != stdout && fclose(sc->out) && !rc) rc = cli_error("%s: cannot write", out_tmp);
     sc->bed = NULL;
     sc->out = stdout;
+    if (!rc && *bw_tmp && rename(bw_tmp, bw_path)) rc = cli_error("%s: cannot write: %s", bw_path, strerror(errno));
     if (!rc && *bed_tmp && rename(bed_tmp, bed_path)) rc = cli_error("%s: cannot write: %s", bed_path, strerror(errno));
     if (!rc && *out_tmp && rename(out_tmp, out_path)) rc = cli_error("%s: cannot write: %s", out_path, strerror(errno));
     if (rc) {
         if (*out_tmp) remove(out_tmp);
         if (*bed_tmp) remove(bed_tmp);
+        if (*bw_tmp) remove(bw_tmp);
     }
     return rc;
+}
+
+#ifdef SSM_HAVE_VCF
+/* --flank L:R (or N: N:N) */
+static int parse_flank(const char *text, int *left, int *right) {
+    char *end;
+    errno = 0;
+    long l = strtol(text, &end, 10), r = l;
+    if (end != text && *end == ':') {
+        const char *b = end + 1;
+        r = strtol(b, &end, 10);
+        if (end == b) return -1;
+    }
+    if (errno || *end || end == text || l < 0 || r < 0 || l > 1000000 || r > 1000000) return -1;
+    *left = (int)l, *right = (int)r;
+    return 0;
+}
+#endif
+
+/* ssm-score RUN --vcf ...: the variants mode (vcf_score.c). */
+static int vcf_main(int argc, char **argv, const char *run, const char *vcf, const char *reference,
+                    const char *out_path, const char *flank, const char *device, int threads,
+                    int batch, int window) {
+#ifdef SSM_HAVE_VCF
+    vcf_options o = {.vcf = vcf, .reference = reference, .output = out_path,
+                     .left = VCF_DEFAULT_LEFT, .right = VCF_DEFAULT_RIGHT,
+                     .batch = batch ? batch : VCF_DEFAULT_BATCH, .window = window};
+    if (flank && parse_flank(flank, &o.left, &o.right))
+        return cli_usage("--flank takes LEFT:RIGHT or N (bases, 0..1000000), not '%s'", flank);
+    if (out_path && strcmp(out_path, "-") && !strcmp(out_path, vcf))
+        return cli_usage("--output %s is the input VCF itself: write to another file", out_path);
+    /* the command line, for the output's header */
+    size_t n = 1;
+    for (int i = 0; i < argc; i++) n += strlen(argv[i]) + 1;
+    char *command = malloc(n);
+    if (!command) return cli_error("out of memory");
+    *command = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i) strcat(command, " ");
+        strcat(command, i ? argv[i] : cli_program());
+    }
+    o.command = command;
+    int dev, rc = 0;
+    cli_trained tr;
+    if (cli_device(device, &dev, NULL)) rc = cli_fail();
+    ssm_set_threads(threads);
+    if (!rc && cli_load_trained(run, &tr)) rc = cli_fail();
+    if (rc) {
+        free(command);
+        return rc;
+    }
+    if (strcmp(tr.ops->name, "dna")) {
+        rc = cli_error("--vcf needs a DNA model; %s was trained on the task '%s'", run, tr.ops->name);
+    } else {
+        cli_device_fallback(device, &tr.model->config, &dev, NULL);
+        if (dev >= 0 && ssm_model_use_device(tr.model, NULL, dev)) rc = cli_fail();
+        else rc = vcf_score_run(&tr, &o);
+    }
+    cli_trained_free(&tr);
+    free(command);
+    return rc;
+#else
+    (void)argc, (void)argv, (void)run, (void)vcf, (void)reference, (void)out_path, (void)flank;
+    (void)device, (void)threads, (void)batch, (void)window;
+    return cli_error("--vcf: this build has no htslib, so no DNA task and no VCF support "
+                     "(Debian: apt-get install libhts-dev, then rebuild)");
+#endif
 }
 
 int main(int argc, char **argv) {
@@ -586,15 +707,23 @@ int main(int argc, char **argv) {
         {"device", required_argument, 0, 'd'},   {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},           {"version", no_argument, 0, 'V'},
         {"strand", required_argument, 0, 's'},   {"per-window", required_argument, 0, 'W'},
-        {"files-from", required_argument, 0, 'f'}, {0, 0, 0, 0}};
+        {"files-from", required_argument, 0, 'f'}, {"bigwig", required_argument, 0, 'G'},
+        {"vcf", required_argument, 0, 'v'},      {"reference", required_argument, 0, 'r'},
+        {"flank", required_argument, 0, 'F'},    {0, 0, 0, 0}};
     scorer sc = {.B = 8, .W = 4096, .out = stdout};
-    const char *bed_path = NULL, *out_path = NULL, *device = "auto", *list = NULL;
-    int threads = 0;
+    const char *bed_path = NULL, *out_path = NULL, *device = "auto", *list = NULL, *bw_path = NULL;
+    const char *vcf = NULL, *reference = NULL, *flank = NULL, *per_base = NULL;
+    int threads = 0, batch_given = 0;
     for (int o; (o = getopt_long(argc, argv, "o:", opts, NULL)) != -1;) {
         char *end;
         switch (o) {
         case 'g': bed_path = optarg; break;
+        case 'G': bw_path = optarg; break;
+        case 'v': vcf = optarg; break;
+        case 'r': reference = optarg; break;
+        case 'F': flank = optarg; break;
         case 'p':
+            per_base = optarg;
             if (!strcmp(optarg, "entropy")) sc.entropy = 1;
             else if (strcmp(optarg, "logp")) return cli_usage("--per-base takes logp or entropy, not '%s'", optarg);
             break;
@@ -616,6 +745,7 @@ int main(int argc, char **argv) {
             break;
         case 'b': sc.B = (int)strtol(optarg, &end, 10);
             if (*end || sc.B < 1 || sc.B > 4096) return cli_usage("--batch takes an integer in [1, 4096], not '%s'", optarg);
+            batch_given = 1;
             break;
         case 't': threads = (int)strtol(optarg, &end, 10);
             if (*end || threads < 0) return cli_usage("--threads takes an integer >= 0, not '%s'", optarg);
@@ -626,6 +756,19 @@ int main(int argc, char **argv) {
         case 'V': printf("ssm-score %s\n", SSM_VERSION); return 0;
         default: return cli_usage("unknown option");
         }
+    }
+    if (vcf || reference || flank) {
+        /* variants: none of the per-record outputs */
+        const char *other = bed_path ? "--bedgraph" : bw_path ? "--bigwig" : per_base ? "--per-base"
+                          : sc.window_s > 0 ? "--per-window" : sc.both ? "--strand" : list ? "--files-from" : NULL;
+        if (!vcf) return cli_usage("--%s goes with --vcf", reference ? "reference" : "flank");
+        if (!reference) return cli_usage("--vcf needs --reference FASTA (the genome the variants are on)");
+        if (other) return cli_usage("%s does not go with --vcf (the scores go into the VCF)", other);
+        if (argc - optind != 1)
+            return cli_usage(argc - optind ? "--vcf scores one VCF; '%s' is one file too many"
+                                           : "need a run directory (or checkpoint)", argv[argc - 1]);
+        return vcf_main(argc, argv, argv[optind], vcf, reference, out_path, flank, device, threads,
+                        batch_given ? sc.B : 0, sc.W);
     }
     if (argc - optind < 2 && !(argc - optind == 1 && list))
         return cli_usage("need a run directory (or checkpoint) and files to score");
@@ -675,20 +818,21 @@ int main(int argc, char **argv) {
         goto done;
     }
     if (sc.n_files > 1 && check_readable(&sc)) goto done;
-    if (open_outputs(&sc, out_path, out_tmp, bed_path, bed_tmp, sizeof out_tmp)) goto done;
+    if (open_outputs(&sc, out_path, out_tmp, bed_path, bed_tmp, bw_path, sizeof out_tmp)) goto done;
     if (!(sc.slots = calloc(sc.B, sizeof(slot)))) {
         rc = cli_error("out of memory for %d records", sc.B);
         goto done;
     }
     rc = run(&sc);
 done:
-    rc = finish_outputs(&sc, rc, out_path, out_tmp, bed_path, bed_tmp);
+    rc = finish_outputs(&sc, rc, out_path, out_tmp, bed_path, bed_tmp, bw_path);
     for (int b = 0; sc.slots && b < sc.B; b++) slot_free(&sc.slots[b]);
     for (int i = 0; i < sc.n_done; i++) slot_free(&sc.done[i]);
     slot_free(&sc.pending_rc);
     slot_free(&sc.held);
     free(sc.slots);
     free(sc.done);
+    free(sc.bw_values);
     free_files(&files);
     id_set_free(&sc.kept);
     cli_trained_free(&sc.tr);

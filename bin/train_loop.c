@@ -167,18 +167,28 @@ static void summary(run *r, int device, const char *device_name) {
     const ssm_config *c = &r->model->config;
     char p[32], tok[32], threads[32] = "";
     if (device < 0) snprintf(threads, sizeof threads, ", %d threads", ssm_get_threads());
-    if (ssm_config_all(c, SSM_LAYER_MAMBA2)) {
+    if (ssm_config_all(c, SSM_LAYER_MAMBA1)) {
+        cli_note("model: Mamba, %d layers x d_model %d (d_inner %d, d_state %d, d_conv %d, dt_rank %d), "
+                 "vocab %d, %s parameters", c->n_layer, c->d_model, c->d_inner, c->d_state,
+                 c->d_conv, c->dt_rank, c->vocab_size, cli_si((double)r->model->n_params, p, sizeof p));
+    } else if (ssm_config_all(c, SSM_LAYER_MAMBA2)) {
         const ssm_mamba2_config *m2 = &c->mamba2;
         cli_note("model: Mamba-2, %d layers x d_model %d (d_inner %d, %d heads of %d, d_state %d, "
                  "%d groups, d_conv %d, chunk %d), vocab %d, %s parameters", c->n_layer,
                  c->d_model, m2->d_inner, m2->nheads, m2->headdim, m2->d_state, m2->ngroups,
                  m2->d_conv, m2->chunk_size, c->vocab_size,
                  cli_si((double)r->model->n_params, p, sizeof p));
-    } else {
-        cli_note("model: %s, %d layers x d_model %d (d_inner %d, d_state %d, d_conv %d, dt_rank %d), "
-                 "vocab %d, %s parameters", ssm_config_all(c, SSM_LAYER_MAMBA1) ? "Mamba" : "hybrid",
-                 c->n_layer, c->d_model, c->d_inner, c->d_state, c->d_conv, c->dt_rank,
-                 c->vocab_size, cli_si((double)r->model->n_params, p, sizeof p));
+    } else { /* a hybrid: how many layers of each kind */
+        char kinds[256] = "";
+        for (int k = 0; k < SSM_LAYER_KIND_COUNT; k++) {
+            int n = 0;
+            for (int i = 0; i < c->n_layer; i++) n += c->layer_kind[i] == k;
+            if (n)
+                snprintf(kinds + strlen(kinds), sizeof kinds - strlen(kinds), "%s%d %s",
+                         kinds[0] ? ", " : "", n, ssm_layer_kind_name(k));
+        }
+        cli_note("model: hybrid, %d layers (%s) x d_model %d, vocab %d, %s parameters", c->n_layer,
+                 kinds, c->d_model, c->vocab_size, cli_si((double)r->model->n_params, p, sizeof p));
     }
     cli_note("task: %s (%s); %s tokens per step (batch %d x length %d); %" PRId64 " steps; "
              "device %s%s; run directory %s", r->ops->name, r->ops->description,

@@ -90,16 +90,61 @@ void cpu_conv_backward(float *dx, float *dw, float *db, const float *du, const f
     }
 }
 
-void cpu_conv_step(float *u, float *state, const float *x, int ld_x, const float *w,
-                   const float *b, int B, int E, int K) {
-    for (int bb = 0; bb < B; bb++)
-        for (int e = 0; e < E; e++) {
-            float *s = state + ((size_t)bb * E + e) * K;
+/* The step per block of channels: the state roll and the dot (the same products in the same
+ * order as a memmove then the sum over k), then SiLU over the block as one vectorised loop.
+ * Threads over (sequence, block) items when there is enough work. */
+#define CONV_STEP_BLOCK 256         /* channels per work item */
+#define CONV_STEP_PARALLEL_MIN 8192 /* B * E below which one thread does it all */
+
+static inline void conv_step_channels(float *u, float *state, const float *x, const float *w,
+                                      const float *b, int e0, int e1, int K) {
+    if (K == 4) { /* the default d_conv: unrolled, so that the compiler can vectorise over e */
+        for (int e = e0; e < e1; e++) {
+            float *s = state + (size_t)e * 4;
+            const float *we = w + (size_t)e * 4;
+            float s1 = s[1], s2 = s[2], s3 = s[3], xn = x[e];
+            s[0] = s1, s[1] = s2, s[2] = s3, s[3] = xn;
+            float pre = b[e];
+            pre += we[0] * s1;
+            pre += we[1] * s2;
+            pre += we[2] * s3;
+            pre += we[3] * xn;
+            u[e] = pre;
+        }
+    } else {
+        for (int e = e0; e < e1; e++) {
+            float *s = state + (size_t)e * K;
+            const float *we = w + (size_t)e * K;
             /* conv_state rolls left and takes the new input */
             memmove(s, s + 1, (K - 1) * sizeof(float));
-            s[K - 1] = x[(size_t)bb * ld_x + e];
+            s[K - 1] = x[e];
             float pre = b[e];
-            for (int k = 0; k < K; k++) pre += w[(size_t)e * K + k] * s[k];
-            u[(size_t)bb * E + e] = cpu_silu(pre);
+            for (int k = 0; k < K; k++) pre += we[k] * s[k];
+            u[e] = pre;
         }
+    }
+#pragma omp simd
+    for (int e = e0; e < e1; e++) u[e] = cpu_silu(u[e]);
+}
+
+void cpu_conv_step(float *u, float *state, const float *x, int ld_x, const float *w,
+                   const float *b, int B, int E, int K) {
+    const int n_blocks = (E + CONV_STEP_BLOCK - 1) / CONV_STEP_BLOCK;
+    const long items = (long)B * n_blocks;
+#define CONV_STEP_ITEM(it)                                                                     \
+    do {                                                                                       \
+        int bb = (int)((it) / n_blocks), e0 = (int)((it) % n_blocks) * CONV_STEP_BLOCK;        \
+        int e1 = e0 + CONV_STEP_BLOCK < E ? e0 + CONV_STEP_BLOCK : E;                          \
+        conv_step_channels(u + (size_t)bb * E, state + (size_t)bb * E * K,                     \
+                           x + (size_t)bb * ld_x, w, b, e0, e1, K);                            \
+    } while (0)
+    /* (a serial loop rather than an `if` clause: libgomp allocates a team for every region
+     * that runs on one thread) */
+    if ((double)B * E < CONV_STEP_PARALLEL_MIN || items < 2) {
+        for (long it = 0; it < items; it++) CONV_STEP_ITEM(it);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (long it = 0; it < items; it++) CONV_STEP_ITEM(it);
+#undef CONV_STEP_ITEM
 }

@@ -22,6 +22,12 @@ size_t cpu_matmul_exact_scratch(int L, int n_in, int n_out, int threads);
 void cpu_matmul_forward_exact(float *out, int ld_out, float beta, const float *in, int ld_in,
                               const float *W, int B, int L, int n_in, int n_out,
                               float *scratch);
+/* The same product for a few rows (the decode step: B rows, one token per sequence): W is read
+ * from memory once for all B rows (a plain pass at B = 1, where SGEMM would pack W first).
+ * Deterministic: each out[b, o] depends only on in[b], W[o] and n_in, never on B, the position
+ * of the row or the thread count. Threads over blocks of W's rows when the product is large. */
+void cpu_matmul_rows(float *out, int ld_out, float beta, const float *in, int ld_in,
+                     const float *W, int B, int n_in, int n_out);
 /* d_in (T, n_in) = beta * d_in + d_out . W (skipped when d_in is NULL);
  * dW (n_out, n_in) += d_out^T . in. */
 void cpu_matmul_backward(float *d_in, int ld_din, float beta, float *dW, const float *d_out,

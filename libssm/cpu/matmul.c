@@ -68,3 +68,114 @@ void cpu_matmul_backward(float *d_in, int ld_din, float beta, float *dW, const f
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, T, 1.0f, d_out, ld_dout, in,
                 ld_in, 1.0f, dW, n_in);
 }
+
+/* ---- few rows: the decode step's products ----------------------------------------------- */
+
+/* Why not SGEMM for one row: OpenBLAS packs W (the large operand) into its kernel layout on
+ * every call, so a product with one or a few rows reads W twice and writes it once; at one row
+ * (the decode step) that costs 2-5x a plain pass over W. Here each block of CPU_ROWS_R rows of W
+ * is read from memory once and used for every one of the B rows while it sits in L1.
+ *
+ * Each output out[b, o] is the same sequence of operations whatever B, the thread count, its
+ * position in a block or the block sizes around it: 16 lanes of fused products over the
+ * columns in order (lane j takes columns j, j + 16, ...; the last partial vector zero-padded),
+ * then a fixed tree over the lanes. So the result depends only on in[b], W[o] and n_in. */
+#define CPU_ROWS_R 4 /* rows of W per block */
+typedef float cpu_v16 __attribute__((vector_size(64)));
+
+static inline cpu_v16 v16_load(const float *p) {
+    cpu_v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline cpu_v16 v16_load_tail(const float *p, int n) {
+    cpu_v16 v = {0};
+    memcpy(&v, p, (size_t)n * sizeof(float));
+    return v;
+}
+
+/* lanes (0..15) -> one sum, in a fixed tree */
+static inline float v16_sum(cpu_v16 v) {
+    float a[16];
+    memcpy(a, &v, sizeof a);
+    for (int i = 0; i < 8; i++) a[i] += a[i + 8];
+    for (int i = 0; i < 4; i++) a[i] += a[i + 4];
+    return (a[0] + a[2]) + (a[1] + a[3]);
+}
+
+/* out[b0 + q, o0 + r] (q < NB, r < R) = beta * out + in[b0 + q] . W[o0 + r] */
+static inline __attribute__((always_inline)) void rows_block(float *out, int ld_out, float beta,
+                                                             const float *in, int ld_in,
+                                                             const float *W, int n_in, int o0,
+                                                             int R, int b0, int NB) {
+    cpu_v16 acc[CPU_ROWS_R][2];
+    const float *w[CPU_ROWS_R], *x[2];
+    for (int r = 0; r < R; r++) w[r] = W + (size_t)(o0 + r) * n_in;
+    for (int q = 0; q < NB; q++) x[q] = in + (size_t)(b0 + q) * ld_in;
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < NB; q++) acc[r][q] = (cpu_v16){0};
+    int k = 0;
+    for (; k + 16 <= n_in; k += 16) {
+        cpu_v16 xv[2];
+        for (int q = 0; q < NB; q++) xv[q] = v16_load(x[q] + k);
+        for (int r = 0; r < R; r++) {
+            cpu_v16 wv = v16_load(w[r] + k);
+            for (int q = 0; q < NB; q++) acc[r][q] += wv * xv[q];
+        }
+    }
+    if (k < n_in) {
+        int n = n_in - k;
+        cpu_v16 xv[2];
+        for (int q = 0; q < NB; q++) xv[q] = v16_load_tail(x[q] + k, n);
+        for (int r = 0; r < R; r++) {
+            cpu_v16 wv = v16_load_tail(w[r] + k, n);
+            for (int q = 0; q < NB; q++) acc[r][q] += wv * xv[q];
+        }
+    }
+    for (int q = 0; q < NB; q++)
+        for (int r = 0; r < R; r++) {
+            float s = v16_sum(acc[r][q]), *o = out + (size_t)(b0 + q) * ld_out + o0 + r;
+            *o = beta == 0.0f ? s : s + beta * *o;
+        }
+}
+
+/* rows o0 .. o0 + R - 1 of W against every row of in */
+static void rows_blocks(float *out, int ld_out, float beta, const float *in, int ld_in,
+                        const float *W, int B, int n_in, int o0, int R) {
+    int b = 0;
+    if (R == CPU_ROWS_R) {
+        for (; b + 2 <= B; b += 2) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0, CPU_ROWS_R, b, 2);
+        if (b < B) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0, CPU_ROWS_R, b, 1);
+        return;
+    }
+    for (int r = 0; r < R; r++) {
+        for (b = 0; b + 2 <= B; b += 2) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0 + r, 1, b, 2);
+        if (b < B) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0 + r, 1, b, 1);
+    }
+}
+
+/* block ib: rows 4 ib .. 4 ib + 3 of W (fewer in the last) */
+static inline void rows_item(float *out, int ld_out, float beta, const float *in, int ld_in,
+                             const float *W, int B, int n_in, int n_out, long ib) {
+    int o0 = (int)ib * CPU_ROWS_R, R = n_out - o0 < CPU_ROWS_R ? n_out - o0 : CPU_ROWS_R;
+    rows_blocks(out, ld_out, beta, in, ld_in, W, B, n_in, o0, R);
+}
+
+/* below this many multiply-adds a product runs on the calling thread (a parallel region costs
+ * more than it saves) */
+#define CPU_ROWS_PARALLEL_MIN (1 << 16)
+
+void cpu_matmul_rows(float *out, int ld_out, float beta, const float *in, int ld_in,
+                     const float *W, int B, int n_in, int n_out) {
+    if (B <= 0 || n_out <= 0) return;
+    long blocks = (n_out + CPU_ROWS_R - 1) / CPU_ROWS_R;
+    /* (a serial loop rather than an `if` clause: libgomp allocates a team for every region
+     * that runs on one thread) */
+    if ((double)B * n_in * n_out < CPU_ROWS_PARALLEL_MIN || blocks < 2) {
+        for (long ib = 0; ib < blocks; ib++) rows_item(out, ld_out, beta, in, ld_in, W, B, n_in, n_out, ib);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (long ib = 0; ib < blocks; ib++) rows_item(out, ld_out, beta, in, ld_in, W, B, n_in, n_out, ib);
+}

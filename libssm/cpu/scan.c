@@ -203,24 +203,91 @@ void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_d
         }
 }
 
+/* The step in blocks of BL channels, one SIMD lane each (as the forward): the block's state
+ * (BL channels x N per sequence, n innermost in memory) is taken NC values of n at a time into
+ * (NC, BL) registers' layout, updated there and put back. A = -exp(A_log) of the block is taken
+ * once for all B sequences (when N <= SCAN_STEP_NMAX). Each channel does exactly the arithmetic
+ * of the one-channel loop (the same products, the sum over n in order), so only the speed
+ * changes. Threads over the channel blocks when there is enough work. */
+#define SCAN_STEP_NC 16
+#define SCAN_STEP_NMAX 64            /* A of the whole block kept when N is at most this */
+#define SCAN_STEP_PARALLEL_MIN 16384 /* B * E * N below which one thread does it all */
+
+/* A = -exp(A_log) for channels e0 .. e0 + ne - 1 (-1 in the lanes past them), values
+ * n0 .. n0 + nn - 1, as A[n][j] */
+static inline void scan_step_A(float (*A)[BL], const float *A_log, int e0, int ne, int N, int n0,
+                               int nn) {
+    for (int j = 0; j < BL; j++)
+        for (int n = 0; n < nn; n++)
+            A[n][j] = j < ne ? -expf(A_log[(size_t)(e0 + j) * N + n0 + n]) : -1.0f;
+}
+
+/* sequence b, channels e0 .. e0 + BL - 1; Aall: the block's A (N <= SCAN_STEP_NMAX) or NULL */
+static inline void scan_step_seq(float *y, float *state, const float *u, const float *dt,
+                                 const float *dt_bias, const float *A_log, const float *Bm,
+                                 const float *Cm, int ld_bc, const float *Dskip, int E, int N,
+                                 int b, int e0, float (*Aall)[BL]) {
+    const int ne = E - e0 < BL ? E - e0 : BL;
+    const float *Bt = Bm + (size_t)b * ld_bc, *Ct = Cm + (size_t)b * ld_bc;
+    float *hb = state + ((size_t)b * E + e0) * N; /* (ne, N) */
+    float uu[BL], delta[BL], acc[BL];
+#pragma omp simd
+    for (int j = 0; j < BL; j++) {
+        int ok = j < ne;
+        size_t t = (size_t)b * E + e0 + (ok ? j : 0);
+        uu[j] = ok ? u[t] : 0.0f;
+        /* delta = softplus(dt + dt_bias) */
+        delta[j] = ok ? cpu_softplus(dt[t] + dt_bias[e0 + j]) : 0.0f;
+        acc[j] = 0.0f;
+    }
+    for (int n0 = 0; n0 < N; n0 += SCAN_STEP_NC) {
+        const int nn = N - n0 < SCAN_STEP_NC ? N - n0 : SCAN_STEP_NC;
+        float h[SCAN_STEP_NC][BL], Abuf[SCAN_STEP_NC][BL], (*A)[BL] = Abuf;
+        if (Aall) A = Aall + n0;
+        else scan_step_A(Abuf, A_log, e0, ne, N, n0, nn); /* A = -exp(A_log) */
+        for (int j = 0; j < BL; j++)
+            for (int n = 0; n < nn; n++) h[n][j] = j < ne ? hb[(size_t)j * N + n0 + n] : 0.0f;
+        for (int n = 0; n < nn; n++) {
+            const float bn = Bt[n0 + n], cn = Ct[n0 + n];
+#pragma omp simd
+            for (int j = 0; j < BL; j++) {
+                /* h = exp(delta * A) * h + delta * B * u;  y = C . h + D u */
+                h[n][j] = cpu_exp(delta[j] * A[n][j]) * h[n][j] + delta[j] * bn * uu[j];
+                acc[j] += h[n][j] * cn;
+            }
+        }
+        for (int j = 0; j < ne; j++)
+            for (int n = 0; n < nn; n++) hb[(size_t)j * N + n0 + n] = h[n][j];
+    }
+    for (int j = 0; j < ne; j++) y[(size_t)b * E + e0 + j] = acc[j] + Dskip[e0 + j] * uu[j];
+}
+
+/* channels e0 .. e0 + BL - 1 of every sequence */
+static inline void scan_step_block(float *y, float *state, const float *u, const float *dt,
+                                   const float *dt_bias, const float *A_log, const float *Bm,
+                                   const float *Cm, int ld_bc, const float *Dskip, int B, int E,
+                                   int N, int e0) {
+    float Aall[SCAN_STEP_NMAX][BL];
+    int keep = N <= SCAN_STEP_NMAX;
+    if (keep) scan_step_A(Aall, A_log, e0, E - e0 < BL ? E - e0 : BL, N, 0, N);
+    for (int b = 0; b < B; b++)
+        scan_step_seq(y, state, u, dt, dt_bias, A_log, Bm, Cm, ld_bc, Dskip, E, N, b, e0,
+                      keep ? Aall : NULL);
+}
+
 void cpu_scan_step(float *y, float *state, const float *u, const float *dt,
                    const float *dt_bias, const float *A_log, const float *Bm,
                    const float *Cm, int ld_bc, const float *Dskip, int B, int E, int N) {
     /* mamba_ssm's selective_state_update: one step of the recurrence per (b, e) */
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int e = 0; e < E; e++) {
-            size_t t = (size_t)b * E + e;
-            float uu = u[t];
-            float delta = cpu_softplus(dt[t] + dt_bias[e]);
-            const float *Bt = Bm + (size_t)b * ld_bc, *Ct = Cm + (size_t)b * ld_bc;
-            float *h = state + t * N, acc = 0;
-            for (int n = 0; n < N; n++) {
-                float A = -expf(A_log[(size_t)e * N + n]);
-                /* h = exp(delta * A) * h + delta * B * u;  y = C . h + D u */
-                h[n] = cpu_exp(delta * A) * h[n] + delta * Bt[n] * uu;
-                acc += h[n] * Ct[n];
-            }
-            y[t] = acc + Dskip[e] * uu;
-        }
+    const int n_blocks = (E + BL - 1) / BL;
+    /* (a serial loop rather than an `if` clause: libgomp allocates a team for every region
+     * that runs on one thread) */
+    if ((double)B * E * N < SCAN_STEP_PARALLEL_MIN || n_blocks < 2) {
+        for (int blk = 0; blk < n_blocks; blk++)
+            scan_step_block(y, state, u, dt, dt_bias, A_log, Bm, Cm, ld_bc, Dskip, B, E, N, blk * BL);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < n_blocks; blk++)
+        scan_step_block(y, state, u, dt, dt_bias, A_log, Bm, Cm, ld_bc, Dskip, B, E, N, blk * BL);
 }

@@ -197,9 +197,131 @@ static void recurrent_all(const cpu_ssd_args *a) {
 
 void cpu_ssd_forward_recurrent(const cpu_ssd_args *a) { recurrent_all(a); }
 
+/* ---- the step ------------------------------------------------------------------------------
+ * One token on the state in its own layout S (P, N), without the forward's transposed copy of
+ * the whole head: tiles of 16 channels p x 16 values n are transposed in registers (lanes = p),
+ * updated and transposed back. Each channel does the arithmetic of recurrent_bh and
+ * recurrent_lanes in the same order (dt x; the update; the sums over the even and the odd n in
+ * two chains, added at the end; then D x), so L steps equal the recurrent forward bitwise. */
+typedef float ssd_v16 __attribute__((vector_size(64)));
+
+/* r (16 x 16) <- its transpose: rows i and i + k swap their off-diagonal k-blocks, k = 8, 4, 2, 1 */
+static inline void transpose16(ssd_v16 r[16]) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (!(i & 8)) {
+            ssd_v16 x0 = r[i], x1 = r[i + 8];
+            r[i] = __builtin_shufflevector(x0, x1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+            r[i + 8] = __builtin_shufflevector(x0, x1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+        }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (!(i & 4)) {
+            ssd_v16 x0 = r[i], x1 = r[i + 4];
+            r[i] = __builtin_shufflevector(x0, x1, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+            r[i + 4] = __builtin_shufflevector(x0, x1, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+        }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (!(i & 2)) {
+            ssd_v16 x0 = r[i], x1 = r[i + 2];
+            r[i] = __builtin_shufflevector(x0, x1, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+            r[i + 2] = __builtin_shufflevector(x0, x1, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+        }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (!(i & 1)) {
+            ssd_v16 x0 = r[i], x1 = r[i + 1];
+            r[i] = __builtin_shufflevector(x0, x1, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+            r[i + 1] = __builtin_shufflevector(x0, x1, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+        }
+}
+
+/* sequence b (row b: L = 1), head h: S (P, N) updated, y written */
+static void step_bh(const cpu_ssd_args *a, int b, int h, float *S) {
+    const int P = a->P, N = a->N, g = h / (a->H / a->G);
+    /* A = -exp(A_log) */
+    const float A = -expf(a->A_log[h]), D = a->Dskip[h], bias = a->dt_bias[h];
+    const size_t t = (size_t)b;
+    /* dt = clamp(softplus(dt_raw + dt_bias)) */
+    const float dt = dt_of(a->dt[t * a->ld_dt + h] + bias, a->dt_min, a->dt_max);
+    const float dA = cpu_exp(dt * A);
+    const float *xr = a->x + t * a->ld_x + (size_t)h * P;
+    const float *Br = a->Bm + t * a->ld_x + (size_t)g * N, *Cr = a->Cm + t * a->ld_x + (size_t)g * N;
+    float *yr = a->y + t * a->ld_y + (size_t)h * P;
+    for (int p0 = 0; p0 < P; p0 += 16) {
+        const int w = P - p0 < 16 ? P - p0 : 16;
+        ssd_v16 xd = {0}, acc = {0}, acc1 = {0};
+        for (int j = 0; j < w; j++) xd[j] = dt * xr[p0 + j];
+        for (int n0 = 0; n0 < N; n0 += 16) {
+            const int nn = N - n0 < 16 ? N - n0 : 16;
+            float *T = S + (size_t)p0 * N + n0; /* row j: channel p0 + j, values n0 .. */
+            if (w == 16 && nn == 16) {
+                /* a whole tile, in registers */
+                ssd_v16 r[16];
+#pragma GCC unroll 16
+                for (int j = 0; j < 16; j++) memcpy(&r[j], T + (size_t)j * N, sizeof r[j]);
+                transpose16(r); /* r[n]: value n0 + n of the 16 channels */
+                /* n0 is even: the even n in acc, the odd in acc1 */
+#pragma GCC unroll 8
+                for (int n = 0; n < 16; n += 2) {
+                    const float b0 = Br[n0 + n], c0 = Cr[n0 + n], b1 = Br[n0 + n + 1], c1 = Cr[n0 + n + 1];
+                    /* S = exp(dt A) S + dt x B */
+                    ssd_v16 s0 = dA * r[n] + xd * b0, s1 = dA * r[n + 1] + xd * b1;
+                    r[n] = s0, r[n + 1] = s1;
+                    /* y = sum_n C S */
+                    acc += c0 * s0;
+                    acc1 += c1 * s1;
+                }
+                transpose16(r);
+#pragma GCC unroll 16
+                for (int j = 0; j < 16; j++) memcpy(T + (size_t)j * N, &r[j], sizeof r[j]);
+                continue;
+            }
+            /* a partial tile (the last channels or values of the head): one value n at a time,
+             * gathered over the channels, the same arithmetic */
+            int n = 0;
+            for (; n < nn; n += 2) {
+                const int two = n + 1 < nn;
+                ssd_v16 c0v = {0}, c1v = {0};
+                for (int j = 0; j < w; j++) {
+                    c0v[j] = T[(size_t)j * N + n];
+                    if (two) c1v[j] = T[(size_t)j * N + n + 1];
+                }
+                const float b0 = Br[n0 + n], c0 = Cr[n0 + n];
+                const float b1 = two ? Br[n0 + n + 1] : 0.0f, c1 = two ? Cr[n0 + n + 1] : 0.0f;
+                ssd_v16 s0 = dA * c0v + xd * b0, s1 = dA * c1v + xd * b1;
+                acc += c0 * s0;
+                if (two) acc1 += c1 * s1;
+                for (int j = 0; j < w; j++) {
+                    T[(size_t)j * N + n] = s0[j];
+                    if (two) T[(size_t)j * N + n + 1] = s1[j];
+                }
+            }
+        }
+        acc += acc1;
+        /* y += D x */
+        for (int j = 0; j < w; j++) yr[p0 + j] = acc[j] + D * xr[p0 + j];
+    }
+}
+
+#define SSD_STEP_PARALLEL_MIN 16384 /* B * H * P * N below which one thread does it all */
+
 void cpu_ssd_step(const cpu_ssd_args *a) {
     assert(a->L == 1 && a->state);
-    recurrent_all(a);
+    assert(a->H % a->G == 0);
+    const size_t PN = (size_t)a->P * a->N;
+    const long items = (long)a->B * a->H;
+    /* (a serial loop rather than an `if` clause: libgomp allocates a team for every region
+     * that runs on one thread) */
+    if ((double)items * PN < SSD_STEP_PARALLEL_MIN || items < 2) {
+        for (long it = 0; it < items; it++)
+            step_bh(a, (int)(it / a->H), (int)(it % a->H), a->state + (size_t)it * PN);
+        return;
+    }
+#pragma omp parallel for schedule(static) num_threads(n_threads(a, 0))
+    for (long it = 0; it < items; it++)
+        step_bh(a, (int)(it / a->H), (int)(it % a->H), a->state + (size_t)it * PN);
 }
 
 /* ---- the chunked SSD --------------------------------------------------------------------- */

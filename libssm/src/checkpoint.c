@@ -64,7 +64,13 @@ static int kv_len(const char *const *kv) {
 /* The config as ssm.* metadata key/values (malloc'd strings in kv[0..*n)). The Mamba-1 keys
  * always; ssm.layers (the kinds, comma-separated) and the Mamba-2 keys when a layer is not
  * Mamba-1. */
-enum { META_MAX = 24 };
+enum { META_MAX = 40 };
+
+static int uses_kind(const ssm_config *c, ssm_layer_kind kind) {
+    for (int i = 0; i < c->n_layer; i++)
+        if (c->layer_kind[i] == kind) return 1;
+    return 0;
+}
 static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], int *n) {
     char buf[64];
     *n = 0;
@@ -83,7 +89,20 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
     PUT("ssm.dt_rank", "%d", c->dt_rank);
     PUT("ssm.d_inner", "%d", c->d_inner);
     PUT("ssm.norm_eps", "%.9g", (double)c->norm_eps);
-    if (!ssm_config_all(c, SSM_LAYER_MAMBA1)) {
+    if (uses_kind(c, SSM_LAYER_ATTENTION)) {
+        const ssm_attention_config *a = &c->attention;
+        PUT("ssm.attention.n_heads", "%d", a->n_heads);
+        PUT("ssm.attention.n_kv_heads", "%d", a->n_kv_heads);
+        PUT("ssm.attention.head_dim", "%d", a->head_dim);
+        PUT("ssm.attention.rotary_dim", "%d", a->rotary_dim);
+        PUT("ssm.attention.rope_base", "%.9g", (double)a->rope_base);
+        PUT("ssm.attention.max_context", "%d", a->max_context);
+    }
+    if (uses_kind(c, SSM_LAYER_MLP)) {
+        PUT("ssm.mlp.d_ff", "%d", c->mlp.d_ff);
+        PUT("ssm.mlp.activation", "%s", c->mlp.activation == SSM_MLP_SWIGLU ? "swiglu" : "relu2");
+    }
+    if (uses_kind(c, SSM_LAYER_MAMBA2)) {
         const ssm_mamba2_config *m = &c->mamba2;
         PUT("ssm.mamba2.d_state", "%d", m->d_state);
         PUT("ssm.mamba2.d_conv", "%d", m->d_conv);
@@ -257,14 +276,63 @@ static ssm_status meta_float(const ssm_safetensors *st, const char *file, const 
     return SSM_OK;
 }
 
-/* ssm.layers (absent: every layer Mamba-1, as the first version wrote) and the Mamba-2 keys */
+static ssm_status meta_int(const ssm_safetensors *st, const char *file, const char *key,
+                           long long lo, int *out) {
+    const char *x = ssm_safetensors_meta(st, key);
+    long long val;
+    if (!x) return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has no %s, which its layers need", key);
+    if (!parse_long(x, lo, INT_MAX, &val))
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata %s = '%s' is not an integer >= %lld",
+                             key, x, lo);
+    *out = (int)val;
+    return SSM_OK;
+}
+
+/* the attention and MLP keys, for the kinds present */
+static ssm_status other_kinds_from_metadata(const ssm_safetensors *st, const char *file,
+                                            ssm_config *c) {
+    ssm_status s;
+    if (uses_kind(c, SSM_LAYER_ATTENTION)) {
+        ssm_attention_config *a = &c->attention;
+        if ((s = meta_int(st, file, "ssm.attention.n_heads", 1, &a->n_heads)) ||
+            (s = meta_int(st, file, "ssm.attention.n_kv_heads", 1, &a->n_kv_heads)) ||
+            (s = meta_int(st, file, "ssm.attention.head_dim", 1, &a->head_dim)) ||
+            (s = meta_int(st, file, "ssm.attention.rotary_dim", 0, &a->rotary_dim)) ||
+            (s = meta_int(st, file, "ssm.attention.max_context", 1, &a->max_context)))
+            return s;
+        const char *base = ssm_safetensors_meta(st, "ssm.attention.rope_base");
+        if (!base)
+            return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has no ssm.attention.rope_base, "
+                                 "which its layers need");
+        char *end;
+        double b = strtod(base, &end);
+        if (!*base || *end || !(b > 1))
+            return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.attention.rope_base = '%s' "
+                                 "is not a number > 1", base);
+        a->rope_base = (float)b;
+    }
+    if (uses_kind(c, SSM_LAYER_MLP)) {
+        if ((s = meta_int(st, file, "ssm.mlp.d_ff", 1, &c->mlp.d_ff))) return s;
+        const char *act = ssm_safetensors_meta(st, "ssm.mlp.activation");
+        if (!act)
+            return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has no ssm.mlp.activation, which "
+                                 "its layers need");
+        if (strcmp(act, "relu2") && strcmp(act, "swiglu"))
+            return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.mlp.activation = '%s' is not "
+                                 "relu2 or swiglu", act);
+        c->mlp.activation = strcmp(act, "swiglu") ? SSM_MLP_RELU2 : SSM_MLP_SWIGLU;
+    }
+    return SSM_OK;
+}
+
+/* ssm.layers (absent: every layer Mamba-1, as the first version wrote) and the kinds' keys */
 static ssm_status layers_from_metadata(const ssm_safetensors *st, const char *file,
                                        ssm_config *c) {
     const char *v = ssm_safetensors_meta(st, "ssm.layers");
     ssm_config_set_kind(c, SSM_LAYER_MAMBA1);
     if (!v) return SSM_OK;
     int i = 0;
-    for (const char *p = v; *p && i <= c->n_layer;) {
+    for (const char *p = v; *p;) {
         size_t k = strcspn(p, ",");
         char name[32];
         snprintf(name, sizeof name, "%.*s", (int)(k < sizeof name ? k : sizeof name - 1), p);
@@ -279,7 +347,11 @@ static ssm_status layers_from_metadata(const ssm_safetensors *st, const char *fi
     if (i != c->n_layer)
         return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.layers names %d layers but "
                              "ssm.n_layer is %d", i, c->n_layer);
-    if (ssm_config_all(c, SSM_LAYER_MAMBA1)) return SSM_OK;
+    if (uses_kind(c, SSM_LAYER_ATTENTION) || uses_kind(c, SSM_LAYER_MLP)) {
+        ssm_status s = other_kinds_from_metadata(st, file, c);
+        if (s) return s;
+    }
+    if (!uses_kind(c, SSM_LAYER_MAMBA2)) return SSM_OK;
     static const char *const keys[] = {"ssm.mamba2.d_state", "ssm.mamba2.d_conv",
                                        "ssm.mamba2.expand", "ssm.mamba2.headdim",
                                        "ssm.mamba2.ngroups", "ssm.mamba2.chunk_size"};
@@ -418,6 +490,8 @@ static ssm_status json_mamba2_fields(json_t *cfg, const char *cpath, ssm_config 
                              "\"expand\" %d x \"hidden_size\" %d", heads, m->headdim, m->expand,
                              c->d_model);
     m->d_inner = 0, m->nheads = heads;
+    /* the Mamba-1 options follow d_model, so that the config saves and loads consistently */
+    c->d_inner = c->expand * c->d_model, c->dt_rank = (c->d_model + 15) / 16;
     json_t *lim = json_object_get(cfg, "time_step_limit");
     if (lim) {
         double lo, hi;

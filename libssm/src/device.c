@@ -123,6 +123,7 @@ ssm_status ssm_model_use_device(ssm_model *m, ssm_adamw *opt, int device) {
         m->backend = &ssm_backend_cpu;
     }
     if ((s = cuda_model_attach(m, opt, device))) return s;
+    if (m->acts) m->acts->has_hidden = 0; /* the CPU's buffers no longer follow the model */
     m->device = device;
     m->backend = &ssm_backend_cuda;
     return SSM_OK;

@@ -70,6 +70,7 @@ ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
         if (n <= a->capacity && T <= a->capacity_T) {
             carve(a, &m->config, T, L, threads, a->blob);
             a->B = B, a->L = L, a->scratch_threads = threads;
+            a->has_hidden = 0; /* the buffers now hold nothing of this shape */
             return SSM_OK;
         }
     }
@@ -113,11 +114,7 @@ ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int
 }
 
 ssm_status ssm_check_state(const ssm_model *m, const ssm_state *s, int B) {
-    const ssm_config *c = &m->config;
-    int same = s->batch == B && s->n_layer == c->n_layer;
-    for (int i = 0; same && i < c->n_layer; i++) same = s->config.layer_kind[i] == c->layer_kind[i];
-    if (!same || s->d_inner != c->d_inner || s->d_conv != c->d_conv || s->d_state != c->d_state ||
-        memcmp(&s->config.mamba2, &c->mamba2, sizeof c->mamba2))
+    if (s->batch != B || !ssm_state_fits(s, &m->config))
         return ssm_set_error(SSM_ERR_SHAPE, "the recurrent state (batch %d) does not fit this "
                              "model and batch %d", s->batch, B);
     return SSM_OK;
@@ -137,8 +134,24 @@ ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targe
     if (targets && !loss) return ssm_set_error(SSM_ERR_ARG, "ssm_forward: targets without loss");
     ssm_status s = ssm_check_tokens(m, tokens, targets, (size_t)B * L);
     if (!s && state) s = ssm_check_state(m, state, B);
-    if (s) return s;
-    return m->backend->forward(m, tokens, targets, B, L, state, loss, NULL, NULL);
+    if (!s && state) s = ssm_check_context(m, state, L);
+    if (!s) s = m->backend->forward(m, tokens, targets, B, L, state, loss, NULL, NULL);
+    if (!s && state) ssm_state_advance(state, L);
+    return s;
+}
+
+ssm_status ssm_check_context(const ssm_model *m, const ssm_state *s, int L) {
+    const ssm_config *c = &m->config;
+    int attention = 0;
+    for (int i = 0; i < c->n_layer; i++) attention |= c->layer_kind[i] == SSM_LAYER_ATTENTION;
+    if (!attention) return SSM_OK;
+    for (int b = 0; b < s->batch; b++)
+        if (s->pos[b] + L > c->attention.max_context)
+            return ssm_set_error(SSM_ERR_ARG, "sequence %d would reach %lld positions, past the "
+                                 "attention layers' KV cache of attention.max_context = %d "
+                                 "positions; score shorter records or raise model.max_context", b,
+                                 (long long)(s->pos[b] + L), c->attention.max_context);
+    return SSM_OK;
 }
 
 /* The block loop on the CPU. With logp: per-position scores of targets (ssm_forward_score);
@@ -175,6 +188,7 @@ ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *t
     cpu_matmul_forward_exact(a->logits, V, 0.0f, a->normed_f, D, m->params.embedding, B, L, D, V,
                              a->matmul_scratch);
 
+    a->has_hidden = 1;
     if (logp) { /* scoring: no loss, nothing for a backward */
         a->has_targets = 0;
         a->has_state = state != NULL;

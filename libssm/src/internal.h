@@ -25,6 +25,18 @@ typedef struct ssm_mamba2_acts {
     float *normed;  /* (T, I)  RMSNormGated(y, z), input of out_proj */
 } ssm_mamba2_acts;
 
+typedef struct ssm_attention_acts {
+    float *q;       /* (T, H hd)   q_proj(h), rotated */
+    float *k, *v;   /* (T, Hkv hd) k_proj(h) rotated, v_proj(h) */
+    float *o;       /* (T, H hd)   attention output, input of o_proj */
+    float *lse;     /* (B, H, L)   each query row's log-sum-exp, for the backward */
+} ssm_attention_acts;
+
+typedef struct ssm_mlp_acts {
+    float *u;       /* (T, U)      up(h): F rows, or [value | gate] 2F for swiglu */
+    float *a;       /* (T, F)      the activation, input of down */
+} ssm_mlp_acts;
+
 typedef struct ssm_layer_acts {
     float *resid;   /* (T, D)  residual stream entering the layer (block input) */
     float *normed;  /* (T, D)  RMSNorm(resid) * norm.weight, input of the mixer */
@@ -32,6 +44,8 @@ typedef struct ssm_layer_acts {
     union {         /* the mixer's, by the layer's kind */
         ssm_mamba1_acts mamba1;
         ssm_mamba2_acts mamba2;
+        ssm_attention_acts attention;
+        ssm_mlp_acts mlp;
     };
 } ssm_layer_acts;
 
@@ -57,6 +71,14 @@ typedef struct ssm_backward_scratch {
         float *ssd_scratch;   /* cpu_ssd_scratch_floats(..., backward) */
         size_t ssd_scratch_floats;
     } mamba2;
+    struct {
+        float *d_q, *d_k, *d_v, *d_o; /* as q, k, v, o */
+        float *scratch;               /* cpu_attention_scratch_floats(..., backward) */
+        size_t scratch_floats;
+    } attention;
+    struct {
+        float *d_u, *d_a;             /* as u, a */
+    } mlp;
 } ssm_backward_scratch;
 
 struct ssm_activations {
@@ -74,6 +96,7 @@ struct ssm_activations {
     int has_targets;
     int has_state;        /* the last forward started from a carried state */
     int backward_ready;   /* a forward with targets ran since the last backward */
+    int has_hidden;       /* a CPU forward filled the buffers for this (B, L) (ssm_model_hidden) */
     ssm_backward_scratch bw;
     float *matmul_scratch; /* (threads, tile rows, widest n_in + n_out) row-exact matmuls */
     int scratch_threads;
@@ -94,10 +117,16 @@ struct ssm_state {
     int d_inner, d_conv, d_state;
     float *conv;          /* (conv_total) */
     float *ssm;           /* (ssm_total) */
+    int64_t *pos;         /* (batch) positions each sequence has seen (the KV caches' lengths) */
     /* GPU models keep a device copy; after ssm_step on a GPU model the host arrays are stale
      * until ssm_state_to_host (ssm_forward with a state keeps both in step). */
     void *cuda;           /* private: device buffers */
     int on_device;        /* the device copy is the current one */
+    /* ssm_cpu_step's work buffer (step.c): allocated on the first step with the floats the
+     * model needs (the block's 2 D + 1 per row, then the largest kind's step_floats), grown only
+     * if a later step needs more, freed by ssm_state_free; never allocated per step */
+    float *step_work;
+    size_t step_work_floats;
 };
 
 /* A backend: the model-level operations, one table per backend, set on the model
@@ -144,8 +173,12 @@ ssm_status ssm_acts_plan(ssm_model *model, int B, int L);
 void ssm_acts_free(ssm_activations *acts);
 
 
-/* SSM_ERR_SHAPE unless the state was made for this model and batch B. */
+/* SSM_ERR_SHAPE unless the state was made for this model and batch B; SSM_ERR_ARG when L more
+ * positions would overflow an attention layer's KV cache (attention.max_context). */
 ssm_status ssm_check_state(const ssm_model *m, const ssm_state *s, int B);
+ssm_status ssm_check_context(const ssm_model *m, const ssm_state *s, int L);
+/* After a pass of L positions with this state. */
+void ssm_state_advance(ssm_state *s, int L);
 
 /* Every token in [0, V) and every target < V (negative targets are not scored). */
 ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int32_t *targets,

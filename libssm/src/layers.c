@@ -11,6 +11,8 @@
 const ssm_layer_kind_ops *const ssm_layer_kinds[SSM_LAYER_KIND_COUNT] = {
     [SSM_LAYER_MAMBA1] = &ssm_mamba1_kind,
     [SSM_LAYER_MAMBA2] = &ssm_mamba2_kind,
+    [SSM_LAYER_ATTENTION] = &ssm_attention_kind,
+    [SSM_LAYER_MLP] = &ssm_mlp_kind,
 };
 
 static const char *const kind_names[SSM_LAYER_KIND_COUNT] = {
@@ -86,8 +88,9 @@ ssm_status ssm_state_create(const ssm_config *config, int batch, ssm_state **out
         }
         s->conv = calloc(s->conv_total ? s->conv_total : 1, sizeof(float));
         s->ssm = calloc(s->ssm_total ? s->ssm_total : 1, sizeof(float));
+        s->pos = calloc((size_t)batch, sizeof(int64_t));
     }
-    if (!s->conv || !s->ssm) {
+    if (!s->conv || !s->ssm || !s->pos) {
         ssm_state_free(s);
         return ssm_set_error(SSM_ERR_NOMEM, "out of memory for the recurrent state of %d "
                              "sequences", batch);
@@ -100,6 +103,7 @@ void ssm_state_reset(ssm_state *s) {
     if (!s) return;
     memset(s->conv, 0, s->conv_total * sizeof(float));
     memset(s->ssm, 0, s->ssm_total * sizeof(float));
+    memset(s->pos, 0, (size_t)s->batch * sizeof(int64_t));
     s->on_device = 0; /* the zeros on the host are the current copy */
 }
 
@@ -114,20 +118,38 @@ void ssm_state_free(ssm_state *s) {
     free(s->ssm_off);
     free(s->conv_per);
     free(s->ssm_per);
+    free(s->pos);
+    free(s->step_work); /* ssm_cpu_step's work buffer */
     free(s);
 }
 
 int ssm_state_batch(const ssm_state *s) { return s ? s->batch : 0; }
 
-ssm_layer_state ssm_state_layer(const ssm_state *s, int layer) {
-    return (ssm_layer_state){s->conv + s->conv_off[layer], s->ssm + s->ssm_off[layer]};
+int64_t ssm_state_position(const ssm_state *s, int row) {
+    return s && row >= 0 && row < s->batch ? s->pos[row] : 0;
 }
 
-/* the same layers with the same slot sizes */
-static int same_layout(const ssm_state *a, const ssm_state *b) {
-    if (a->n_layer != b->n_layer) return 0;
-    for (int i = 0; i < a->n_layer; i++)
-        if (a->conv_per[i] != b->conv_per[i] || a->ssm_per[i] != b->ssm_per[i]) return 0;
+void ssm_state_advance(ssm_state *s, int L) {
+    for (int b = 0; b < s->batch; b++) s->pos[b] += L;
+}
+
+ssm_layer_state ssm_state_layer(const ssm_state *s, int layer) {
+    return (ssm_layer_state){s->conv + s->conv_off[layer], s->ssm + s->ssm_off[layer], s->pos};
+}
+
+int ssm_state_fits(const ssm_state *s, const ssm_config *c) {
+    const ssm_config *a = &s->config;
+    if (a->n_layer != c->n_layer || memcmp(a->layer_kind, c->layer_kind, (size_t)c->n_layer))
+        return 0;
+    /* the options of each kind present: the ones its state depends on */
+    int kinds[SSM_LAYER_KIND_COUNT] = {0};
+    for (int i = 0; i < c->n_layer; i++) kinds[c->layer_kind[i]] = 1;
+    if (kinds[SSM_LAYER_MAMBA1] && (a->d_inner != c->d_inner || a->d_conv != c->d_conv ||
+                                    a->d_state != c->d_state))
+        return 0;
+    if (kinds[SSM_LAYER_MAMBA2] && memcmp(&a->mamba2, &c->mamba2, sizeof c->mamba2)) return 0;
+    if (kinds[SSM_LAYER_ATTENTION] && memcmp(&a->attention, &c->attention, sizeof c->attention))
+        return 0;
     return 1;
 }
 
@@ -135,7 +157,7 @@ ssm_status ssm_state_copy_row(ssm_state *dst, int to, const ssm_state *src, int 
     if (!dst || !src || to < 0 || to >= dst->batch || from < 0 || from >= src->batch)
         return ssm_set_error(SSM_ERR_ARG, "ssm_state_copy_row: row %d of %d -> row %d of %d is "
                              "out of range", from, src ? src->batch : 0, to, dst ? dst->batch : 0);
-    if (!same_layout(dst, src))
+    if (!ssm_state_fits(dst, &src->config))
         return ssm_set_error(SSM_ERR_SHAPE, "ssm_state_copy_row: the states were made for "
                              "different models");
     if (src->on_device || dst->on_device)
@@ -148,6 +170,7 @@ ssm_status ssm_state_copy_row(ssm_state *dst, int to, const ssm_state *src, int 
         memcpy(a.ssm + to * dst->ssm_per[i], b.ssm + from * src->ssm_per[i],
                src->ssm_per[i] * sizeof(float));
     }
+    dst->pos[to] = src->pos[from];
     return SSM_OK;
 }
 
@@ -162,5 +185,6 @@ ssm_status ssm_state_reset_row(ssm_state *s, int row) {
         memset(a.conv + row * s->conv_per[i], 0, s->conv_per[i] * sizeof(float));
         memset(a.ssm + row * s->ssm_per[i], 0, s->ssm_per[i] * sizeof(float));
     }
+    s->pos[row] = 0;
     return SSM_OK;
 }

@@ -32,12 +32,15 @@ typedef struct ssm_pass {
 typedef struct ssm_layer_state {
     float *conv;
     float *ssm;
+    const int64_t *pos; /* (B) positions seen before this pass (a KV cache's length) */
 } ssm_layer_state;
 
 typedef struct ssm_layer_kind_ops {
     const char *name;           /* as recipes and ssm.* metadata write it */
     int n_tensors;              /* of the mixer; the block's norm.weight comes first */
     const char *const *suffix;  /* (n_tensors) after "backbone.layers.{i}.", as transformers names them */
+    /* or NULL: the names depend on the options (the MLP's on its activation) */
+    const char *const *(*suffix_of)(const ssm_config *c);
     const unsigned char *decay; /* (n_tensors) 1 when AdamW's weight decay applies */
     int cuda;                   /* the CUDA backend runs this kind */
     /* tensor shapes from the config: shape[j][0..ndim[j]-1] */
@@ -74,11 +77,20 @@ float ssm_init_dt_bias(const ssm_config *c, ssm_rng *rng);
 
 /* The table, indexed by ssm_layer_kind. */
 extern const ssm_layer_kind_ops *const ssm_layer_kinds[SSM_LAYER_KIND_COUNT];
-extern const ssm_layer_kind_ops ssm_mamba1_kind, ssm_mamba2_kind;
+extern const ssm_layer_kind_ops ssm_mamba1_kind, ssm_mamba2_kind, ssm_attention_kind,
+    ssm_mlp_kind;
 
 static inline const ssm_layer_kind_ops *ssm_kind_of(const ssm_config *c, int layer) {
     return ssm_layer_kinds[c->layer_kind[layer]];
 }
+
+static inline const char *const *ssm_kind_suffixes(const ssm_layer_kind_ops *k,
+                                                   const ssm_config *c) {
+    return k->suffix_of ? k->suffix_of(c) : k->suffix;
+}
+
+/* 1 when the state was made for a model of this config (the kinds and their state's options). */
+int ssm_state_fits(const ssm_state *state, const ssm_config *config);
 
 /* The layer's state slots for a batch of state->batch sequences. */
 ssm_layer_state ssm_state_layer(const ssm_state *state, int layer);

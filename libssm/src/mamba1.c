@@ -151,14 +151,15 @@ static void m1_step(const ssm_config *c, const ssm_layer_params *lp, const float
         XD = R + 2 * N;
     float *xz = work, *u = xz + (size_t)B * 2 * E, *dt = u + (size_t)B * E,
           *y = dt + (size_t)B * E, *gated = y + (size_t)B * E, *x_dbl = gated + (size_t)B * E;
-    cpu_matmul_forward(xz, 2 * E, 0.0f, h, D, p->in_proj, B, D, 2 * E);
+    /* the products read each weight once for the B rows (cpu_matmul_rows) */
+    cpu_matmul_rows(xz, 2 * E, 0.0f, h, D, p->in_proj, B, D, 2 * E);
     cpu_conv_step(u, st->conv, xz, 2 * E, p->conv_w, p->conv_b, B, E, K);
-    cpu_matmul_forward(x_dbl, XD, 0.0f, u, E, p->x_proj, B, E, XD);
-    cpu_matmul_forward(dt, E, 0.0f, x_dbl, XD, p->dt_proj_w, B, R, E);
+    cpu_matmul_rows(x_dbl, XD, 0.0f, u, E, p->x_proj, B, E, XD);
+    cpu_matmul_rows(dt, E, 0.0f, x_dbl, XD, p->dt_proj_w, B, R, E);
     cpu_scan_step(y, st->ssm, u, dt, p->dt_proj_b, p->A_log, x_dbl + R, x_dbl + R + N, XD, p->D,
                   B, E, N);
     cpu_gate_forward(gated, y, xz + E, 2 * E, B, E);
-    cpu_matmul_forward(r, D, 1.0f, gated, E, p->out_proj, B, E, D);
+    cpu_matmul_rows(r, D, 1.0f, gated, E, p->out_proj, B, E, D);
 }
 
 const ssm_layer_kind_ops ssm_mamba1_kind = {

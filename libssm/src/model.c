@@ -24,8 +24,32 @@ ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer) {
     c.mamba2 = (ssm_mamba2_config){.d_state = 128, .d_conv = 4, .expand = 2, .headdim = 64,
                                    .ngroups = 1, .chunk_size = 256,
                                    .dt_limit = {0.0f, INFINITY}, .A_init = {1.0f, 16.0f}};
+    /* attention: heads of 64 (at least one), no position embedding, as NemotronH and Jamba;
+     * MLP: NemotronH's relu2 at 4 D */
+    int heads = d_model >= 64 ? d_model / 64 : 1;
+    c.attention = (ssm_attention_config){.n_heads = heads, .n_kv_heads = heads, .head_dim = 0,
+                                         .rotary_dim = 0, .rope_base = 10000.0f,
+                                         .max_context = 8192};
+    c.mlp = (ssm_mlp_config){.d_ff = 4 * d_model, .activation = SSM_MLP_RELU2};
     ssm_config_set_kind(&c, SSM_LAYER_MAMBA1);
     return c;
+}
+
+ssm_status ssm_config_set_pattern(ssm_config *c, const char *pattern, ssm_layer_kind mamba) {
+    if (!c || !pattern) return ssm_set_error(SSM_ERR_ARG, "ssm_config_set_pattern: NULL argument");
+    size_t n = strlen(pattern);
+    if (n == 0 || n > SSM_MAX_LAYERS)
+        return ssm_set_error(SSM_ERR_ARG, "model pattern: %zu layers (1 to %d)", n, SSM_MAX_LAYERS);
+    for (size_t i = 0; i < n; i++) {
+        char ch = pattern[i];
+        int k = ch == 'M' ? (int)mamba : ch == '*' ? SSM_LAYER_ATTENTION : ch == '-' ? SSM_LAYER_MLP : -1;
+        if (k < 0)
+            return ssm_set_error(SSM_ERR_ARG, "model pattern: '%c' at %zu is not a layer (M = Mamba, "
+                                 "* = attention, - = MLP)", ch, i + 1);
+        c->layer_kind[i] = (unsigned char)k;
+    }
+    c->n_layer = (int)n;
+    return SSM_OK;
 }
 
 void ssm_config_set_kind(ssm_config *c, ssm_layer_kind kind) {
@@ -85,6 +109,28 @@ static ssm_status validate_mamba2(ssm_config *c) {
     return SSM_OK;
 }
 
+static ssm_status validate_attention(ssm_config *c) {
+    ssm_attention_config *a = &c->attention;
+    if (a->head_dim == 0 && a->n_heads > 0) a->head_dim = c->d_model / a->n_heads;
+    range_check checks[] = {
+        {"attention.n_heads", a->n_heads, 1, 1 << 12}, {"attention.n_kv_heads", a->n_kv_heads, 1, 1 << 12},
+        {"attention.head_dim", a->head_dim, 1, 1 << 12}, {"attention.rotary_dim", a->rotary_dim, 0, a->head_dim},
+        {"attention.max_context", a->max_context, 1, 1 << 26},
+    };
+    ssm_status s = check_ranges(checks, sizeof checks / sizeof checks[0]);
+    if (s) return s;
+    if (a->n_heads % a->n_kv_heads)
+        return ssm_set_error(SSM_ERR_ARG, "model attention.n_kv_heads = %d does not divide "
+                             "attention.n_heads = %d", a->n_kv_heads, a->n_heads);
+    if (a->rotary_dim % 2)
+        return ssm_set_error(SSM_ERR_ARG, "model attention.rotary_dim = %d must be even",
+                             a->rotary_dim);
+    if (!(a->rope_base > 1))
+        return ssm_set_error(SSM_ERR_ARG, "model attention.rope_base = %g must be > 1",
+                             a->rope_base);
+    return SSM_OK;
+}
+
 ssm_status ssm_config_validate(ssm_config *c) {
     if (!c) return ssm_set_error(SSM_ERR_ARG, "config is NULL");
     if (c->d_inner == 0) c->d_inner = c->expand * c->d_model;
@@ -98,7 +144,7 @@ ssm_status ssm_config_validate(ssm_config *c) {
     ssm_status s = check_ranges(checks, sizeof checks / sizeof checks[0]);
     if (s) return s;
     for (int i = 0; i < c->n_layer; i++)
-        if (c->layer_kind[i] >= SSM_LAYER_KIND_COUNT)
+        if (c->layer_kind[i] >= SSM_LAYER_KIND_COUNT || !ssm_layer_kinds[c->layer_kind[i]])
             return ssm_set_error(SSM_ERR_ARG, "model layer %d has an unknown kind (%d)", i,
                                  c->layer_kind[i]);
     if (!(c->norm_eps > 0 && c->norm_eps < 1))
@@ -107,6 +153,14 @@ ssm_status ssm_config_validate(ssm_config *c) {
         return ssm_set_error(SSM_ERR_ARG, "model dt_min/dt_max = %g/%g must satisfy 0 < min <= max",
                              c->dt_min, c->dt_max);
     if (uses(c, SSM_LAYER_MAMBA2) && (s = validate_mamba2(c))) return s;
+    if (uses(c, SSM_LAYER_ATTENTION) && (s = validate_attention(c))) return s;
+    if (uses(c, SSM_LAYER_MLP)) {
+        range_check m[] = {{"mlp.d_ff", c->mlp.d_ff, 1, 1 << 20}};
+        if ((s = check_ranges(m, 1))) return s;
+        if (c->mlp.activation != SSM_MLP_RELU2 && c->mlp.activation != SSM_MLP_SWIGLU)
+            return ssm_set_error(SSM_ERR_ARG, "model mlp.activation %d is not relu2 or swiglu",
+                                 (int)c->mlp.activation);
+    }
     return SSM_OK;
 }
 
@@ -148,7 +202,7 @@ static void build_tensor_table(ssm_model *m) {
         snprintf(name, sizeof name, "backbone.layers.%d.norm.weight", i);
         add_tensor(m, &off, 0, 1, norm, name);
         for (int j = 0; j < k->n_tensors; j++) {
-            snprintf(name, sizeof name, "backbone.layers.%d.%s", i, k->suffix[j]);
+            snprintf(name, sizeof name, "backbone.layers.%d.%s", i, ssm_kind_suffixes(k, c)[j]);
             add_tensor(m, &off, k->decay[j], ndim[j], shape[j], name);
         }
     }

@@ -10,7 +10,8 @@
 
 static const char *const model_keys[] = {
     "d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "norm_eps", "layers",
-    "mixer", "headdim", "ngroups", "chunk_size", "dt_limit", NULL};
+    "mixer", "headdim", "ngroups", "chunk_size", "dt_limit", "pattern", "n_heads", "n_kv_heads",
+    "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation", NULL};
 
 /* model.layers: one kind for all ("mamba2"), or a list of n_layer kinds */
 static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer, ssm_config *c) {
@@ -19,8 +20,8 @@ static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer
     if (layers->kind == SSM_NODE_SCALAR) {
         int k = ssm_layer_kind_parse(layers->value);
         if (k < 0)
-            return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2)",
-                                 where, layers->value);
+            return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2, "
+                                 "attention, mlp)", where, layers->value);
         ssm_config_set_kind(c, (ssm_layer_kind)k);
         return SSM_OK;
     }
@@ -34,7 +35,8 @@ static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer
         int k = it->kind == SSM_NODE_SCALAR ? ssm_layer_kind_parse(it->value) : -1;
         if (k < 0) {
             ssm_node_where(r, it, where, sizeof where);
-            return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2)", where,
+            return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2, "
+                                 "attention, mlp)", where,
                                  it->kind == SSM_NODE_SCALAR ? it->value : "(not a name)");
         }
         c->layer_kind[i] = (unsigned char)k;
@@ -68,21 +70,57 @@ ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_confi
     ssm_status s = ssm_node_section(r, r->root, "model", &m);
     if (s) return s;
     /* the kinds first: they choose d_state's default */
-    long long n_layer;
-    if ((s = ssm_node_int(r, m, "n_layer", 6, 1, SSM_MAX_LAYERS, &n_layer))) return s;
-    ssm_config c = ssm_config_default(vocab_size, 1, (int)n_layer);
+    long long n_layer, d_model;
+    if ((s = ssm_node_int(r, m, "n_layer", 6, 1, SSM_MAX_LAYERS, &n_layer)) ||
+        (s = ssm_node_int(r, m, "d_model", 128, 1, 16384, &d_model)))
+        return s;
+    ssm_config c = ssm_config_default(vocab_size, (int)d_model, (int)n_layer);
     const char *const mixers[] = {"mamba1", "mamba2", "mamba", NULL};
     int mixer;
     if ((s = ssm_node_choice(r, m, "mixer", mixers, 0, &mixer))) return s;
-    ssm_config_set_kind(&c, mixer == 1 ? SSM_LAYER_MAMBA2 : SSM_LAYER_MAMBA1);
+    ssm_layer_kind mamba = mixer == 1 ? SSM_LAYER_MAMBA2 : SSM_LAYER_MAMBA1;
+    ssm_config_set_kind(&c, mamba);
     ssm_node *layers = m ? ssm_node_get(m, "layers") : NULL;
+    ssm_node *pattern = m ? ssm_node_get(m, "pattern") : NULL;
+    char where[256];
+    if (layers && pattern) {
+        ssm_node_where(r, pattern, where, sizeof where);
+        return ssm_set_error(SSM_ERR_ARG, "%s: give model.layers or model.pattern, not both", where);
+    }
     if (layers && (s = read_layers(r, layers, (int)n_layer, &c))) return s;
-    int any2 = !ssm_config_all(&c, SSM_LAYER_MAMBA1);
+    if (pattern) {
+        ssm_node_where(r, pattern, where, sizeof where);
+        if (pattern->kind != SSM_NODE_SCALAR)
+            return ssm_set_error(SSM_ERR_ARG, "%s: pattern must be a string such as \"M-M*-\"", where);
+        if ((s = ssm_config_set_pattern(&c, pattern->value, mamba))) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", ssm_last_error());
+            return ssm_set_error(s, "%s: %s", where, msg);
+        }
+        n_layer = c.n_layer;
+    }
+    int any2 = 0;
+    for (int i = 0; i < c.n_layer; i++) any2 |= c.layer_kind[i] == SSM_LAYER_MAMBA2;
 
-    long long d_model, d_state, d_conv, expand, dt_rank = 0, headdim, ngroups, chunk;
-    double eps;
-    if ((s = ssm_node_int(r, m, "d_model", 128, 1, 16384, &d_model)) ||
-        (s = ssm_node_int(r, m, "d_state", any2 ? 128 : 16, 1, 1024, &d_state)) ||
+    long long d_state, d_conv, expand, dt_rank = 0, headdim, ngroups, chunk;
+    long long n_heads, n_kv_heads, head_dim, rotary_dim, max_context, d_ff;
+    double eps, rope_base;
+    const char *const acts[] = {"relu2", "swiglu", NULL};
+    int act;
+    ssm_attention_config *at = &c.attention;
+    if ((s = ssm_node_int(r, m, "n_heads", at->n_heads, 1, 4096, &n_heads)) ||
+        (s = ssm_node_int(r, m, "n_kv_heads", n_heads, 1, 4096, &n_kv_heads)) ||
+        (s = ssm_node_int(r, m, "head_dim", d_model / n_heads ? d_model / n_heads : 1, 1, 4096, &head_dim)) ||
+        (s = ssm_node_int(r, m, "rotary_dim", 0, 0, 4096, &rotary_dim)) ||
+        (s = ssm_node_float(r, m, "rope_base", 10000.0, 1.0, 1e12, &rope_base)) ||
+        (s = ssm_node_int(r, m, "max_context", at->max_context, 1, 1 << 26, &max_context)) ||
+        (s = ssm_node_int(r, m, "d_ff", 4 * d_model, 1, 1 << 20, &d_ff)) ||
+        (s = ssm_node_choice(r, m, "mlp_activation", acts, 0, &act)))
+        return s;
+    *at = (ssm_attention_config){(int)n_heads, (int)n_kv_heads, (int)head_dim, (int)rotary_dim,
+                                 (float)rope_base, (int)max_context};
+    c.mlp = (ssm_mlp_config){(int)d_ff, act ? SSM_MLP_SWIGLU : SSM_MLP_RELU2};
+    if ((s = ssm_node_int(r, m, "d_state", any2 ? 128 : 16, 1, 1024, &d_state)) ||
         (s = ssm_node_int(r, m, "d_conv", 4, 1, 64, &d_conv)) ||
         (s = ssm_node_int(r, m, "expand", 2, 1, 16, &expand)) ||
         (s = ssm_node_float(r, m, "norm_eps", 1e-5, 1e-12, 0.1, &eps)) ||
@@ -110,7 +148,7 @@ ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_confi
     c.mamba2.chunk_size = (int)chunk;
     c.mamba2.d_inner = 0, c.mamba2.nheads = 0; /* derived by the validator */
     if ((s = ssm_config_validate(&c))) {
-        char where[256], msg[512];
+        char msg[512];
         snprintf(msg, sizeof msg, "%s", ssm_last_error());
         if (m) ssm_node_where(r, m, where, sizeof where);
         else snprintf(where, sizeof where, "%s", r->path);

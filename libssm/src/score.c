@@ -29,8 +29,10 @@ ssm_status ssm_forward_score(ssm_model *m, const int32_t *tokens, const int32_t 
                              "and B, L > 0 (got B %d, L %d)", B, L);
     ssm_status s = ssm_check_tokens(m, tokens, targets, (size_t)B * L);
     if (!s && state) s = ssm_check_state(m, state, B);
-    if (s) return s;
-    return m->backend->forward(m, tokens, targets, B, L, state, NULL, logp, entropy);
+    if (!s && state) s = ssm_check_context(m, state, L);
+    if (!s) s = m->backend->forward(m, tokens, targets, B, L, state, NULL, logp, entropy);
+    if (!s && state) ssm_state_advance(state, L);
+    return s;
 }
 
 void ssm_cpu_score_rows(const ssm_model *m, const int32_t *targets, size_t T, float *logp,

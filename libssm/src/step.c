@@ -12,16 +12,14 @@ ssm_status ssm_step(ssm_model *m, ssm_state *state, const int32_t *tokens, float
         return ssm_set_error(SSM_ERR_ARG, "ssm_step: need a model, a state, tokens and logits");
     const ssm_config *c = &m->config;
     int B = state->batch, V = c->vocab_size;
-    int same = state->n_layer == c->n_layer && state->d_inner == c->d_inner &&
-               state->d_conv == c->d_conv && state->d_state == c->d_state &&
-               !memcmp(&state->config.mamba2, &c->mamba2, sizeof c->mamba2);
-    for (int i = 0; same && i < c->n_layer; i++)
-        same = state->config.layer_kind[i] == c->layer_kind[i];
-    if (!same) return ssm_set_error(SSM_ERR_SHAPE, "ssm_step: the state was made for another model");
+    if (!ssm_state_fits(state, c)) return ssm_set_error(SSM_ERR_SHAPE, "ssm_step: the state was made for another model");
     for (int b = 0; b < B; b++)
         if (tokens[b] < 0 || tokens[b] >= V)
             return ssm_set_error(SSM_ERR_ARG, "token %d is outside the vocabulary [0, %d)", tokens[b], V);
-    return m->backend->step(m, state, tokens, logits);
+    ssm_status s = ssm_check_context(m, state, 1);
+    if (!s) s = m->backend->step(m, state, tokens, logits);
+    if (!s) ssm_state_advance(state, 1);
+    return s;
 }
 
 ssm_status ssm_cpu_step(ssm_model *m, ssm_state *state, const int32_t *tokens, float *logits) {
@@ -29,15 +27,24 @@ ssm_status ssm_cpu_step(ssm_model *m, ssm_state *state, const int32_t *tokens, f
     int B = state->batch, D = c->d_model, V = c->vocab_size;
     ssm_status st = ssm_state_to_host(state); /* it may come from a GPU run of this model */
     if (st) return st;
-    /* per step work buffers (B rows): the block's, then the largest kind's */
+    /* the step's work buffer (B rows): the block's r, h, rstd, then the largest kind's; kept
+     * in the state (allocated on its first step, reallocated only if a step needs more), so
+     * that decoding allocates nothing per token */
+    size_t rows = ((size_t)B * D + 15) & ~(size_t)15, rstd_n = ((size_t)B + 15) & ~(size_t)15;
     size_t work = 0;
     for (int i = 0; i < c->n_layer; i++) {
         size_t w = ssm_kind_of(c, i)->step_floats(c, B);
         work = w > work ? w : work;
     }
-    float *buf = malloc(((size_t)B * (2 * D + 1) + work) * sizeof(float));
-    if (!buf) return ssm_set_error(SSM_ERR_NOMEM, "out of memory in ssm_step");
-    float *r = buf, *h = r + (size_t)B * D, *rstd = h + (size_t)B * D, *w = rstd + B;
+    size_t need = 2 * rows + rstd_n + work;
+    if (state->step_work_floats < need) {
+        free(state->step_work);
+        state->step_work_floats = 0;
+        state->step_work = aligned_alloc(64, ((need + 15) & ~(size_t)15) * sizeof(float));
+        if (!state->step_work) return ssm_set_error(SSM_ERR_NOMEM, "out of memory in ssm_step");
+        state->step_work_floats = need;
+    }
+    float *r = state->step_work, *h = r + rows, *rstd = h + rows, *w = rstd + rstd_n;
 
     cpu_embedding_forward(r, tokens, m->params.embedding, B, D);
     for (int i = 0; i < c->n_layer; i++) {
@@ -48,7 +55,7 @@ ssm_status ssm_cpu_step(ssm_model *m, ssm_state *state, const int32_t *tokens, f
         ssm_kind_of(c, i)->step(c, p, h, r, &ls, B, w);
     }
     cpu_rmsnorm_forward(h, rstd, r, m->params.norm_f, B, D, c->norm_eps);
-    cpu_matmul_forward(logits, V, 0.0f, h, D, m->params.embedding, B, D, V);
-    free(buf);
+    /* the head (tied to the embedding): V x D read once for the B rows */
+    cpu_matmul_rows(logits, V, 0.0f, h, D, m->params.embedding, B, D, V);
     return SSM_OK;
 }

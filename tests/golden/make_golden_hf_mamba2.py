@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """make_golden_hf_mamba2.py: Mamba-2 golden fixtures computed by transformers itself.
 
-Builds tiny random `Mamba2ForCausalLM` models (float32, CPU torch, the pure torch path
-`Mamba2Mixer.torch_forward`: CUDA is hidden before torch is imported, and the script checks
-that no fused kernel ran) with the configs of make_golden_mamba2.py's mamba2_a (n_groups 1)
+Builds tiny random `Mamba2ForCausalLM` models (float32, CPU torch, pure PyTorch: CUDA is
+hidden before torch is imported; the script counts the calls of the mixer's entry points and
+reports whether mamba_ssm, causal_conv1d or the hub `kernels` package could have supplied a
+kernel; in transformers 5.17 the training forward runs causal_conv1d_fn, mamba2_chunk_scan
+and mamba2_split_conv1d_scan_combined, the eval forward causal_conv1d_fn and
+mamba2_chunk_scan, all their reference PyTorch implementations, with the same logits) with
+the configs of make_golden_mamba2.py's mamba2_a (n_groups 1)
 and mamba2_b (n_groups 2, time_step_limit [0.05, 2.0]), perturbs the parameters with that
 script's perturb() (every parameter moved off its special initial value, dt pushed into the
 range where the SSM term matters and, in mamba2_b, past both ends of time_step_limit), and
@@ -15,19 +19,23 @@ writes, per fixture, OUT/hf_mamba2_a/ and OUT/hf_mamba2_b/:
                                    model(input_ids, labels=input_ids).loss, hidden_f (B, L, D)
                                    (the output of backbone.norm_f, through a forward hook),
                                    grad.<name> for every parameter after loss.backward(), and,
-                                   where transformers' cache exposes them, state.{i}.conv
+                                   where transformers' cache exposes them as tensors (5.17
+                                   does not: its layers hold dicts), state.{i}.conv
                                    (B, conv_dim, K) and state.{i}.ssm (B, H, P, N) after the
                                    sequence (a second forward with use_cache=True); all F32
                                    but input_ids; __metadata__ with the versions and the
                                    check figures. The layout of tests/golden/mamba2_a/.
 
-Then it loads the same float32 parameters into make_golden_mamba2.py's float64 torch
-reference (imported from this folder) and prints the relative error of the logits, hidden_f,
-loss, the final states and every gradient between transformers and that reference, twice:
-with the reference's grouped gated norm (mamba_ssm's RMSNormGated, group_size = I / G) and
-with its "ungrouped norm" variant (the mean over all I channels, as transformers'
-MambaRMSNormGated takes it). For n_groups 1 the two are the same function and both must
-agree with transformers to float32 rounding; for n_groups 2 only the ungrouped one does.
+Then it loads the same float32 parameters into a float64 reference: make_golden_mamba2.py's
+(imported from this folder; its mixer copied here with two switches, checked to give that
+script's function when both are off) and prints the relative error of the logits, hidden_f,
+loss, the final states and every gradient between transformers and each variant that can
+differ for the fixture: the gated RMSNorm grouped (mamba_ssm's RMSNormGated, group_size =
+I / G) or ungrouped (the mean over all I channels, as transformers' MambaRMSNormGated takes
+it), and dt clamped to time_step_limit or not. For n_groups 1 the grouped and ungrouped norms
+are the same function and must agree with transformers to float32 rounding; for n_groups 2
+only the ungrouped one does (a FAILED CHECK line and exit 1 otherwise; the files are written
+all the same).
 
 It also prints config.json's time_step_limit line exactly as transformers wrote it, and the
 keys in which transformers' config.json differs from make_golden_mamba2.py's config_json().
@@ -94,39 +102,64 @@ def hf_config(c):
     return config
 
 
+KERNEL_NAMES = ("mamba_split_conv1d_scan_combined", "mamba_chunk_scan_combined",
+                "selective_state_update", "causal_conv1d_fn", "causal_conv1d_update")
+
+
 class PathProbes:
-    """Counts Mamba2Mixer.torch_forward / cuda_kernels_forward calls: the forward must take
-    the pure torch path once per layer, the fused kernels never."""
+    """Counts the calls of what the mixer's forward may go through: the Mamba2Mixer methods
+    whose name ends in 'forward' (torch_forward / cuda_kernels_forward in transformers 4.x and
+    early 5.x) and the module-level kernel entry points of modeling_mamba2 (5.x: each one is
+    mamba_ssm's / causal_conv1d's kernel where installed, else transformers' reference PyTorch
+    implementation). Records whether those packages (and the hub `kernels`) are importable:
+    when none is, whatever ran is PyTorch."""
 
     def __init__(self, mm):
+        import importlib.util
         self.mm = mm
         self.calls = {}
         self.saved = []
-        for attr in ("torch_forward", "cuda_kernels_forward"):
-            if hasattr(mm.Mamba2Mixer, attr):
-                self._wrap(mm.Mamba2Mixer, attr)
+        self.globals = {k: repr(getattr(mm, k, "<absent>"))[:160] for k in KERNEL_NAMES}
+        for attr in sorted(vars(mm.Mamba2Mixer)):
+            if attr.endswith("forward") and attr != "forward" and callable(getattr(mm.Mamba2Mixer, attr)):
+                self._wrap(mm.Mamba2Mixer, attr, "Mamba2Mixer.")
+        for attr in sorted(vars(mm)):
+            v = getattr(mm, attr)
+            if (attr in KERNEL_NAMES or any(k in attr for k in ("scan", "conv1d", "state_update"))) \
+                    and callable(v) and not isinstance(v, type):
+                self._wrap(mm, attr, "")
+        self.packages = {}
+        for pkg in ("mamba_ssm", "causal_conv1d", "kernels"):
+            try:
+                self.packages[pkg] = importlib.util.find_spec(pkg) is not None
+            except (ImportError, ValueError):
+                self.packages[pkg] = False
+        self.fast = getattr(mm, "is_fast_path_available", "<absent>")
 
-    def _wrap(self, owner, attr):
+    def _wrap(self, owner, attr, prefix):
         orig = getattr(owner, attr)
         self.saved.append((owner, attr, orig))
-        self.calls[attr] = 0
+        key = prefix + attr
+        self.calls[key] = 0
 
         def wrapper(*a, **k):
-            self.calls[attr] += 1
+            self.calls[key] += 1
             return orig(*a, **k)
 
         setattr(owner, attr, wrapper)
+
+    def reset(self):
+        for k in self.calls:
+            self.calls[k] = 0
 
     def restore(self):
         for owner, attr, orig in reversed(self.saved):
             setattr(owner, attr, orig)
 
-    def verify(self, n_layer):
-        c = self.calls
-        fast = getattr(self.mm, "is_fast_path_available", None)
-        assert c.get("torch_forward", 0) == n_layer and c.get("cuda_kernels_forward", 0) == 0, c
-        return ("Mamba2Mixer.torch_forward x%d, cuda_kernels_forward x%d (is_fast_path_available=%r), "
-                "CPU float32" % (c.get("torch_forward", 0), c.get("cuda_kernels_forward", 0), fast))
+    def report(self):
+        ran = ", ".join("%s x%d" % kv for kv in self.calls.items() if kv[1]) or "none of the probed entry points"
+        pk = ", ".join("%s %s" % (k, "installed" if v else "absent") for k, v in self.packages.items())
+        return "CPU float32; calls: %s; %s; is_fast_path_available=%r" % (ran, pk, self.fast)
 
 
 def write_safetensors(path, tensors, meta):
@@ -170,10 +203,71 @@ def hf_states(model, ids, c):
         return None, None
 
 
-def compare(label, p64, c, ids, hf, names):
-    """The float64 reference (c: its config, with or without the 'ungrouped norm' variant)
-    against transformers' tensors hf; -> dict of relative errors."""
-    logits, hidden_f, states = ref.model_forward(p64, c, ids, impl="ssd")
+def mixer_forward(p, h, c, norm_groups, clamp):
+    """make_golden_mamba2.mixer_forward (zero initial state, the chunked SSD) with two
+    switches: norm_groups, the groups of the gated RMSNorm (G: mamba_ssm's RMSNormGated with
+    group_size I / G; 1: the mean over all I channels), and clamp, whether dt is clamped to
+    time_step_limit. -> out (B, L, D), (conv_state, ssm_state)."""
+    Bsz, L, _ = h.shape
+    I, H, P = c["intermediate_size"], c["num_heads"], c["head_dim"]
+    G, N, K, Cd = c["n_groups"], c["state_size"], c["conv_kernel"], c["conv_dim"]
+    z, xBC_raw, dt_raw = torch.split(h @ p["in_proj.weight"].T, [I, Cd, H], dim=-1)
+    hist = torch.cat([torch.zeros(Bsz, K, Cd, dtype=h.dtype), xBC_raw], dim=1)
+    new_conv = hist[:, -K:].transpose(1, 2)
+    xpad = hist[:, 1:]
+    w = p["conv1d.weight"][:, 0, :]
+    acc = p["conv1d.bias"].expand(Bsz, L, Cd)
+    for k in range(K):
+        acc = acc + w[:, k] * xpad[:, k:k + L]
+    x, Bm, Cm = torch.split(ref.silu(acc), [I, G * N, G * N], dim=-1)
+    x = x.reshape(Bsz, L, H, P)
+    Bh = Bm.reshape(Bsz, L, G, N).repeat_interleave(H // G, dim=2)
+    Ch = Cm.reshape(Bsz, L, G, N).repeat_interleave(H // G, dim=2)
+    A = -torch.exp(p["A_log"])
+    dt = ref.dt_of(dt_raw, p["dt_bias"], c["time_step_limit"] if clamp else (0.0, ref.INF))
+    S0 = torch.zeros(Bsz, H, P, N, dtype=h.dtype)
+    y, S = ref.scan_ssd(x, dt, A, Bh, Ch, S0, c["chunk_size"])
+    y = (y + p["D"][:, None] * x).reshape(Bsz, L, I)
+    out = ref.gated_rmsnorm(y, z, p["norm.weight"], norm_groups)
+    return out @ p["out_proj.weight"].T, (new_conv, S)
+
+
+def model_forward(params, c, ids, norm_groups, clamp):
+    """make_golden_mamba2.model_forward with the switches of mixer_forward."""
+    emb = params["backbone.embeddings.weight"]
+    eps = c["layer_norm_epsilon"]
+    r = emb[ids]
+    states = []
+    for i in range(c["num_hidden_layers"]):
+        hn = ref.rmsnorm(r, params["backbone.layers.%d.norm.weight" % i], eps)
+        out, st = mixer_forward(ref.mixer_params(params, i), hn, c, norm_groups, clamp)
+        r = r + out
+        states.append(st)
+    hidden_f = ref.rmsnorm(r, params["backbone.norm_f.weight"], eps)
+    return hidden_f @ emb.T, hidden_f, states
+
+
+def variants(c):
+    """(label, norm_groups, clamp): mamba_ssm's equations first."""
+    G = c["n_groups"]
+    limited = c["time_step_limit"][0] > 0 or c["time_step_limit"][1] < ref.INF
+    out = [("grouped norm, dt clamped (mamba_ssm = make_golden_mamba2)", G, True)]
+    if G > 1:
+        out.append(("ungrouped norm, dt clamped", 1, True))
+    if limited:
+        out.append(("grouped norm, dt NOT clamped", G, False))
+        if G > 1:
+            out.append(("ungrouped norm, dt NOT clamped", 1, False))
+    return out
+
+
+def compare(label, p64, c, ids, hf, names, norm_groups, clamp):
+    """The float64 reference (one variant) against transformers' tensors hf."""
+    logits, hidden_f, states = model_forward(p64, c, ids, norm_groups, clamp)
+    if norm_groups == c["n_groups"] and clamp:  # the copy must be make_golden_mamba2's function
+        with torch.no_grad():
+            e_copy = rel(logits, ref.model_forward(p64, c, ids, impl="ssd")[0])
+        assert e_copy < 1e-12, e_copy
     loss = ref.lm_loss(logits, ids)
     grads = dict(zip(names, torch.autograd.grad(loss, [p64[n] for n in names])))
     e = {"logits": rel(hf["logits"], logits), "hidden_f": rel(hf["hidden_f"], hidden_f),
@@ -184,10 +278,13 @@ def compare(label, p64, c, ids, hf, names):
     if "state.0.conv" in hf:
         e["states"] = max(max(rel(hf["state.%d.conv" % i], s[0]), rel(hf["state.%d.ssm" % i], s[1]))
                           for i, s in enumerate(states))
-    print("-- transformers fp32 vs reference float64, %s:" % label)
-    print("   logits %.2e, hidden_f %.2e, loss %.2e (reference loss %.8f)%s"
+    if "logits_eval" in hf:
+        e["logits_eval"] = rel(hf["logits_eval"], logits)
+    print("-- transformers fp32 (model.train()) vs reference float64, %s:" % label)
+    print("   logits %.2e, hidden_f %.2e, loss %.2e (reference loss %.8f)%s%s"
           % (e["logits"], e["hidden_f"], e["loss"], float(loss),
-             ", final states %.2e" % e["states"] if "states" in e else ""))
+             ", final states %.2e" % e["states"] if "states" in e else "",
+             "; model.eval() logits %.2e" % e["logits_eval"] if "logits_eval" in e else ""))
     for n in names:
         print("   grad %-44s %.2e" % (n, eg[n]))
     print("   worst gradient %.2e (%s)" % (e["grad_worst"], e["grad_worst_name"]))
@@ -242,18 +339,29 @@ def make_fixture(name, src, out_root, versions):
         lambda mod, inp, out: captured.__setitem__("hidden_f", out))
     probes = PathProbes(modeling_mamba2)
     try:
+        model.eval()
+        with torch.no_grad():
+            out_eval = model(input_ids=ids, use_cache=False)
+        hidden_eval = captured["hidden_f"].detach().clone()
+        path_eval = probes.report()
+        probes.reset()
+        model.train()  # the fixture: a training step's forward and backward
         out = model(input_ids=ids, labels=ids, use_cache=False, output_hidden_states=True)
+        path = probes.report()
     finally:
         probes.restore()
         hook.remove()
-    path = probes.verify(nl)
-    print("path: " + path)
+    print("kernel globals of modeling_mamba2: %r" % probes.globals)
+    print("path (model.train(), the fixture): " + path)
+    print("path (model.eval(), no grad):      " + path_eval)
+    if not any(probes.packages.values()):
+        print("no mamba_ssm, causal_conv1d or kernels package: every entry point ran PyTorch")
     logits, loss, hidden_f = out.logits, out.loss, captured["hidden_f"]
     assert logits.shape == (Bsz, L, V) and logits.dtype == torch.float32
     assert hidden_f.shape == (Bsz, L, D)
     if out.hidden_states is not None:
         print("output_hidden_states[-1] vs the norm_f hook: max |diff| %.1e"
-              % float((out.hidden_states[-1] - hidden_f).abs().max()))
+              % float((out.hidden_states[-1] - hidden_f).detach().abs().max()))
     ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
     assert abs(ce.item() - loss.item()) < 1e-6 * max(1.0, abs(loss.item())), (ce.item(), loss.item())
     loss.backward()
@@ -308,9 +416,22 @@ def make_fixture(name, src, out_root, versions):
     tensors = {"input_ids": ids.contiguous(), "logits": logits.detach().float().contiguous(),
                "loss": loss.detach().float().reshape(1).contiguous(),
                "hidden_f": hidden_f.detach().float().contiguous()}
+    no_grad = []
     for n in names:
-        assert named[n].grad is not None and named[n].grad.abs().max() > 0, "no gradient for " + n
-        tensors["grad." + n] = named[n].grad.detach().float().contiguous()
+        g_n = named[n].grad
+        if g_n is None or not g_n.abs().max() > 0:
+            no_grad.append(n)
+            g_n = torch.zeros_like(named[n]) if g_n is None else g_n
+        tensors["grad." + n] = g_n.detach().float().contiguous()
+    if no_grad:
+        print("NOTE: no (or an all-zero) gradient from transformers for %s" % no_grad)
+    e_train_eval = rel(out_eval.logits, logits)
+    print("transformers model.eval() vs model.train() forward: logits rel %.2e, hidden_f rel %.2e"
+          % (e_train_eval, rel(hidden_eval, hidden_f)))
+    if e_train_eval > 1e-5:
+        print("the two paths differ: expected.safetensors also holds logits_eval, hidden_f_eval")
+        tensors["logits_eval"] = out_eval.logits.detach().float().contiguous()
+        tensors["hidden_f_eval"] = hidden_eval.float().contiguous()
     states, e_cache = hf_states(model, ids, c)
     if states is not None:
         print("forward with use_cache=True vs without: logits rel %.1e" % e_cache)
@@ -318,23 +439,28 @@ def make_fixture(name, src, out_root, versions):
             tensors["state.%d.conv" % i] = cs.contiguous()
             tensors["state.%d.ssm" % i] = S.contiguous()
 
-    # the float64 reference on the same parameters: grouped (mamba_ssm) and ungrouped norm
+    # the float64 reference on the same parameters, in each variant that can differ here
     hf = {k: v.detach() for k, v in tensors.items()}
-    e_grp, eg_grp = compare("reference as in make_golden_mamba2 (grouped gated norm, G=%d)"
-                            % c["n_groups"], p64, c, ids, hf, names)
-    e_ung, eg_ung = compare("reference with an ungrouped gated norm (mean over all I channels)",
-                            p64, dict(c, variant="ungrouped norm"), ids, hf, names)
-    worst_ung = max(e_ung["logits"], e_ung["hidden_f"], e_ung["loss"], e_ung["grad_worst"],
-                    e_ung.get("states", 0.0))
-    problems = []  # reported at the end; the files are written all the same
-    if not worst_ung < TOL_FP32:
-        problems.append("%s: transformers disagrees with the ungrouped reference (%.2e)"
-                        % (name, worst_ung))
-    if c["n_groups"] == 1:
-        worst_grp = max(e_grp["logits"], e_grp["grad_worst"], e_grp.get("states", 0.0))
-        if not worst_grp < TOL_FP32:
-            problems.append("%s: n_groups 1, transformers disagrees with the reference (%.2e)"
-                            % (name, worst_grp))
+    grid = {}
+    for label, ng, clamp in variants(c):
+        grid[label] = compare(label, p64, c, ids, hf, names, ng, clamp)[0]
+
+    def worst(e):
+        return max(e["logits"], e["hidden_f"], e["loss"], e["grad_worst"], e.get("states", 0.0))
+
+    best = min(grid, key=lambda k: worst(grid[k]))
+    print("best match for transformers' training path: %s (worst rel err %.2e)"
+          % (best, worst(grid[best])))
+    e_grp = grid[variants(c)[0][0]]
+    e_ung = grid.get("ungrouped norm, dt clamped", e_grp)
+    problems = ["%s: no gradient for %s" % (name, n) for n in no_grad]  # reported at the end
+    if not worst(e_ung) < TOL_FP32:
+        problems.append("%s: transformers (training path) disagrees with the ungrouped, clamped "
+                        "reference (%.2e); best match: %s (%.2e)"
+                        % (name, worst(e_ung), best, worst(grid[best])))
+    if c["n_groups"] == 1 and not worst(e_grp) < TOL_FP32:
+        problems.append("%s: n_groups 1, transformers disagrees with the reference (%.2e)"
+                        % (name, worst(e_grp)))
     for pr in problems:
         print("FAILED CHECK: " + pr)
 
@@ -351,14 +477,13 @@ def make_fixture(name, src, out_root, versions):
         "seqlen": str(L),
         "config": json.dumps({k: c[k] for k in sorted(c)}),
         "path": path,
-        "gated_norm": "ungrouped (transformers MambaRMSNormGated: mean over all I channels), "
-                      "eps layer_norm_epsilon",
+        "path_eval": path_eval,
+        "eval_vs_train_logits_rel_err": "%.3e" % e_train_eval,
+        "best_reference_variant": best,
+        "reference_variants": json.dumps({k: {kk: (vv if isinstance(vv, str) else "%.3e" % vv)
+                                              for kk, vv in v.items()} for k, v in grid.items()}),
         "dt_clamped_below": "%.4f" % f_lo,
         "dt_clamped_above": "%.4f" % f_hi,
-        "ref_ungrouped_logits_rel_err": "%.3e" % e_ung["logits"],
-        "ref_ungrouped_grad_worst_rel_err": "%.3e" % e_ung["grad_worst"],
-        "ref_grouped_logits_rel_err": "%.3e" % e_grp["logits"],
-        "ref_grouped_grad_worst_rel_err": "%.3e" % e_grp["grad_worst"],
         "note": "loss = model(input_ids, labels=input_ids).loss = mean CE of logits[:, :-1] vs "
                 "input_ids[:, 1:]; hidden_f = output of backbone.norm_f; state.{i}.conv = last K "
                 "raw xBC inputs (B, conv_dim, K), newest last, state.{i}.ssm (B, H, P, N), from "
@@ -387,7 +512,8 @@ def make_fixture(name, src, out_root, versions):
         print("  %-22s %8d bytes" % (f, sz))
     assert total < 300_000, "fixture over 300 KB"
     return dict(loss=loss.item(), grp=e_grp, ung=e_ung, tsl=tsl, diff=diff, path=path,
-                f_lo=f_lo, f_hi=f_hi, states=states is not None, problems=problems)
+                f_lo=f_lo, f_hi=f_hi, states=states is not None, problems=problems, grid=grid,
+                best=best, e_train_eval=e_train_eval)
 
 
 def main():
@@ -418,6 +544,12 @@ def main():
                  u["logits"], u["grad_worst"], u["grad_worst_name"],
                  "; states %.2e / %.2e" % (g["states"], u["states"]) if r["states"] else "",
                  100 * r["f_lo"], 100 * r["f_hi"], " ".join(r["tsl"].split())))
+        for k, e in r["grid"].items():
+            print("   vs %-58s logits %.2e hidden_f %.2e loss %.2e worst grad %.2e%s%s"
+                  % (k, e["logits"], e["hidden_f"], e["loss"], e["grad_worst"],
+                     " states %.2e" % e["states"] if "states" in e else "",
+                     " eval-logits %.2e" % e["logits_eval"] if "logits_eval" in e else ""))
+        print("   best: %s; model.eval() vs model.train() logits %.2e" % (r["best"], r["e_train_eval"]))
     problems = sum((r["problems"] for r in res.values()), [])
     for pr in problems:
         print("FAILED CHECK: " + pr)

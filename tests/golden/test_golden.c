@@ -10,6 +10,10 @@
  * logits[:, t] against input_ids[:, t + 1] for t < L - 1. Our targets are therefore the ids
  * shifted left by one with the last position of each row not scored (-1).
  *
+ * tests/golden/hf_mamba2_a/ is a Mamba-2 model written by transformers' Mamba2ForCausalLM itself
+ * (tests/golden/make_golden_hf_mamba2.py, one group; hf_mamba2_b, with two groups, is kept to
+ * show that transformers normalises the gated norm over the whole width, unlike mamba_ssm,
+ * and is not compared here).
  * tests/golden/mamba2_{a,b}/ hold Mamba-2 models (transformers' Mamba2 layout and config.json)
  * made by tests/golden/make_golden_mamba2.py from a float64 torch reference of mamba_ssm's
  * Mamba2 (grouped gated norm; mamba2_b has 2 groups and a dt_limit that clamps).
@@ -263,7 +267,11 @@ static void test_carried_state(void **state) {
 int main(void) {
     static const char *a = "golden/mamba_a", *b = "golden/mamba_b";
     static const char *a2 = "golden/mamba2_a", *b2 = "golden/mamba2_b";
+    static const char *hf2 = "golden/hf_mamba2_a"; /* transformers' Mamba2ForCausalLM itself */
     const struct CMUnitTest tests[] = {
+        {"forward_backward(hf_mamba2_a)", test_forward_backward, NULL, NULL, (void *)hf2},
+        {"step(hf_mamba2_a)", test_step, NULL, NULL, (void *)hf2},
+        {"carried_state(hf_mamba2_a)", test_carried_state, NULL, NULL, (void *)hf2},
         {"forward_backward(mamba2_a)", test_forward_backward, NULL, NULL, (void *)a2},
         {"forward_backward(mamba2_b)", test_forward_backward, NULL, NULL, (void *)b2},
         {"step(mamba2_a)", test_step, NULL, NULL, (void *)a2},

@@ -297,7 +297,7 @@ static void check_gradients(ssm_model *m, const int32_t *tok, const int32_t *tgt
         memcpy(p, saved, t->numel * sizeof(float));
         double dfd = (lp - lm) / (2 * eps);
         double derr = fabs(dfd - dan), dbound = 2e-2 * fabs(dan) + 2e-4;
-        int ok = err < tol && an_norm > 1e-5 && derr < dbound;
+        int ok = err < tol && an_norm > 1e-4 && derr < dbound;
         printf("  %-44s %2d entries |g| %.2e rel err %.2e | dir % .4e vs % .4e%s\n", t->name, ns,
                an_norm, err, dan, dfd, ok ? "" : "   <-- BAD");
         if (!ok) bad++;
@@ -1231,7 +1231,7 @@ static void test_mixed_checkpoints(void **st) {
     const char *mp = join_path(dx, "model.safetensors");
     n = model_items(mx, items, NULL, 0);
     const struct { const char *layers; ssm_status want; const char *p1, *p2; } bad[] = {
-        {"mamba1,attention,mamba1", SSM_ERR_FORMAT, "unknown layer kind 'attention'", "layer 1"},
+        {"mamba1,lstm,mamba1", SSM_ERR_FORMAT, "unknown layer kind 'lstm'", "layer 1"},
         {"mamba1,mamba2", SSM_ERR_FORMAT, "names 2 layers", "ssm.n_layer is 3"},
         {"mamba1,mamba2,mamba1,mamba2", SSM_ERR_FORMAT, "ssm.layers", "ssm.n_layer is 3"},
         {"", SSM_ERR_FORMAT, "ssm.layers", "ssm.n_layer is 3"},
@@ -1437,10 +1437,17 @@ static void test_recipes(void **st) {
     ssm_recipe_free(u);
     expect_recipe_error("model: {mixer: mamba3}\n", "mamba1", "mamba2");
     /* layer kinds */
-    expect_recipe_error("model:\n  n_layer: 2\n  layers: [mamba1, attention]\n",
-                        "unknown layer kind 'attention'", "t.yaml:3:");
-    expect_recipe_error("model:\n  n_layer: 2\n  layers: attention\n",
-                        "unknown layer kind 'attention'", "t.yaml:3:");
+    /* (a name no kind will take; 'attention' too while the library has no such kind) */
+    expect_recipe_error("model:\n  n_layer: 2\n  layers: [mamba1, lstm]\n",
+                        "unknown layer kind 'lstm'", "t.yaml:3:");
+    expect_recipe_error("model:\n  n_layer: 2\n  layers: lstm\n", "unknown layer kind 'lstm'",
+                        "t.yaml:3:");
+    if (ssm_layer_kind_parse("attention") < 0) {
+        expect_recipe_error("model:\n  n_layer: 2\n  layers: [mamba1, attention]\n",
+                            "unknown layer kind 'attention'", "t.yaml:3:");
+    } else {
+        print_message("  (this library has an attention kind: not checked as unknown)\n");
+    }
     expect_recipe_error("model:\n  n_layer: 3\n  layers: [mamba1, mamba2]\n",
                         "layers lists 2 layers but n_layer is 3", "t.yaml:3:");
     expect_recipe_error("model:\n  n_layer: 2\n  layers: [mamba1, mamba2, mamba1]\n",

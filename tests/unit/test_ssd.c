@@ -792,7 +792,8 @@ static void test_gated_norm(void **st) {
     (void)st;
     int bad = check_gated_norm(9, 24, 1, 80);
     bad += check_gated_norm(9, 24, 2, 81);
-    bad += check_gated_norm(5, 70, 2, 82); /* dw is split in blocks of 16 columns */
+    bad += check_gated_norm(5, 70, 2, 82);
+    bad += check_gated_norm(150, 32, 2, 83); /* dw summed over three blocks of rows (64 each) */
     assert_int_equal(bad, 0);
 }
 

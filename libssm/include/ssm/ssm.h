@@ -62,9 +62,11 @@ SSM_API uint64_t ssm_rng_below(ssm_rng *rng, uint64_t n); /* uniform in [0, n), 
 
 /* The layer kinds, one line each: the enum, the names (recipes, ssm.* metadata) and the table
  * of libssm/src/layers.c all come from this list. */
-#define SSM_LAYER_KIND_MAP(X) \
-    X(MAMBA1, "mamba1")       \
-    X(MAMBA2, "mamba2")
+#define SSM_LAYER_KIND_MAP(X)   \
+    X(MAMBA1, "mamba1")         \
+    X(MAMBA2, "mamba2")         \
+    X(ATTENTION, "attention")   \
+    X(MLP, "mlp")
 typedef enum ssm_layer_kind {
 #define SSM_KIND_ENUM(id, name) SSM_LAYER_##id,
     SSM_LAYER_KIND_MAP(SSM_KIND_ENUM)
@@ -87,6 +89,28 @@ typedef struct ssm_mamba2_config {
     int nheads;        /* H (derived: I / headdim) */
 } ssm_mamba2_config;
 
+/* Causal self-attention options (NemotronH's and Jamba's attention; docs/architecture.md,
+ * 'Attention'). The KV cache is the layer's recurrent state, up to max_context positions. */
+typedef struct ssm_attention_config {
+    int n_heads;       /* H query heads */
+    int n_kv_heads;    /* Hkv key/value heads (GQA: query head h reads kv head h / (H / Hkv)) */
+    int head_dim;      /* hd (0: d_model / n_heads) */
+    int rotary_dim;    /* RoPE (GPT-NeoX style) on the first rotary_dim channels of each head; 0: none */
+    float rope_base;   /* 10000 */
+    int max_context;   /* positions a carried state (KV cache) holds per sequence */
+} ssm_attention_config;
+
+typedef enum ssm_mlp_activation {
+    SSM_MLP_RELU2,  /* NemotronH: down(relu(up(x))^2) */
+    SSM_MLP_SWIGLU, /* mamba_ssm's GatedMLP: fc2(y * silu(g)), [y | g] = fc1(x) */
+} ssm_mlp_activation;
+
+/* MLP layer options (a layer of its own, as NemotronH's '-'). */
+typedef struct ssm_mlp_config {
+    int d_ff;                       /* hidden width F */
+    ssm_mlp_activation activation;
+} ssm_mlp_config;
+
 typedef struct ssm_config {
     int vocab_size; /* rows of the embedding (padded to a multiple of 8 by ssm_config_default) */
     int d_model;    /* D */
@@ -103,6 +127,8 @@ typedef struct ssm_config {
     float dt_min, dt_max, dt_init_floor; /* 0.001, 0.1, 1e-4 */
     /* Mamba-2 mixer options */
     ssm_mamba2_config mamba2;
+    ssm_attention_config attention;
+    ssm_mlp_config mlp;
 } ssm_config;
 
 /* The reference defaults for a Mamba-1 model of this size (every layer SSM_LAYER_MAMBA1, the
@@ -114,7 +140,11 @@ SSM_API void ssm_config_set_kind(ssm_config *config, ssm_layer_kind kind);
  * by its key (e.g. "mamba2.headdim = 24 does not divide d_inner = 64"); fills the derived
  * fields (d_inner, dt_rank, mamba2.d_inner, mamba2.nheads) when 0. */
 SSM_API ssm_status ssm_config_validate(ssm_config *config);
-/* "mamba1" ("mamba" too), "mamba2" -> the kind; -1 when unknown. */
+/* The kinds from a layer pattern, one character a layer, as NemotronH and Megatron write it:
+ * M = a Mamba layer (of kind mamba), * = attention, - = MLP. Sets n_layer. */
+SSM_API ssm_status ssm_config_set_pattern(ssm_config *config, const char *pattern,
+                                          ssm_layer_kind mamba);
+/* "mamba1" ("mamba" too), "mamba2", "attention", "mlp" -> the kind; -1 when unknown. */
 SSM_API int ssm_layer_kind_parse(const char *name);
 SSM_API const char *ssm_layer_kind_name(int kind);
 /* 1 when every layer has this kind. */
@@ -147,12 +177,29 @@ typedef struct ssm_mamba2_params {
     float *out_proj;  /* (D, I)         mixer.out_proj.weight */
 } ssm_mamba2_params;
 
+/* An attention layer's tensors (NemotronH's names). H heads, Hkv kv heads of hd channels. */
+typedef struct ssm_attention_params {
+    float *q_proj;    /* (H hd, D)      mixer.q_proj.weight */
+    float *k_proj;    /* (Hkv hd, D)    mixer.k_proj.weight */
+    float *v_proj;    /* (Hkv hd, D)    mixer.v_proj.weight */
+    float *o_proj;    /* (D, H hd)      mixer.o_proj.weight */
+} ssm_attention_params;
+
+/* An MLP layer's tensors: relu2 (NemotronH) up (F, D), down (D, F); swiglu (mamba_ssm's
+ * GatedMLP) fc1 (2F, D) rows [value | gate], fc2 (D, F). The names follow the activation. */
+typedef struct ssm_mlp_params {
+    float *up;        /* (F, D) mixer.up_proj.weight, or (2F, D) mixer.fc1.weight */
+    float *down;      /* (D, F) mixer.down_proj.weight, or mixer.fc2.weight */
+} ssm_mlp_params;
+
 #define SSM_MIXER_MAX_TENSORS 12
 typedef struct ssm_layer_params {
     float *norm;      /* (D)            backbone.layers.{i}.norm.weight */
     union {           /* the mixer's, by config.layer_kind[i] */
         ssm_mamba1_params mamba1;
         ssm_mamba2_params mamba2;
+        ssm_attention_params attention;
+        ssm_mlp_params mlp;
         float *mixer[SSM_MIXER_MAX_TENSORS]; /* the same pointers, in table order */
     };
 } ssm_layer_params;
@@ -217,6 +264,8 @@ SSM_API int ssm_state_batch(const ssm_state *state);
  * state between batches of different sizes. Both on the host: call ssm_state_to_host first
  * for a GPU model's state. */
 SSM_API ssm_status ssm_state_copy_row(ssm_state *dst, int to, const ssm_state *src, int from);
+/* Positions sequence `row` has seen (0 after create or reset). */
+SSM_API int64_t ssm_state_position(const ssm_state *state, int row);
 /* Zero one sequence's state. */
 SSM_API ssm_status ssm_state_reset_row(ssm_state *state, int row);
 /* Bring the state of a GPU model back to the host (a no-op for CPU models). */
@@ -251,6 +300,16 @@ SSM_API ssm_status ssm_forward_score(ssm_model *model, const int32_t *tokens,
  * tokens stay on the device and each step runs as one CUDA graph. */
 SSM_API ssm_status ssm_generate_greedy(ssm_model *model, const int32_t *prompt, int B, int P,
                                        int n_new, int32_t *out);
+/* Hidden states (B, L, D) of the last ssm_forward or ssm_forward_score on the CPU into out:
+ * layer 0 .. n_layer - 1: the residual stream after block `layer` (r_{layer + 1}, before any
+ * norm); layer n_layer (or -1): the final norm's output RMSNorm_f(r_n) * norm_f.weight, the rows
+ * the tied head multiplies (logits = out . embedding^T). Rows batch-major as the tokens. A
+ * forward from a carried state gives the states of that window. ssm_backward and ssm_step
+ * leave them; ssm_generate_greedy leaves the prompt's; ssm_model_reserve alone, or for another
+ * shape, leaves them unspecified; a model brought back from a GPU has its last CPU forward's.
+ * SSM_ERR_ARG before the first forward or for a layer outside [-1, n_layer];
+ * SSM_ERR_UNSUPPORTED for a model on a GPU (the CUDA backend keeps no hidden states). */
+SSM_API ssm_status ssm_model_hidden(const ssm_model *model, int layer, float *out);
 
 /* ---- devices ---------------------------------------------------------------------------- */
 
