@@ -77,11 +77,16 @@ void cpu_matmul_backward(float *d_in, int ld_din, float beta, float *dW, const f
  * is read from memory once and used for every one of the B rows while it sits in L1.
  *
  * Each output out[b, o] is the same sequence of operations whatever B, the thread count, its
- * position in a block or the block sizes around it: 16 lanes of fused products over the
+ * position in a block or the block sizes around it: 16 lanes of multiply-adds over the
  * columns in order (lane j takes columns j, j + 16, ...; the last partial vector zero-padded),
  * then a fixed tree over the lanes. So the result depends only on in[b], W[o] and n_in. */
 #define CPU_ROWS_R 4 /* rows of W per block */
 typedef float cpu_v16 __attribute__((vector_size(64)));
+
+#if defined(__GNUC__) && !defined(__clang__)
+/* the helpers below are static and inlined: no vector crosses a call, whatever the target */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 
 static inline cpu_v16 v16_load(const float *p) {
     cpu_v16 v;
@@ -95,38 +100,44 @@ static inline cpu_v16 v16_load_tail(const float *p, int n) {
     return v;
 }
 
-/* lanes (0..15) -> one sum, in a fixed tree */
+typedef float cpu_v8 __attribute__((vector_size(32)));
+typedef float cpu_v4 __attribute__((vector_size(16)));
+
+/* lanes (0..15) -> one sum, in a fixed tree: a[i] + a[i + 8], then + [i + 4], then
+ * (a0 + a2) + (a1 + a3); as vector halves, so that it costs a few instructions */
 static inline float v16_sum(cpu_v16 v) {
-    float a[16];
-    memcpy(a, &v, sizeof a);
-    for (int i = 0; i < 8; i++) a[i] += a[i + 8];
-    for (int i = 0; i < 4; i++) a[i] += a[i + 4];
-    return (a[0] + a[2]) + (a[1] + a[3]);
+    cpu_v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+               __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    cpu_v4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+    return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
-/* out[b0 + q, o0 + r] (q < NB, r < R) = beta * out + in[b0 + q] . W[o0 + r] */
+/* out[b0 + q, o0 + r] (q < NB, r < R) = beta * out + in[b0 + q] . W[o0 + r]; R <= 4, NB <= 8,
+ * R NB <= 16 accumulators (the shapes used: 4 x 1, 4 x 2, 2 x 8, 1 x 8, 1 x 2, 1 x 1) */
+#define CPU_ROWS_NB 8
 static inline __attribute__((always_inline)) void rows_block(float *out, int ld_out, float beta,
                                                              const float *in, int ld_in,
                                                              const float *W, int n_in, int o0,
-                                                             int R, int b0, int NB) {
-    cpu_v16 acc[CPU_ROWS_R][2];
-    const float *w[CPU_ROWS_R], *x[2];
+                                                             int R, int b0, int NB, long pf) {
+    cpu_v16 acc[CPU_ROWS_R][CPU_ROWS_NB];
+    const float *w[CPU_ROWS_R], *x[CPU_ROWS_NB];
     for (int r = 0; r < R; r++) w[r] = W + (size_t)(o0 + r) * n_in;
     for (int q = 0; q < NB; q++) x[q] = in + (size_t)(b0 + q) * ld_in;
     for (int r = 0; r < R; r++)
         for (int q = 0; q < NB; q++) acc[r][q] = (cpu_v16){0};
     int k = 0;
     for (; k + 16 <= n_in; k += 16) {
-        cpu_v16 xv[2];
+        cpu_v16 xv[CPU_ROWS_NB];
         for (int q = 0; q < NB; q++) xv[q] = v16_load(x[q] + k);
         for (int r = 0; r < R; r++) {
             cpu_v16 wv = v16_load(w[r] + k);
+            if (pf) __builtin_prefetch(w[r] + k + pf, 0, 3);
             for (int q = 0; q < NB; q++) acc[r][q] += wv * xv[q];
         }
     }
     if (k < n_in) {
         int n = n_in - k;
-        cpu_v16 xv[2];
+        cpu_v16 xv[CPU_ROWS_NB];
         for (int q = 0; q < NB; q++) xv[q] = v16_load_tail(x[q] + k, n);
         for (int r = 0; r < R; r++) {
             cpu_v16 wv = v16_load_tail(w[r] + k, n);
@@ -140,18 +151,29 @@ static inline __attribute__((always_inline)) void rows_block(float *out, int ld_
         }
 }
 
-/* rows o0 .. o0 + R - 1 of W against every row of in */
+/* rows o0 .. o0 + R - 1 of W against every row of in: groups of 8 rows of in against 2 rows
+ * of W at a time (16 accumulators, each W vector used 8 times), then pairs against 4 */
 static void rows_blocks(float *out, int ld_out, float beta, const float *in, int ld_in,
-                        const float *W, int B, int n_in, int o0, int R) {
+                        const float *W, int B, int n_in, int n_out, int o0, int R) {
     int b = 0;
+    /* the first pass over the block's rows prefetches the block after next (the same columns,
+     * 8 rows on): with several rows of in per W vector, the loads alone no longer run far
+     * enough ahead of the multiply-adds to keep the memory busy */
+    long pf = B > 1 && o0 + 3 * CPU_ROWS_R <= n_out ? 2L * CPU_ROWS_R * n_in : 0;
     if (R == CPU_ROWS_R) {
-        for (; b + 2 <= B; b += 2) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0, CPU_ROWS_R, b, 2);
-        if (b < B) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0, CPU_ROWS_R, b, 1);
+        for (; b + 8 <= B; b += 8, pf = 0) {
+            rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0, 2, b, 8, pf);
+            rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0 + 2, 2, b, 8, pf);
+        }
+        for (; b + 2 <= B; b += 2, pf = 0)
+            rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0, CPU_ROWS_R, b, 2, pf);
+        if (b < B) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0, CPU_ROWS_R, b, 1, pf);
         return;
     }
     for (int r = 0; r < R; r++) {
-        for (b = 0; b + 2 <= B; b += 2) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0 + r, 1, b, 2);
-        if (b < B) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0 + r, 1, b, 1);
+        for (b = 0; b + 8 <= B; b += 8) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0 + r, 1, b, 8, 0);
+        for (; b + 2 <= B; b += 2) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0 + r, 1, b, 2, 0);
+        if (b < B) rows_block(out, ld_out, beta, in, ld_in, W, n_in, o0 + r, 1, b, 1, 0);
     }
 }
 
@@ -159,7 +181,7 @@ static void rows_blocks(float *out, int ld_out, float beta, const float *in, int
 static inline void rows_item(float *out, int ld_out, float beta, const float *in, int ld_in,
                              const float *W, int B, int n_in, int n_out, long ib) {
     int o0 = (int)ib * CPU_ROWS_R, R = n_out - o0 < CPU_ROWS_R ? n_out - o0 : CPU_ROWS_R;
-    rows_blocks(out, ld_out, beta, in, ld_in, W, B, n_in, o0, R);
+    rows_blocks(out, ld_out, beta, in, ld_in, W, B, n_in, n_out, o0, R);
 }
 
 /* below this many multiply-adds a product runs on the calling thread (a parallel region costs

@@ -213,6 +213,41 @@ void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_d
 #define SCAN_STEP_NMAX 64            /* A of the whole block kept when N is at most this */
 #define SCAN_STEP_PARALLEL_MIN 16384 /* B * E * N below which one thread does it all */
 
+/* r (16 x 16) <- its transpose: rows i and i + k swap their off-diagonal k-blocks, k = 8, 4, 2,
+ * 1 (as ssd.c's step) */
+typedef float scan_v16 __attribute__((vector_size(64)));
+_Static_assert(BL == 16 && SCAN_STEP_NC == 16, "the step's tiles are 16 x 16");
+static inline void scan_transpose16(scan_v16 r[16]) {
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (!(i & 8)) {
+            scan_v16 x0 = r[i], x1 = r[i + 8];
+            r[i] = __builtin_shufflevector(x0, x1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+            r[i + 8] = __builtin_shufflevector(x0, x1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+        }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (!(i & 4)) {
+            scan_v16 x0 = r[i], x1 = r[i + 4];
+            r[i] = __builtin_shufflevector(x0, x1, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+            r[i + 4] = __builtin_shufflevector(x0, x1, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+        }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (!(i & 2)) {
+            scan_v16 x0 = r[i], x1 = r[i + 2];
+            r[i] = __builtin_shufflevector(x0, x1, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+            r[i + 2] = __builtin_shufflevector(x0, x1, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+        }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++)
+        if (!(i & 1)) {
+            scan_v16 x0 = r[i], x1 = r[i + 1];
+            r[i] = __builtin_shufflevector(x0, x1, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+            r[i + 1] = __builtin_shufflevector(x0, x1, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+        }
+}
+
 /* A = -exp(A_log) for channels e0 .. e0 + ne - 1 (-1 in the lanes past them), values
  * n0 .. n0 + nn - 1, as A[n][j] */
 static inline void scan_step_A(float (*A)[BL], const float *A_log, int e0, int ne, int N, int n0,
@@ -242,11 +277,19 @@ static inline void scan_step_seq(float *y, float *state, const float *u, const f
     }
     for (int n0 = 0; n0 < N; n0 += SCAN_STEP_NC) {
         const int nn = N - n0 < SCAN_STEP_NC ? N - n0 : SCAN_STEP_NC;
-        float h[SCAN_STEP_NC][BL], Abuf[SCAN_STEP_NC][BL], (*A)[BL] = Abuf;
+        float h[SCAN_STEP_NC][BL] __attribute__((aligned(64))), Abuf[SCAN_STEP_NC][BL], (*A)[BL] = Abuf;
         if (Aall) A = Aall + n0;
         else scan_step_A(Abuf, A_log, e0, ne, N, n0, nn); /* A = -exp(A_log) */
-        for (int j = 0; j < BL; j++)
-            for (int n = 0; n < nn; n++) h[n][j] = j < ne ? hb[(size_t)j * N + n0 + n] : 0.0f;
+        const int whole = nn == SCAN_STEP_NC && ne == BL; /* a 16 x 16 tile: in registers */
+        if (whole) {
+            scan_v16 r[16];
+            for (int j = 0; j < BL; j++) memcpy(&r[j], hb + (size_t)j * N + n0, sizeof r[j]);
+            scan_transpose16(r);
+            memcpy(h, r, sizeof h);
+        } else {
+            for (int j = 0; j < BL; j++)
+                for (int n = 0; n < nn; n++) h[n][j] = j < ne ? hb[(size_t)j * N + n0 + n] : 0.0f;
+        }
         for (int n = 0; n < nn; n++) {
             const float bn = Bt[n0 + n], cn = Ct[n0 + n];
 #pragma omp simd
@@ -256,8 +299,15 @@ static inline void scan_step_seq(float *y, float *state, const float *u, const f
                 acc[j] += h[n][j] * cn;
             }
         }
-        for (int j = 0; j < ne; j++)
-            for (int n = 0; n < nn; n++) hb[(size_t)j * N + n0 + n] = h[n][j];
+        if (whole) {
+            scan_v16 r[16];
+            memcpy(r, h, sizeof h);
+            scan_transpose16(r);
+            for (int j = 0; j < BL; j++) memcpy(hb + (size_t)j * N + n0, &r[j], sizeof r[j]);
+        } else {
+            for (int j = 0; j < ne; j++)
+                for (int n = 0; n < nn; n++) hb[(size_t)j * N + n0 + n] = h[n][j];
+        }
     }
     for (int j = 0; j < ne; j++) y[(size_t)b * E + e0 + j] = acc[j] + Dskip[e0 + j] * uu[j];
 }

@@ -163,7 +163,8 @@ static void test_rows_equals_sgemm(void **unused) {
      * several rows, small and threaded sizes */
     static const int cases[][3] = {{1, 64, 256},  {1, 13, 7},    {1, 4, 130},  {1, 48, 1536},
                                    {1, 768, 321}, {2, 37, 21},   {3, 96, 384}, {5, 17, 1},
-                                   {8, 768, 50},  {8, 200, 999}, {1, 1, 9},    {7, 1536, 80}};
+                                   {8, 768, 50},  {8, 200, 999}, {1, 1, 9},    {7, 1536, 80},
+                                   {11, 100, 37}, {16, 64, 9},   {9, 33, 2}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int B = cases[c][0], n_in = cases[c][1], n_out = cases[c][2];
         int ld_in = n_in + 3, ld_out = n_out + 5; /* strided rows, as the step's are */
