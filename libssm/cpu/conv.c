@@ -138,13 +138,6 @@ void cpu_conv_step(float *u, float *state, const float *x, int ld_x, const float
         conv_step_channels(u + (size_t)bb * E, state + (size_t)bb * E * K,                     \
                            x + (size_t)bb * ld_x, w, b, e0, e1, K);                            \
     } while (0)
-    /* (a serial loop rather than an `if` clause: libgomp allocates a team for every region
-     * that runs on one thread) */
-    if ((double)B * E < CONV_STEP_PARALLEL_MIN || items < 2) {
-        for (long it = 0; it < items; it++) CONV_STEP_ITEM(it);
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (long it = 0; it < items; it++) CONV_STEP_ITEM(it);
+    CPU_FOR(it, items, (double)B * E, CONV_STEP_PARALLEL_MIN, 0, CONV_STEP_ITEM(it));
 #undef CONV_STEP_ITEM
 }

@@ -8,6 +8,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* for (long i = 0; i < n; i++) body; on `threads` threads (0: all) when `work` reaches `min`
+ * and there are two items or more, else on this thread alone. A serial loop rather than an
+ * OpenMP `if` clause: libgomp allocates a team for every region, even one that runs on one
+ * thread, which costs more than a small op's work (the decode step's norms, gates, scans). */
+#define CPU_FOR(i, n, work, min, threads, body)                                                \
+    do {                                                                                       \
+        const long cpu_for_n_ = (n);                                                           \
+        if ((double)(work) < (double)(min) || cpu_for_n_ < 2) {                                \
+            for (long i = 0; i < cpu_for_n_; i++) body;                                        \
+        } else {                                                                               \
+            const int cpu_for_t_ = (threads) > 0 ? (threads) : cpu_max_threads();             \
+            _Pragma("omp parallel for schedule(static) num_threads(cpu_for_t_)")               \
+            for (long i = 0; i < cpu_for_n_; i++) body;                                        \
+        }                                                                                      \
+    } while (0)
+int cpu_max_threads(void);
+
 /* matmul.c: out (T, n_out) = in (T, n_in) . W^T with W (n_out, n_in) (nn.Linear without bias).
  * beta = 0 overwrites out, beta = 1 adds to it. */
 void cpu_matmul_forward(float *out, int ld_out, float beta, const float *in, int ld_in,

@@ -6,6 +6,8 @@
 
 #include "cpu_ops.h"
 
+int cpu_max_threads(void) { return omp_get_max_threads(); } /* for CPU_FOR (cpu_ops.h) */
+
 void cpu_matmul_forward(float *out, int ld_out, float beta, const float *in, int ld_in,
                         const float *W, int T, int n_in, int n_out) {
     /* out (T, n_out) = in (T, n_in) . W^T */
@@ -192,12 +194,6 @@ void cpu_matmul_rows(float *out, int ld_out, float beta, const float *in, int ld
                      const float *W, int B, int n_in, int n_out) {
     if (B <= 0 || n_out <= 0) return;
     long blocks = (n_out + CPU_ROWS_R - 1) / CPU_ROWS_R;
-    /* (a serial loop rather than an `if` clause: libgomp allocates a team for every region
-     * that runs on one thread) */
-    if ((double)B * n_in * n_out < CPU_ROWS_PARALLEL_MIN || blocks < 2) {
-        for (long ib = 0; ib < blocks; ib++) rows_item(out, ld_out, beta, in, ld_in, W, B, n_in, n_out, ib);
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (long ib = 0; ib < blocks; ib++) rows_item(out, ld_out, beta, in, ld_in, W, B, n_in, n_out, ib);
+    CPU_FOR(ib, blocks, (double)B * n_in * n_out, CPU_ROWS_PARALLEL_MIN, 0,
+            rows_item(out, ld_out, beta, in, ld_in, W, B, n_in, n_out, ib));
 }

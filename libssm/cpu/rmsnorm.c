@@ -3,19 +3,22 @@
 
 #include "cpu_ops.h"
 
+#define RMSNORM_PARALLEL_MIN 32768 /* T * D below which one thread does it all */
+
+static void rmsnorm_row(float *out, float *rstd, const float *x, const float *w, long t, int D, float eps) {
+    const float *xt = x + (size_t)t * D;
+    float *ot = out + (size_t)t * D;
+    double ss = 0;
+    for (int i = 0; i < D; i++) ss += (double)xt[i] * xt[i];
+    /* rstd = 1 / sqrt(mean(x^2) + eps) */
+    float r = 1.0f / sqrtf((float)(ss / D) + eps);
+    rstd[t] = r;
+    for (int i = 0; i < D; i++) ot[i] = xt[i] * r * w[i];
+}
+
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int T, int D,
                          float eps) {
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < T; t++) {
-        const float *xt = x + (size_t)t * D;
-        float *ot = out + (size_t)t * D;
-        double ss = 0;
-        for (int i = 0; i < D; i++) ss += (double)xt[i] * xt[i];
-        /* rstd = 1 / sqrt(mean(x^2) + eps) */
-        float r = 1.0f / sqrtf((float)(ss / D) + eps);
-        rstd[t] = r;
-        for (int i = 0; i < D; i++) ot[i] = xt[i] * r * w[i];
-    }
+    CPU_FOR(t, T, (double)T * D, RMSNORM_PARALLEL_MIN, 0, rmsnorm_row(out, rstd, x, w, t, D, eps));
 }
 
 void cpu_rmsnorm_backward(float *dx, float *dw, const float *d_out, const float *x,

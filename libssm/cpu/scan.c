@@ -330,14 +330,6 @@ void cpu_scan_step(float *y, float *state, const float *u, const float *dt,
                    const float *Cm, int ld_bc, const float *Dskip, int B, int E, int N) {
     /* mamba_ssm's selective_state_update: one step of the recurrence per (b, e) */
     const int n_blocks = (E + BL - 1) / BL;
-    /* (a serial loop rather than an `if` clause: libgomp allocates a team for every region
-     * that runs on one thread) */
-    if ((double)B * E * N < SCAN_STEP_PARALLEL_MIN || n_blocks < 2) {
-        for (int blk = 0; blk < n_blocks; blk++)
-            scan_step_block(y, state, u, dt, dt_bias, A_log, Bm, Cm, ld_bc, Dskip, B, E, N, blk * BL);
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < n_blocks; blk++)
-        scan_step_block(y, state, u, dt, dt_bias, A_log, Bm, Cm, ld_bc, Dskip, B, E, N, blk * BL);
+    CPU_FOR(blk, n_blocks, (double)B * E * N, SCAN_STEP_PARALLEL_MIN, 0,
+            scan_step_block(y, state, u, dt, dt_bias, A_log, Bm, Cm, ld_bc, Dskip, B, E, N, (int)blk * BL));
 }

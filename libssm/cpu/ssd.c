@@ -312,16 +312,8 @@ void cpu_ssd_step(const cpu_ssd_args *a) {
     assert(a->H % a->G == 0);
     const size_t PN = (size_t)a->P * a->N;
     const long items = (long)a->B * a->H;
-    /* (a serial loop rather than an `if` clause: libgomp allocates a team for every region
-     * that runs on one thread) */
-    if ((double)items * PN < SSD_STEP_PARALLEL_MIN || items < 2) {
-        for (long it = 0; it < items; it++)
-            step_bh(a, (int)(it / a->H), (int)(it % a->H), a->state + (size_t)it * PN);
-        return;
-    }
-#pragma omp parallel for schedule(static) num_threads(n_threads(a, 0))
-    for (long it = 0; it < items; it++)
-        step_bh(a, (int)(it / a->H), (int)(it % a->H), a->state + (size_t)it * PN);
+    CPU_FOR(it, items, (double)items * PN, SSD_STEP_PARALLEL_MIN, n_threads(a, 0),
+            step_bh(a, (int)(it / a->H), (int)(it % a->H), a->state + (size_t)it * PN));
 }
 
 /* ---- the chunked SSD --------------------------------------------------------------------- */
