@@ -88,6 +88,7 @@ __device__ __forceinline__ float sigmoidf_(float x) {
     float r = rcpf(1.0f + y);
     return x >= 0.0f ? r : y * r;
 }
+__device__ __forceinline__ float siluf(float x) { return x * sigmoidf_(x); }
 // d softplus / dx = sigmoid(x), 1 above the threshold
 __device__ __forceinline__ float dsoftplusf(float x) { return x > 20.0f ? 1.0f : sigmoidf_(x); }
 

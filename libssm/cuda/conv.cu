@@ -16,8 +16,6 @@ namespace {
 constexpr int TL = 16; // steps per thread
 constexpr int TG = 8;  // runs (warps) per block along time: a block covers 32 channels x 128 steps
 
-__device__ __forceinline__ float siluf(float x) { return x * sigmoidf_(x); }
-
 // The input at time l (>= -K) of sequence b, channel e: x, the carried state or zero.
 template <typename T>
 __device__ __forceinline__ float x_at(const T *x, int ld_x, const float *state, int b, int L,

@@ -73,6 +73,8 @@ struct cuda_decode {
     int *counter;          // (1) tokens appended to out so far
     const void *graph_state;   // the state the step graph was captured with
     cudaGraphExec_t step_graph;   // ssm_step: tokens -> logits
+    int gemv;              // the step's projections through cuda_gemv (small B), see step.cu:
+                           // 0 no (cuBLAS), 1 yes, 2 yes with programmatic dependent launch
 };
 
 struct ssm_cuda_model {
@@ -100,6 +102,31 @@ struct ssm_cuda_model {
 static inline const bf16 *w16(const ssm_cuda_model *g, const float *p) {
     return g->params16 + (p - g->params);
 }
+
+// The decode step's small-batch projection (gemv.cu): out (B, n) = beta * out + x . w^T, x the
+// bf16 rows in (B, k), or, with norm_w, RMSNorm(eps, norm_w) of the fp32 rows in; with u set,
+// the causal-conv step on out columns [0, E) too (u (B, E) = silu(conv), conv_state (B, E, K)).
+#define GV_MAXB 8
+struct cuda_gemv_args {
+    void *out;
+    int ld_out;
+    cuda_dtype out_dtype;
+    float beta;            // fp32 out only
+    const void *in;        // (B, k) row stride ld_in: bf16, or fp32 with norm_w
+    int ld_in;
+    const float *norm_w;   // (k) or NULL
+    float eps;
+    const bf16 *w;         // (n, k)
+    int B, k, n;
+    void *u;               // (B, E) bf16, or NULL: no conv
+    float *conv_state;     // (B, E, K)
+    const float *conv_w, *conv_b; // (E, K), (E)
+    int E, K;
+    int overlap;           // programmatic dependent launch (sm_90 and later)
+};
+// B <= GV_MAXB, k a multiple of 8 (at most 2048), 16-byte aligned rows: else use cuBLAS
+extern "C" bool cuda_gemv_fits(const cuda_gemv_args *a);
+extern "C" ssm_status cuda_gemv(const cuda_gemv_args *a, cudaStream_t st);
 
 // device allocation counted in bytes/peak
 ssm_status cuda_model_alloc(ssm_cuda_model *g, void **ptr, size_t bytes, const char *what);

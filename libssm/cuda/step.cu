@@ -1,6 +1,7 @@
 // step.cu: recurrent decode on the GPU, one token per sequence (libssm/src/step.c's loop), with
 // the per-token work captured once in a CUDA graph and replayed; and greedy generation that
-// keeps the tokens on the device (step + argmax + append, all in the graph).
+// keeps the tokens on the device (step + argmax + append, all in the graph). At small batch
+// the step's projections go through gemv.cu (4 launches a layer instead of 6).
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,6 +9,48 @@
 
 ssm_status cuda_forward_prompt(ssm_model *m, const int32_t *tokens, int B, int L, float *conv,
                                float *ssm);
+
+static cuda_gemv_args gemv_args(void *out, int ld_out, cuda_dtype out_dtype, const void *in, int ld_in,
+                                const bf16 *w, int B, int k, int n) {
+    cuda_gemv_args a = {};
+    a.out = out, a.ld_out = ld_out, a.out_dtype = out_dtype, a.in = in, a.ld_in = ld_in;
+    a.w = w, a.B = B, a.k = k, a.n = n;
+    return a;
+}
+
+static ssm_status run_gemv(const cuda_decode *d, cuda_gemv_args a, cudaStream_t st) {
+    a.overlap = d->gemv == 2;
+    return cuda_gemv(&a, st);
+}
+
+// Whether every projection of the step fits cuda_gemv at batch B (the shapes and the weights'
+// alignment; the decode buffers are 256-byte aligned): 2 (with programmatic dependent launch,
+// sm_90 and later), 1, or 0. SSM_CUDA_DECODE=cublas keeps cuBLAS, =gemv-serial launches
+// without the overlap (bench-decode in scripts/run-on-device times all three).
+static int gemv_fits_model(const ssm_model *m, int B) {
+    const char *env = getenv("SSM_CUDA_DECODE");
+    if (env && !strcmp(env, "cublas")) return 0;
+    int dev = 0, major = 0;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    const int mode = major >= 9 && !(env && !strcmp(env, "gemv-serial")) ? 2 : 1;
+    const ssm_cuda_model *g = m->cuda;
+    const ssm_config *c = &m->config;
+    const int D = c->d_model, E = c->d_inner, XD = c->dt_rank + 2 * c->d_state;
+    alignas(16) static const float act[4] = {0}; // a 16-byte-aligned stand-in for the activations
+    cuda_gemv_args a = gemv_args(NULL, 0, CUDA_DTYPE_BF16, act, D, w16(g, g->p.embedding), B, D, c->vocab_size);
+    a.norm_w = g->p.norm_f;
+    if (!cuda_gemv_fits(&a)) return 0;
+    for (int i = 0; i < c->n_layer; i++) {
+        const ssm_layer_params *p = &g->p.layers[i];
+        cuda_gemv_args in = gemv_args(NULL, 0, CUDA_DTYPE_BF16, act, D, w16(g, p->mamba1.in_proj), B, D, 2 * E);
+        in.norm_w = p->norm;
+        cuda_gemv_args xp = gemv_args(NULL, 0, CUDA_DTYPE_BF16, act, E, w16(g, p->mamba1.x_proj), B, E, XD);
+        cuda_gemv_args op = gemv_args(NULL, 0, CUDA_DTYPE_F32, act, E, w16(g, p->mamba1.out_proj), B, E, D);
+        if (!cuda_gemv_fits(&in) || !cuda_gemv_fits(&xp) || !cuda_gemv_fits(&op)) return 0;
+    }
+    return mode;
+}
 
 // Decode buffers for B rows (and out_cap greedy tokens per row); a new shape drops the graphs.
 static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
@@ -39,6 +82,7 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
     }
     d->batch = B;
     d->out_cap = out_cap;
+    d->gemv = gemv_fits_model(m, B);
     return SSM_OK;
 }
 
@@ -54,10 +98,21 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
     SSM_TRY(cuda_embedding_forward(d->r, d->tokens, g->p.embedding, B, D, st));
     for (int i = 0; i < c->n_layer; i++) {
         const ssm_layer_params *p = &g->p.layers[i];
-        SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, p->norm, B, D, c->norm_eps, BF, st));
-        SSM_TRY(cuda_matmul_forward(g->blas, d->xz, 2 * E, BF, 0.0f, d->h, D, w16(g, p->mamba1.in_proj), B, D, 2 * E));
-        SSM_TRY(cuda_conv_step(d->u, conv + (size_t)i * B * E * K, d->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, B, E, K, BF, st));
-        SSM_TRY(cuda_matmul_forward(g->blas, d->x_dbl, XD, BF, 0.0f, d->u, E, w16(g, p->mamba1.x_proj), B, E, XD));
+        float *conv_i = conv + (size_t)i * B * E * K;
+        if (d->gemv) { // RMSNorm + in_proj + conv step in one launch, then x_proj
+            cuda_gemv_args in = gemv_args(d->xz, 2 * E, BF, d->r, D, w16(g, p->mamba1.in_proj), B, D, 2 * E);
+            in.norm_w = p->norm, in.eps = c->norm_eps;
+            in.u = d->u, in.conv_state = conv_i, in.conv_w = p->mamba1.conv_w, in.conv_b = p->mamba1.conv_b;
+            in.E = E, in.K = K;
+            SSM_TRY(run_gemv(d, in, st));
+            cuda_gemv_args xp = gemv_args(d->x_dbl, XD, BF, d->u, E, w16(g, p->mamba1.x_proj), B, E, XD);
+            SSM_TRY(run_gemv(d, xp, st));
+        } else {
+            SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, p->norm, B, D, c->norm_eps, BF, st));
+            SSM_TRY(cuda_matmul_forward(g->blas, d->xz, 2 * E, BF, 0.0f, d->h, D, w16(g, p->mamba1.in_proj), B, D, 2 * E));
+            SSM_TRY(cuda_conv_step(d->u, conv_i, d->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, B, E, K, BF, st));
+            SSM_TRY(cuda_matmul_forward(g->blas, d->x_dbl, XD, BF, 0.0f, d->u, E, w16(g, p->mamba1.x_proj), B, E, XD));
+        }
         cuda_scan_args sa = {};
         sa.B = B, sa.L = 1, sa.E = E, sa.N = N, sa.dtype = BF;
         sa.u = d->u, sa.Bm = d->x_dbl + R, sa.Cm = d->x_dbl + R + N, sa.ld_bc = XD;
@@ -70,7 +125,18 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
         sa.z = d->xz + E, sa.ld_z = 2 * E;
         sa.dt_bias = p->mamba1.dt_proj_b, sa.A_log = p->mamba1.A_log, sa.D = p->mamba1.D;
         SSM_TRY(cuda_scan_step(&sa, d->y, ssm + (size_t)i * B * E * N, st));
-        SSM_TRY(cuda_matmul_forward(g->blas, d->r, D, CUDA_DTYPE_F32, 1.0f, d->y, E, w16(g, p->mamba1.out_proj), B, E, D));
+        if (d->gemv) {
+            cuda_gemv_args op = gemv_args(d->r, D, CUDA_DTYPE_F32, d->y, E, w16(g, p->mamba1.out_proj), B, E, D);
+            op.beta = 1.0f;
+            SSM_TRY(run_gemv(d, op, st));
+        } else {
+            SSM_TRY(cuda_matmul_forward(g->blas, d->r, D, CUDA_DTYPE_F32, 1.0f, d->y, E, w16(g, p->mamba1.out_proj), B, E, D));
+        }
+    }
+    if (d->gemv) { // the final RMSNorm and the tied head in one launch
+        cuda_gemv_args hd = gemv_args(d->logits, V, CUDA_DTYPE_F32, d->r, D, w16(g, g->p.embedding), B, D, V);
+        hd.norm_w = g->p.norm_f, hd.eps = c->norm_eps;
+        return run_gemv(d, hd, st);
     }
     SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, g->p.norm_f, B, D, c->norm_eps, BF, st));
     return cuda_matmul_forward(g->blas, d->logits, V, CUDA_DTYPE_F32, 0.0f, d->h, D, w16(g, g->p.embedding), B, D, V);
