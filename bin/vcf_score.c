@@ -38,8 +38,19 @@
  * same context length are batched (B contexts per forward), then their allele rows (B rows per
  * forward, sorted by length so that a batch pads little). A window longer than --window is run
  * in pieces, the state carried. Sharing a state is exact only where the context is the same
- * sequence, so a site is never shared with a variant at another position: each variant's score
- * depends on its own window only, never on the other variants of the file or on the batch.
+ * sequence, so each variant's score depends on its own window only, never on the other
+ * variants of the file or on the batch.
+ *
+ * Nearby variants share one pass (--context-step S)
+ * -------------------------------------------------
+ * With S > 0 a context starts at a multiple of S bases in the strand's own coordinates
+ * (position t of the strand: p on the forward strand, C - p - m on the reverse one):
+ * start = max(0, floor((t - LEFT) / S) * S), so it holds LEFT to LEFT + S - 1 bases. The sites of
+ * one strand and contig whose contexts start at the same base form a chain: their contexts are
+ * prefixes of one another, so the chain is read once, its state snapshotted at each site (the
+ * site's row of the bank state), instead of once per site. Up to B chains run side by side, each
+ * advancing to its next site; a round advances all of them by the distance to the nearest site.
+ * With S = 0 (the default) every context holds exactly min(LEFT, t) bases and a chain is a site.
  */
 #include "vcf_score.h"
 
@@ -136,6 +147,7 @@ typedef struct vsite {  /* a left context scored once */
     int strand, rec;    /* rec: a record whose window holds the bases */
     int64_t anchor;     /* forward: p (the context ends before it); reverse: p + m */
     int len;            /* context bases */
+    int64_t start;      /* where the context starts, in the strand's coordinates (its chain) */
     int rank;           /* position in the processing order */
     int state_row;      /* its row of the context state, while its group runs */
     int first_ref;      /* the site's REF rows: a list through vrow.next_ref */
@@ -176,13 +188,16 @@ typedef struct vcf_run {
     int n_sites, cap_sites;
     vrow *rows;
     int n_rows, cap_rows;
-    int *order;             /* sites in processing order */
+    int *order;             /* sites in processing order: chain after chain, each by length */
+    int *chain;             /* chain c is order[chain[c] .. chain[c + 1]) */
+    int n_chains;
     int *row_order;
     /* forward buffers and states */
     int B, W;
     int32_t *tokens, *targets;
     float *logp, *ent;
-    ssm_state *ctx_full, *ctx_part, *row_full, *row_part;
+    float *step_logits;     /* (B, V): the chains' step mode */
+    ssm_state *ctx_full, *ctx_part, *row_full, *row_part, *chain_full, *chain_part;
     /* sortedness, for the index */
     int last_rid;
     int64_t last_pos;
@@ -266,25 +281,62 @@ static ssm_status batch_state(vcf_run *v, ssm_state **full, ssm_state **part, in
     return SSM_OK;
 }
 
-/* Score the contexts of the sites order[0..k) (all of the same length) into a state of k rows. */
-static ssm_status run_contexts(vcf_run *v, const int *order, int k, ssm_state **ctx) {
-    ssm_status s = batch_state(v, &v->ctx_full, &v->ctx_part, k, ctx);
+/* Rounds of at most this many positions run in step mode (a parallel forward costs more to
+ * set up than a few steps) */
+enum { CHAIN_STEP_MAX = 16 };
+
+/* Read the chains c0..c1 side by side (one row each) and snapshot each one's state at each of
+ * its sites into *bank, one row per site (sites order[chain[c0] .. chain[c1])). */
+static ssm_status run_chains(vcf_run *v, int c0, int c1, ssm_state **bank) {
+    int first = v->chain[c0], k = v->chain[c1] - first, nc = c1 - c0;
+    ssm_state *run;
+    ssm_status s = batch_state(v, &v->ctx_full, &v->ctx_part, k, bank);
+    if (!s) s = batch_state(v, &v->chain_full, &v->chain_part, nc, &run);
     if (s) return s;
-    int len = v->sites[order[0]].len;
-    for (int r = 0; r < k; r++) v->sites[order[r]].state_row = r;
-    if (len == 0) return SSM_OK; /* a variant at the very start: nothing before it */
-    for (int a = 0; a < len; a += v->W) {
-        int L = len - a < v->W ? len - a : v->W;
-        for (int r = 0; r < k; r++) {
-            const vsite *site = &v->sites[order[r]];
-            for (int w = 0; w < L; w++) {
-                v->tokens[(size_t)r * L + w] = context_token(v, site, a + w);
-                v->targets[(size_t)r * L + w] = -1;
+    int *next = malloc((size_t)nc * sizeof(int)); /* each chain's next site, in order[] */
+    if (!next) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+    for (int c = 0; c < nc; c++) next[c] = v->chain[c0 + c];
+    int pos = 0; /* context tokens read so far by every chain (BOS is token 0) */
+    for (;;) {
+        /* snapshot the chains that have reached a site; the distance to the nearest next one */
+        int d = -1, synced = 0;
+        for (int c = 0; c < nc; c++) {
+            for (; next[c] < v->chain[c0 + c + 1]; next[c]++) {
+                vsite *site = &v->sites[v->order[next[c]]];
+                if (site->len > pos) break;
+                if (!synced && pos > 0 && (s = ssm_state_to_host(run))) goto done;
+                synced = 1;
+                site->state_row = next[c] - first;
+                if ((s = ssm_state_copy_row(*bank, site->state_row, run, c))) goto done;
+            }
+            if (next[c] < v->chain[c0 + c + 1]) {
+                int left = v->sites[v->order[next[c]]].len - pos;
+                if (d < 0 || left < d) d = left;
             }
         }
-        if ((s = ssm_forward_score(v->model, v->tokens, v->targets, k, L, *ctx, v->logp, NULL))) return s;
+        if (d < 0) break;
+        int L = d < v->W ? d : v->W;
+        for (int c = 0; c < nc; c++) {
+            int done_chain = next[c] >= v->chain[c0 + c + 1];
+            const vsite *site = done_chain ? NULL : &v->sites[v->order[next[c]]];
+            for (int w = 0; w < L; w++) {
+                /* a chain that is done rides along on padding: its state is not used again */
+                v->tokens[(size_t)c * L + w] = site ? context_token(v, site, pos + w) : DNA_TOKEN_PAD;
+                v->targets[(size_t)c * L + w] = -1;
+            }
+        }
+        if (L > CHAIN_STEP_MAX) s = ssm_forward_score(v->model, v->tokens, v->targets, nc, L, run, v->logp, NULL);
+        for (int w = 0; L <= CHAIN_STEP_MAX && w < L && !s; w++) { /* a few positions: step mode */
+            for (int c = 0; c < nc; c++) v->targets[c] = v->tokens[(size_t)c * L + w];
+            s = ssm_step(v->model, run, v->targets, v->step_logits);
+        }
+        if (s) goto done;
+        pos += L;
     }
-    return ssm_state_to_host(*ctx); /* the rows are forked from the host copy */
+    s = ssm_state_to_host(*bank); /* the rows are forked from the host copy */
+done:
+    free(next);
+    return s;
 }
 
 /* Score the rows idx[0..k) (sorted by length), each from its site's row of ctx. */
@@ -350,11 +402,35 @@ static int cmp_site_idx(const void *x, const void *y) {
     return c ? c : (*(const int *)x > *(const int *)y) - (*(const int *)x < *(const int *)y);
 }
 
-/* processing order: by context length (a batch of contexts has one length), then position */
-static int cmp_site_order(const void *x, const void *y) {
+/* Where a context starts (strand coordinates) for a site at t: LEFT bases before it, or with a
+ * step S, the multiple of S at or before that, so that nearby sites share a start. */
+static int64_t context_start(int64_t t, int left, int step) {
+    int64_t a = t - left;
+    if (a <= 0) return 0;
+    return step > 0 ? a / step * step : a;
+}
+
+/* chains: sites of one strand, contig and context start, by context length */
+static int cmp_site_chain(const void *x, const void *y) {
     const vsite *a = &sort_run->sites[*(const int *)x], *b = &sort_run->sites[*(const int *)y];
-    if (a->len != b->len) return a->len - b->len;
-    return cmp_site_key(sort_run, a, b);
+    if (a->strand != b->strand) return a->strand - b->strand;
+    int ca = sort_run->recs[a->rec].contig, cb = sort_run->recs[b->rec].contig;
+    if (ca != cb) return ca < cb ? -1 : 1;
+    if (a->start != b->start) return a->start < b->start ? -1 : 1;
+    return a->len - b->len;
+}
+
+static const int *sort_chain_first; /* chain c starts at order[sort_chain_first[c]], with n sites */
+static const int *sort_chain_n;
+
+/* chains in processing order: by the length of their longest context (chains that run side by
+ * side end near one another), then where they start in the sorted list */
+static int cmp_chain_order(const void *x, const void *y) {
+    int a = *(const int *)x, b = *(const int *)y;
+    int la = sort_run->sites[sort_run->order[sort_chain_first[a] + sort_chain_n[a] - 1]].len;
+    int lb = sort_run->sites[sort_run->order[sort_chain_first[b] + sort_chain_n[b] - 1]].len;
+    if (la != lb) return la - lb;
+    return (a > b) - (a < b);
 }
 
 static int cmp_row_order(const void *x, const void *y) {
@@ -373,6 +449,11 @@ static int add_row(vcf_run *v, int site, int job, int strand, int which, int own
     return v->n_rows++;
 }
 
+static ssm_status order_chains(vcf_run *v);
+
+/* The sites whose states are held at once (the bank): 4 batches' worth of state */
+static int sites_per_group(const vcf_run *v) { return 4 * v->B; }
+
 /* Sites and rows for the jobs of the chunk. */
 static ssm_status plan(vcf_run *v) {
     v->n_sites = v->n_rows = 0;
@@ -384,8 +465,12 @@ static ssm_status plan(vcf_run *v) {
         const vjob *j = &v->jobs[i];
         const vrec *r = &v->recs[j->rec];
         int64_t e = j->p + j->m;
-        v->sites[v->n_sites++] = (vsite){0, j->rec, j->p, (int)(j->p < L ? j->p : L), 0, 0, -1};
-        v->sites[v->n_sites++] = (vsite){1, j->rec, e, (int)(r->clen - e < L ? r->clen - e : L), 0, 0, -1};
+        int64_t t[2] = {j->p, r->clen - e}; /* the site in each strand's own coordinates */
+        for (int strand = 0; strand < 2; strand++) {
+            int64_t start = context_start(t[strand], L, v->opt->context_step);
+            v->sites[v->n_sites++] = (vsite){strand, j->rec, strand ? e : j->p, (int)(t[strand] - start),
+                                             start, 0, 0, -1};
+        }
     }
     int n = v->n_sites;
     int *idx = malloc(((size_t)n + 1) * sizeof(int)), *uniq = malloc(((size_t)n + 1) * sizeof(int));
@@ -437,13 +522,49 @@ static ssm_status plan(vcf_run *v) {
                 return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
         }
     }
-    /* the processing order */
-    v->order = realloc(v->order, ((size_t)v->n_sites + 1) * sizeof(int));
+    return order_chains(v);
+}
+
+/* The processing order of the sites: chain after chain, each chain's sites by context length.
+ * A chain has at most sites_per_group() sites: a longer one is cut, and each part reads the
+ * context again from the same start (the same state, so the same scores). */
+
+static ssm_status order_chains(vcf_run *v) {
+    int n = v->n_sites;
+    v->order = realloc(v->order, ((size_t)n + 1) * sizeof(int));
+    v->chain = realloc(v->chain, ((size_t)n + 2) * sizeof(int));
+    int *first = malloc(((size_t)n + 1) * sizeof(int)), *cnt = malloc(((size_t)n + 1) * sizeof(int));
+    int *corder = malloc(((size_t)n + 1) * sizeof(int)), *sorted = malloc(((size_t)n + 1) * sizeof(int));
     v->row_order = realloc(v->row_order, ((size_t)v->n_rows + 1) * sizeof(int));
-    if (!v->order || !v->row_order) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < v->n_sites; i++) v->order[i] = i;
-    qsort(v->order, v->n_sites, sizeof(int), cmp_site_order);
-    for (int i = 0; i < v->n_sites; i++) v->sites[v->order[i]].rank = i;
+    if (!v->order || !v->chain || !first || !cnt || !corder || !sorted || !v->row_order) {
+        free(first), free(cnt), free(corder), free(sorted);
+        return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) v->order[i] = i;
+    sort_run = v;
+    qsort(v->order, n, sizeof(int), cmp_site_chain);
+    int nc = 0;
+    for (int i = 0; i < n; i++) {
+        const vsite *a = &v->sites[v->order[i]];
+        const vsite *b = i ? &v->sites[v->order[i - 1]] : NULL;
+        int same = b && a->strand == b->strand && a->start == b->start &&
+                   v->recs[a->rec].contig == v->recs[b->rec].contig && cnt[nc - 1] < sites_per_group(v);
+        if (!same) first[nc] = i, cnt[nc++] = 0;
+        cnt[nc - 1]++;
+    }
+    for (int c = 0; c < nc; c++) corder[c] = c;
+    sort_chain_first = first, sort_chain_n = cnt;
+    qsort(corder, nc, sizeof(int), cmp_chain_order);
+    int k = 0;
+    for (int c = 0; c < nc; c++) {
+        v->chain[c] = k;
+        for (int i = 0; i < cnt[corder[c]]; i++) sorted[k++] = v->order[first[corder[c]] + i];
+    }
+    v->chain[nc] = k;
+    v->n_chains = nc;
+    memcpy(v->order, sorted, (size_t)n * sizeof(int));
+    free(first), free(cnt), free(corder), free(sorted);
+    for (int i = 0; i < n; i++) v->sites[v->order[i]].rank = i;
     for (int i = 0; i < v->n_rows; i++) v->row_order[i] = i;
     qsort(v->row_order, v->n_rows, sizeof(int), cmp_row_order);
     return SSM_OK;
@@ -457,17 +578,19 @@ static void progress(vcf_run *v, long jobs_done, long records) {
     cli_progress_update(&v->pr, records, extra);
 }
 
-/* Score the jobs of the chunk: the sites in groups of one context length, B at a time, then
- * their rows, B at a time. */
+/* Score the jobs of the chunk: the chains B at a time (at most sites_per_group() sites), then
+ * the rows of their sites, B at a time. */
+
 static ssm_status score_chunk(vcf_run *v) {
     ssm_status s = plan(v);
     if (s) return s;
     int ri = 0;
-    for (int i = 0; i < v->n_sites;) {
-        int len = v->sites[v->order[i]].len, j = i;
-        while (j < v->n_sites && j - i < v->B && v->sites[v->order[j]].len == len) j++;
+    for (int c = 0; c < v->n_chains;) {
+        int c1 = c + 1;
+        while (c1 < v->n_chains && c1 - c < v->B && v->chain[c1 + 1] - v->chain[c] <= sites_per_group(v)) c1++;
+        int j = v->chain[c1]; /* the group's sites end at order[j] */
         ssm_state *ctx;
-        if ((s = run_contexts(v, v->order + i, j - i, &ctx))) return s;
+        if ((s = run_chains(v, c, c1, &ctx))) return s;
         int rj = ri;
         while (rj < v->n_rows && v->sites[v->rows[v->row_order[rj]].site].rank < j) rj++;
         for (int a = ri; a < rj; a += v->B) {
@@ -475,8 +598,8 @@ static ssm_status score_chunk(vcf_run *v) {
             if ((s = run_rows(v, v->row_order + a, k, ctx))) return s;
         }
         ri = rj;
-        i = j;
-        double part = (double)i / v->n_sites;
+        c = c1;
+        double part = (double)j / v->n_sites;
         progress(v, v->done_jobs + (long)(v->n_jobs * part), v->done_records + (long)(v->n_recs * part));
     }
     v->done_jobs += v->n_jobs;
@@ -555,7 +678,7 @@ static ssm_status classify(vcf_run *v, int ri) {
     }
     r->clen = fasta_set_record(v->ref.set, r->contig)->length;
     const char *ref = b->d.allele[0];
-    int64_t rlen = (int64_t)strlen(ref), pos = b->pos, M = v->opt->left > v->opt->right ? v->opt->left : v->opt->right;
+    int64_t rlen = (int64_t)strlen(ref), pos = b->pos, M = v->opt->left + v->opt->context_step > v->opt->right ? v->opt->left + v->opt->context_step : v->opt->right;
     int match = pos >= 0 && rlen > 0 && pos + rlen <= r->clen;
     if (match) {
         r->lo = pos - M > 0 ? pos - M : 0;
@@ -660,11 +783,13 @@ static ssm_status add_header_lines(vcf_run *v) {
     char line[2048];
     const char *what[3] = {"forward strand", "reverse strand (the model reading the reverse complement)",
                            "mean of SSM_LLR_FWD and SSM_LLR_RC"};
+    char step[64] = "";
+    if (o->context_step > 1) snprintf(step, sizeof step, " to %d", o->left + o->context_step - 1);
     for (int i = 0; i < 3; i++) {
         snprintf(line, sizeof line, "##INFO=<ID=%s,Number=A,Type=Float,Description=\"ssm-score: "
                  "log-likelihood ratio ALT vs REF (nats), %s: over the allele's bases (log p + "
-                 "entropy each) and the %d bases after REF (log p), after %d bases of context "
-                 "(docs/genomics.md)\">", tags[i], what[i], o->right, o->left);
+                 "entropy each) and the %d bases after REF (log p), after %d%s bases of context "
+                 "(docs/genomics.md)\">", tags[i], what[i], o->right, o->left, step);
         if (bcf_hdr_append(h, line)) return ssm_set_error(SSM_ERR_FORMAT, "cannot add INFO %s to the header", tags[i]);
     }
     struct { const char *id, *what; } f[3] = {
@@ -935,8 +1060,9 @@ int vcf_score_run(cli_trained *tr, const vcf_options *opt) {
     v.targets = malloc(BW * sizeof(int32_t));
     v.logp = malloc(BW * sizeof(float));
     v.ent = malloc(BW * sizeof(float));
+    v.step_logits = malloc((size_t)v.B * v.model->config.vocab_size * sizeof(float));
     v.recs = calloc(CHUNK, sizeof(vrec));
-    int oom = !v.tokens || !v.targets || !v.logp || !v.ent || !v.recs;
+    int oom = !v.tokens || !v.targets || !v.logp || !v.ent || !v.step_logits || !v.recs;
     for (int i = 0; i < CHUNK && !oom; i++) oom = !(v.recs[i].b = bcf_init());
     if (oom) {
         cli_error("out of memory for batch %d x window %d", v.B, v.W);
@@ -977,14 +1103,18 @@ done:
     free(v.sites);
     free(v.rows);
     free(v.order);
+    free(v.chain);
     free(v.row_order);
     free(v.tokens);
     free(v.targets);
     free(v.logp);
     free(v.ent);
+    free(v.step_logits);
     free(v.seen_rid);
     ssm_state_free(v.ctx_full);
     ssm_state_free(v.ctx_part);
+    ssm_state_free(v.chain_full);
+    ssm_state_free(v.chain_part);
     ssm_state_free(v.row_full);
     ssm_state_free(v.row_part);
     return rc;

@@ -10,6 +10,7 @@ typedef struct vcf_options {
     const char *reference;  /* FASTA (plain, gzip or bgzip), read through faidx */
     const char *output;     /* NULL or "-": VCF text on stdout; *.vcf.gz: bgzip + .tbi; *.bcf: + .csi */
     int left, right;        /* --flank LEFT:RIGHT: bases of context before the allele, of flank after */
+    int context_step;       /* --context-step S: contexts start at multiples of S (0: LEFT bases) */
     int batch;              /* rows of a forward pass */
     int window;             /* positions of a forward pass at most (the state is carried past it) */
     const char *command;    /* the command line, for the ##ssm-score_command header line */

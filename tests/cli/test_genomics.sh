@@ -183,6 +183,36 @@ check "--batch 1 --threads 1 gives the same scores (to rounding)" 'close_to scor
 "$SCORE" runA --vcf planted.vcf --reference ref.fa --flank $FLANK --window 7 --batch 3 -o w7.vcf --quiet 2> err
 "$HELPER" scores w7.vcf > w7.tsv
 check "--window 7 (the state carried window to window) gives the same scores" 'close_to scores.tsv w7.tsv 1e-4'
+
+# --- nearby variants share one pass (--context-step): a saturation scan of chrA:2001-2048 (every
+# other base, three ALTs each) and two indels; contexts start at multiples of 16 bases, so sites
+# share chains. Each record must score as it does in a VCF of its own (no chain to share).
+alts() { case $1 in A) echo C,G,T;; C) echo A,G,T;; G) echo A,C,T;; *) echo A,C,G;; esac; }
+snv() { local c; c=$(b chrA $1 1); printf 'chrA\t%s\ts%s\t%s\t%s\t.\t.\t.\n' $1 $1 "$c" "$(alts "$c")"; }
+{ grep '^##' planted.vcf | grep -v '^##FORMAT'; printf '#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n'
+  snv 20; for p in $(seq 2001 2 2048); do snv $p; done
+  printf 'chrA\t2030\tdel2030\t%s\t%s\t.\t.\t.\n' "$(b chrA 2030 3)" "$(b chrA 2030 1)"
+  printf 'chrA\t2040\tins2040\t%s\t%sTTA\t.\t.\t.\n' "$(b chrA 2040 1)" "$(b chrA 2040 1)"
+  snv 2300; } > dense.vcf
+"$SCORE" runA --vcf dense.vcf --reference ref.fa --flank $FLANK --context-step 16 --batch 5 -o dense_out.vcf --quiet 2> err; rc=$?
+"$HELPER" scores dense_out.vcf > dense.tsv 2>> err
+check "--context-step 16: a dense VCF scores (exit 0), every allele" '[ $rc -eq 0 ] && [ "$(grep -c "SSM_LLR=" dense_out.vcf)" -eq 28 ] && ! grep -q "SSM_LLR=\.\|SSM_LLR=nan" dense_out.vcf'
+check "... the header says the context's range" 'grep -q "after 40 to 55 bases of context" dense_out.vcf'
+alone_ok=1
+for id in s20 s2001 s2015 s2017 del2030 ins2040 s2047 s2300; do
+    { grep '^#' dense.vcf; awk -F'\t' -v id=$id '$3 == id' dense.vcf; } > one.vcf
+    "$SCORE" runA --vcf one.vcf --reference ref.fa --flank $FLANK --context-step 16 -o one_out.vcf --quiet 2>> err
+    "$HELPER" scores one_out.vcf > one.tsv 2>> err
+    paste <(awk -F'\t' -v id=$id '$3 == id' dense.tsv) one.tsv | awk -F'\t' '{ if ($3 != $10) exit 1
+      for (c = 5; c <= 7; c++) { n = split($c, a, ","); split($(c + 7), b, ",")
+        for (i = 1; i <= n; i++) { d = a[i] - b[i]; if (a[i] == "." || d > 1e-4 || d < -1e-4) exit 1 } } }
+      END { exit NR != 1 }' || { alone_ok=0; echo "     | $id differs: $(awk -F'\t' -v id=$id '$3 == id' dense.tsv | cut -f5-7) vs $(cut -f5-7 one.tsv)"; }
+done
+check "... each record scores as in a VCF of its own (the shared chain is exact, < 1e-4)" '[ $alone_ok -eq 1 ]'
+"$SCORE" runA --vcf dense.vcf --reference ref.fa --flank $FLANK --context-step 16 --batch 1 --window 5 --threads 1 -o dense_b1.vcf --quiet 2> err
+"$HELPER" scores dense_b1.vcf > dense_b1.tsv 2>> err
+check "... and the same with --batch 1 --window 5 --threads 1" 'paste dense.tsv dense_b1.tsv | awk -F"\t" "{for (c = 5; c <= 7; c++) {n = split(\$c, a, \",\"); split(\$(c + 7), b, \",\"); for (i = 1; i <= n; i++) {d = a[i] - b[i]; if (d > 1e-4 || d < -1e-4) exit 1}}} END {exit NR != 28}"'
+one_error "--context-step takes a number of bases" 2 "context-step takes a number of bases" "$SCORE" runA --vcf dense.vcf --reference ref.fa --context-step x
 gzip -c ref.fa > refgz.fa.gz
 "$SCORE" runA --vcf - --reference refgz.fa.gz --flank $FLANK --quiet < planted.vcf > stdin.vcf 2> err
 "$HELPER" scores stdin.vcf > stdin.tsv
