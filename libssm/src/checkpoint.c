@@ -205,12 +205,13 @@ ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
         return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", path);
     }
     snprintf(tmp, n, "%s.tmp", path);
-    int bad = json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) || rename(tmp, path);
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(j);
-    if (bad) remove(tmp);
+    ssm_status s = text ? ssm_write_file_atomic(path, tmp, text, strlen(text))
+                        : ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", path);
+    free(text);
     free(tmp);
-    if (bad) return ssm_set_error(SSM_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    return SSM_OK;
+    return s;
 }
 
 /* ---- loading: where the file and its config are ----------------------------------------- */

@@ -1,0 +1,15 @@
+#!/bin/bash
+# libfuzzer.sh [BUILD_DIR]: build the fuzz targets as libFuzzer targets with Debian's clang
+# (packages clang, libomp-dev), with AddressSanitizer and UndefinedBehaviorSanitizer, the
+# library and readers instrumented for coverage (-fsanitize=fuzzer-no-link). The targets land
+# in BUILD_DIR/tests/fuzz/fuzz_NAME (default BUILD_DIR: build-fuzz); campaign.sh runs them.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+dir=${1:-build-fuzz}
+command -v clang >/dev/null || { echo "libfuzzer.sh: clang is not installed (apt-get install clang libomp-dev)" >&2; exit 1; }
+if [ ! -f "$dir/build.ninja" ]; then
+  CC=clang meson setup "$dir" -Dcuda=disabled -Dlibfuzzer=true -Dnative=false \
+    -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
+    -Dc_args='-fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined' >/dev/null
+fi
+ninja -C "$dir" -j"${JOBS:-2}" $(cd tests/fuzz && ls fuzz_*.c | grep -v driver | sed "s|^\(.*\)\.c$|tests/fuzz/\1|")
