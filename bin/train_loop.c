@@ -265,7 +265,9 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     ssm_status s = cli_device(set->device, &device, &device_name);
     if (s) return cli_fail();
     ssm_set_threads(set->threads);
-    if ((s = prepare_run_dir(&r, opt)) || (s = run_dir_lock(set->run_dir))) return cli_fail();
+    if ((s = train_check_memory(recipe->path, set, device >= 0)) || (s = prepare_run_dir(&r, opt)) ||
+        (s = run_dir_lock(set->run_dir)))
+        return cli_fail();
     if (opt->resume_dir) {
         if ((s = check_same_recipe(&r)) || (s = load_checkpoint(&r))) goto fail;
         cli_note("resuming %s at step %" PRId64, set->run_dir, r.opt->step);

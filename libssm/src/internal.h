@@ -171,6 +171,8 @@ void ssm_cpu_score_rows(const ssm_model *m, const int32_t *targets, size_t T, fl
 
 /* (Re)plan the activations for (B, L): allocates only when the shape grows. */
 ssm_status ssm_acts_plan(ssm_model *model, int B, int L);
+/* Floats ssm_acts_plan would allocate for a validated config (0 when out of memory). */
+size_t ssm_acts_floats(const ssm_config *config, int B, int L, int threads);
 void ssm_acts_free(ssm_activations *acts);
 
 

@@ -50,7 +50,7 @@ for t in "${targets[@]}"; do
   d="$work/$t"
   [ -f "$d.skipped" ] && { cat "$d.skipped"; continue; }
   last=$(grep -E '^#[0-9]+' "$d/log" | tail -1)
-  execs=$(awk -F': *' '/stat::number_of_executed_units/ {print $2}' "$d/log")
+  execs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)/\1/p' "$d/log")
   tsecs=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$d/log" | awk '{print $5}')
   cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$last")
   ft=$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$last")
