@@ -59,8 +59,8 @@ static ssm_status write_hf_config(run *r) {
                                        r->ops->bos_token ? r->ops->bos_token(r->task) : 0);
 }
 
-/* train_state.next, then model.safetensors (+ config.json), then the state renamed into place
- * (the order that makes the pair atomic: run_dir.h); the step recorded in both. */
+/* train_state.next, then model.safetensors, then the state renamed into place (the order that
+ * makes the pair atomic: run_dir.h), then config.json; the step recorded in both. */
 static ssm_status save_checkpoint(run *r) {
     char step[32], rng[96];
     snprintf(step, sizeof step, "%" PRId64, r->opt->step);
