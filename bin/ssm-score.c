@@ -619,8 +619,11 @@ static int finish_outputs(scorer *sc, int rc, const char *out_path, const char *
     }
     bw_track_free(sc->bw);
     sc->bw = NULL;
-    if (sc->bed && fclose(sc->bed) && !rc) rc = cli_error("%s: cannot write", bed_tmp);
-    if (sc->out != stdout && fclose(sc->out) && !rc) rc = cli_error("%s: cannot write", out_tmp);
+    /* a full disk shows at the latest here, when the buffers are flushed */
+    if (sc->bed && (ferror(sc->bed) | fclose(sc->bed)) && !rc)
+        rc = cli_error("%s: cannot write: %s", bed_tmp, strerror(errno ? errno : EIO));
+    if (sc->out != stdout && (ferror(sc->out) | fclose(sc->out)) && !rc)
+        rc = cli_error("%s: cannot write: %s", out_tmp, strerror(errno ? errno : EIO));
     sc->bed = NULL;
     sc->out = stdout;
     if (!rc && *bw_tmp && rename(bw_tmp, bw_path)) rc = cli_error("%s: cannot write: %s", bw_path, strerror(errno));

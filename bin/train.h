@@ -35,5 +35,7 @@ typedef struct train_options {
  * Returns the program's exit status. */
 int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_settings *set,
               const train_options *opt);
+/* Refuse a plan larger than the memory left (bin/train_memory.c); gpu: activations on the GPU. */
+ssm_status train_check_memory(const char *recipe_path, const train_settings *set, int gpu);
 
 #endif

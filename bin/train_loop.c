@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ssm/checkpoint.h"
 #include "ssm/markov.h"
+#include "run_dir.h"
 #include "train.h"
 
 static volatile sig_atomic_t stop_signal = 0;
@@ -57,8 +59,8 @@ static ssm_status write_hf_config(run *r) {
                                        r->ops->bos_token ? r->ops->bos_token(r->task) : 0);
 }
 
-/* model.safetensors (+ config.json), then train_state.safetensors; each written to a temporary
- * file and renamed, and the step recorded in both so a resume can check they match. */
+/* train_state.next, then model.safetensors, then the state renamed into place (the order that
+ * makes the pair atomic: run_dir.h), then config.json; the step recorded in both. */
 static ssm_status save_checkpoint(run *r) {
     char step[32], rng[96];
     snprintf(step, sizeof step, "%" PRId64, r->opt->step);
@@ -67,19 +69,27 @@ static ssm_status save_checkpoint(run *r) {
     /* a GPU run keeps the current values on the device: bring them home first */
     ssm_status s = ssm_model_sync_host(r->model, r->opt);
     if (s) return s;
+    const char *state_meta[] = {"ssm.data_rng", rng, NULL};
     char *text = recipe_text(r->recipe);
     if (!text) return ssm_set_error(SSM_ERR_NOMEM, "cannot serialise the recipe");
     const char *model_meta[] = {"ssm.recipe", text, "ssm.step", step, "ssm.task", r->ops->name, NULL};
-    s = ssm_checkpoint_save(r->model, run_file(r, "model.safetensors"), model_meta);
+    s = ssm_adamw_save(r->opt, r->model, run_file(r, RUN_STATE_NEXT), state_meta);
+    if (!s) s = ssm_checkpoint_save(r->model, run_file(r, "model.safetensors"), model_meta);
+    if (!s) s = run_dir_commit_state(r->set->run_dir);
+    if (!s) s = write_hf_config(r); /* the same file every time: a failure leaves the old one */
     free(text);
-    if (!s) s = write_hf_config(r);
-    const char *state_meta[] = {"ssm.data_rng", rng, NULL};
-    if (!s) s = ssm_adamw_save(r->opt, r->model, run_file(r, "train_state.safetensors"), state_meta);
+    if (s) { /* a full disk, say */
+        char msg[900];
+        snprintf(msg, sizeof msg, "%s", ssm_last_error());
+        unlink(run_file(r, RUN_STATE_NEXT)); /* present only when the model was not replaced */
+        s = ssm_set_error(s, "%s; the run directory keeps its last complete checkpoint", msg);
+    }
     return s;
 }
 
 static ssm_status load_checkpoint(run *r) {
-    ssm_status s = ssm_checkpoint_load(run_file(r, "model.safetensors"), &r->model);
+    ssm_status s = run_dir_recover(r->set->run_dir); /* a save cut short by a crash */
+    if (!s) s = ssm_checkpoint_load(run_file(r, "model.safetensors"), &r->model);
     if (s) return s;
     const ssm_config *a = &r->model->config, *b = &r->set->model;
     if (a->vocab_size != b->vocab_size || a->d_model != b->d_model || a->n_layer != b->n_layer ||
@@ -90,7 +100,7 @@ static ssm_status load_checkpoint(run *r) {
                              "section", r->path);
     if ((s = ssm_adamw_create(&r->set->adamw, r->model, &r->opt))) return s;
     ssm_safetensors *st;
-    if ((s = ssm_adamw_load(r->opt, r->model, run_file(r, "train_state.safetensors"), &st))) return s;
+    if ((s = ssm_adamw_load(r->opt, r->model, run_file(r, RUN_STATE_FILE), &st))) return s;
     const char *rng = ssm_safetensors_meta(st, "ssm.data_rng");
     int ok = rng && strlen(rng) == 64;
     for (int i = 0; ok && i < 4; i++) {
@@ -255,7 +265,9 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     ssm_status s = cli_device(set->device, &device, &device_name);
     if (s) return cli_fail();
     ssm_set_threads(set->threads);
-    if ((s = prepare_run_dir(&r, opt))) return cli_fail();
+    if ((s = train_check_memory(recipe->path, set, device >= 0)) || (s = prepare_run_dir(&r, opt)) ||
+        (s = run_dir_lock(set->run_dir)))
+        return cli_fail();
     if (opt->resume_dir) {
         if ((s = check_same_recipe(&r)) || (s = load_checkpoint(&r))) goto fail;
         cli_note("resuming %s at step %" PRId64, set->run_dir, r.opt->step);

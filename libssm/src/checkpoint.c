@@ -205,12 +205,13 @@ ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
         return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", path);
     }
     snprintf(tmp, n, "%s.tmp", path);
-    int bad = json_dump_file(j, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) || rename(tmp, path);
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(j);
-    if (bad) remove(tmp);
+    ssm_status s = text ? ssm_write_file_atomic(path, tmp, text, strlen(text))
+                        : ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", path);
+    free(text);
     free(tmp);
-    if (bad) return ssm_set_error(SSM_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    return SSM_OK;
+    return s;
 }
 
 /* ---- loading: where the file and its config are ----------------------------------------- */
@@ -726,11 +727,24 @@ static ssm_status check_lm_head(const ssm_safetensors *st, const char *file,
     return s;
 }
 
-static ssm_status read_params(const ssm_safetensors *st, ssm_model *m) {
+/* NaN or infinity in a saved tensor: a diverged run or a corrupt file, refused by name (a
+ * model would only ever produce NaN from it). */
+static ssm_status check_finite(const char *file, const char *name, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return ssm_fail_file(file, SSM_ERR_NUMERIC, "tensor %s holds %s at element %zu (of %zu): "
+                                 "the run diverged or the file is corrupt", name,
+                                 isnan(x[i]) ? "NaN" : x[i] > 0 ? "+infinity" : "-infinity", i, n);
+    return SSM_OK;
+}
+
+static ssm_status read_params(const ssm_safetensors *st, const char *file, ssm_model *m) {
     for (int i = 0; i < m->n_tensors; i++) {
         const ssm_tensor_info *ti = &m->tensors[i];
-        ssm_status s = ssm_safetensors_read_f32(st, stored_name(st, ti->name),
-                                                m->params_blob + ti->offset, ti->numel);
+        const char *name = stored_name(st, ti->name);
+        float *x = m->params_blob + ti->offset;
+        ssm_status s = ssm_safetensors_read_f32(st, name, x, ti->numel);
+        if (!s) s = check_finite(file, name, x, ti->numel);
         if (s) return s;
     }
     return SSM_OK;
@@ -759,7 +773,7 @@ ssm_status ssm_checkpoint_load(const char *path, ssm_model **out) {
     if (!s) s = load_config(st, file, dir, &c);
     if (!s) s = create_model(file, &c, &m);
     if (!s) s = check_tensors(st, file, m);
-    if (!s) s = read_params(st, m);
+    if (!s) s = read_params(st, file, m);
     if (!s) s = check_lm_head(st, file, m);
     ssm_safetensors_close(st);
     free(file);
@@ -841,14 +855,16 @@ static ssm_status check_moments(const ssm_safetensors *st, const char *path,
 }
 
 /* Read both moments into fresh buffers, so that a failure leaves opt as it was. */
-static ssm_status read_moments(const ssm_safetensors *st, const ssm_model *model, float *m,
-                               float *v) {
+static ssm_status read_moments(const ssm_safetensors *st, const char *path,
+                               const ssm_model *model, float *m, float *v) {
     char nm[MOMENT_NAME];
     for (int i = 0; i < 2 * model->n_tensors; i++) {
         const ssm_tensor_info *ti = &model->tensors[i % model->n_tensors];
         int first = i < model->n_tensors;
         moment_name(nm, first ? 'm' : 'v', ti->name);
-        ssm_status s = ssm_safetensors_read_f32(st, nm, (first ? m : v) + ti->offset, ti->numel);
+        float *x = (first ? m : v) + ti->offset;
+        ssm_status s = ssm_safetensors_read_f32(st, nm, x, ti->numel);
+        if (!s) s = check_finite(path, nm, x, ti->numel);
         if (s) return s;
     }
     return SSM_OK;
@@ -874,7 +890,7 @@ ssm_status ssm_adamw_load(ssm_adamw *opt, const ssm_model *model, const char *pa
     if (!s) {
         m = malloc((opt->n ? opt->n : 1) * sizeof *m);
         v = malloc((opt->n ? opt->n : 1) * sizeof *v);
-        s = m && v ? read_moments(st, model, m, v)
+        s = m && v ? read_moments(st, path, model, m, v)
                    : ssm_fail_file(path, SSM_ERR_NOMEM, "out of memory for the optimizer moments");
     }
     if (!s) {

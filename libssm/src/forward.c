@@ -57,6 +57,15 @@ static size_t carve(ssm_activations *a, const ssm_config *c, size_t T, int L, in
     return cv.off;
 }
 
+size_t ssm_acts_floats(const ssm_config *c, int B, int L, int threads) {
+    ssm_activations a = {0};
+    a.layers = calloc((size_t)c->n_layer, sizeof *a.layers);
+    if (!a.layers) return 0;
+    size_t n = carve(&a, c, (size_t)B * L, L, threads, NULL);
+    free(a.layers);
+    return n;
+}
+
 ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
     int threads = omp_get_max_threads();
     ssm_activations *a = m->acts;

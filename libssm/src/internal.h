@@ -3,6 +3,7 @@
 #define SSM_INTERNAL_H
 
 #include "ssm/ssm.h"
+#include <stdio.h>
 
 /* Activations kept by the forward for the backward, planned for one (B, L) and reused.
  * T = B * L rows; D = d_model, V = vocab_size. Mamba-1: E = d_inner, N = d_state,
@@ -170,6 +171,8 @@ void ssm_cpu_score_rows(const ssm_model *m, const int32_t *targets, size_t T, fl
 
 /* (Re)plan the activations for (B, L): allocates only when the shape grows. */
 ssm_status ssm_acts_plan(ssm_model *model, int B, int L);
+/* Floats ssm_acts_plan would allocate for a validated config (0 when out of memory). */
+size_t ssm_acts_floats(const ssm_config *config, int B, int L, int threads);
 void ssm_acts_free(ssm_activations *acts);
 
 
@@ -185,6 +188,12 @@ ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int
                             size_t T);
 
 /* An error whose message starts with the file's path, as every reader error should. */
+/* The end of writing a file atomically: f (holding tmp's content; bad: a write failed, errno
+ * says why) flushed, fsync'd and closed, renamed to path, the directory fsync'd; on failure
+ * tmp is removed and the message names it with the reason ("No space left on device"). */
+ssm_status ssm_file_commit(FILE *f, int bad, const char *tmp, const char *path);
+/* data written to tmp, then as above. */
+ssm_status ssm_write_file_atomic(const char *path, const char *tmp, const void *data, size_t len);
 ssm_status ssm_fail_file(const char *path, ssm_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* "[2, 3]" */

@@ -589,7 +589,6 @@ static int write_all(FILE *f, const char *header, size_t hlen, const ssm_st_writ
         for (int d = 0; d < items[i].ndim; d++) numel *= (uint64_t)items[i].shape[d];
         if (write_f32_le(f, items[i].data, (size_t)numel) != 0) return -1;
     }
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) return -1;
     return 0;
 }
 
@@ -603,6 +602,27 @@ static void sync_parent_dir(const char *path) {
         close(fd);
     }
     free(copy);
+}
+
+ssm_status ssm_file_commit(FILE *f, int bad, const char *tmp, const char *path) {
+    int err = errno;
+    if (!bad && (fflush(f) != 0 || fsync(fileno(f)) != 0)) bad = 1, err = errno;
+    if (fclose(f) != 0 && !bad) bad = 1, err = errno;
+    ssm_status s = SSM_OK;
+    if (bad)
+        s = ssm_set_error(SSM_ERR_IO, "%s: cannot write: %s", tmp, strerror(err ? err : EIO));
+    else if (rename(tmp, path) != 0)
+        s = ssm_set_error(SSM_ERR_IO, "%s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+    if (s) unlink(tmp); /* never leave a half-written file behind */
+    else sync_parent_dir(path);
+    return s;
+}
+
+ssm_status ssm_write_file_atomic(const char *path, const char *tmp, const void *data, size_t len) {
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return ssm_set_error(SSM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    errno = 0;
+    return ssm_file_commit(f, len && fwrite(data, 1, len, f) != len, tmp, path);
 }
 
 ssm_status ssm_safetensors_write(const char *path, const ssm_st_write_item *items, int n_items,
@@ -625,16 +645,8 @@ ssm_status ssm_safetensors_write(const char *path, const ssm_st_write_item *item
     if (!f) {
         s = ssm_set_error(SSM_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
     } else {
-        int bad = write_all(f, header, hlen, items, n_items);
-        int err = errno;
-        if (fclose(f) != 0 && !bad) bad = 1, err = errno;
-        if (bad)
-            s = ssm_set_error(SSM_ERR_IO, "%s: cannot write: %s", tmp, strerror(err));
-        else if (rename(tmp, path) != 0)
-            s = ssm_set_error(SSM_ERR_IO, "%s: cannot rename %s to it: %s", path, tmp,
-                              strerror(errno));
-        if (s) unlink(tmp); /* never leave a half-written file behind */
-        else sync_parent_dir(path);
+        errno = 0;
+        s = ssm_file_commit(f, write_all(f, header, hlen, items, n_items), tmp, path);
     }
     free(tmp);
     free(header);

@@ -332,6 +332,16 @@ SSM_API ssm_status ssm_model_sync_host(ssm_model *model, ssm_adamw *opt);
 /* Plan memory for batches of B x L before the first step, so that no step allocates
  * (training = 1 also plans the backward). Optional: a forward plans what it needs. */
 SSM_API ssm_status ssm_model_reserve(ssm_model *model, int B, int L, int training);
+/* What training a model of this config on batches of B x L holds in host memory, in bytes,
+ * before anything is allocated (libssm/src/memory.c; docs/reliability.md). */
+typedef struct ssm_memory_plan {
+    double params, grads, optimizer, activations, total; /* bytes (doubles: absurd plans fit) */
+} ssm_memory_plan;
+SSM_API ssm_status ssm_plan_training_memory(const ssm_config *config, int B, int L,
+                                            ssm_memory_plan *out);
+/* Bytes this process may still allocate: the least of MemAvailable (/proc/meminfo), the
+ * cgroup's memory.max less its memory.current, and RLIMIT_AS/RLIMIT_DATA; 0 when unknown. */
+SSM_API double ssm_available_memory(void);
 /* Peak device memory in bytes so far (0 for CPU models). */
 SSM_API size_t ssm_model_device_peak(const ssm_model *model);
 
