@@ -139,7 +139,13 @@ ssm_status train_dist_grads(train_dist *d, ssm_model *model) {
     if (model->cuda)
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "data-parallel training of a model on a GPU "
                              "is not wired into ssm-train yet; train on the CPU (--device cpu)");
-    return ssm_comm_sum_scaled(d->comm, model->grads_blob, model->n_params, d->grad_scale);
+    double t0 = cli_now();
+    d->n_params = model->n_params;
+    ssm_status s = ssm_comm_sum_scaled(d->comm, model->grads_blob, model->n_params, d->grad_scale);
+    d->last_s = cli_now();
+    d->reduce_s += d->last_s - t0;
+    if (!d->reduces++) d->first_s = d->last_s;
+    return s;
 }
 
 ssm_status train_dist_agree_stop(train_dist *d, const char **stopped, int *timed_out) {
@@ -197,6 +203,13 @@ int train_dist_fail(train_dist *d) {
 }
 
 void train_dist_close(train_dist *d) {
+    if (d->reduces > 1) {
+        char mb[32];
+        double per_step = d->reduce_s / d->reduces, step = (d->last_s - d->first_s) / (d->reduces - 1);
+        cli_note("gradient all-reduce (%s, %sB per step): %.3f ms per step, %.1f%% of the step time "
+                 "(%.1f ms)", ssm_comm_name(d->comm), cli_si(4.0 * d->n_params, mb, sizeof mb),
+                 per_step * 1e3, 100 * per_step / step, step * 1e3);
+    }
     ssm_comm_close(d->comm);
     d->comm = NULL;
 }

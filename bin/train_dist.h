@@ -12,6 +12,9 @@ typedef struct train_dist {
     int rank, size;
     int agreed;        /* the current failure is known to every rank: no need to abort the job */
     float grad_scale;  /* this rank's share of the step's scored tokens (train_dist_loss) */
+    double reduce_s, first_s, last_s; /* all-reduce seconds; first and last call (step time) */
+    int64_t reduces;
+    size_t n_params;
     char program[64];  /* "ssm-train (rank 1)" */
 } train_dist;
 
@@ -47,6 +50,7 @@ const char *train_dist_batch_text(const train_dist *d, int B, int L, char *buf, 
 /* The fail path: print the error; a failure the other ranks cannot know of ends the whole job
  * (they would wait for this rank forever). Returns the exit status. */
 int train_dist_fail(train_dist *d);
+/* Rank 0 notes the all-reduce time per step beside the step time; closes the communicator. */
 void train_dist_close(train_dist *d);
 
 #endif
