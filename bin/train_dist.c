@@ -136,16 +136,35 @@ ssm_status train_dist_loss(train_dist *d, const ssm_batch *batch, float *loss) {
 
 ssm_status train_dist_grads(train_dist *d, ssm_model *model) {
     if (d->size == 1) return SSM_OK;
-    if (model->cuda)
-        return ssm_set_error(SSM_ERR_UNSUPPORTED, "data-parallel training of a model on a GPU "
-                             "is not wired into ssm-train yet; train on the CPU (--device cpu)");
     double t0 = cli_now();
+    ssm_status s = SSM_OK;
+    float *grads = model->grads_blob;
+    ssm_comm *comm = d->comm;
+    if (model->cuda) { /* on the GPUs, with NCCL, opened at the first step */
+        if (!d->gpu && (s = ssm_comm_open(SSM_COMM_NCCL, model->device, &d->gpu))) return s;
+        comm = d->gpu;
+        if (!(grads = ssm_model_device_grads(model)))
+            return ssm_set_error(SSM_ERR_DEVICE, "the model on the GPU has no gradients");
+    }
     d->n_params = model->n_params;
-    ssm_status s = ssm_comm_sum_scaled(d->comm, model->grads_blob, model->n_params, d->grad_scale);
+    s = ssm_comm_sum_scaled(comm, grads, model->n_params, d->grad_scale);
     d->last_s = cli_now();
     d->reduce_s += d->last_s - t0;
     if (!d->reduces++) d->first_s = d->last_s;
     return s;
+}
+
+int train_dist_gpu(const train_dist *d, int device) {
+    if (d->size == 1 || device < 0) return device;
+    const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID",
+                          "PMI_LOCAL_RANK", NULL};
+    int local = 0, count = ssm_device_count();
+    for (int i = 0; vars[i]; i++)
+        if (getenv(vars[i])) {
+            local = atoi(getenv(vars[i]));
+            break;
+        }
+    return count > 0 ? (device + local) % count : device;
 }
 
 ssm_status train_dist_agree_stop(train_dist *d, const char **stopped, int *timed_out) {
@@ -197,7 +216,7 @@ int train_dist_fail(train_dist *d) {
     if (d->comm && d->size > 1 && !d->agreed) {
         fprintf(stderr, "%s: stopping every rank of the job\n", cli_program());
         fflush(stderr);
-        ssm_comm_abort(d->comm, rc);
+        ssm_comm_abort(d->gpu ? d->gpu : d->comm, rc);
     }
     return rc;
 }
@@ -207,9 +226,10 @@ void train_dist_close(train_dist *d) {
         char mb[32];
         double per_step = d->reduce_s / d->reduces, step = (d->last_s - d->first_s) / (d->reduces - 1);
         cli_note("gradient all-reduce (%s, %sB per step): %.3f ms per step, %.1f%% of the step time "
-                 "(%.1f ms)", ssm_comm_name(d->comm), cli_si(4.0 * d->n_params, mb, sizeof mb),
+                 "(%.1f ms)", ssm_comm_name(d->gpu ? d->gpu : d->comm), cli_si(4.0 * d->n_params, mb, sizeof mb),
                  per_step * 1e3, 100 * per_step / step, step * 1e3);
     }
+    ssm_comm_close(d->gpu);
     ssm_comm_close(d->comm);
-    d->comm = NULL;
+    d->gpu = d->comm = NULL;
 }

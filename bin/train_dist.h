@@ -8,7 +8,8 @@
 #include "ssm/comm.h"
 
 typedef struct train_dist {
-    ssm_comm *comm;
+    ssm_comm *comm; /* host memory (MPI) */
+    ssm_comm *gpu;  /* the gradients of a model on a GPU (NCCL), from the first step */
     int rank, size;
     int agreed;        /* the current failure is known to every rank: no need to abort the job */
     float grad_scale;  /* this rank's share of the step's scored tokens (train_dist_loss) */
@@ -36,9 +37,11 @@ ssm_status train_dist_next_batch(train_dist *d, const ssm_task_ops *ops, void *t
 /* After the forward: the global mean loss over every rank's scored tokens (in place), and
  * this rank's weight in the gradient sum. */
 ssm_status train_dist_loss(train_dist *d, const ssm_batch *batch, float *loss);
-/* After the backward: every rank's gradients <- the global mean gradient, one blob. The
- * optimizer then clips with the global norm. */
+/* After the backward: every rank's gradients <- the global mean gradient, one blob (over MPI
+ * on the CPU, NCCL on GPUs). The optimizer then clips with the global norm. */
 ssm_status train_dist_grads(train_dist *d, ssm_model *model);
+/* The GPU of this rank: one per rank of a machine (the launcher's local rank), from device. */
+int train_dist_gpu(const train_dist *d, int device);
 /* *stopped (a reason, or NULL) and *timed_out become every rank's when any rank has them. */
 ssm_status train_dist_agree_stop(train_dist *d, const char **stopped, int *timed_out);
 /* *a and *b <- their sums over the ranks */

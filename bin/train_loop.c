@@ -286,6 +286,7 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     /* the model and its optimizer (new or resumed) move to the GPU together; memory for the
      * batch shape is planned once, before the first step */
     cli_device_fallback(set->device, &r.model->config, &device, &device_name);
+    device = train_dist_gpu(&r.dist, device);
     if (device >= 0 && (s = ssm_model_use_device(r.model, r.opt, device))) goto fail;
     if ((s = ssm_model_reserve(r.model, r.batch.B, r.batch.L, 1))) goto fail;
     summary(&r, device, device_name);

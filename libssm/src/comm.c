@@ -53,6 +53,10 @@ ssm_status comm_nccl_open(ssm_comm *mpi, int device, ssm_comm **out) {
 }
 #endif
 
+#ifndef SSM_WITH_CUDA
+float *ssm_model_device_grads(ssm_model *model) { return NULL; }
+#endif
+
 ssm_status ssm_comm_open(ssm_comm_kind kind, int device, ssm_comm **out) {
     if (!out) return ssm_set_error(SSM_ERR_ARG, "ssm_comm_open: NULL argument");
     *out = NULL;

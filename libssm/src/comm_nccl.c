@@ -19,9 +19,10 @@ static ssm_status nccl_check(ncclResult_t r, const char *what) {
     return ssm_set_error(SSM_ERR_DEVICE, "NCCL %s failed: %s", what, ncclGetErrorString(r));
 }
 
-/* wait for the stream, so that a peer's failure surfaces here rather than in a later kernel */
-static ssm_status nccl_sync(const char *what) {
-    cudaError_t e = cudaStreamSynchronize(0);
+/* wait for the default stream (or the whole device), so that a peer's failure surfaces here
+ * rather than in a later kernel */
+static ssm_status nccl_sync(const char *what, int device) {
+    cudaError_t e = device ? cudaDeviceSynchronize() : cudaStreamSynchronize(0);
     return e == cudaSuccess ? SSM_OK
                             : ssm_set_error(SSM_ERR_DEVICE, "NCCL %s: %s", what, cudaGetErrorString(e));
 }
@@ -29,7 +30,9 @@ static ssm_status nccl_sync(const char *what) {
 static ssm_status nccl_sum_scaled(ssm_comm *c, float *buf, size_t n, float scale) {
     nccl_state *st = c->impl;
     ncclRedOp_t op = ncclSum;
-    ssm_status s = SSM_OK;
+    /* the backward that wrote buf ran on the model's own (non-blocking) stream */
+    ssm_status s = nccl_sync("all-reduce", 1);
+    if (s) return s;
     /* sum of scale_r * buf_r in one pass: NCCL's pre-multiplied sum (NCCL >= 2.11) */
     if (scale != 1.0f &&
         (s = nccl_check(ncclRedOpCreatePreMulSum(&op, &scale, ncclFloat32, ncclScalarHostImmediate,
@@ -37,7 +40,7 @@ static ssm_status nccl_sum_scaled(ssm_comm *c, float *buf, size_t n, float scale
         return s;
     s = nccl_check(ncclAllReduce(buf, buf, n, ncclFloat32, op, st->nccl, 0), "all-reduce");
     if (op != ncclSum) ncclRedOpDestroy(op, st->nccl);
-    return s ? s : nccl_sync("all-reduce");
+    return s ? s : nccl_sync("all-reduce", 0);
 }
 
 static ssm_status nccl_all_reduce(ssm_comm *c, double *buf, size_t n, ssm_comm_op op) {
@@ -47,8 +50,10 @@ static ssm_status nccl_all_reduce(ssm_comm *c, double *buf, size_t n, ssm_comm_o
 
 static ssm_status nccl_broadcast(ssm_comm *c, void *buf, size_t bytes, int root) {
     nccl_state *st = c->impl;
-    ssm_status s = nccl_check(ncclBroadcast(buf, buf, bytes, ncclUint8, root, st->nccl, 0), "broadcast");
-    return s ? s : nccl_sync("broadcast");
+    ssm_status s = nccl_sync("broadcast", 1);
+    if (!s) s = nccl_check(ncclBroadcast(buf, buf, bytes, ncclUint8, root, st->nccl, 0), "broadcast");
+    if (!s) s = nccl_sync("broadcast", 1);
+    return s;
 }
 
 static ssm_status nccl_barrier(ssm_comm *c) {

@@ -56,6 +56,10 @@ SSM_API ssm_status ssm_comm_barrier(ssm_comm *comm);
  * calls it. With a single-process communicator it returns and does nothing. */
 SSM_API void ssm_comm_abort(ssm_comm *comm, int code);
 
+/* The gradient blob (n_params floats) of a model on a GPU, for ssm_comm_sum_scaled over NCCL;
+ * NULL for a model on the CPU (its gradients are grads_blob) or before its first backward. */
+SSM_API float *ssm_model_device_grads(ssm_model *model);
+
 #ifdef __cplusplus
 }
 #endif
