@@ -15,6 +15,8 @@ check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 
 # CI runs as root; two ranks on a machine of two (shared) cores, one thread each, not pinned
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+# every rank on this machine: no ssh needed (a fresh CI image has none)
+export OMPI_MCA_plm=isolated
 # OpenMPI's own allocations outlive MPI_Finalize: not ours to report under ASan
 export LSAN_OPTIONS=suppressions=$SRC/tests/cli/lsan_openmpi.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}
 mpi() { local n=$1; shift; "$MPIRUN" --oversubscribe --bind-to none -np "$n" "$@"; }
