@@ -17,9 +17,11 @@ check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 # every rank on this machine: no ssh needed (a fresh CI image has none)
 export OMPI_MCA_plm=isolated
-# OpenMPI's own allocations outlive MPI_Finalize: not ours to report under ASan
-export LSAN_OPTIONS=suppressions=$SRC/tests/cli/lsan_openmpi.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}
-mpi() { local n=$1; shift; "$MPIRUN" --oversubscribe --bind-to none -np "$n" "$@"; }
+# Under ASan, the ranks that mpirun starts check memory errors but not leaks: OpenMPI's own
+# allocations outlive MPI_Finalize, from components it has dlclose'd by then, so LeakSanitizer
+# can neither name nor suppress them. The single-process runs below keep the leak check.
+MPI_ASAN=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
+mpi() { local n=$1; shift; ASAN_OPTIONS=$MPI_ASAN "$MPIRUN" --oversubscribe --bind-to none -np "$n" "$@"; }
 
 cd "$T"
 cat > tiny.yaml <<YAML
@@ -48,22 +50,22 @@ check "and its validation losses" '[ "$(valid run2 | wc -l)" -eq 2 ] && close va
 
 # --- resume on another number of ranks ------------------------------------------------------
 mpi 2 "$BIN/ssm-train" tiny.yaml --output runR --stop-after 6 --quiet 2> err; rcA=$?
-"$BIN/ssm-train" --resume runR --set train.batch_size=4 --quiet 2> err; rcB=$?
+"$BIN/ssm-train" --resume runR --set train.batch_size=4 --quiet 2>> err; rcB=$?
 check "a 2-rank checkpoint resumes on 1 rank" '[ $rcA -eq 0 ] && [ $rcB -eq 0 ] && [ "$(losses runR | wc -l)" -eq 12 ]'
 check "and continues the 2-rank curve" 'close losses run2 runR'
 "$BIN/ssm-train" tiny.yaml --set train.batch_size=4 --output runS --stop-after 6 --quiet 2> err; rcA=$?
-mpi 2 "$BIN/ssm-train" --resume runS --quiet 2> err; rcB=$?
+mpi 2 "$BIN/ssm-train" --resume runS --quiet 2>> err; rcB=$?
 check "a 1-rank checkpoint resumes on 2 ranks and continues its curve" '[ $rcA -eq 0 ] && [ $rcB -eq 0 ] && close losses run1 runS'
 
 # --- refused: ranks with different recipes --------------------------------------------------
 sed 's/lr: 3e-3/lr: 2e-3/' tiny.yaml > other.yaml
-"$MPIRUN" --oversubscribe --bind-to none -np 1 "$BIN/ssm-train" tiny.yaml --output runX : \
+ASAN_OPTIONS=$MPI_ASAN "$MPIRUN" --oversubscribe --bind-to none -np 1 "$BIN/ssm-train" tiny.yaml --output runX : \
     -np 1 "$BIN/ssm-train" other.yaml --output runX > out 2> err; rc=$?
 check "ranks with different recipes are refused" '[ $rc -ne 0 ] && grep -q "rank 1): this rank.s recipe differs" err && grep -q "refused" err && [ ! -f runX/model.safetensors ]'
 
 # --- a rank killed mid-run ends the job, naming it ------------------------------------------
-sed -e 's/steps: 12/steps: 1000000/' -e 's/save_every: 4/save_every: 20/' tiny.yaml > long.yaml
-"$MPIRUN" --oversubscribe --bind-to none -np 2 "$BIN/ssm-train" long.yaml --output runK --quiet > err 2>&1 &
+sed 's/steps: 12/steps: 1000000/' tiny.yaml > long.yaml
+ASAN_OPTIONS=$MPI_ASAN "$MPIRUN" --oversubscribe --bind-to none -np 2 "$BIN/ssm-train" long.yaml --output runK --quiet > err 2>&1 &
 job=$!
 for _ in $(seq 300); do [ -f runK/train_state.safetensors ] && break; sleep 0.1; done
 # the rank-1 process: a child of mpirun whose environment says so
