@@ -1,9 +1,10 @@
 #!/bin/bash
 # test_distributed.sh: data-parallel ssm-train over MPI ranks (docs/distributed.md): 2 ranks of
 # batch 2 follow 1 rank of batch 4 (the same rows, within fp32 reduction rounding), the summary
-# shows the global batch, rank 0 alone writes, a 2-rank checkpoint resumes on 1 rank (and a
-# 1-rank one on 2), ranks with different recipes are refused, a killed rank ends the job within
-# seconds naming the rank and leaves the last checkpoint intact.
+# shows the global batch, rank 0 alone writes, a failing rank ends the job with its message, a
+# 2-rank checkpoint resumes on 1 rank (and a 1-rank one on 2), ranks with different recipes are
+# refused, a killed rank ends the job within seconds naming the rank and leaves the last
+# checkpoint intact.
 # Environment: SSM_BIN (folder of ssm-train), SSM_SRC (source tree), MPIRUN.
 set -u
 BIN=${SSM_BIN:?}; SRC=${SSM_SRC:?}; MPIRUN=${MPIRUN:-mpirun}
@@ -47,6 +48,10 @@ check "the summary shows the global batch" 'grep -q "256 tokens per step (2 rank
 check "rank 0 alone reports" '! grep -q "(rank 1)" err && [ "$(grep -c "done:" err)" -eq 1 ]'
 check "2 ranks follow the 1-rank loss curve at the doubled batch" 'close losses run1 run2'
 check "and its validation losses" '[ "$(valid run2 | wc -l)" -eq 2 ] && close valid run1 run2'
+
+# --- a rank that fails ends the job: rank 0 refuses to overwrite run2, rank 1 waits for it --
+timeout 60 bash -c "$(declare -f mpi); MPIRUN=$MPIRUN MPI_ASAN=$MPI_ASAN mpi 2 $BIN/ssm-train tiny.yaml --output run2" > out 2> err; rc=$?
+check "a failing rank ends the whole job with its message" '[ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "(rank 0): run2: a run is already there" err && grep -q "(rank 0): stopping every rank" err'
 
 # --- resume on another number of ranks ------------------------------------------------------
 mpi 2 "$BIN/ssm-train" tiny.yaml --output runR --stop-after 6 --quiet 2> err; rcA=$?
