@@ -12,6 +12,7 @@
 #include "ssm/markov.h"
 #include "run_dir.h"
 #include "train.h"
+#include "train_dist.h"
 
 static volatile sig_atomic_t stop_signal = 0;
 
@@ -32,6 +33,7 @@ typedef struct run {
     FILE *metrics;
     double baseline_bits;
     int baseline_order;
+    train_dist dist; /* the ranks of a data-parallel run (train_dist.h) */
     char path[4096];
 } run;
 
@@ -117,15 +119,15 @@ static ssm_status load_checkpoint(run *r) {
     return SSM_OK;
 }
 
-/* Mean loss (nats per scored token) over a fixed set of validation batches. */
+/* Mean loss (nats per scored token) over a fixed set of validation batches (of the global
+ * batch's rows, each rank scoring its own). */
 static ssm_status evaluate(run *r, double *loss_out) {
     ssm_rng rng;
     ssm_rng_seed(&rng, r->set->seed ^ 0x5eed0fda7a5e7ULL); /* the same batches every time */
-    double sum = 0;
-    int64_t count = 0;
+    double sum = 0, count = 0;
     size_t T = (size_t)r->batch.B * r->batch.L;
     for (int i = 0; i < r->set->eval_batches; i++) {
-        ssm_status s = r->ops->next_batch(r->task, SSM_SPLIT_VALID, &rng, &r->batch);
+        ssm_status s = train_dist_next_batch(&r->dist, r->ops, r->task, SSM_SPLIT_VALID, &rng, &r->batch);
         if (s) return s;
         int64_t n = 0;
         for (size_t t = 0; t < T; t++) n += r->batch.targets[t] >= 0;
@@ -137,8 +139,9 @@ static ssm_status evaluate(run *r, double *loss_out) {
         sum += (double)loss * n;
         count += n;
     }
+    ssm_status s = train_dist_sum(&r->dist, &sum, &count);
     *loss_out = count ? sum / count : NAN;
-    return SSM_OK;
+    return s;
 }
 
 static void baseline(run *r) {
@@ -175,7 +178,7 @@ static const char *baseline_text(run *r) {
 
 static void summary(run *r, int device, const char *device_name) {
     const ssm_config *c = &r->model->config;
-    char p[32], tok[32], threads[32] = "";
+    char p[32], tok[32], threads[32] = "", batch[64];
     if (device < 0) snprintf(threads, sizeof threads, ", %d threads", ssm_get_threads());
     if (ssm_config_all(c, SSM_LAYER_MAMBA1)) {
         cli_note("model: Mamba, %d layers x d_model %d (d_inner %d, d_state %d, d_conv %d, dt_rank %d), "
@@ -200,9 +203,10 @@ static void summary(run *r, int device, const char *device_name) {
         cli_note("model: hybrid, %d layers (%s) x d_model %d, vocab %d, %s parameters", c->n_layer,
                  kinds, c->d_model, c->vocab_size, cli_si((double)r->model->n_params, p, sizeof p));
     }
-    cli_note("task: %s (%s); %s tokens per step (batch %d x length %d); %" PRId64 " steps; "
+    cli_note("task: %s (%s); %s tokens per step (%s); %" PRId64 " steps; "
              "device %s%s; run directory %s", r->ops->name, r->ops->description,
-             cli_si((double)r->batch.B * r->batch.L, tok, sizeof tok), r->batch.B, r->batch.L,
+             cli_si((double)r->batch.B * r->batch.L * r->dist.size, tok, sizeof tok),
+             train_dist_batch_text(&r->dist, r->batch.B, r->batch.L, batch, sizeof batch),
              r->set->steps, device_name, threads, r->set->run_dir);
 }
 
@@ -265,23 +269,27 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     ssm_status s = cli_device(set->device, &device, &device_name);
     if (s) return cli_fail();
     ssm_set_threads(set->threads);
-    if ((s = train_check_memory(recipe->path, set, device >= 0)) || (s = prepare_run_dir(&r, opt)) ||
-        (s = run_dir_lock(set->run_dir)))
-        return cli_fail();
+    if ((s = train_check_memory(recipe->path, set, device >= 0))) return cli_fail();
+    if ((s = train_dist_open(&r.dist, recipe))) goto fail;
+    int root = train_dist_root(&r.dist); /* rank 0 alone reads, writes and locks the run directory */
+    if (root && ((s = prepare_run_dir(&r, opt)) || (s = run_dir_lock(set->run_dir)))) goto fail;
     if (opt->resume_dir) {
-        if ((s = check_same_recipe(&r)) || (s = load_checkpoint(&r))) goto fail;
+        if (root ? (s = check_same_recipe(&r)) || (s = load_checkpoint(&r))
+                 : (s = train_dist_blank(&r.dist, &set->model, &set->adamw, &r.model, &r.opt)))
+            goto fail;
         cli_note("resuming %s at step %" PRId64, set->run_dir, r.opt->step);
     } else {
         if ((s = ssm_model_create(&set->model, &r.model)) || (s = ssm_model_init(r.model, set->seed)) ||
             (s = ssm_adamw_create(&set->adamw, r.model, &r.opt)))
             goto fail;
         ssm_rng_seed(&r.data_rng, set->seed * 0x9e3779b97f4a7c15ULL + 7);
-        if ((s = ssm_recipe_write(recipe, run_file(&r, "recipe.yaml")))) goto fail;
+        if (root && (s = ssm_recipe_write(recipe, run_file(&r, "recipe.yaml")))) goto fail;
     }
+    if ((s = train_dist_share(&r.dist, r.model, r.opt, &r.data_rng))) goto fail;
     size_t T = (size_t)set->batch_size * set->seq_len;
     r.batch = (ssm_batch){.B = set->batch_size, .L = set->seq_len,
                           .tokens = malloc(T * sizeof(int32_t)), .targets = malloc(T * sizeof(int32_t))};
-    r.metrics = fopen(run_file(&r, "metrics.jsonl"), opt->resume_dir ? "a" : "w");
+    r.metrics = fopen(root ? run_file(&r, "metrics.jsonl") : "/dev/null", opt->resume_dir ? "a" : "w");
     if (!r.batch.tokens || !r.batch.targets || !r.metrics) {
         s = ssm_set_error(SSM_ERR_IO, "%s: cannot open (or out of memory)", r.path);
         goto fail;
@@ -289,10 +297,11 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     /* the model and its optimizer (new or resumed) move to the GPU together; memory for the
      * batch shape is planned once, before the first step */
     cli_device_fallback(set->device, &r.model->config, &device, &device_name);
+    device = train_dist_gpu(&r.dist, device);
     if (device >= 0 && (s = ssm_model_use_device(r.model, r.opt, device))) goto fail;
     if ((s = ssm_model_reserve(r.model, r.batch.B, r.batch.L, 1))) goto fail;
     summary(&r, device, device_name);
-    baseline(&r);
+    if (root) baseline(&r);
     if (!opt->resume_dir)
         log_metrics(&r, "{\"event\":\"start\",\"params\":%zu,\"baseline_order\":%d,\"baseline_bits\":%.6g,"
                     "\"symbol\":\"%s\"}", r.model->n_params, r.baseline_order,
@@ -306,15 +315,18 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     int64_t tokens_since = 0, steps_here = 0;
     const char *stopped = NULL;
     while (r.opt->step < set->steps) {
-        if ((s = ops->next_batch(task, SSM_SPLIT_TRAIN, &r.data_rng, &r.batch))) goto fail;
+        if ((s = train_dist_next_batch(&r.dist, ops, task, SSM_SPLIT_TRAIN, &r.data_rng, &r.batch))) goto fail;
         float loss, gnorm;
-        if ((s = ssm_forward(r.model, r.batch.tokens, r.batch.targets, r.batch.B, r.batch.L, NULL, &loss)))
+        if ((s = ssm_forward(r.model, r.batch.tokens, r.batch.targets, r.batch.B, r.batch.L, NULL, &loss)) ||
+            (s = train_dist_loss(&r.dist, &r.batch, &loss)))
             goto fail;
         float lr = ssm_adamw_lr(&r.opt->config, r.opt->step);
         ssm_model_zero_grad(r.model);
-        if ((s = ssm_backward(r.model)) || (s = ssm_adamw_step(r.opt, r.model, &gnorm))) goto fail;
+        if ((s = ssm_backward(r.model)) || (s = train_dist_grads(&r.dist, r.model)) ||
+            (s = ssm_adamw_step(r.opt, r.model, &gnorm)))
+            goto fail;
         int64_t step = r.opt->step;
-        tokens_since += (int64_t)T;
+        tokens_since += (int64_t)T * r.dist.size;
         loss_ema = isnan(loss_ema) ? loss : 0.9 * loss_ema + 0.1 * loss;
         if (step % set->log_every == 0 || step == set->steps) {
             double now = cli_now(), tps = tokens_since / (now - t_last);
@@ -331,7 +343,8 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         if (timed_out) stopped = "time limit (train.max_minutes)";
         if (opt->stop_after && ++steps_here >= opt->stop_after) stopped = "stopped (--stop-after)";
         if (stop_signal) stopped = stop_signal == SIGINT ? "interrupted (Ctrl-C)" : "terminated (SIGTERM)";
-        if (step % set->eval_every == 0 || step == set->steps || timed_out) {
+        if ((s = train_dist_agree_stop(&r.dist, &stopped, &timed_out))) goto fail;
+        if ((step % set->eval_every == 0 || step == set->steps || timed_out)) {
             if ((s = evaluate(&r, &valid_loss))) goto fail;
             log_metrics(&r, "{\"step\":%" PRId64 ",\"valid_loss\":%.9g,\"valid_bits_per_%s\":%.6f,"
                         "\"baseline_bits_per_%s\":%.6g}", step, valid_loss, ops->symbol,
@@ -341,15 +354,18 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
                      valid_loss / M_LN2, ops->symbol, baseline_text(&r));
         }
         if (step % set->save_every == 0 || step == set->steps || stopped) {
-            if ((s = save_checkpoint(&r))) goto fail;
+            if ((s = train_dist_check_weights(&r.dist, r.model, step)) || (root && (s = save_checkpoint(&r))))
+                goto fail;
         }
         if (stopped) break;
     }
     cli_progress_end(&pr);
-    if (stopped) {
+    if (stopped && root) {
         /* said even with --quiet: the user must know how to continue */
         fprintf(stderr, "%s: %s at step %" PRId64 ": saved; continue with: ssm-train --resume %s\n",
                 cli_program(), stopped, r.opt->step, set->run_dir);
+    }
+    if (stopped) {
         rc = stop_signal == SIGINT ? 130 : stop_signal == SIGTERM ? 143 : 0;
     } else {
         char peak[64] = "";
@@ -363,8 +379,9 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     }
     goto done;
 fail:
-    rc = cli_fail();
+    rc = train_dist_fail(&r.dist);
 done:
+    train_dist_close(&r.dist);
     if (r.metrics) fclose(r.metrics);
     free(r.batch.tokens);
     free(r.batch.targets);
