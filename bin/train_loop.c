@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ssm/checkpoint.h"
+#include "report.h"
 #include "ssm/markov.h"
 #include "train.h"
 
@@ -327,6 +328,7 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
             if (pr.tty) fputc('\n', stderr);
             cli_note("step %" PRId64 ": validation %.4f bits per %s (baseline %s)", step,
                      valid_loss / M_LN2, ops->symbol, baseline_text(&r));
+            train_report(set->run_dir, r.model, set->steps); /* report.html */
         }
         if (step % set->save_every == 0 || step == set->steps || stopped) {
             if ((s = save_checkpoint(&r))) goto fail;
