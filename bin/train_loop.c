@@ -319,6 +319,8 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         int timed_out = set->max_minutes > 0 && cli_now() - t_start > set->max_minutes * 60;
         if (timed_out) stopped = "time limit (train.max_minutes)";
         if (opt->stop_after && ++steps_here >= opt->stop_after) stopped = "stopped (--stop-after)";
+        if (opt->on_step && opt->on_step(opt->on_step_ctx, step, loss, lr, gnorm))
+            stopped = "stopped by the step callback";
         if (stop_signal) stopped = stop_signal == SIGINT ? "interrupted (Ctrl-C)" : "terminated (SIGTERM)";
         if (step % set->eval_every == 0 || step == set->steps || timed_out) {
             if ((s = evaluate(&r, &valid_loss))) goto fail;
