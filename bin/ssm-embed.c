@@ -807,7 +807,7 @@ static void usage(void) {
            "with --regions), start and end the segment (0-based, half-open), strand forward or both,\n"
            "name the BED's 4th column (. when absent; --regions only). Both files are written as\n"
            "FILE.tmp and renamed when everything succeeded.\n"
-           "\nExamples (from the source tree; tests/cli/test_help_examples.sh runs them):\n"
+           "\nExamples (run from the source tree):\n"
            "  ssm-embed runs/try data/ecoli/held_out_50kb.fa --window 5000 --output emb\n");
 }
 

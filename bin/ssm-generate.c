@@ -83,7 +83,7 @@ static void usage(void) {
            "  --top-p P           nucleus sampling: the smallest set with mass >= P (default 1)\n"
            "  --seed S            random seed (default 1)\n"
            "  --threads N, --device DEV, --quiet\n"
-           "\nExamples (from the source tree; tests/cli/test_help_examples.sh runs them):\n"
+           "\nExamples (run from the source tree):\n"
            "  ssm-generate runs/try --length 200 --seed 2\n"
            "  ssm-generate runs/try --prompt ACGTACGT --length 100 --temperature 0.8 --samples 2\n");
 }

@@ -539,8 +539,8 @@ static int check_readable(const scorer *sc) {
 
 static void usage(void) {
     printf("Usage: ssm-score RUN_DIR_OR_CHECKPOINT FILE|-... [options]\n"
-           "       ssm-score RUN_DIR_OR_CHECKPOINT --files-from LIST [FILE...] [options]\n"
-           "       ssm-score RUN_DIR_OR_CHECKPOINT --vcf VCF --reference FASTA [--output OUT] [--flank L:R]\n"
+           "  or:  ssm-score RUN_DIR_OR_CHECKPOINT --files-from LIST [FILE...] [options]\n"
+           "  or:  ssm-score RUN_DIR_OR_CHECKPOINT --vcf VCF --reference FASTA [--output OUT] [--flank L:R]\n"
            "\n"
            "Score every record of each FILE (FASTA/FASTQ, text, audio: whatever the model's task\n"
            "reads; - is stdin) and write one TSV on stdout, one line per record, the files' records\n"
@@ -595,7 +595,7 @@ static void usage(void) {
            "A REF that differs from the reference gets FILTER SSM_REF_MISMATCH, a record whose ALTs\n"
            "are all symbolic (<DEL>, breakends, *) SSM_SYMBOLIC, one on a contig the reference lacks\n"
            "SSM_NO_CONTIG; none is scored, and stderr counts them.\n"
-           "\nExamples (from the source tree; tests/cli/test_help_examples.sh runs them):\n"
+           "\nExamples (run from the source tree):\n"
            "  ssm-score runs/try data/ecoli/held_out_50kb.fa > scores.tsv\n"
            "  ssm-score runs/try data/ecoli/held_out_50kb.fa --per-base entropy --plot entropy.svg --output scores.tsv\n",
            VCF_LEFT, VCF_RIGHT, VCF_BATCH);

@@ -12,7 +12,7 @@
 
 static void usage(void) {
     printf("Usage: ssm-train RECIPE.yaml [options]\n"
-           "       ssm-train --resume RUN_DIR [options]\n"
+           "  or:  ssm-train --resume RUN_DIR [options]\n"
            "\n"
            "Train a Mamba model on the task and data a recipe names (see docs/recipes.md).\n"
            "\n"
@@ -29,8 +29,7 @@ static void usage(void) {
            "The run directory receives recipe.yaml (the resolved recipe), model.safetensors and\n"
            "config.json (a Hugging Face Mamba checkpoint), train_state.safetensors (optimizer,\n"
            "step, data position) and metrics.jsonl. Ctrl-C saves and stops; --resume continues.\n"
-           "\nExamples (from the source tree; tests/cli/test_help_examples.sh runs them; the\n"
-           "report is runs/try/report.html):\n"
+           "\nExamples (run from the source tree; the report is runs/try/report.html):\n"
            "  ssm-train recipes/dna.yaml --output runs/try --set train.steps=10 --set train.batch_size=2\n"
            "  ssm-train --resume runs/try --set train.steps=20\n");
 }
