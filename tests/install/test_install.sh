@@ -23,6 +23,8 @@ for p in ssm-train ssm-score ssm-generate ssm-embed; do
     check "$p.1 man page" 'grep -q "^\.TH $(echo $p | tr a-z A-Z) " "$R$PREFIX/share/man/man1/$p.1"'
     check "$p bash completion" 'bash -c "source \"$R$PREFIX/share/bash-completion/completions/$p\" && complete -p $p" > out 2> err'
 done
+words=$(PATH="$R$PREFIX/bin:$PATH" bash -c 'source "$1"; COMP_WORDS=(ssm-score --pl); COMP_CWORD=1; _ssm_complete; echo "${COMPREPLY[*]}"' _ "$R$PREFIX/share/bash-completion/completions/ssm-score")
+check "completion of ssm-score --pl is --plot (from its --help)" '[ "$words" = --plot ]'
 check "headers and ssm.pc" '[ -f "$R$PREFIX/include/ssm/ssm.h" ] && [ -f "$lib/pkgconfig/ssm.pc" ]'
 
 # a program built against the installed tree, found through pkg-config only

@@ -20,8 +20,11 @@ train: {steps: 8, batch_size: 2, seq_len: 64, warmup_steps: 2, eval_every: 4, ev
         log_every: 1, threads: 2}
 output: {dir: run}
 YAML
-"$BIN/ssm-train" tiny.yaml --quiet 2> err
-check "training writes report.html (and no report.html.tmp is left)" '[ $? -eq 0 ] && [ -s run/report.html ] && [ ! -e run/report.html.tmp ]'
+"$BIN/ssm-train" tiny.yaml --quiet --stop-after 4 2> err
+check "the first validation (step 4) writes report.html, which reloads itself while the run goes on" \
+  '[ -s run/report.html ] && grep -q "http-equiv=\"refresh\"" run/report.html && grep -q "\"step\":4,\"steps\":8" run/report.html'
+"$BIN/ssm-train" --resume run --quiet 2> err
+check "the next validations rewrite it (and no report.html.tmp is left)" '[ $? -eq 0 ] && grep -q "\"step\":8,\"steps\":8" run/report.html && [ ! -e run/report.html.tmp ]'
 check "the report holds three charts (cairo SVGs), the model and the recipe" \
   '[ "$(grep -c "src=\"data:image/svg+xml;base64," run/report.html)" -eq 3 ] && grep -q "<table id=\"model\">" run/report.html && grep -q "seq_len: 64" run/report.html'
 check "the finished run's page stops reloading itself" '! grep -q http-equiv run/report.html'
