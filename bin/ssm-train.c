@@ -30,8 +30,8 @@ static void usage(void) {
            "config.json (a Hugging Face Mamba checkpoint), train_state.safetensors (optimizer,\n"
            "step, data position) and metrics.jsonl. Ctrl-C saves and stops; --resume continues.\n"
            "\nExamples (run from the source tree; the report is runs/try/report.html):\n"
-           "  ssm-train recipes/dna.yaml --output runs/try --set train.steps=10 --set train.batch_size=2\n"
-           "  ssm-train --resume runs/try --set train.steps=20\n");
+           "  ssm-train recipes/dna.yaml --output runs/try --set train.steps=4 --set train.batch_size=2\n"
+           "  ssm-train --resume runs/try --set train.steps=8\n");
 }
 
 int main(int argc, char **argv) {
