@@ -28,12 +28,11 @@ static range data_range(const plot_chart *c, int axis_y) {
     for (int s = 0; s < c->n_series; s++)
         for (size_t i = 0; i < c->series[s].n; i++) {
             double v = axis_y ? c->series[s].y[i] : c->series[s].x[i];
-            if (axis_y && c->log_y) v = v > 0 ? log10(v) : NAN;
             if (isfinite(v)) r.lo = fmin(r.lo, v), r.hi = fmax(r.hi, v);
         }
     if (!(r.lo <= r.hi)) r = (range){0, 1};
     if (r.hi - r.lo < 1e-12 * fmax(1, fabs(r.hi))) r.lo -= 0.5, r.hi += 0.5; /* one value */
-    if (axis_y && !c->log_y) { /* a margin, and the ticks' round ends */
+    if (axis_y) { /* a margin above and below the curves */
         double pad = 0.05 * (r.hi - r.lo);
         r.lo -= pad, r.hi += pad;
     }
@@ -47,9 +46,8 @@ static void text_at(cairo_t *cr, double x, double y, const char *s, double align
     cairo_show_text(cr, s);
 }
 
-static void tick_label(double v, int log_y, char *buf, size_t size) {
-    if (log_y) snprintf(buf, size, "%.0e", pow(10, v));
-    else if (fabs(v) >= 1e5 || (fabs(v) < 1e-4 && v != 0)) snprintf(buf, size, "%.1e", v);
+static void tick_label(double v, char *buf, size_t size) {
+    if (fabs(v) >= 1e5 || (fabs(v) < 1e-4 && v != 0)) snprintf(buf, size, "%.1e", v);
     else snprintf(buf, size, "%g", fabs(v) < 1e-12 ? 0.0 : v);
 }
 
@@ -66,7 +64,7 @@ static void draw(cairo_t *cr, const plot_chart *c, double W, double H) {
     cairo_set_line_width(cr, 1);
     for (int axis = 0; axis < 2; axis++) {
         range r = axis ? ry : rx;
-        double step = axis && c->log_y ? fmax(1, round(tick_step(r, 4))) : tick_step(r, axis ? 5 : 6);
+        double step = tick_step(r, axis ? 5 : 6);
         for (double v = ceil(r.lo / step) * step; v <= r.hi + 1e-9 * step; v += step) {
             double px = left + (v - rx.lo) / (rx.hi - rx.lo) * pw;
             double py = top + ph - (v - ry.lo) / (ry.hi - ry.lo) * ph;
@@ -75,7 +73,7 @@ static void draw(cairo_t *cr, const plot_chart *c, double W, double H) {
             else cairo_move_to(cr, px, top), cairo_line_to(cr, px, top + ph);
             cairo_stroke(cr);
             cairo_set_source_rgb(cr, 0.3, 0.3, 0.3);
-            tick_label(v, axis && c->log_y, buf, sizeof buf);
+            tick_label(v, buf, sizeof buf);
             if (axis) text_at(cr, left - 5, py, buf, 1, 0.5);
             else text_at(cr, px, top + ph + 5, buf, 0.5, 0);
         }
@@ -110,7 +108,7 @@ static void draw(cairo_t *cr, const plot_chart *c, double W, double H) {
         cairo_set_dash(cr, dash, se->dashed ? 2 : 0, 0);
         int pen_down = 0;
         for (size_t i = 0; i < se->n; i++) {
-            double y = c->log_y ? (se->y[i] > 0 ? log10(se->y[i]) : NAN) : se->y[i];
+            double y = se->y[i];
             if (!isfinite(y) || !isfinite(se->x[i])) { pen_down = 0; continue; }
             double px = left + (se->x[i] - rx.lo) / (rx.hi - rx.lo) * pw;
             double py = top + ph - (y - ry.lo) / (ry.hi - ry.lo) * ph;
@@ -120,7 +118,7 @@ static void draw(cairo_t *cr, const plot_chart *c, double W, double H) {
         }
         cairo_stroke(cr);
         for (size_t i = 0; se->dots && i < se->n; i++) {
-            double y = c->log_y ? log10(se->y[i]) : se->y[i];
+            double y = se->y[i];
             if (!isfinite(y)) continue;
             cairo_arc(cr, left + (se->x[i] - rx.lo) / (rx.hi - rx.lo) * pw,
                       top + ph - (y - ry.lo) / (ry.hi - ry.lo) * ph, 3, 0, 2 * M_PI);

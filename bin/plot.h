@@ -19,7 +19,6 @@ typedef struct plot_chart {
     const char *title, *xlabel, *ylabel;
     const plot_series *series;
     int n_series;
-    int log_y; /* 1: log10 y axis (learning rates) */
 } plot_chart;
 
 /* The chart as SVG text (malloc'd, NUL-terminated) of width x height points. */

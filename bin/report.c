@@ -163,9 +163,9 @@ static const char script[] =
 
 static ssm_status write_page(FILE *f, const char *run_dir, const ssm_model *model, int64_t total,
                              const curves *c, const char *recipe) {
-    double sym = c->n ? c->step[c->n - 1] : c->nv ? c->vstep[c->nv - 1] : 0;
+    double last_step = c->n ? c->step[c->n - 1] : c->nv ? c->vstep[c->nv - 1] : 0;
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n", f);
-    if (sym < total) fputs("<meta http-equiv=\"refresh\" content=\"60\">\n", f);
+    if (last_step < total) fputs("<meta http-equiv=\"refresh\" content=\"60\">\n", f);
     fputs("<title>ssm-train: ", f);
     put_escaped(f, run_dir);
     fprintf(f, "</title>\n<style>%s</style></head><body>\n<h1>ssm-train: ", style);
@@ -174,7 +174,7 @@ static ssm_status write_page(FILE *f, const char *run_dir, const ssm_model *mode
 
     char ylabel[64], xlabel[] = "step";
     snprintf(ylabel, sizeof ylabel, "bits per %s", c->symbol);
-    double bx[2] = {c->n ? c->step[0] : 0, sym}, by[2] = {c->baseline, c->baseline};
+    double bx[2] = {c->n ? c->step[0] : 0, last_step}, by[2] = {c->baseline, c->baseline};
     char base_label[64];
     snprintf(base_label, sizeof base_label, "order-%d Markov baseline", c->baseline_order);
     plot_series loss[] = {
@@ -207,7 +207,7 @@ static ssm_status write_page(FILE *f, const char *run_dir, const ssm_model *mode
     json_object_set_new(d, "validation", v);
     json_object_set_new(d, "baseline", isnan(c->baseline) ? json_null() : json_real(c->baseline));
     json_object_set_new(d, "symbol", json_string(c->symbol));
-    json_object_set_new(d, "step", json_integer((json_int_t)sym));
+    json_object_set_new(d, "step", json_integer((json_int_t)last_step));
     json_object_set_new(d, "steps", json_integer(total));
     char *text = json_dumps(d, JSON_COMPACT | JSON_ESCAPE_SLASH); /* no "</script>" inside */
     json_decref(d);
