@@ -23,7 +23,11 @@ void run_dir_sync(const char *dir) {
     }
 }
 
-ssm_status run_dir_lock(const char *dir) {
+void run_dir_unlock(int fd) {
+    if (fd >= 0) close(fd); /* closing the file drops its flock */
+}
+
+ssm_status run_dir_lock(const char *dir, int *lock_fd) {
     char path[4200];
     path_of(path, sizeof path, dir, ".lock");
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -41,11 +45,12 @@ ssm_status run_dir_lock(const char *dir) {
                                  dir, pid[0] ? pid : "unknown");
         return ssm_set_error(SSM_ERR_IO, "%s: cannot lock: %s", path, strerror(err));
     }
-    /* the holder's pid, for the message above; the lock itself is the flock, kept until exit */
+    /* the holder's pid, for the message above; the lock itself is the flock */
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
     if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)n, 0) != n) { /* only the message suffers */ }
-    return SSM_OK; /* fd stays open: the lock lives as long as the process */
+    *lock_fd = fd; /* the lock lives as long as the file stays open */
+    return SSM_OK;
 }
 
 ssm_status run_dir_commit_state(const char *dir) {

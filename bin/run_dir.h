@@ -1,8 +1,8 @@
 /* run_dir.h: what keeps a run directory consistent (docs/reliability.md).
  *
- * One writer: run_dir_lock takes an exclusive flock(2) on DIR/.lock for the life of the
- * process (the kernel drops it when the process dies, SIGKILL included); a second ssm-train on
- * the same directory is refused with the holder's pid.
+ * One writer: run_dir_lock takes an exclusive flock(2) on DIR/.lock until run_dir_unlock (the
+ * kernel drops it when the process dies, SIGKILL included); a second ssm-train on the same
+ * directory is refused with the holder's pid.
  *
  * A checkpoint is two files that must agree: model.safetensors and train_state.safetensors,
  * each with the step in its ssm.step metadata. ssm_safetensors_write makes each file atomic
@@ -19,7 +19,9 @@
 #define RUN_STATE_FILE "train_state.safetensors"
 #define RUN_STATE_NEXT "train_state.next.safetensors"
 
-ssm_status run_dir_lock(const char *dir);
+/* *fd: the lock's file, for run_dir_unlock (which takes -1 as no lock) */
+ssm_status run_dir_lock(const char *dir, int *fd);
+void run_dir_unlock(int fd);
 /* Step 3 above. */
 ssm_status run_dir_commit_state(const char *dir);
 /* After a crash: the model and the state of the same step (see above). */

@@ -762,7 +762,7 @@ static int write_outputs(const embedder *e, const char *prefix, const char *run_
 /* ---- main ------------------------------------------------------------------------------------ */
 
 static void usage(void) {
-    printf("usage: ssm-embed RUN_DIR_OR_CHECKPOINT FILE|-... --output PREFIX [options]\n"
+    printf("Usage: ssm-embed RUN_DIR_OR_CHECKPOINT FILE|-... --output PREFIX [options]\n"
            "\n"
            "Embeddings from a trained model's hidden states: one vector of d_model floats per record\n"
            "of each FILE (FASTA/FASTQ, text, audio: whatever the model's task reads; - is stdin), per\n"
@@ -806,7 +806,9 @@ static void usage(void) {
            "id is the record's (FILE:ID with several files, as ssm-score names them; the BED's chrom\n"
            "with --regions), start and end the segment (0-based, half-open), strand forward or both,\n"
            "name the BED's 4th column (. when absent; --regions only). Both files are written as\n"
-           "FILE.tmp and renamed when everything succeeded.\n");
+           "FILE.tmp and renamed when everything succeeded.\n"
+           "\nExamples (run from the source tree):\n"
+           "  ssm-embed runs/try data/ecoli/held_out_50kb.fa --window 5000 --output emb\n");
 }
 
 static int parse_int(const char *s, long lo, long hi, long *out) {

@@ -69,7 +69,7 @@ static char *read_all(const char *path, size_t *len) {
 }
 
 static void usage(void) {
-    printf("usage: ssm-generate RUN_DIR_OR_CHECKPOINT [options]\n"
+    printf("Usage: ssm-generate RUN_DIR_OR_CHECKPOINT [options]\n"
            "\n"
            "Sample from a trained model and write the result in the task's format (text, FASTA,\n"
            "...) on stdout.\n"
@@ -82,7 +82,10 @@ static void usage(void) {
            "  --top-k K           sample among the K most likely tokens (0 = all)\n"
            "  --top-p P           nucleus sampling: the smallest set with mass >= P (default 1)\n"
            "  --seed S            random seed (default 1)\n"
-           "  --threads N, --device DEV, --quiet\n");
+           "  --threads N, --device DEV, --quiet\n"
+           "\nExamples (run from the source tree):\n"
+           "  ssm-generate runs/try --length 200 --seed 2\n"
+           "  ssm-generate runs/try --prompt ACGTACGT --length 100 --temperature 0.8 --samples 2\n");
 }
 
 int main(int argc, char **argv) {

@@ -22,6 +22,7 @@
 
 #include "bigwig.h"
 #include "cli.h"
+#include "score_plot.h"
 #ifdef SSM_HAVE_VCF
 #include "vcf_score.h"
 enum { VCF_LEFT = VCF_DEFAULT_LEFT, VCF_RIGHT = VCF_DEFAULT_RIGHT, VCF_BATCH = VCF_DEFAULT_BATCH };
@@ -94,7 +95,7 @@ typedef struct scorer {
     bw_track *bw;      /* --bigwig: the per-symbol values, written at the end */
     float *bw_values;  /* (bw_cap) one record's values for it */
     size_t bw_cap;
-    ssm_status bw_status; /* the first failure adding to it */
+    ssm_status bw_status; /* the first failure adding to it (or to the plot) */
     slot *slots;
     slot *done;        /* finished records waiting for their turn in the output */
     int n_done, cap_done;
@@ -109,6 +110,7 @@ typedef struct scorer {
     int n_files, file; /* file: the one being read (n_files once all are read) */
     void *reader;      /* the records of files[file]; NULL between files */
     id_set kept;       /* with several files: the ids that name their file (see output_id) */
+    score_plot *plot;  /* --plot: the records' curves, drawn at the end */
 } scorer;
 
 static void slot_free(slot *s) {
@@ -176,6 +178,9 @@ static void write_record(scorer *sc, slot *s) {
             if (to_bw) sc->bw_values[i] = v; /* NaN: not scored, absent from the track */
         }
     if (to_bw) sc->bw_status = bw_track_add(sc->bw, f->id, f->length, sc->bw_values);
+    if (sc->plot && !sc->bw_status)
+        sc->bw_status = score_plot_add(sc->plot, f->id, f->per_symbol, sc->both ? s->per_symbol : NULL,
+                                       f->length, f->seconds);
     if (sc->both) slot_free(&sc->held);
     slot_free(s);
 }
@@ -299,7 +304,7 @@ static ssm_status take_record(scorer *sc, slot *s, int *eof) {
         d->length = rec.length;
         d->tokens = malloc((rec.length + 1) * sizeof(int32_t));
         d->seconds = rec.seconds;
-        int per = sc->bed || sc->bw || sc->window_s > 0;
+        int per = sc->bed || sc->bw || sc->plot || sc->window_s > 0;
         d->per_symbol = per ? malloc((rec.length + 1) * sizeof(float)) : NULL;
         if (rec.scored) d->scored = malloc(rec.length + 1);
         if (!d->id || !d->tokens || (per && !d->per_symbol) || (rec.scored && !d->scored))
@@ -338,7 +343,7 @@ static int run(scorer *sc) {
     size_t BW = (size_t)B * W;
     int32_t *tokens = malloc(BW * sizeof(int32_t)), *targets = malloc(BW * sizeof(int32_t));
     /* per position: log p(target), and the entropy when the bedGraph or windows show it */
-    int want_h = sc->entropy && (sc->bed || sc->bw || sc->window_s > 0);
+    int want_h = sc->entropy && (sc->bed || sc->bw || sc->plot || sc->window_s > 0);
     float *logp = malloc(BW * sizeof(float)), *ent = want_h ? malloc(BW * sizeof(float)) : NULL;
     /* each row of the batch keeps its record's state (slot_st); a window runs only the active
      * rows, packed into a batch state of that many rows (batch_st[k - 1]) */
@@ -533,9 +538,9 @@ static int check_readable(const scorer *sc) {
 }
 
 static void usage(void) {
-    printf("usage: ssm-score RUN_DIR_OR_CHECKPOINT FILE|-... [options]\n"
-           "       ssm-score RUN_DIR_OR_CHECKPOINT --files-from LIST [FILE...] [options]\n"
-           "       ssm-score RUN_DIR_OR_CHECKPOINT --vcf VCF --reference FASTA [--output OUT] [--flank L:R]\n"
+    printf("Usage: ssm-score RUN_DIR_OR_CHECKPOINT FILE|-... [options]\n"
+           "  or:  ssm-score RUN_DIR_OR_CHECKPOINT --files-from LIST [FILE...] [options]\n"
+           "  or:  ssm-score RUN_DIR_OR_CHECKPOINT --vcf VCF --reference FASTA [--output OUT] [--flank L:R]\n"
            "\n"
            "Score every record of each FILE (FASTA/FASTQ, text, audio: whatever the model's task\n"
            "reads; - is stdin) and write one TSV on stdout, one line per record, the files' records\n"
@@ -557,6 +562,9 @@ static void usage(void) {
            "  --bedgraph FILE   per-symbol scores as bedGraph (0-based, half-open; chrom: the id)\n"
            "  --bigwig FILE     the same values as a bigWig track (chromosomes: the records, sizes:\n"
            "                    their lengths; unscored symbols have no value)\n"
+           "  --plot FILE       draw the per-symbol scores (--per-base's kind, in bits) of the first\n"
+           "                    8 records as FILE.svg or FILE.png: one curve per record, the mean\n"
+           "                    over windows (at most 1000 per record; --per-window's with audio)\n"
            "  --per-base KIND   logp (default) or entropy (the predictive entropy, nats)\n"
            "  --per-window S    audio: one line per S seconds of each file (id, start_s, end_s,\n"
            "                    n_scored, bits_per_sample) instead of one per file\n"
@@ -589,7 +597,10 @@ static void usage(void) {
            "  --batch N         allele windows scored side by side (default %d with --vcf)\n"
            "A REF that differs from the reference gets FILTER SSM_REF_MISMATCH, a record whose ALTs\n"
            "are all symbolic (<DEL>, breakends, *) SSM_SYMBOLIC, one on a contig the reference lacks\n"
-           "SSM_NO_CONTIG; none is scored, and stderr counts them.\n",
+           "SSM_NO_CONTIG; none is scored, and stderr counts them.\n"
+           "\nExamples (run from the source tree):\n"
+           "  ssm-score runs/try data/ecoli/held_out_50kb.fa > scores.tsv\n"
+           "  ssm-score runs/try data/ecoli/held_out_50kb.fa --per-base entropy --plot entropy.svg --output scores.tsv\n",
            VCF_LEFT, VCF_RIGHT, VCF_BATCH);
 }
 
@@ -723,16 +734,18 @@ int main(int argc, char **argv) {
         {"files-from", required_argument, 0, 'f'}, {"bigwig", required_argument, 0, 'G'},
         {"vcf", required_argument, 0, 'v'},      {"reference", required_argument, 0, 'r'},
         {"flank", required_argument, 0, 'F'},    {"context-step", required_argument, 0, 'C'},
-        {0, 0, 0, 0}};
+        {"plot", required_argument, 0, 'P'},     {0, 0, 0, 0}};
     scorer sc = {.B = 8, .W = 4096, .out = stdout};
     const char *bed_path = NULL, *out_path = NULL, *device = "auto", *list = NULL, *bw_path = NULL;
     const char *vcf = NULL, *reference = NULL, *flank = NULL, *per_base = NULL, *step = NULL;
+    const char *plot_path = NULL;
     int threads = 0, batch_given = 0;
     for (int o; (o = getopt_long(argc, argv, "o:", opts, NULL)) != -1;) {
         char *end;
         switch (o) {
         case 'g': bed_path = optarg; break;
         case 'G': bw_path = optarg; break;
+        case 'P': plot_path = optarg; break;
         case 'v': vcf = optarg; break;
         case 'r': reference = optarg; break;
         case 'F': flank = optarg; break;
@@ -774,7 +787,7 @@ int main(int argc, char **argv) {
     }
     if (vcf || reference || flank || step) {
         /* variants: none of the per-record outputs */
-        const char *other = bed_path ? "--bedgraph" : bw_path ? "--bigwig" : per_base ? "--per-base"
+        const char *other = bed_path ? "--bedgraph" : bw_path ? "--bigwig" : plot_path ? "--plot" : per_base ? "--per-base"
                           : sc.window_s > 0 ? "--per-window" : sc.both ? "--strand" : list ? "--files-from" : NULL;
         if (!vcf) return cli_usage("--%s goes with --vcf", reference ? "reference" : flank ? "flank" : "context-step");
         if (!reference) return cli_usage("--vcf needs --reference FASTA (the genome the variants are on)");
@@ -833,12 +846,17 @@ int main(int argc, char **argv) {
         goto done;
     }
     if (sc.n_files > 1 && check_readable(&sc)) goto done;
+    if (plot_path && score_plot_create(sc.entropy, sc.symbol, sc.window_s, &sc.plot)) {
+        rc = cli_fail();
+        goto done;
+    }
     if (open_outputs(&sc, out_path, out_tmp, bed_path, bed_tmp, bw_path, sizeof out_tmp)) goto done;
     if (!(sc.slots = calloc(sc.B, sizeof(slot)))) {
         rc = cli_error("out of memory for %d records", sc.B);
         goto done;
     }
     rc = run(&sc);
+    if (!rc && sc.plot && score_plot_write(sc.plot, plot_path)) rc = cli_fail();
 done:
     rc = finish_outputs(&sc, rc, out_path, out_tmp, bed_path, bed_tmp, bw_path);
     for (int b = 0; sc.slots && b < sc.B; b++) slot_free(&sc.slots[b]);
@@ -850,6 +868,7 @@ done:
     free(sc.bw_values);
     free_files(&files);
     id_set_free(&sc.kept);
+    score_plot_free(sc.plot);
     cli_trained_free(&sc.tr);
     return rc;
 }

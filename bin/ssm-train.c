@@ -11,8 +11,8 @@
 #include "train.h"
 
 static void usage(void) {
-    printf("usage: ssm-train RECIPE.yaml [options]\n"
-           "       ssm-train --resume RUN_DIR [options]\n"
+    printf("Usage: ssm-train RECIPE.yaml [options]\n"
+           "  or:  ssm-train --resume RUN_DIR [options]\n"
            "\n"
            "Train a Mamba model on the task and data a recipe names (see docs/recipes.md).\n"
            "\n"
@@ -28,7 +28,10 @@ static void usage(void) {
            "\n"
            "The run directory receives recipe.yaml (the resolved recipe), model.safetensors and\n"
            "config.json (a Hugging Face Mamba checkpoint), train_state.safetensors (optimizer,\n"
-           "step, data position) and metrics.jsonl. Ctrl-C saves and stops; --resume continues.\n");
+           "step, data position) and metrics.jsonl. Ctrl-C saves and stops; --resume continues.\n"
+           "\nExamples (run from the source tree; the report is runs/try/report.html):\n"
+           "  ssm-train recipes/dna.yaml --output runs/try --set train.steps=4 --set train.batch_size=2\n"
+           "  ssm-train --resume runs/try --set train.steps=8\n");
 }
 
 int main(int argc, char **argv) {

@@ -29,6 +29,10 @@ typedef struct train_options {
     const char *resume_dir; /* NULL: a new run */
     int force;              /* overwrite an existing run directory */
     int64_t stop_after;     /* stop (and save, as Ctrl-C would) after this many steps; 0 = no */
+    /* called after every step (the Python module's ssm.train); nonzero stops the run as
+     * --stop-after does. NULL: none. */
+    int (*on_step)(void *ctx, int64_t step, double loss, double lr, double grad_norm);
+    void *on_step_ctx;
 } train_options;
 
 /* The whole run: summary, baseline, loop with evaluation and checkpoints, SIGINT/SIGTERM.

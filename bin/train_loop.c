@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "ssm/checkpoint.h"
+#include "report.h"
 #include "ssm/markov.h"
 #include "run_dir.h"
 #include "train.h"
@@ -26,6 +27,7 @@ typedef struct run {
     const ssm_task_ops *ops;
     void *task;
     train_settings *set;
+    int lock_fd;      /* the run directory's lock (run_dir.h), or -1 */
     ssm_model *model;
     ssm_adamw *opt;
     ssm_rng data_rng; /* the data position: the only source of randomness of the batches */
@@ -262,7 +264,7 @@ static void log_metrics(run *r, const char *fmt, ...) {
 
 int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_settings *set,
               const train_options *opt) {
-    run r = {.recipe = recipe, .ops = ops, .task = task, .set = set};
+    run r = {.recipe = recipe, .ops = ops, .task = task, .set = set, .lock_fd = -1};
     int rc = CLI_EXIT_INPUT;
     const char *device_name;
     int device;
@@ -272,7 +274,7 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     if ((s = train_check_memory(recipe->path, set, device >= 0))) return cli_fail();
     if ((s = train_dist_open(&r.dist, recipe))) goto fail;
     int root = train_dist_root(&r.dist); /* rank 0 alone reads, writes and locks the run directory */
-    if (root && ((s = prepare_run_dir(&r, opt)) || (s = run_dir_lock(set->run_dir)))) goto fail;
+    if (root && ((s = prepare_run_dir(&r, opt)) || (s = run_dir_lock(set->run_dir, &r.lock_fd)))) goto fail;
     if (opt->resume_dir) {
         if (root ? (s = check_same_recipe(&r)) || (s = load_checkpoint(&r))
                  : (s = train_dist_blank(&r.dist, &set->model, &set->adamw, &r.model, &r.opt)))
@@ -342,6 +344,8 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         int timed_out = set->max_minutes > 0 && cli_now() - t_start > set->max_minutes * 60;
         if (timed_out) stopped = "time limit (train.max_minutes)";
         if (opt->stop_after && ++steps_here >= opt->stop_after) stopped = "stopped (--stop-after)";
+        if (opt->on_step && opt->on_step(opt->on_step_ctx, step, loss, lr, gnorm))
+            stopped = "stopped by the step callback";
         if (stop_signal) stopped = stop_signal == SIGINT ? "interrupted (Ctrl-C)" : "terminated (SIGTERM)";
         if ((s = train_dist_agree_stop(&r.dist, &stopped, &timed_out))) goto fail;
         if ((step % set->eval_every == 0 || step == set->steps || timed_out)) {
@@ -352,6 +356,7 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
             if (pr.tty) fputc('\n', stderr);
             cli_note("step %" PRId64 ": validation %.4f bits per %s (baseline %s)", step,
                      valid_loss / M_LN2, ops->symbol, baseline_text(&r));
+            train_report(set->run_dir, r.model, set->steps); /* report.html */
         }
         if (step % set->save_every == 0 || step == set->steps || stopped) {
             if ((s = train_dist_check_weights(&r.dist, r.model, step)) || (root && (s = save_checkpoint(&r))))
@@ -383,6 +388,7 @@ fail:
 done:
     train_dist_close(&r.dist);
     if (r.metrics) fclose(r.metrics);
+    run_dir_unlock(r.lock_fd);
     free(r.batch.tokens);
     free(r.batch.targets);
     ssm_adamw_free(r.opt);
