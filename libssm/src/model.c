@@ -31,6 +31,12 @@ ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer) {
                                          .rotary_dim = 0, .rope_base = 10000.0f,
                                          .max_context = 8192};
     c.mlp = (ssm_mlp_config){.d_ff = 4 * d_model, .activation = SSM_MLP_RELU2};
+    /* MoE: Jamba's routing (softmax, top 2 of 8, no renormalisation, aux coefficient 0.001),
+     * SwiGLU experts of 2 D, no shared expert */
+    c.moe = (ssm_moe_config){.n_experts = 8, .top_k = 2, .d_ff = 2 * d_model,
+                             .activation = SSM_MLP_SWIGLU, .routing = SSM_MOE_SOFTMAX,
+                             .norm_topk = 0, .routed_scaling = 1.0f, .aux_loss_coef = 0.001f,
+                             .shared_d_ff = 0};
     ssm_config_set_kind(&c, SSM_LAYER_MAMBA1);
     return c;
 }
@@ -42,10 +48,11 @@ ssm_status ssm_config_set_pattern(ssm_config *c, const char *pattern, ssm_layer_
         return ssm_set_error(SSM_ERR_ARG, "model pattern: %zu layers (1 to %d)", n, SSM_MAX_LAYERS);
     for (size_t i = 0; i < n; i++) {
         char ch = pattern[i];
-        int k = ch == 'M' ? (int)mamba : ch == '*' ? SSM_LAYER_ATTENTION : ch == '-' ? SSM_LAYER_MLP : -1;
+        int k = ch == 'M' ? (int)mamba : ch == '*' ? SSM_LAYER_ATTENTION : ch == '-' ? SSM_LAYER_MLP
+              : ch == 'E' ? SSM_LAYER_MOE : -1;
         if (k < 0)
             return ssm_set_error(SSM_ERR_ARG, "model pattern: '%c' at %zu is not a layer (M = Mamba, "
-                                 "* = attention, - = MLP)", ch, i + 1);
+                                 "* = attention, - = MLP, E = mixture of experts)", ch, i + 1);
         c->layer_kind[i] = (unsigned char)k;
     }
     c->n_layer = (int)n;
@@ -131,6 +138,34 @@ static ssm_status validate_attention(ssm_config *c) {
     return SSM_OK;
 }
 
+static ssm_status validate_moe(const ssm_config *c) {
+    const ssm_moe_config *o = &c->moe;
+    range_check checks[] = {
+        {"moe.n_experts", o->n_experts, 1, SSM_MOE_MAX_EXPERTS}, {"moe.top_k", o->top_k, 1, o->n_experts},
+        {"moe.d_ff", o->d_ff, 1, 1 << 20}, {"moe.shared_d_ff", o->shared_d_ff, 0, 1 << 20},
+        {"moe.norm_topk", o->norm_topk, 0, 1},
+    };
+    ssm_status s = check_ranges(checks, sizeof checks / sizeof checks[0]);
+    if (s) return s;
+    if (o->activation != SSM_MLP_RELU2 && o->activation != SSM_MLP_SWIGLU)
+        return ssm_set_error(SSM_ERR_ARG, "model moe.activation %d is not relu2 or swiglu",
+                             (int)o->activation);
+    if (o->routing != SSM_MOE_SOFTMAX && o->routing != SSM_MOE_SIGMOID)
+        return ssm_set_error(SSM_ERR_ARG, "model moe.routing %d is not softmax or sigmoid",
+                             (int)o->routing);
+    if (!(o->routed_scaling > 0) || !isfinite(o->routed_scaling))
+        return ssm_set_error(SSM_ERR_ARG, "model moe.routed_scaling = %g must be > 0",
+                             o->routed_scaling);
+    if (!(o->aux_loss_coef >= 0) || !isfinite(o->aux_loss_coef))
+        return ssm_set_error(SSM_ERR_ARG, "model moe.aux_loss_coef = %g must be >= 0",
+                             o->aux_loss_coef);
+    if (o->routing == SSM_MOE_SIGMOID && o->aux_loss_coef != 0)
+        return ssm_set_error(SSM_ERR_ARG, "model moe.aux_loss_coef = %g: the Switch auxiliary "
+                             "loss needs softmax routing (moe.routing sigmoid has none; set 0)",
+                             o->aux_loss_coef);
+    return SSM_OK;
+}
+
 ssm_status ssm_config_validate(ssm_config *c) {
     if (!c) return ssm_set_error(SSM_ERR_ARG, "config is NULL");
     if (c->d_inner == 0) c->d_inner = c->expand * c->d_model;
@@ -161,6 +196,7 @@ ssm_status ssm_config_validate(ssm_config *c) {
             return ssm_set_error(SSM_ERR_ARG, "model mlp.activation %d is not relu2 or swiglu",
                                  (int)c->mlp.activation);
     }
+    if (uses(c, SSM_LAYER_MOE) && (s = validate_moe(c))) return s;
     return SSM_OK;
 }
 
