@@ -128,12 +128,13 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
 #undef PUT
     /* the kinds, one name per layer */
     size_t len = 1;
-    for (int i = 0; i < c->n_layer; i++) len += strlen(ssm_layer_kind_name(c->layer_kind[i])) + 1;
+    for (int i = 0; i < c->n_layer; i++) len += strlen(ssm_layer_kind_name(c->layer_kind[i])) + 2;
     char *layers = malloc(len);
-    if (layers) {
+    if (layers) { /* a block's second sublayer: "+mlp" */
         layers[0] = '\0';
         for (int i = 0; i < c->n_layer; i++) {
             if (i) strcat(layers, ",");
+            if (c->second[i]) strcat(layers, "+");
             strcat(layers, ssm_layer_kind_name(c->layer_kind[i]));
         }
     }
@@ -382,7 +383,9 @@ static ssm_status layers_from_metadata(const ssm_safetensors *st, const char *fi
         size_t k = strcspn(p, ",");
         char name[32];
         snprintf(name, sizeof name, "%.*s", (int)(k < sizeof name ? k : sizeof name - 1), p);
-        int kind = ssm_layer_kind_parse(name);
+        int second = name[0] == '+';
+        int kind = ssm_layer_kind_parse(name + second);
+        if (i < c->n_layer) c->second[i] = (unsigned char)second;
         if (kind < 0)
             return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.layers: unknown layer kind "
                                  "'%s' (layer %d)", name, i);

@@ -322,6 +322,57 @@ static void test_checkpoint(void **st) {
     }
 }
 
+/* ---- 8: a block's second sublayer ------------------------------------------------------- */
+
+static void test_second_sublayer(void **st) {
+    (void)st;
+    /* Jamba's block layout: [mamba1 + moe], [attention + mlp], [mamba1 + moe] */
+    ssm_config c = moe_config('J'), flat = c;
+    c.mlp = flat.mlp = (ssm_mlp_config){.d_ff = 12, .activation = SSM_MLP_SWIGLU};
+    TU_OK(ssm_config_set_pattern(&c, "M+E*+-M+E", SSM_LAYER_MAMBA1));
+    TU_OK(ssm_config_set_pattern(&flat, "ME*-ME", SSM_LAYER_MAMBA1));
+    assert_int_equal(c.n_layer, 6);
+    assert_int_equal(ssm_config_block(&c, 3), 1);
+    assert_int_equal(ssm_config_block(&c, 5), 2);
+    ssm_model *m = make_model(&c, 71), *f;
+    TU_OK(ssm_model_create(&flat, &f));
+    const char *names[] = {"backbone.layers.0.norm2.weight", "backbone.layers.0.mlp.gate.weight",
+                           "backbone.layers.0.mlp.experts.down_proj", "backbone.layers.1.mixer.q_proj.weight",
+                           "backbone.layers.1.mlp.fc1.weight", "backbone.layers.2.mlp.experts.up_proj"};
+    for (int i = 0; i < 6; i++) assert_non_null(ssm_model_find_tensor(m, names[i]));
+    assert_null(ssm_model_find_tensor(m, "backbone.layers.3.norm.weight"));
+    /* the same function as separate pre-norm layers, with the blob in the same order */
+    assert_int_equal(f->n_params, m->n_params);
+    memcpy(f->params_blob, m->params_blob, m->n_params * sizeof(float));
+    int32_t tok[2 * 7], tgt[2 * 7];
+    make_batch(tok, tgt, 2, 7, 73);
+    float *a = tu_logits_of(m, tok, 2, 7), *b = tu_logits_of(f, tok, 2, 7);
+    assert_memory_equal(a, b, (size_t)14 * VOCAB * sizeof(float));
+    free(a), free(b);
+    tu_check_gradients(m, tok, tgt, 2, 7, 3, 2e-2);
+    /* checkpoints keep the blocks */
+    const char *dir = tu_tmpdir();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/blocks.safetensors", dir);
+    ssm_model *n;
+    TU_OK(ssm_checkpoint_save(m, path, NULL));
+    TU_OK(ssm_checkpoint_load(path, &n));
+    assert_memory_equal(n->config.second, c.second, (size_t)c.n_layer);
+    assert_non_null(ssm_model_find_tensor(n, "backbone.layers.1.norm2.weight"));
+    ssm_model_free(n);
+    ssm_model_free(f);
+    ssm_model_free(m);
+    /* what cannot be a second sublayer */
+    const char *bad[] = {"+-M", "M+*", "M+-+-", "M+"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(ssm_config_set_pattern(&c, bad[i], SSM_LAYER_MAMBA1), SSM_ERR_ARG);
+        print_message("  %s -> %s\n", bad[i], ssm_last_error());
+    }
+    c = flat;
+    c.second[2] = 1; /* attention */
+    expect_refused(c, "second sublayer");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradients_jamba),
@@ -332,6 +383,7 @@ int main(void) {
         cmocka_unit_test(test_batch_and_threads),
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_checkpoint),
+        cmocka_unit_test(test_second_sublayer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

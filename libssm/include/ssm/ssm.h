@@ -139,6 +139,10 @@ typedef struct ssm_config {
     int n_layer;
     float norm_eps; /* RMSNorm epsilon of the blocks and norm_f, 1e-5 */
     unsigned char layer_kind[SSM_MAX_LAYERS]; /* (n_layer) each block's mixer: ssm_layer_kind */
+    /* (n_layer) 1: layer i is the second sublayer of the block that layer i - 1 begins (an MLP
+     * or MoE after the mixer: mamba_ssm's norm2 + mlp with d_intermediate, Jamba's
+     * pre_ff_layernorm + feed_forward), named backbone.layers.{block}.norm2 / .mlp.* */
+    unsigned char second[SSM_MAX_LAYERS];
     /* Mamba-1 mixer options */
     int d_state;    /* N, 16 in the reference */
     int d_conv;     /* K, 4 in the reference */
@@ -164,12 +168,16 @@ SSM_API void ssm_config_set_kind(ssm_config *config, ssm_layer_kind kind);
  * fields (d_inner, dt_rank, mamba2.d_inner, mamba2.nheads) when 0. */
 SSM_API ssm_status ssm_config_validate(ssm_config *config);
 /* The kinds from a layer pattern, one character a layer, as NemotronH and Megatron write it:
- * M = a Mamba layer (of kind mamba), * = attention, - = MLP. Sets n_layer. */
+ * M = a Mamba layer (of kind mamba), * = attention, - = MLP, E = mixture of experts; a '+'
+ * before - or E makes that layer the second sublayer of the block before it (config.second),
+ * e.g. Jamba's "M+-M+E*+-M+E". Sets n_layer (the sublayers, each a pre-norm residual). */
 SSM_API ssm_status ssm_config_set_pattern(ssm_config *config, const char *pattern,
                                           ssm_layer_kind mamba);
 /* "mamba1" ("mamba" too), "mamba2", "attention", "mlp" -> the kind; -1 when unknown. */
 SSM_API int ssm_layer_kind_parse(const char *name);
 SSM_API const char *ssm_layer_kind_name(int kind);
+/* The block of layer i (its first sublayer's index among the blocks), for the names. */
+SSM_API int ssm_config_block(const ssm_config *config, int layer);
 /* 1 when every layer has this kind. */
 SSM_API int ssm_config_all(const ssm_config *config, ssm_layer_kind kind);
 
