@@ -20,6 +20,7 @@
 
 #include "internal.h"
 #include "ssm/checkpoint.h"
+#include "checkpoint_json.h"
 
 #define LM_HEAD "lm_head.weight"
 
@@ -207,9 +208,9 @@ ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
                       (double)c->norm_eps, "use_bias", 0, "use_conv_bias", 1, "rms_norm", 1,
                       "tie_word_embeddings", 1, "residual_in_fp32", 1, "hidden_act", "silu",
                       "bos_token_id", bos_token_id);
-    } else {
-        /* no transformers class holds a model of several kinds: the checkpoint's ssm.*
-         * metadata is its config */
+    } else if (!(j = ssm_json_nemotron_h_config(c, bos_token_id))) {
+        /* no transformers class holds this model: the checkpoint's ssm.* metadata is its
+         * config */
         j = json_pack("{s:s,s:s}", "model_type", "ssm",
                       "note", "layers of several kinds: the config is in model.safetensors' ssm.* metadata");
     }
@@ -455,7 +456,7 @@ static ssm_status config_from_metadata(const ssm_safetensors *st, const char *fi
 /* ---- loading: config from transformers' config.json ------------------------------------- */
 
 /* An integer key: required, or dflt when absent. */
-static ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int required,
+ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int required,
                            int dflt, int *out) {
     json_t *v = json_object_get(cfg, key);
     if (!v) {
@@ -470,7 +471,7 @@ static ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int 
 }
 
 /* A boolean key that must have one value for us to reproduce the model. */
-static ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key, int want,
+ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key, int want,
                                  const char *why) {
     json_t *v = json_object_get(cfg, key);
     if (!v) return SSM_OK; /* MambaConfig's default is the one we support */
@@ -482,7 +483,7 @@ static ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key
 }
 
 /* A string key that must be absent or equal want. */
-static ssm_status json_str_must(json_t *cfg, const char *cpath, const char *key,
+ssm_status json_str_must(json_t *cfg, const char *cpath, const char *key,
                                 const char *want) {
     json_t *v = json_object_get(cfg, key);
     if (!v) return SSM_OK;
@@ -496,7 +497,7 @@ static ssm_status json_str_must(json_t *cfg, const char *cpath, const char *key,
 /* A float key: a JSON number, or {"__float__": "Infinity" | "-Infinity" | "NaN"} (how some
  * transformers versions write non-finite values; a bare Infinity token is rewritten to that
  * form before parsing, see read_json_text). */
-static ssm_status json_float(json_t *v, const char *cpath, const char *key, double *out) {
+ssm_status json_float(json_t *v, const char *cpath, const char *key, double *out) {
     if (json_is_number(v)) {
         *out = json_number_value(v);
         return SSM_OK;
@@ -568,6 +569,8 @@ static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *
     json_t *type = json_object_get(cfg, "model_type");
     if (type && json_is_string(type) && !strcmp(json_string_value(type), "mamba2"))
         return json_mamba2_fields(cfg, cpath, c);
+    if (type && json_is_string(type) && !strcmp(json_string_value(type), "nemotron_h"))
+        return ssm_json_nemotron_h(cfg, cpath, c);
     if ((s = json_str_must(cfg, cpath, "model_type", "mamba")) ||
         (s = json_str_must(cfg, cpath, "hidden_act", "silu")) ||
         (s = json_bool_must(cfg, cpath, "use_bias", 0, "ssm has no in_proj/out_proj biases")) ||
