@@ -11,6 +11,7 @@
  *   5. a sequence's logits alone = within a batch, and 1 = 2 threads (bitwise, gradients too);
  *   6. the validator names the key of a bad option. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,6 +374,84 @@ static void test_second_sublayer(void **st) {
     expect_refused(c, "second sublayer");
 }
 
+/* ---- 9: transformers' NemotronH files ----------------------------------------------------- */
+
+/* model.safetensors without ssm metadata (as save_pretrained writes it) + config.json */
+static void save_as_transformers(const ssm_model *m, const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ssm_st_write_item *items = calloc((size_t)m->n_tensors, sizeof *items);
+    int n = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ssm_tensor_info *t = &m->tensors[i];
+        if (!t->numel) continue;
+        items[n].name = t->name, items[n].ndim = t->ndim, items[n].data = m->params_blob + t->offset;
+        memcpy(items[n].shape, t->shape, sizeof t->shape);
+        n++;
+    }
+    const char *kv[] = {"format", "pt", NULL};
+    TU_OK(ssm_safetensors_write(path, items, n, kv));
+    free(items);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    TU_OK(ssm_checkpoint_write_config(m, path, 0));
+}
+
+/* config.json with one key set to a JSON value (one key a line, as it is written) must be
+ * refused, naming the key */
+static void expect_json_refused(const char *dir, const char *key, const char *value) {
+    char path[4200], cmd[4 * 4200 + 256];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    snprintf(cmd, sizeof cmd, "cp %s %s.orig && sed -i '/\"%s\":/d; 1a \"%s\": %s,' %s",
+             path, path, key, key, value, path);
+    assert_int_equal(system(cmd), 0);
+    ssm_model *m = NULL;
+    ssm_set_error(SSM_OK, "%s", "");
+    ssm_status s = ssm_checkpoint_load(dir, &m);
+    print_message("  %s = %s -> %s\n", key, value, ssm_last_error());
+    assert_int_not_equal(s, SSM_OK);
+    assert_non_null(strstr(ssm_last_error(), key));
+    snprintf(cmd, sizeof cmd, "mv %s.orig %s", path, path);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_nemotron_h_files(void **st) {
+    (void)st;
+    const char *dir = tu_tmpdir();
+    ssm_config c = moe_config('N');
+    ssm_model *m = make_model(&c, 81), *n;
+    save_as_transformers(m, dir);
+    TU_OK(ssm_checkpoint_load(dir, &n));
+    assert_memory_equal(n->config.layer_kind, c.layer_kind, (size_t)c.n_layer);
+    assert_memory_equal(&n->config.moe, &m->config.moe, sizeof c.moe);
+    assert_int_equal(n->config.attention.n_kv_heads, c.attention.n_kv_heads);
+    assert_int_equal(n->config.mamba2.nheads, m->config.mamba2.nheads);
+    int32_t tok[2 * 6];
+    tu_random_tokens(tok, 12, VOCAB, 83);
+    float *a = tu_logits_of(m, tok, 2, 6), *b = tu_logits_of(n, tok, 2, 6);
+    assert_memory_equal(a, b, (size_t)12 * VOCAB * sizeof(float));
+    free(a), free(b);
+    ssm_model_free(n);
+    expect_json_refused(dir, "moe_latent_size", "4");
+    expect_json_refused(dir, "n_group", "2");
+    expect_json_refused(dir, "n_shared_experts", "2");
+    expect_json_refused(dir, "mlp_hidden_act", "\"silu\"");
+    expect_json_refused(dir, "hybrid_override_pattern", "\"M+E\"");
+    expect_json_refused(dir, "mamba_num_heads", "3");
+    /* a model NemotronH cannot hold gets the stub config (its metadata is its config) */
+    ssm_model_free(m);
+    c = moe_config('J');
+    m = make_model(&c, 85);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    TU_OK(ssm_checkpoint_write_config(m, path, 0));
+    FILE *f = fopen(path, "r");
+    char text[512] = {0};
+    assert_true(fread(text, 1, sizeof text - 1, f) > 0);
+    fclose(f);
+    assert_non_null(strstr(text, "\"ssm\""));
+    ssm_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradients_jamba),
@@ -384,6 +463,7 @@ int main(void) {
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_checkpoint),
         cmocka_unit_test(test_second_sublayer),
+        cmocka_unit_test(test_nemotron_h_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
