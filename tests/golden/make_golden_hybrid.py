@@ -15,7 +15,8 @@ has it).
   jamba_a: a Jamba-style model: 4 blocks [Mamba-1 + MoE], [attention + SwiGLU MLP],
     [Mamba-1 + SwiGLU MLP], [Mamba-1 + MoE] (each block: mixer and feed-forward sublayers,
     each pre-norm, as JambaMambaDecoderLayer / mamba_ssm's Block with d_intermediate). MoE:
-    fp32 softmax router, top 2 of 4, no renormalisation, SwiGLU experts, and the Switch
+    fp32 softmax router, top 2 of 4, no renormalisation, SwiGLU experts as wide as the MLP
+    (Jamba's one intermediate_size), and the Switch
     auxiliary loss (load_balancing_loss_func) added with router_aux_loss_coef 0.02. Its
     Mamba-1 mixer is mamba_ssm's (Jamba's dt/B/C inner RMSNorms are not part of ssm's
     Mamba-1 yet), so the file has ssm's names and ssm.* metadata.
@@ -74,8 +75,8 @@ JAMBA = dict(
     name="jamba_a", pattern="M+E*+-M+-M+E", vocab_size=36, hidden_size=12,
     mamba=dict(kind="mamba1", expand=2, state_size=6, conv_kernel=4, dt_rank=3),
     attention=dict(n_heads=3, n_kv_heads=1, head_dim=4),
-    mlp=dict(d_ff=14, act="swiglu"),
-    moe=dict(n_experts=4, top_k=2, d_ff=8, act="swiglu", routing="softmax", norm_topk=False,
+    mlp=dict(d_ff=10, act="swiglu"),
+    moe=dict(n_experts=4, top_k=2, d_ff=10, act="swiglu", routing="softmax", norm_topk=False,
              scaling=1.0, shared_d_ff=0, aux_coef=0.02),
     B=2, L=10, seed=11)
 
@@ -187,16 +188,20 @@ def mamba1_mixer(p, h, mb):
     Bsz, L, _ = h.shape
     E, N, K, R = p["in_proj.weight"].shape[0] // 2, mb["state_size"], mb["conv_kernel"], mb["dt_rank"]
     x, z = torch.split(h @ p["in_proj.weight"].T, [E, E], dim=-1)
-    xpad = torch.cat([torch.zeros(Bsz, K - 1, E), x], dim=1)
+    xpad = torch.cat([torch.zeros(Bsz, K - 1, E, dtype=h.dtype), x], dim=1)
     w = p["conv1d.weight"][:, 0, :]
     acc = p["conv1d.bias"].expand(Bsz, L, E)
     for k in range(K):
         acc = acc + w[:, k] * xpad[:, k:k + L]
     u = m2.silu(acc)
     dt, Bm, Cm = torch.split(u @ p["x_proj.weight"].T, [R, N, N], dim=-1)
+    if "dt_layernorm.weight" in p:  # Jamba's inner RMSNorms (JambaMambaMixer), when present
+        dt = m2.rmsnorm(dt, p["dt_layernorm.weight"], mb.get("inner_eps", EPS))
+        Bm = m2.rmsnorm(Bm, p["b_layernorm.weight"], mb.get("inner_eps", EPS))
+        Cm = m2.rmsnorm(Cm, p["c_layernorm.weight"], mb.get("inner_eps", EPS))
     delta = m2.softplus(dt @ p["dt_proj.weight"].T + p["dt_proj.bias"])
     A = -torch.exp(p["A_log"])
-    s = torch.zeros(Bsz, E, N)
+    s = torch.zeros(Bsz, E, N, dtype=h.dtype)
     ys = []
     for t in range(L):
         s = torch.exp(delta[:, t, :, None] * A) * s + delta[:, t, :, None] * Bm[:, t, None, :] * u[:, t, :, None]
@@ -254,7 +259,9 @@ def sub_params(params, pre):
     return {k[len(pre):]: v for k, v in params.items() if k.startswith(pre)}
 
 
-def model_forward(params, spec, ids):
+def model_forward(params, spec, ids, trace=None):
+    """params: ssm's names (make_golden_hf_hybrid.py adds Jamba's inner norms under the
+    Mamba-1 mixers' prefix)"""
     mb = spec["mamba"]
     D = spec["hidden_size"]
     c2 = None
@@ -272,7 +279,7 @@ def model_forward(params, spec, ids):
         h = m2.rmsnorm(r, params[norm], EPS)
         p = sub_params(params, pre)
         if kind == "mamba2":
-            out, _ = m2.mixer_forward(p, h, c2, None, "recurrent")
+            out, _ = m2.mixer_forward(p, h, c2, None, "recurrent", trace)
         elif kind == "mamba1":
             out = mamba1_mixer(p, h, mb)
         elif kind == "attention":
@@ -285,7 +292,7 @@ def model_forward(params, spec, ids):
         r = r + out
     hidden_f = m2.rmsnorm(r, params["backbone.norm_f.weight"], EPS)
     logits = hidden_f @ emb.T
-    aux = torch.zeros(())
+    aux = torch.zeros((), dtype=logits.dtype)
     if stats and spec["moe"]["routing"] == "softmax":
         count = torch.cat([s[0] for s in stats]).sum(0)
         prob = torch.cat([s[1] for s in stats])
@@ -294,8 +301,9 @@ def model_forward(params, spec, ids):
     return logits, hidden_f, aux
 
 
-def loss_of(params, spec, ids):
-    logits, hidden_f, aux = model_forward(params, spec, ids)
+def loss_of(params, spec, ids, trace=None):
+    """trace: a list that receives each Mamba-2 layer's softplus(dt + dt_bias)"""
+    logits, hidden_f, aux = model_forward(params, spec, ids, trace)
     V = logits.shape[-1]
     ce = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
     return ce + spec["moe"]["aux_coef"] * aux, logits, hidden_f, aux
