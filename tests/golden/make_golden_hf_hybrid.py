@@ -137,32 +137,32 @@ def load_into(model, params, spec, kind):
             leaf = n.split(".")[-1]  # experts.up_proj -> experts.{j}.up_proj.weight
             base = name.rsplit(".", 1)[0]
             ts = [put("%s.%d.%s.weight" % (base, j, leaf), v[j]) for j in range(X)]
-            grads[n] = (lambda ts=ts: torch.stack([t.grad for t in ts]))
+            grads[n] = (lambda ts=ts: torch.stack([grad_of(t)() for t in ts]))
             continue
         name = jamba_name(n)
         Fd = spec["mlp"]["d_ff"]
         if name.endswith("feed_forward.fc1.weight"):  # [up | gate] -> up_proj, gate_proj
             pre = name[:-len("fc1.weight")]
             up, gate = put(pre + "up_proj.weight", v[:Fd]), put(pre + "gate_proj.weight", v[Fd:])
-            grads[n] = (lambda up=up, gate=gate: torch.cat([up.grad, gate.grad]))
+            grads[n] = (lambda up=up, gate=gate: torch.cat([grad_of(up)(), grad_of(gate)()]))
         elif name.endswith("feed_forward.fc2.weight"):
             grads[n] = grad_of(put(name[:-len("fc2.weight")] + "down_proj.weight", v))
         elif name.endswith("experts.up_proj"):
             pre = name[:-len("up_proj")]
             if pre + "gate_up_proj" in sd:  # transformers 5: fused, [gate | up]
                 t = put(pre + "gate_up_proj", torch.cat([v[:, Fd:], v[:, :Fd]], dim=1))
-                grads[n] = (lambda t=t: torch.cat([t.grad[:, Fd:], t.grad[:, :Fd]], dim=1))
+                grads[n] = (lambda t=t: torch.cat([grad_of(t)()[:, Fd:], grad_of(t)()[:, :Fd]], dim=1))
             else:
                 ts = [(put("%s%d.up_proj.weight" % (pre, j), v[j, :Fd]),
                        put("%s%d.gate_proj.weight" % (pre, j), v[j, Fd:])) for j in range(X)]
-                grads[n] = (lambda ts=ts: torch.stack([torch.cat([u.grad, g.grad]) for u, g in ts]))
+                grads[n] = (lambda ts=ts: torch.stack([torch.cat([grad_of(u)(), grad_of(g)()]) for u, g in ts]))
         elif name.endswith("experts.down_proj"):
             pre = name[:-len("down_proj")]
             if pre + "down_proj" in sd:
                 grads[n] = grad_of(put(pre + "down_proj", v))
             else:
                 ts = [put("%s%d.down_proj.weight" % (pre, j), v[j]) for j in range(X)]
-                grads[n] = (lambda ts=ts: torch.stack([t.grad for t in ts]))
+                grads[n] = (lambda ts=ts: torch.stack([grad_of(t)() for t in ts]))
         else:
             grads[n] = grad_of(put(name, v))
     left = [k for k in sd if k not in used and k != "lm_head.weight" and "layernorm" not in k.split(".")[-2]
