@@ -121,8 +121,13 @@ static ssm_status load_checkpoint(run *r) {
     return SSM_OK;
 }
 
-/* Mean loss (nats per scored token) over a fixed set of validation batches (of the global
- * batch's rows, each rank scoring its own). */
+/* The auxiliary loss (MoE routers) that ssm_forward's loss holds besides the cross-entropy. */
+static double aux_part(const ssm_model *m) {
+    return m->config.moe.aux_loss_coef * ssm_model_aux_loss(m);
+}
+
+/* Mean cross-entropy (nats per scored token) over a fixed set of validation batches (of the
+ * global batch's rows, each rank scoring its own). */
 static ssm_status evaluate(run *r, double *loss_out) {
     ssm_rng rng;
     ssm_rng_seed(&rng, r->set->seed ^ 0x5eed0fda7a5e7ULL); /* the same batches every time */
@@ -138,7 +143,7 @@ static ssm_status evaluate(run *r, double *loss_out) {
         if ((s = ssm_forward(r->model, r->batch.tokens, r->batch.targets, r->batch.B, r->batch.L,
                              NULL, &loss)))
             return s;
-        sum += (double)loss * n;
+        sum += ((double)loss - aux_part(r->model)) * n;
         count += n;
     }
     ssm_status s = train_dist_sum(&r->dist, &sum, &count);
@@ -333,9 +338,12 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         if (step % set->log_every == 0 || step == set->steps) {
             double now = cli_now(), tps = tokens_since / (now - t_last);
             t_last = now, tokens_since = 0;
-            log_metrics(&r, "{\"step\":%" PRId64 ",\"loss\":%.9g,\"bits_per_%s\":%.6f,\"lr\":%.6g,"
-                        "\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,\"elapsed_s\":%.2f}", step, loss,
-                        ops->symbol, loss / M_LN2, lr, gnorm, tps, now - t_start);
+            /* loss: what is minimised (with the MoE auxiliary loss); bits: the cross-entropy's */
+            double aux = aux_part(r.model);
+            log_metrics(&r, "{\"step\":%" PRId64 ",\"loss\":%.9g,\"bits_per_%s\":%.6f,\"aux_loss\":%.6g,"
+                        "\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,\"elapsed_s\":%.2f}",
+                        step, loss, ops->symbol, (loss - aux) / M_LN2, ssm_model_aux_loss(r.model), lr,
+                        gnorm, tps, now - t_start);
             char extra[160], tp[32];
             snprintf(extra, sizeof extra, "loss %.4f (%.3f bits/%s) lr %.2e %s tok/s", loss_ema,
                      loss_ema / M_LN2, ops->symbol, lr, cli_si(tps, tp, sizeof tp));

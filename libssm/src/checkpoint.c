@@ -20,6 +20,7 @@
 
 #include "internal.h"
 #include "ssm/checkpoint.h"
+#include "checkpoint_json.h"
 
 #define LM_HEAD "lm_head.weight"
 
@@ -102,6 +103,18 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
         PUT("ssm.mlp.d_ff", "%d", c->mlp.d_ff);
         PUT("ssm.mlp.activation", "%s", c->mlp.activation == SSM_MLP_SWIGLU ? "swiglu" : "relu2");
     }
+    if (uses_kind(c, SSM_LAYER_MOE)) {
+        const ssm_moe_config *o = &c->moe;
+        PUT("ssm.moe.n_experts", "%d", o->n_experts);
+        PUT("ssm.moe.top_k", "%d", o->top_k);
+        PUT("ssm.moe.d_ff", "%d", o->d_ff);
+        PUT("ssm.moe.shared_d_ff", "%d", o->shared_d_ff);
+        PUT("ssm.moe.norm_topk", "%d", o->norm_topk);
+        PUT("ssm.moe.activation", "%s", o->activation == SSM_MLP_SWIGLU ? "swiglu" : "relu2");
+        PUT("ssm.moe.routing", "%s", o->routing == SSM_MOE_SIGMOID ? "sigmoid" : "softmax");
+        PUT("ssm.moe.routed_scaling", "%.9g", (double)o->routed_scaling);
+        PUT("ssm.moe.aux_loss_coef", "%.9g", (double)o->aux_loss_coef);
+    }
     if (uses_kind(c, SSM_LAYER_MAMBA2)) {
         const ssm_mamba2_config *m = &c->mamba2;
         PUT("ssm.mamba2.d_state", "%d", m->d_state);
@@ -116,12 +129,13 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
 #undef PUT
     /* the kinds, one name per layer */
     size_t len = 1;
-    for (int i = 0; i < c->n_layer; i++) len += strlen(ssm_layer_kind_name(c->layer_kind[i])) + 1;
+    for (int i = 0; i < c->n_layer; i++) len += strlen(ssm_layer_kind_name(c->layer_kind[i])) + 2;
     char *layers = malloc(len);
-    if (layers) {
+    if (layers) { /* a block's second sublayer: "+mlp" */
         layers[0] = '\0';
         for (int i = 0; i < c->n_layer; i++) {
             if (i) strcat(layers, ",");
+            if (c->second[i]) strcat(layers, "+");
             strcat(layers, ssm_layer_kind_name(c->layer_kind[i]));
         }
     }
@@ -144,13 +158,16 @@ ssm_status ssm_checkpoint_save(const ssm_model *model, const char *path,
     if (!s) {
         for (int i = 0; i < 2 * n_ours; i++) kv[i] = ours[i];
         for (int i = 0; i < n_extra; i++) kv[2 * n_ours + i] = meta_kv[i];
+        int n = 0;
         for (int i = 0; i < model->n_tensors; i++) {
             const ssm_tensor_info *ti = &model->tensors[i];
-            items[i].name = ti->name;
-            items[i].ndim = file_shape(ti, items[i].shape);
-            items[i].data = model->params_blob + ti->offset;
+            if (!ti->numel) continue; /* an absent optional tensor (a MoE's shared expert) */
+            items[n].name = ti->name;
+            items[n].ndim = file_shape(ti, items[n].shape);
+            items[n].data = model->params_blob + ti->offset;
+            n++;
         }
-        s = ssm_safetensors_write(path, items, model->n_tensors, kv);
+        s = ssm_safetensors_write(path, items, n, kv);
     }
     for (int i = 0; i < 2 * n_ours; i++) free(ours[i]);
     free(kv);
@@ -191,9 +208,9 @@ ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
                       (double)c->norm_eps, "use_bias", 0, "use_conv_bias", 1, "rms_norm", 1,
                       "tie_word_embeddings", 1, "residual_in_fp32", 1, "hidden_act", "silu",
                       "bos_token_id", bos_token_id);
-    } else {
-        /* no transformers class holds a model of several kinds: the checkpoint's ssm.*
-         * metadata is its config */
+    } else if (!(j = ssm_json_nemotron_h_config(c, bos_token_id))) {
+        /* no transformers class holds this model: the checkpoint's ssm.* metadata is its
+         * config */
         j = json_pack("{s:s,s:s}", "model_type", "ssm",
                       "note", "layers of several kinds: the config is in model.safetensors' ssm.* metadata");
     }
@@ -268,7 +285,7 @@ static int has_ssm_metadata(const ssm_safetensors *st) {
 static ssm_status meta_float(const ssm_safetensors *st, const char *file, const char *key,
                              float *out) {
     const char *v = ssm_safetensors_meta(st, key);
-    if (!v) return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has Mamba-2 layers but not %s", key);
+    if (!v) return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has no %s, which its layers need", key);
     char *end;
     double x = strtod(v, &end);
     if (!*v || *end || isnan(x))
@@ -286,6 +303,36 @@ static ssm_status meta_int(const ssm_safetensors *st, const char *file, const ch
         return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata %s = '%s' is not an integer >= %lld",
                              key, x, lo);
     *out = (int)val;
+    return SSM_OK;
+}
+
+/* one of two names, as an int (0 for the first) */
+static ssm_status meta_choice(const ssm_safetensors *st, const char *file, const char *key,
+                              const char *a, const char *b, int *out) {
+    const char *v = ssm_safetensors_meta(st, key);
+    if (!v) return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has no %s, which its layers need", key);
+    if (strcmp(v, a) && strcmp(v, b))
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata %s = '%s' is not %s or %s", key, v, a, b);
+    *out = strcmp(v, a) != 0;
+    return SSM_OK;
+}
+
+static ssm_status moe_from_metadata(const ssm_safetensors *st, const char *file,
+                                    ssm_moe_config *o) {
+    int act, routing;
+    ssm_status s;
+    if ((s = meta_int(st, file, "ssm.moe.n_experts", 1, &o->n_experts)) ||
+        (s = meta_int(st, file, "ssm.moe.top_k", 1, &o->top_k)) ||
+        (s = meta_int(st, file, "ssm.moe.d_ff", 1, &o->d_ff)) ||
+        (s = meta_int(st, file, "ssm.moe.shared_d_ff", 0, &o->shared_d_ff)) ||
+        (s = meta_int(st, file, "ssm.moe.norm_topk", 0, &o->norm_topk)) ||
+        (s = meta_choice(st, file, "ssm.moe.activation", "relu2", "swiglu", &act)) ||
+        (s = meta_choice(st, file, "ssm.moe.routing", "softmax", "sigmoid", &routing)) ||
+        (s = meta_float(st, file, "ssm.moe.routed_scaling", &o->routed_scaling)) ||
+        (s = meta_float(st, file, "ssm.moe.aux_loss_coef", &o->aux_loss_coef)))
+        return s;
+    o->activation = act ? SSM_MLP_SWIGLU : SSM_MLP_RELU2;
+    o->routing = routing ? SSM_MOE_SIGMOID : SSM_MOE_SOFTMAX;
     return SSM_OK;
 }
 
@@ -323,6 +370,7 @@ static ssm_status other_kinds_from_metadata(const ssm_safetensors *st, const cha
                                  "relu2 or swiglu", act);
         c->mlp.activation = strcmp(act, "swiglu") ? SSM_MLP_RELU2 : SSM_MLP_SWIGLU;
     }
+    if (uses_kind(c, SSM_LAYER_MOE)) return moe_from_metadata(st, file, &c->moe);
     return SSM_OK;
 }
 
@@ -337,7 +385,9 @@ static ssm_status layers_from_metadata(const ssm_safetensors *st, const char *fi
         size_t k = strcspn(p, ",");
         char name[32];
         snprintf(name, sizeof name, "%.*s", (int)(k < sizeof name ? k : sizeof name - 1), p);
-        int kind = ssm_layer_kind_parse(name);
+        int second = name[0] == '+';
+        int kind = ssm_layer_kind_parse(name + second);
+        if (i < c->n_layer) c->second[i] = (unsigned char)second;
         if (kind < 0)
             return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.layers: unknown layer kind "
                                  "'%s' (layer %d)", name, i);
@@ -348,7 +398,7 @@ static ssm_status layers_from_metadata(const ssm_safetensors *st, const char *fi
     if (i != c->n_layer)
         return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.layers names %d layers but "
                              "ssm.n_layer is %d", i, c->n_layer);
-    if (uses_kind(c, SSM_LAYER_ATTENTION) || uses_kind(c, SSM_LAYER_MLP)) {
+    if (uses_kind(c, SSM_LAYER_ATTENTION) || uses_kind(c, SSM_LAYER_MLP) || uses_kind(c, SSM_LAYER_MOE)) {
         ssm_status s = other_kinds_from_metadata(st, file, c);
         if (s) return s;
     }
@@ -362,7 +412,7 @@ static ssm_status layers_from_metadata(const ssm_safetensors *st, const char *fi
     for (int j = 0; j < 6; j++) {
         const char *x = ssm_safetensors_meta(st, keys[j]);
         long long val;
-        if (!x) return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has Mamba-2 layers but not %s", keys[j]);
+        if (!x) return ssm_fail_file(file, SSM_ERR_MISSING, "metadata has no %s, which its layers need", keys[j]);
         if (!parse_long(x, 1, INT_MAX, &val))
             return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata %s = '%s' is not a positive integer",
                                  keys[j], x);
@@ -407,7 +457,7 @@ static ssm_status config_from_metadata(const ssm_safetensors *st, const char *fi
 /* ---- loading: config from transformers' config.json ------------------------------------- */
 
 /* An integer key: required, or dflt when absent. */
-static ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int required,
+ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int required,
                            int dflt, int *out) {
     json_t *v = json_object_get(cfg, key);
     if (!v) {
@@ -422,7 +472,7 @@ static ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int 
 }
 
 /* A boolean key that must have one value for us to reproduce the model. */
-static ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key, int want,
+ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key, int want,
                                  const char *why) {
     json_t *v = json_object_get(cfg, key);
     if (!v) return SSM_OK; /* MambaConfig's default is the one we support */
@@ -434,7 +484,7 @@ static ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key
 }
 
 /* A string key that must be absent or equal want. */
-static ssm_status json_str_must(json_t *cfg, const char *cpath, const char *key,
+ssm_status json_str_must(json_t *cfg, const char *cpath, const char *key,
                                 const char *want) {
     json_t *v = json_object_get(cfg, key);
     if (!v) return SSM_OK;
@@ -448,7 +498,7 @@ static ssm_status json_str_must(json_t *cfg, const char *cpath, const char *key,
 /* A float key: a JSON number, or {"__float__": "Infinity" | "-Infinity" | "NaN"} (how some
  * transformers versions write non-finite values; a bare Infinity token is rewritten to that
  * form before parsing, see read_json_text). */
-static ssm_status json_float(json_t *v, const char *cpath, const char *key, double *out) {
+ssm_status json_float(json_t *v, const char *cpath, const char *key, double *out) {
     if (json_is_number(v)) {
         *out = json_number_value(v);
         return SSM_OK;
@@ -520,6 +570,8 @@ static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *
     json_t *type = json_object_get(cfg, "model_type");
     if (type && json_is_string(type) && !strcmp(json_string_value(type), "mamba2"))
         return json_mamba2_fields(cfg, cpath, c);
+    if (type && json_is_string(type) && !strcmp(json_string_value(type), "nemotron_h"))
+        return ssm_json_nemotron_h(cfg, cpath, c);
     if ((s = json_str_must(cfg, cpath, "model_type", "mamba")) ||
         (s = json_str_must(cfg, cpath, "hidden_act", "silu")) ||
         (s = json_bool_must(cfg, cpath, "use_bias", 0, "ssm has no in_proj/out_proj biases")) ||
@@ -681,6 +733,7 @@ static ssm_status check_tensor(const ssm_safetensors *st, const char *file,
 static ssm_status check_tensors(const ssm_safetensors *st, const char *file,
                                 const ssm_model *m) {
     for (int i = 0; i < m->n_tensors; i++) {
+        if (!m->tensors[i].numel) continue;
         ssm_status s = check_tensor(st, file, &m->tensors[i]);
         if (s) return s;
     }
@@ -741,6 +794,7 @@ static ssm_status check_finite(const char *file, const char *name, const float *
 static ssm_status read_params(const ssm_safetensors *st, const char *file, ssm_model *m) {
     for (int i = 0; i < m->n_tensors; i++) {
         const ssm_tensor_info *ti = &m->tensors[i];
+        if (!ti->numel) continue;
         const char *name = stored_name(st, ti->name);
         float *x = m->params_blob + ti->offset;
         ssm_status s = ssm_safetensors_read_f32(st, name, x, ti->numel);

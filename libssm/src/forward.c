@@ -197,6 +197,8 @@ ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *t
     cpu_matmul_forward_exact(a->logits, V, 0.0f, a->normed_f, D, m->params.embedding, B, L, D, V,
                              a->matmul_scratch);
 
+    /* the MoE layers' Switch auxiliary loss (and its gradient for the backward) */
+    a->aux_loss = ssm_moe_aux_loss(c, a->layers, T, a->bw.moe.aux_grad);
     a->has_hidden = 1;
     if (logp) { /* scoring: no loss, nothing for a backward */
         a->has_targets = 0;
@@ -215,7 +217,7 @@ ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *t
         if (!isfinite(l))
             return ssm_set_error(SSM_ERR_NUMERIC, "the loss is not finite (%g): the model "
                                  "diverged; lower the learning rate", l);
-        *loss = (float)l;
+        *loss = (float)(l + c->moe.aux_loss_coef * a->aux_loss);
         a->backward_ready = count > 0;
     }
     return SSM_OK;

@@ -38,6 +38,22 @@ typedef struct ssm_mlp_acts {
     float *a;       /* (T, F)      the activation, input of down */
 } ssm_mlp_acts;
 
+/* S = T * top_k slots (row t's j-th choice is slot t k + j), kept grouped by expert */
+typedef struct ssm_moe_acts {
+    float *logits;    /* (T, X)  router logits */
+    float *prob;      /* (T, X)  softmax or sigmoid of the logits */
+    int32_t *sel;     /* (T, k)  the chosen experts */
+    float *w;         /* (T, k)  their weights */
+    int32_t *start;   /* (X + 1) expert e's slots are grouped rows start[e] .. start[e+1]-1 */
+    int32_t *slot;    /* (S)     grouped row g -> slot */
+    int32_t *row;     /* (S)     slot -> grouped row */
+    float *x;         /* (S, D)  the normed input of each grouped row */
+    float *u, *a;     /* (S, U), (S, F) the experts' up(x) and activation */
+    float *y;         /* (S, D)  the experts' outputs, before the weights */
+    float *su, *sa;   /* (T, Us), (T, Fs) the shared expert's */
+    float *stats;     /* (2 X)   per expert: the count of choices, the sum of prob */
+} ssm_moe_acts;
+
 typedef struct ssm_layer_acts {
     float *resid;   /* (T, D)  residual stream entering the layer (block input) */
     float *normed;  /* (T, D)  RMSNorm(resid) * norm.weight, input of the mixer */
@@ -47,6 +63,7 @@ typedef struct ssm_layer_acts {
         ssm_mamba2_acts mamba2;
         ssm_attention_acts attention;
         ssm_mlp_acts mlp;
+        ssm_moe_acts moe;
     };
 } ssm_layer_acts;
 
@@ -80,6 +97,12 @@ typedef struct ssm_backward_scratch {
     struct {
         float *d_u, *d_a;             /* as u, a */
     } mlp;
+    struct {
+        float *d_logits, *d_w;        /* (T, X), (T, k) */
+        float *d_y, *d_u, *d_a, *d_x; /* as y, u, a, x */
+        float *d_su, *d_sa;           /* as su, sa */
+        float *aux_grad;              /* (X) d (coef aux) / d prob, the same for every row and layer */
+    } moe;
 } ssm_backward_scratch;
 
 struct ssm_activations {
@@ -97,6 +120,7 @@ struct ssm_activations {
     int has_targets;
     int has_state;        /* the last forward started from a carried state */
     int backward_ready;   /* a forward with targets ran since the last backward */
+    double aux_loss;      /* the last forward's Switch auxiliary loss (ssm_model_aux_loss) */
     int has_hidden;       /* a CPU forward filled the buffers for this (B, L) (ssm_model_hidden) */
     ssm_backward_scratch bw;
     float *matmul_scratch; /* (threads, tile rows, widest n_in + n_out) row-exact matmuls */

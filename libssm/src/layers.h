@@ -78,7 +78,13 @@ float ssm_init_dt_bias(const ssm_config *c, ssm_rng *rng);
 /* The table, indexed by ssm_layer_kind. */
 extern const ssm_layer_kind_ops *const ssm_layer_kinds[SSM_LAYER_KIND_COUNT];
 extern const ssm_layer_kind_ops ssm_mamba1_kind, ssm_mamba2_kind, ssm_attention_kind,
-    ssm_mlp_kind;
+    ssm_mlp_kind, ssm_moe_kind;
+
+/* The Switch auxiliary loss of the MoE layers of a forward of T rows (their routing in
+ * layers[i].moe), unscaled; aux_grad (X, or NULL) receives d (aux_loss_coef aux) / d prob. */
+#define SSM_MOE_MAX_EXPERTS 1024
+double ssm_moe_aux_loss(const ssm_config *c, const ssm_layer_acts *layers, size_t T,
+                        float *aux_grad);
 
 static inline const ssm_layer_kind_ops *ssm_kind_of(const ssm_config *c, int layer) {
     return ssm_layer_kinds[c->layer_kind[layer]];

@@ -31,29 +31,50 @@ ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer) {
                                          .rotary_dim = 0, .rope_base = 10000.0f,
                                          .max_context = 8192};
     c.mlp = (ssm_mlp_config){.d_ff = 4 * d_model, .activation = SSM_MLP_RELU2};
+    /* MoE: Jamba's routing (softmax, top 2 of 8, no renormalisation, aux coefficient 0.001),
+     * SwiGLU experts of 2 D, no shared expert */
+    c.moe = (ssm_moe_config){.n_experts = 8, .top_k = 2, .d_ff = 2 * d_model,
+                             .activation = SSM_MLP_SWIGLU, .routing = SSM_MOE_SOFTMAX,
+                             .norm_topk = 0, .routed_scaling = 1.0f, .aux_loss_coef = 0.001f,
+                             .shared_d_ff = 0};
     ssm_config_set_kind(&c, SSM_LAYER_MAMBA1);
     return c;
 }
 
 ssm_status ssm_config_set_pattern(ssm_config *c, const char *pattern, ssm_layer_kind mamba) {
     if (!c || !pattern) return ssm_set_error(SSM_ERR_ARG, "ssm_config_set_pattern: NULL argument");
-    size_t n = strlen(pattern);
-    if (n == 0 || n > SSM_MAX_LAYERS)
-        return ssm_set_error(SSM_ERR_ARG, "model pattern: %zu layers (1 to %d)", n, SSM_MAX_LAYERS);
-    for (size_t i = 0; i < n; i++) {
+    int n = 0;
+    for (size_t i = 0; pattern[i]; i++) {
         char ch = pattern[i];
-        int k = ch == 'M' ? (int)mamba : ch == '*' ? SSM_LAYER_ATTENTION : ch == '-' ? SSM_LAYER_MLP : -1;
+        int second = ch == '+';
+        if (second) ch = pattern[++i];
+        int k = ch == 'M' ? (int)mamba : ch == '*' ? SSM_LAYER_ATTENTION : ch == '-' ? SSM_LAYER_MLP
+              : ch == 'E' ? SSM_LAYER_MOE : -1;
         if (k < 0)
             return ssm_set_error(SSM_ERR_ARG, "model pattern: '%c' at %zu is not a layer (M = Mamba, "
-                                 "* = attention, - = MLP)", ch, i + 1);
-        c->layer_kind[i] = (unsigned char)k;
+                                 "* = attention, - = MLP, E = mixture of experts; + before - or E: "
+                                 "the block's second sublayer)", ch ? ch : ' ', i + 1);
+        if (second && (n == 0 || c->second[n - 1] || (k != SSM_LAYER_MLP && k != SSM_LAYER_MOE)))
+            return ssm_set_error(SSM_ERR_ARG, "model pattern: '+%c' at %zu: a second sublayer is "
+                                 "an MLP (-) or MoE (E) after a block's mixer", ch, i);
+        if (n == SSM_MAX_LAYERS)
+            return ssm_set_error(SSM_ERR_ARG, "model pattern: more than %d layers", SSM_MAX_LAYERS);
+        c->layer_kind[n] = (unsigned char)k;
+        c->second[n++] = (unsigned char)second;
     }
-    c->n_layer = (int)n;
+    if (n == 0) return ssm_set_error(SSM_ERR_ARG, "model pattern: no layers");
+    c->n_layer = n;
     return SSM_OK;
 }
 
+int ssm_config_block(const ssm_config *c, int layer) {
+    int b = -1;
+    for (int i = 0; i <= layer && i < c->n_layer; i++) b += !c->second[i];
+    return b;
+}
+
 void ssm_config_set_kind(ssm_config *c, ssm_layer_kind kind) {
-    for (int i = 0; i < SSM_MAX_LAYERS; i++) c->layer_kind[i] = (unsigned char)kind;
+    for (int i = 0; i < SSM_MAX_LAYERS; i++) c->layer_kind[i] = (unsigned char)kind, c->second[i] = 0;
 }
 
 int ssm_config_all(const ssm_config *c, ssm_layer_kind kind) {
@@ -131,6 +152,34 @@ static ssm_status validate_attention(ssm_config *c) {
     return SSM_OK;
 }
 
+static ssm_status validate_moe(const ssm_config *c) {
+    const ssm_moe_config *o = &c->moe;
+    range_check checks[] = {
+        {"moe.n_experts", o->n_experts, 1, SSM_MOE_MAX_EXPERTS}, {"moe.top_k", o->top_k, 1, o->n_experts},
+        {"moe.d_ff", o->d_ff, 1, 1 << 20}, {"moe.shared_d_ff", o->shared_d_ff, 0, 1 << 20},
+        {"moe.norm_topk", o->norm_topk, 0, 1},
+    };
+    ssm_status s = check_ranges(checks, sizeof checks / sizeof checks[0]);
+    if (s) return s;
+    if (o->activation != SSM_MLP_RELU2 && o->activation != SSM_MLP_SWIGLU)
+        return ssm_set_error(SSM_ERR_ARG, "model moe.activation %d is not relu2 or swiglu",
+                             (int)o->activation);
+    if (o->routing != SSM_MOE_SOFTMAX && o->routing != SSM_MOE_SIGMOID)
+        return ssm_set_error(SSM_ERR_ARG, "model moe.routing %d is not softmax or sigmoid",
+                             (int)o->routing);
+    if (!(o->routed_scaling > 0) || !isfinite(o->routed_scaling))
+        return ssm_set_error(SSM_ERR_ARG, "model moe.routed_scaling = %g must be > 0",
+                             o->routed_scaling);
+    if (!(o->aux_loss_coef >= 0) || !isfinite(o->aux_loss_coef))
+        return ssm_set_error(SSM_ERR_ARG, "model moe.aux_loss_coef = %g must be >= 0",
+                             o->aux_loss_coef);
+    if (o->routing == SSM_MOE_SIGMOID && o->aux_loss_coef != 0)
+        return ssm_set_error(SSM_ERR_ARG, "model moe.aux_loss_coef = %g: the Switch auxiliary "
+                             "loss needs softmax routing (moe.routing sigmoid has none; set 0)",
+                             o->aux_loss_coef);
+    return SSM_OK;
+}
+
 ssm_status ssm_config_validate(ssm_config *c) {
     if (!c) return ssm_set_error(SSM_ERR_ARG, "config is NULL");
     if (c->d_inner == 0) c->d_inner = c->expand * c->d_model;
@@ -147,6 +196,12 @@ ssm_status ssm_config_validate(ssm_config *c) {
         if (c->layer_kind[i] >= SSM_LAYER_KIND_COUNT || !ssm_layer_kinds[c->layer_kind[i]])
             return ssm_set_error(SSM_ERR_ARG, "model layer %d has an unknown kind (%d)", i,
                                  c->layer_kind[i]);
+    for (int i = 0; i < c->n_layer; i++)
+        if (c->second[i] && (i == 0 || c->second[i - 1] || (c->layer_kind[i] != SSM_LAYER_MLP &&
+                                                            c->layer_kind[i] != SSM_LAYER_MOE)))
+            return ssm_set_error(SSM_ERR_ARG, "model layer %d (%s) cannot be a second sublayer: "
+                                 "that is an MLP or MoE after a block's mixer", i,
+                                 ssm_layer_kind_name(c->layer_kind[i]));
     if (!(c->norm_eps > 0 && c->norm_eps < 1))
         return ssm_set_error(SSM_ERR_ARG, "model norm_eps = %g must be in (0, 1)", c->norm_eps);
     if (c->dt_min <= 0 || c->dt_max < c->dt_min)
@@ -161,6 +216,7 @@ ssm_status ssm_config_validate(ssm_config *c) {
             return ssm_set_error(SSM_ERR_ARG, "model mlp.activation %d is not relu2 or swiglu",
                                  (int)c->mlp.activation);
     }
+    if (uses(c, SSM_LAYER_MOE) && (s = validate_moe(c))) return s;
     return SSM_OK;
 }
 
@@ -199,10 +255,16 @@ static void build_tensor_table(ssm_model *m) {
         int64_t shape[SSM_MIXER_MAX_TENSORS][3];
         int ndim[SSM_MIXER_MAX_TENSORS];
         k->shapes(c, shape, ndim);
-        snprintf(name, sizeof name, "backbone.layers.%d.norm.weight", i);
+        /* a block's second sublayer: norm2 and mlp.* (mamba_ssm's names) */
+        int b = ssm_config_block(c, i), second = c->second[i];
+        snprintf(name, sizeof name, "backbone.layers.%d.%s.weight", b, second ? "norm2" : "norm");
         add_tensor(m, &off, 0, 1, norm, name);
         for (int j = 0; j < k->n_tensors; j++) {
-            snprintf(name, sizeof name, "backbone.layers.%d.%s", i, ssm_kind_suffixes(k, c)[j]);
+            const char *suffix = ssm_kind_suffixes(k, c)[j];
+            if (second && !strncmp(suffix, "mixer.", 6))
+                snprintf(name, sizeof name, "backbone.layers.%d.mlp.%s", b, suffix + 6);
+            else
+                snprintf(name, sizeof name, "backbone.layers.%d.%s", b, suffix);
             add_tensor(m, &off, k->decay[j], ndim[j], shape[j], name);
         }
     }

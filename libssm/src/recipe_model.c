@@ -11,7 +11,33 @@
 static const char *const model_keys[] = {
     "d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "norm_eps", "layers",
     "mixer", "headdim", "ngroups", "chunk_size", "dt_limit", "pattern", "n_heads", "n_kv_heads",
-    "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation", NULL};
+    "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation",
+    "n_experts", "top_k", "moe_d_ff", "moe_activation", "routing", "norm_topk", "routed_scaling",
+    "aux_loss_coef", "shared_d_ff", NULL};
+
+/* the mixture-of-experts keys (Jamba's routing by default) */
+static ssm_status read_moe(const ssm_recipe *r, ssm_node *m, int d_model, ssm_moe_config *o) {
+    const char *const acts[] = {"swiglu", "relu2", NULL}, *const routings[] = {"softmax", "sigmoid", NULL};
+    long long n_experts, top_k, d_ff, norm_topk, shared;
+    double scaling, coef;
+    int act, routing;
+    ssm_status s;
+    if ((s = ssm_node_int(r, m, "n_experts", o->n_experts, 1, 1024, &n_experts)) ||
+        (s = ssm_node_int(r, m, "top_k", o->top_k, 1, 1024, &top_k)) ||
+        (s = ssm_node_int(r, m, "moe_d_ff", 2 * d_model, 1, 1 << 20, &d_ff)) ||
+        (s = ssm_node_choice(r, m, "moe_activation", acts, 0, &act)) ||
+        (s = ssm_node_choice(r, m, "routing", routings, 0, &routing)) ||
+        (s = ssm_node_int(r, m, "norm_topk", routing, 0, 1, &norm_topk)) ||
+        (s = ssm_node_float(r, m, "routed_scaling", 1.0, 1e-6, 1e6, &scaling)) ||
+        (s = ssm_node_float(r, m, "aux_loss_coef", routing ? 0.0 : 0.001, 0.0, 1e3, &coef)) ||
+        (s = ssm_node_int(r, m, "shared_d_ff", 0, 0, 1 << 20, &shared)))
+        return s;
+    *o = (ssm_moe_config){(int)n_experts, (int)top_k, (int)d_ff,
+                          act ? SSM_MLP_RELU2 : SSM_MLP_SWIGLU,
+                          routing ? SSM_MOE_SIGMOID : SSM_MOE_SOFTMAX, (int)norm_topk,
+                          (float)scaling, (float)coef, (int)shared};
+    return SSM_OK;
+}
 
 /* model.layers: one kind for all ("mamba2"), or a list of n_layer kinds */
 static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer, ssm_config *c) {
@@ -21,7 +47,7 @@ static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer
         int k = ssm_layer_kind_parse(layers->value);
         if (k < 0)
             return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2, "
-                                 "attention, mlp)", where, layers->value);
+                                 "attention, mlp, moe)", where, layers->value);
         ssm_config_set_kind(c, (ssm_layer_kind)k);
         return SSM_OK;
     }
@@ -36,7 +62,7 @@ static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer
         if (k < 0) {
             ssm_node_where(r, it, where, sizeof where);
             return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2, "
-                                 "attention, mlp)", where,
+                                 "attention, mlp, moe)", where,
                                  it->kind == SSM_NODE_SCALAR ? it->value : "(not a name)");
         }
         c->layer_kind[i] = (unsigned char)k;
@@ -120,6 +146,7 @@ ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_confi
     *at = (ssm_attention_config){(int)n_heads, (int)n_kv_heads, (int)head_dim, (int)rotary_dim,
                                  (float)rope_base, (int)max_context};
     c.mlp = (ssm_mlp_config){(int)d_ff, act ? SSM_MLP_SWIGLU : SSM_MLP_RELU2};
+    if ((s = read_moe(r, m, (int)d_model, &c.moe))) return s;
     if ((s = ssm_node_int(r, m, "d_state", any2 ? 128 : 16, 1, 1024, &d_state)) ||
         (s = ssm_node_int(r, m, "d_conv", 4, 1, 64, &d_conv)) ||
         (s = ssm_node_int(r, m, "expand", 2, 1, 16, &expand)) ||

@@ -27,7 +27,7 @@
 
 #include "ssm/checkpoint.h"
 #include "ssm/recipe.h"
-#include "testutil.h"
+#include "modelcheck.h"
 
 /* ---- temporary directory ----------------------------------------------------------------- */
 
@@ -168,128 +168,18 @@ static ssm_model *make_model(const ssm_config *c, uint64_t seed) {
     return m;
 }
 
-/* the mean cross-entropy of the last forward's logits, in double */
-static double loss_of_logits(const ssm_model *m, const int32_t *tgt, int T) {
-    const float *lg = ssm_model_logits(m);
-    int V = m->config.vocab_size, n = 0;
-    double sum = 0;
-    for (int t = 0; t < T; t++) {
-        if (tgt[t] < 0) continue;
-        const float *row = lg + (size_t)t * V;
-        double mx = row[0];
-        for (int v = 1; v < V; v++) mx = fmax(mx, row[v]);
-        double z = 0;
-        for (int v = 0; v < V; v++) z += exp(row[v] - mx);
-        sum += mx + log(z) - row[tgt[t]];
-        n++;
-    }
-    return sum / n;
-}
-
-static double loss_at(ssm_model *m, const int32_t *tok, const int32_t *tgt, int B, int L) {
-    float loss;
-    TU_OK(ssm_forward(m, tok, tgt, B, L, NULL, &loss));
-    if (!isfinite(loss)) fail_msg("loss is %g", loss);
-    double l = loss_of_logits(m, tgt, B * L);
-    if (!(fabs(l - loss) <= 1e-6 * fabs(l))) fail_msg("ssm_forward's loss %.9g, the logits' %.9g", loss, l);
-    return l;
-}
-
 static float *logits_of(ssm_model *m, const int32_t *tok, int B, int L) {
-    TU_OK(ssm_forward(m, tok, NULL, B, L, NULL, NULL));
-    size_t n = (size_t)B * L * m->config.vocab_size;
-    float *out = malloc(n * sizeof(float));
-    memcpy(out, ssm_model_logits(m), n * sizeof(float));
-    return out;
+    return tu_logits_of(m, tok, B, L);
 }
 
 /* ---- 1: gradients against finite differences ---------------------------------------------- */
 
-/* For each tensor: `samples` entries (half the largest |gradient|, the rest spread), each
- * against (loss(p + h) - loss(p - h)) / 2h, h = 1e-2 max(|p|, rms of the tensor): relative
- * norm error < tol and a nonzero sampled gradient; then the directional derivative along a
- * random unit direction of the whole tensor. */
 static void check_gradients(ssm_model *m, const int32_t *tok, const int32_t *tgt, int B, int L,
                             int samples, double tol) {
-    loss_at(m, tok, tgt, B, L);
-    ssm_model_zero_grad(m);
-    TU_OK(ssm_backward(m));
-    float *grad = malloc(m->n_params * sizeof(float));
-    memcpy(grad, m->grads_blob, m->n_params * sizeof(float));
-    int bad = 0, kinds_seen[SSM_LAYER_KIND_COUNT] = {0};
+    int kinds_seen[SSM_LAYER_KIND_COUNT] = {0};
     for (int l = 0; l < m->config.n_layer; l++) kinds_seen[m->config.layer_kind[l]] = 1;
-    for (int k = 0; k < SSM_LAYER_KIND_COUNT; k++) assert_true(kinds_seen[k]);
-    for (int k = 0; k < m->n_tensors; k++) {
-        const ssm_tensor_info *t = &m->tensors[k];
-        float *p = m->params_blob + t->offset;
-        const float *g = grad + t->offset;
-        double rms = 0;
-        for (size_t i = 0; i < t->numel; i++) rms += (double)p[i] * p[i];
-        rms = sqrt(rms / (double)t->numel);
-        int ns = (size_t)samples < t->numel ? samples : (int)t->numel;
-        size_t *idx = malloc((size_t)ns * sizeof *idx);
-        char *taken = calloc(t->numel, 1);
-        for (int j = 0; j < ns; j++) {
-            size_t pick = 0;
-            if (j < (ns + 1) / 2) {
-                double best = -1;
-                for (size_t i = 0; i < t->numel; i++)
-                    if (!taken[i] && fabs(g[i]) > best) best = fabs(g[i]), pick = i;
-            } else {
-                pick = ((size_t)j * 2654435761u + (size_t)k * 40503u) % t->numel;
-                while (taken[pick]) pick = (pick + 1) % t->numel;
-            }
-            taken[pick] = 1;
-            idx[j] = pick;
-        }
-        double *an = malloc((size_t)ns * sizeof(double)), *fd = malloc((size_t)ns * sizeof(double));
-        for (int j = 0; j < ns; j++) {
-            size_t i = idx[j];
-            float p0 = p[i];
-            double h = 1e-2 * fmax(fabs(p0), rms);
-            float up = (float)(p0 + h), dn = (float)(p0 - h);
-            p[i] = up;
-            double lp = loss_at(m, tok, tgt, B, L);
-            p[i] = dn;
-            double lm = loss_at(m, tok, tgt, B, L);
-            p[i] = p0;
-            fd[j] = (lp - lm) / ((double)up - (double)dn);
-            an[j] = g[i];
-        }
-        double an_norm = 0;
-        for (int j = 0; j < ns; j++) an_norm += an[j] * an[j];
-        an_norm = sqrt(an_norm);
-        double err = tu_rel_err_d(fd, an, (size_t)ns);
-        float *v = malloc(t->numel * sizeof(float));
-        tu_fill_uniform(v, t->numel, -1.0f, 1.0f, 100 + k);
-        double vn = 0;
-        for (size_t i = 0; i < t->numel; i++) vn += (double)v[i] * v[i];
-        for (size_t i = 0; i < t->numel; i++) v[i] /= (float)sqrt(vn);
-        double dan = 0;
-        for (size_t i = 0; i < t->numel; i++) dan += (double)g[i] * v[i];
-        const double eps = 3e-3;
-        float *saved = malloc(t->numel * sizeof(float));
-        memcpy(saved, p, t->numel * sizeof(float));
-        for (size_t i = 0; i < t->numel; i++) p[i] = saved[i] + (float)(eps * v[i]);
-        double lp = loss_at(m, tok, tgt, B, L);
-        for (size_t i = 0; i < t->numel; i++) p[i] = saved[i] - (float)(eps * v[i]);
-        double lm = loss_at(m, tok, tgt, B, L);
-        memcpy(p, saved, t->numel * sizeof(float));
-        double dfd = (lp - lm) / (2 * eps);
-        double derr = fabs(dfd - dan), dbound = 2e-2 * fabs(dan) + 2e-4;
-        int ok = err < tol && an_norm > 1e-4 && derr < dbound;
-        printf("  %-44s %2d entries |g| %.2e rel err %.2e | dir % .4e vs % .4e%s\n", t->name, ns,
-               an_norm, err, dan, dfd, ok ? "" : "   <-- BAD");
-        if (!ok) bad++;
-        free(saved);
-        free(v);
-        free(an);
-        free(fd);
-        free(idx);
-        free(taken);
-    }
-    free(grad);
-    assert_int_equal(bad, 0);
+    for (int k = 0; k < SSM_LAYER_KIND_COUNT; k++) assert_true(kinds_seen[k] || k == SSM_LAYER_MOE);
+    tu_check_gradients(m, tok, tgt, B, L, samples, tol);
 }
 
 static void make_batch(int32_t *tok, int32_t *tgt, int B, int L, int V, uint64_t seed) {
@@ -333,86 +223,11 @@ static void test_gradients_b(void **st) {
 /* ---- 2: step mode and windows ----------------------------------------------------------- */
 
 static void check_step_equals_parallel(ssm_model *m, int B, int L, uint64_t seed) {
-    int V = m->config.vocab_size;
-    int32_t *tok = malloc((size_t)B * L * sizeof(int32_t));
-    tu_random_tokens(tok, B * L, V, seed);
-    float *ref = logits_of(m, tok, B, L);
-    ssm_state *s;
-    TU_OK(ssm_state_create(&m->config, B, &s));
-    float *got = malloc((size_t)B * L * V * sizeof(float)), *lg = malloc((size_t)B * V * sizeof(float));
-    int32_t *col = malloc((size_t)B * sizeof(int32_t));
-    for (int l = 0; l < L; l++) {
-        for (int b = 0; b < B; b++) col[b] = tok[b * L + l];
-        assert_int_equal(ssm_state_position(s, 0), l);
-        TU_OK(ssm_step(m, s, col, lg));
-        for (int b = 0; b < B; b++)
-            memcpy(got + ((size_t)b * L + l) * V, lg + (size_t)b * V, V * sizeof(float));
-    }
-    for (int b = 0; b < B; b++) assert_int_equal(ssm_state_position(s, b), L);
-    double err = tu_rel_err(got, ref, (size_t)B * L * V);
-    print_message("step vs parallel (B %d, L %d): rel err %.2e\n", B, L, err);
-    assert_true(err < 1e-5);
-    /* the state mattered */
-    TU_OK(ssm_forward(m, tok + L - 1, NULL, 1, 1, NULL, NULL));
-    double d = tu_rel_err(ssm_model_logits(m), ref + (size_t)(L - 1) * V, V);
-    assert_true(d > 1e-3);
-    free(col);
-    free(lg);
-    free(got);
-    free(ref);
-    free(tok);
-    ssm_state_free(s);
+    tu_check_step(m, B, L, seed);
 }
 
-/* windows of these sizes with a carried state give one pass's logits; a step after them
- * continues like the longer forward */
 static void check_windows(ssm_model *m, int B, const int *windows, int nw, uint64_t seed) {
-    int V = m->config.vocab_size, L = 0;
-    for (int w = 0; w < nw; w++) L += windows[w];
-    int32_t *tok = malloc((size_t)B * (L + 1) * sizeof(int32_t));
-    tu_random_tokens(tok, B * (L + 1), V, seed);
-    int32_t *first = malloc((size_t)B * L * sizeof(int32_t));
-    for (int b = 0; b < B; b++) memcpy(first + b * L, tok + b * (L + 1), L * sizeof(int32_t));
-    float *ref = logits_of(m, first, B, L);
-    ssm_state *s;
-    TU_OK(ssm_state_create(&m->config, B, &s));
-    float *got = malloc((size_t)B * L * V * sizeof(float));
-    int pos = 0;
-    for (int w = 0; w < nw; w++) {
-        int n = windows[w];
-        int32_t *part = malloc((size_t)B * n * sizeof(int32_t));
-        for (int b = 0; b < B; b++) memcpy(part + b * n, first + b * L + pos, n * sizeof(int32_t));
-        TU_OK(ssm_forward(m, part, NULL, B, n, s, NULL));
-        const float *lg = ssm_model_logits(m);
-        for (int b = 0; b < B; b++)
-            memcpy(got + ((size_t)b * L + pos) * V, lg + (size_t)b * n * V,
-                   (size_t)n * V * sizeof(float));
-        pos += n;
-        for (int b = 0; b < B; b++) assert_int_equal(ssm_state_position(s, b), pos);
-        free(part);
-    }
-    double err = tu_rel_err(got, ref, (size_t)B * L * V);
-    print_message("%d windows with a carried state vs one pass (B %d, L %d): rel err %.2e\n", nw,
-                  B, L, err);
-    assert_true(err < 1e-5);
-    int32_t *next = malloc((size_t)B * sizeof(int32_t));
-    for (int b = 0; b < B; b++) next[b] = tok[b * (L + 1) + L];
-    float *lg = malloc((size_t)B * V * sizeof(float));
-    TU_OK(ssm_step(m, s, next, lg));
-    float *full = logits_of(m, tok, B, L + 1);
-    for (int b = 0; b < B; b++) {
-        double e = tu_rel_err(lg + (size_t)b * V, full + ((size_t)b * (L + 1) + L) * V, V);
-        print_message("  then a step, row %d: rel err %.2e\n", b, e);
-        assert_true(e < 1e-5);
-    }
-    free(full);
-    free(lg);
-    free(next);
-    free(got);
-    free(ref);
-    free(first);
-    free(tok);
-    ssm_state_free(s);
+    tu_check_windows(m, B, windows, nw, seed);
 }
 
 static void step_and_windows_of(char which, uint64_t seed) {

@@ -66,7 +66,8 @@ SSM_API uint64_t ssm_rng_below(ssm_rng *rng, uint64_t n); /* uniform in [0, n), 
     X(MAMBA1, "mamba1")         \
     X(MAMBA2, "mamba2")         \
     X(ATTENTION, "attention")   \
-    X(MLP, "mlp")
+    X(MLP, "mlp")               \
+    X(MOE, "moe")
 typedef enum ssm_layer_kind {
 #define SSM_KIND_ENUM(id, name) SSM_LAYER_##id,
     SSM_LAYER_KIND_MAP(SSM_KIND_ENUM)
@@ -111,12 +112,37 @@ typedef struct ssm_mlp_config {
     ssm_mlp_activation activation;
 } ssm_mlp_config;
 
+typedef enum ssm_moe_routing {
+    SSM_MOE_SOFTMAX, /* Jamba: fp32 softmax, top-k; the Switch auxiliary loss */
+    SSM_MOE_SIGMOID, /* NemotronH: sigmoid, top-k of sigmoid + selection bias */
+} ssm_moe_routing;
+
+/* Mixture-of-experts layer options (Jamba's JambaSparseMoeBlock, NemotronH's NemotronHMoE;
+ * docs/architecture.md, 'Mixture of experts'). Each token goes to the top_k experts of its
+ * router scores (ties to the lower expert index); the output is the weighted sum of those
+ * experts' MLPs, plus the shared expert's MLP when shared_d_ff > 0. */
+typedef struct ssm_moe_config {
+    int n_experts;         /* X routed experts */
+    int top_k;             /* experts per token */
+    int d_ff;              /* each expert's hidden width F */
+    ssm_mlp_activation activation; /* of the experts and the shared expert */
+    ssm_moe_routing routing;
+    int norm_topk;         /* 1: the top_k weights renormalised to sum 1 (NemotronH), 0: Jamba */
+    float routed_scaling;  /* the weights times this (NemotronH's routed_scaling_factor), 1 */
+    float aux_loss_coef;   /* Jamba's router_aux_loss_coef (0.001): loss += coef * Switch aux */
+    int shared_d_ff;       /* the shared expert's hidden width; 0: none */
+} ssm_moe_config;
+
 typedef struct ssm_config {
     int vocab_size; /* rows of the embedding (padded to a multiple of 8 by ssm_config_default) */
     int d_model;    /* D */
     int n_layer;
     float norm_eps; /* RMSNorm epsilon of the blocks and norm_f, 1e-5 */
     unsigned char layer_kind[SSM_MAX_LAYERS]; /* (n_layer) each block's mixer: ssm_layer_kind */
+    /* (n_layer) 1: layer i is the second sublayer of the block that layer i - 1 begins (an MLP
+     * or MoE after the mixer: mamba_ssm's norm2 + mlp with d_intermediate, Jamba's
+     * pre_ff_layernorm + feed_forward), named backbone.layers.{block}.norm2 / .mlp.* */
+    unsigned char second[SSM_MAX_LAYERS];
     /* Mamba-1 mixer options */
     int d_state;    /* N, 16 in the reference */
     int d_conv;     /* K, 4 in the reference */
@@ -129,6 +155,7 @@ typedef struct ssm_config {
     ssm_mamba2_config mamba2;
     ssm_attention_config attention;
     ssm_mlp_config mlp;
+    ssm_moe_config moe;
 } ssm_config;
 
 /* The reference defaults for a Mamba-1 model of this size (every layer SSM_LAYER_MAMBA1, the
@@ -141,12 +168,16 @@ SSM_API void ssm_config_set_kind(ssm_config *config, ssm_layer_kind kind);
  * fields (d_inner, dt_rank, mamba2.d_inner, mamba2.nheads) when 0. */
 SSM_API ssm_status ssm_config_validate(ssm_config *config);
 /* The kinds from a layer pattern, one character a layer, as NemotronH and Megatron write it:
- * M = a Mamba layer (of kind mamba), * = attention, - = MLP. Sets n_layer. */
+ * M = a Mamba layer (of kind mamba), * = attention, - = MLP, E = mixture of experts; a '+'
+ * before - or E makes that layer the second sublayer of the block before it (config.second),
+ * e.g. Jamba's "M+-M+E*+-M+E". Sets n_layer (the sublayers, each a pre-norm residual). */
 SSM_API ssm_status ssm_config_set_pattern(ssm_config *config, const char *pattern,
                                           ssm_layer_kind mamba);
 /* "mamba1" ("mamba" too), "mamba2", "attention", "mlp" -> the kind; -1 when unknown. */
 SSM_API int ssm_layer_kind_parse(const char *name);
 SSM_API const char *ssm_layer_kind_name(int kind);
+/* The block of layer i (its first sublayer's index among the blocks), for the names. */
+SSM_API int ssm_config_block(const ssm_config *config, int layer);
 /* 1 when every layer has this kind. */
 SSM_API int ssm_config_all(const ssm_config *config, ssm_layer_kind kind);
 
@@ -185,6 +216,18 @@ typedef struct ssm_attention_params {
     float *o_proj;    /* (D, H hd)      mixer.o_proj.weight */
 } ssm_attention_params;
 
+/* A mixture-of-experts layer's tensors (NemotronH's names). X experts; U = F, or 2F rows
+ * [value | gate] for swiglu; Us, Fs likewise for the shared expert (empty when none). */
+typedef struct ssm_moe_params {
+    float *router;      /* (X, D)    mixer.gate.weight */
+    float *bias;        /* (X)       mixer.gate.e_score_correction_bias: selection only, not
+                         *           trained (sigmoid routing; empty for softmax) */
+    float *up;          /* (X, U, D) mixer.experts.up_proj */
+    float *down;        /* (X, D, F) mixer.experts.down_proj */
+    float *shared_up;   /* (Us, D)   mixer.shared_experts.up_proj.weight */
+    float *shared_down; /* (D, Fs)   mixer.shared_experts.down_proj.weight */
+} ssm_moe_params;
+
 /* An MLP layer's tensors: relu2 (NemotronH) up (F, D), down (D, F); swiglu (mamba_ssm's
  * GatedMLP) fc1 (2F, D) rows [value | gate], fc2 (D, F). The names follow the activation. */
 typedef struct ssm_mlp_params {
@@ -200,6 +243,7 @@ typedef struct ssm_layer_params {
         ssm_mamba2_params mamba2;
         ssm_attention_params attention;
         ssm_mlp_params mlp;
+        ssm_moe_params moe;
         float *mixer[SSM_MIXER_MAX_TENSORS]; /* the same pointers, in table order */
     };
 } ssm_layer_params;
@@ -310,6 +354,16 @@ SSM_API ssm_status ssm_generate_greedy(ssm_model *model, const int32_t *prompt, 
  * SSM_ERR_ARG before the first forward or for a layer outside [-1, n_layer];
  * SSM_ERR_UNSUPPORTED for a model on a GPU (the CUDA backend keeps no hidden states). */
 SSM_API ssm_status ssm_model_hidden(const ssm_model *model, int layer, float *out);
+/* The routing of mixture-of-experts layer `layer` in the last CPU forward: experts and
+ * weights (B, L, top_k), batch-major as the tokens, each row's experts in the order selected
+ * (highest score first; equal scores: the lower expert index first); either may be NULL.
+ * SSM_ERR_ARG before a forward or for a layer that is not a MoE layer. */
+SSM_API ssm_status ssm_model_routing(const ssm_model *model, int layer, int32_t *experts,
+                                     float *weights);
+/* The Switch auxiliary loss of the last CPU forward over all MoE layers with softmax routing
+ * (Jamba's load_balancing_loss_func, unscaled); the forward's loss includes
+ * moe.aux_loss_coef times it. 0 when the model has none. */
+SSM_API double ssm_model_aux_loss(const ssm_model *model);
 
 /* ---- devices ---------------------------------------------------------------------------- */
 
