@@ -9,9 +9,11 @@
 
 #include "ssm/checkpoint.h"
 #include "ssm/markov.h"
+#include "task_io.h"
 #include "train.h"
 
 static volatile sig_atomic_t stop_signal = 0;
+enum { TASK_METRICS_MAX = 16 };
 
 static void on_signal(int sig) {
     stop_signal = sig;
@@ -30,6 +32,7 @@ typedef struct run {
     FILE *metrics;
     double baseline_bits;
     int baseline_order;
+    double metric_sum[16]; /* the task's metrics (ops->metric_names), mean over validation */
     char path[4096];
 } run;
 
@@ -113,19 +116,22 @@ static ssm_status evaluate(run *r, double *loss_out) {
     ssm_rng_seed(&rng, r->set->seed ^ 0x5eed0fda7a5e7ULL); /* the same batches every time */
     double sum = 0;
     int64_t count = 0;
-    size_t T = (size_t)r->batch.B * r->batch.L;
+    const char *const *names = r->ops->metrics ? r->ops->metric_names : NULL;
+    for (int k = 0; names && names[k]; k++) r->metric_sum[k] = 0;
     for (int i = 0; i < r->set->eval_batches; i++) {
         ssm_status s = r->ops->next_batch(r->task, SSM_SPLIT_VALID, &rng, &r->batch);
         if (s) return s;
-        int64_t n = 0;
-        for (size_t t = 0; t < T; t++) n += r->batch.targets[t] >= 0;
-        if (!n) continue;
+        int64_t n;
         float loss;
-        if ((s = ssm_forward(r->model, r->batch.tokens, r->batch.targets, r->batch.B, r->batch.L,
-                             NULL, &loss)))
-            return s;
+        if ((s = task_batch_forward(r->model, &r->batch, &loss, &n))) return s;
+        if (!n) continue;
         sum += (double)loss * n;
         count += n;
+        double values[TASK_METRICS_MAX];
+        if (names && (s = r->ops->metrics(r->task, &r->batch, ssm_model_outputs(r->model), values)))
+            return s;
+        for (int k = 0; names && names[k] && k < TASK_METRICS_MAX; k++)
+            r->metric_sum[k] += values[k] / r->set->eval_batches;
     }
     *loss_out = count ? sum / count : NAN;
     return SSM_OK;
@@ -246,6 +252,23 @@ static void log_metrics(run *r, const char *fmt, ...) {
     fflush(r->metrics);
 }
 
+/* A task with its own head: the validation loss and the task's metrics, printed and logged. */
+static void note_task_metrics(run *r, int64_t step, double loss) {
+    static const char *const loss_names[] = {"cross-entropy", "mse", "mae"};
+    char text[512];
+    int n = snprintf(text, sizeof text, "validation loss %.5f (%s)", loss,
+                     loss_names[r->model->config.io.loss]);
+    fprintf(r->metrics, "{\"step\":%" PRId64 ",\"valid_loss\":%.9g", step, loss);
+    const char *const *names = r->ops->metrics ? r->ops->metric_names : NULL;
+    for (int k = 0; names && names[k] && k < TASK_METRICS_MAX; k++) {
+        n += snprintf(text + n, sizeof text - (size_t)n, ", %s %.5f", names[k], r->metric_sum[k]);
+        fprintf(r->metrics, ",\"valid_%s\":%.9g", names[k], r->metric_sum[k]);
+        if (n >= (int)sizeof text) break;
+    }
+    log_metrics(r, "}");
+    cli_note("step %" PRId64 ": %s", step, text);
+}
+
 int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_settings *set,
               const train_options *opt) {
     run r = {.recipe = recipe, .ops = ops, .task = task, .set = set};
@@ -267,10 +290,9 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         if ((s = ssm_recipe_write(recipe, run_file(&r, "recipe.yaml")))) goto fail;
     }
     size_t T = (size_t)set->batch_size * set->seq_len;
-    r.batch = (ssm_batch){.B = set->batch_size, .L = set->seq_len,
-                          .tokens = malloc(T * sizeof(int32_t)), .targets = malloc(T * sizeof(int32_t))};
+    if ((s = task_batch_alloc(&r.batch, &r.model->config, set->batch_size, set->seq_len))) goto fail;
     r.metrics = fopen(run_file(&r, "metrics.jsonl"), opt->resume_dir ? "a" : "w");
-    if (!r.batch.tokens || !r.batch.targets || !r.metrics) {
+    if (!r.metrics) {
         s = ssm_set_error(SSM_ERR_IO, "%s: cannot open (or out of memory)", r.path);
         goto fail;
     }
@@ -296,8 +318,9 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     while (r.opt->step < set->steps) {
         if ((s = ops->next_batch(task, SSM_SPLIT_TRAIN, &r.data_rng, &r.batch))) goto fail;
         float loss, gnorm;
-        if ((s = ssm_forward(r.model, r.batch.tokens, r.batch.targets, r.batch.B, r.batch.L, NULL, &loss)))
-            goto fail;
+        int64_t scored;
+        if ((s = task_batch_forward(r.model, &r.batch, &loss, &scored))) goto fail;
+        if (!scored) continue; /* nothing to learn from this batch */
         float lr = ssm_adamw_lr(&r.opt->config, r.opt->step);
         ssm_model_zero_grad(r.model);
         if ((s = ssm_backward(r.model)) || (s = ssm_adamw_step(r.opt, r.model, &gnorm))) goto fail;
@@ -321,12 +344,16 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         if (stop_signal) stopped = stop_signal == SIGINT ? "interrupted (Ctrl-C)" : "terminated (SIGTERM)";
         if (step % set->eval_every == 0 || step == set->steps || timed_out) {
             if ((s = evaluate(&r, &valid_loss))) goto fail;
-            log_metrics(&r, "{\"step\":%" PRId64 ",\"valid_loss\":%.9g,\"valid_bits_per_%s\":%.6f,"
-                        "\"baseline_bits_per_%s\":%.6g}", step, valid_loss, ops->symbol,
-                        valid_loss / M_LN2, ops->symbol, isnan(r.baseline_bits) ? -1.0 : r.baseline_bits);
             if (pr.tty) fputc('\n', stderr);
-            cli_note("step %" PRId64 ": validation %.4f bits per %s (baseline %s)", step,
-                     valid_loss / M_LN2, ops->symbol, baseline_text(&r));
+            if (ssm_io_is_lm(&r.model->config)) {
+                log_metrics(&r, "{\"step\":%" PRId64 ",\"valid_loss\":%.9g,\"valid_bits_per_%s\":%.6f,"
+                            "\"baseline_bits_per_%s\":%.6g}", step, valid_loss, ops->symbol,
+                            valid_loss / M_LN2, ops->symbol, isnan(r.baseline_bits) ? -1.0 : r.baseline_bits);
+                cli_note("step %" PRId64 ": validation %.4f bits per %s (baseline %s)", step,
+                         valid_loss / M_LN2, ops->symbol, baseline_text(&r));
+            } else {
+                note_task_metrics(&r, step, valid_loss);
+            }
         }
         if (step % set->save_every == 0 || step == set->steps || stopped) {
             if ((s = save_checkpoint(&r))) goto fail;
@@ -354,8 +381,7 @@ fail:
     rc = cli_fail();
 done:
     if (r.metrics) fclose(r.metrics);
-    free(r.batch.tokens);
-    free(r.batch.targets);
+    task_batch_free(&r.batch);
     ssm_adamw_free(r.opt);
     ssm_model_free(r.model);
     return rc;
