@@ -85,10 +85,13 @@ static ssm_status load_checkpoint(run *r) {
     ssm_status s = ssm_checkpoint_load(run_file(r, "model.safetensors"), &r->model);
     if (s) return s;
     const ssm_config *a = &r->model->config, *b = &r->set->model;
+    int mamba2 = 0; /* the Mamba-2 options are stored (and compared) only with Mamba-2 layers */
+    for (int i = 0; i < a->n_layer; i++) mamba2 |= a->layer_kind[i] == SSM_LAYER_MAMBA2;
     if (a->vocab_size != b->vocab_size || a->d_model != b->d_model || a->n_layer != b->n_layer ||
         a->d_state != b->d_state || a->d_conv != b->d_conv || a->d_inner != b->d_inner ||
         a->dt_rank != b->dt_rank || memcmp(a->layer_kind, b->layer_kind, (size_t)a->n_layer) ||
-        (!ssm_config_all(a, SSM_LAYER_MAMBA1) && memcmp(&a->mamba2, &b->mamba2, sizeof a->mamba2)))
+        (mamba2 && memcmp(&a->mamba2, &b->mamba2, sizeof a->mamba2)) ||
+        memcmp(&a->io, &b->io, sizeof a->io))
         return ssm_set_error(SSM_ERR_SHAPE, "%s: the saved model does not match the recipe's model "
                              "section", r->path);
     if ((s = ssm_adamw_create(&r->set->adamw, r->model, &r->opt))) return s;
@@ -334,8 +337,12 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
                         "\"grad_norm\":%.6g,\"tokens_per_s\":%.1f,\"elapsed_s\":%.2f}", step, loss,
                         ops->symbol, loss / M_LN2, lr, gnorm, tps, now - t_start);
             char extra[160], tp[32];
-            snprintf(extra, sizeof extra, "loss %.4f (%.3f bits/%s) lr %.2e %s tok/s", loss_ema,
-                     loss_ema / M_LN2, ops->symbol, lr, cli_si(tps, tp, sizeof tp));
+            if (ssm_io_is_lm(&r.model->config))
+                snprintf(extra, sizeof extra, "loss %.4f (%.3f bits/%s) lr %.2e %s tok/s", loss_ema,
+                         loss_ema / M_LN2, ops->symbol, lr, cli_si(tps, tp, sizeof tp));
+            else
+                snprintf(extra, sizeof extra, "loss %.4f lr %.2e %s positions/s", loss_ema, lr,
+                         cli_si(tps, tp, sizeof tp));
             cli_progress_update(&pr, step, extra);
         }
         int timed_out = set->max_minutes > 0 && cli_now() - t_start > set->max_minutes * 60;
@@ -371,9 +378,13 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         if (device >= 0)
             snprintf(peak, sizeof peak, "; peak GPU memory %.2f GiB",
                      ssm_model_device_peak(r.model) / 1073741824.0);
-        cli_note("done: %" PRId64 " steps in %.1fs; validation %.4f bits per %s (baseline %s); "
-                 "model in %s%s", r.opt->step, cli_now() - t_start, valid_loss / M_LN2, ops->symbol,
-                 baseline_text(&r), set->run_dir, peak);
+        if (ssm_io_is_lm(&r.model->config))
+            cli_note("done: %" PRId64 " steps in %.1fs; validation %.4f bits per %s (baseline %s); "
+                     "model in %s%s", r.opt->step, cli_now() - t_start, valid_loss / M_LN2, ops->symbol,
+                     baseline_text(&r), set->run_dir, peak);
+        else
+            cli_note("done: %" PRId64 " steps in %.1fs; validation loss %.5f; model in %s%s",
+                     r.opt->step, cli_now() - t_start, valid_loss, set->run_dir, peak);
         rc = 0;
     }
     goto done;
