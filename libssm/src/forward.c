@@ -118,6 +118,12 @@ ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int
     return SSM_OK;
 }
 
+ssm_status ssm_check_lm(const ssm_model *m, const char *what) {
+    if (ssm_io_is_lm(&m->config)) return SSM_OK;
+    return ssm_set_error(SSM_ERR_UNSUPPORTED, "%s runs token models with the tied LM head; this "
+                         "model's inputs or head (config.io) go through ssm_forward_io", what);
+}
+
 ssm_status ssm_check_state(const ssm_model *m, const ssm_state *s, int B) {
     if (s->batch != B || !ssm_state_fits(s, &m->config))
         return ssm_set_error(SSM_ERR_SHAPE, "the recurrent state (batch %d) does not fit this "
@@ -137,7 +143,8 @@ ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targe
     if (!m || !tokens || B <= 0 || L <= 0)
         return ssm_set_error(SSM_ERR_ARG, "ssm_forward: need a model, tokens and B, L > 0");
     if (targets && !loss) return ssm_set_error(SSM_ERR_ARG, "ssm_forward: targets without loss");
-    ssm_status s = ssm_check_tokens(m, tokens, targets, (size_t)B * L);
+    ssm_status s = ssm_check_lm(m, "ssm_forward");
+    if (!s) s = ssm_check_tokens(m, tokens, targets, (size_t)B * L);
     if (!s && state) s = ssm_check_state(m, state, B);
     if (!s && state) s = ssm_check_context(m, state, L);
     if (!s) s = m->backend->forward(m, tokens, targets, B, L, state, loss, NULL, NULL);

@@ -200,6 +200,9 @@ ssm_status ssm_check_context(const ssm_model *m, const ssm_state *s, int L);
 /* After a pass of L positions with this state. */
 void ssm_state_advance(ssm_state *s, int L);
 
+/* SSM_ERR_UNSUPPORTED unless config.io is a language model's (ssm_forward, _score, ssm_step). */
+ssm_status ssm_check_lm(const ssm_model *m, const char *what);
+
 /* Every token in [0, V) and every target < V (negative targets are not scored). */
 ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int32_t *targets,
                             size_t T);

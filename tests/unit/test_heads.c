@@ -214,6 +214,8 @@ static void test_bad_configs_refused(void **st) {
     ssm_io io = {.features = x};
     assert_int_equal(ssm_forward_io(m, &io, 1, 2, &loss), SSM_ERR_NUMERIC);
     int32_t tok[2] = {1, 2};
+    assert_int_equal(ssm_forward(m, tok, NULL, 1, 2, NULL, NULL), SSM_ERR_UNSUPPORTED);
+    assert_non_null(strstr(ssm_last_error(), "ssm_forward_io"));
     io = (ssm_io){.tokens = tok};
     assert_int_equal(ssm_forward_io(m, &io, 1, 2, &loss), SSM_ERR_ARG);
     assert_non_null(strstr(ssm_last_error(), "float features"));
