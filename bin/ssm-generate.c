@@ -76,6 +76,7 @@ static void usage(void) {
            "\n"
            "  --prompt TEXT       continue this prompt (encoded by the task)\n"
            "  --prompt-file FILE  continue the prompt read from FILE ('-': stdin)\n"
+           "  --input FILE        a task that continues files (timeseries: the next H steps of a CSV)\n"
            "  --length N          new tokens per sample (default 256)\n"
            "  --samples N         independent samples, generated side by side (default 1)\n"
            "  --temperature T     softmax temperature (default 1; 0 = greedy)\n"
@@ -97,8 +98,9 @@ int main(int argc, char **argv) {
         {"top-p", required_argument, 0, 'P'},   {"seed", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'}, {"device", required_argument, 0, 'd'},
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'},       {0, 0, 0, 0}};
-    const char *prompt = NULL, *prompt_file = NULL, *device = "auto";
+        {"version", no_argument, 0, 'V'},       {"input", required_argument, 0, 'i'},
+        {0, 0, 0, 0}};
+    const char *prompt = NULL, *prompt_file = NULL, *device = "auto", *input = NULL;
     long length = 256, samples = 1, seed = 1, threads = 0;
     sampler sm = {.temperature = 1, .top_p = 1, .top_k = 0};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
@@ -106,6 +108,7 @@ int main(int argc, char **argv) {
         switch (o) {
         case 'p': prompt = optarg; break;
         case 'f': prompt_file = optarg; break;
+        case 'i': input = optarg; break;
         case 'n': length = strtol(optarg, &end, 10); if (*end || length < 1) return cli_usage("--length takes a positive integer"); break;
         case 'S': samples = strtol(optarg, &end, 10); if (*end || samples < 1 || samples > 4096) return cli_usage("--samples takes an integer in [1, 4096]"); break;
         case 'T': sm.temperature = strtod(optarg, &end); if (*end || !(sm.temperature >= 0)) return cli_usage("--temperature takes a number >= 0"); break;
@@ -133,6 +136,13 @@ int main(int argc, char **argv) {
         return cli_fail();
     }
     const ssm_task_ops *ops = tr.ops;
+    if (input || ops->generate_file) { /* the task continues a file itself (task ABI v2) */
+        int rc = !ops->generate_file ? cli_error("--input: the task '%s' continues no file", ops->name)
+               : !input ? cli_error("the task '%s' continues a file: give it with --input FILE", ops->name)
+               : ops->generate_file(tr.task, tr.model, input, stdout) ? cli_fail() : 0;
+        cli_trained_free(&tr);
+        return rc;
+    }
     int rc = CLI_EXIT_INPUT, B = (int)samples;
     int V = tr.model->config.vocab_size;
     int32_t *ptok = NULL, *out = NULL, *col = NULL;

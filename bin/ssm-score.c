@@ -827,6 +827,13 @@ int main(int argc, char **argv) {
         rc = cli_fail();
         goto done;
     }
+    if (sc.tr.ops->score_file) { /* the task scores its files itself (task ABI v2) */
+        if (open_outputs(&sc, out_path, out_tmp, NULL, bed_tmp, NULL, sizeof out_tmp)) goto done;
+        rc = 0;
+        for (int i = 0; i < sc.n_files && !rc; i++)
+            if (sc.tr.ops->score_file(sc.tr.task, sc.tr.model, sc.files[i], sc.out)) rc = cli_fail();
+        goto done;
+    }
     if (!sc.tr.ops->open_records) {
         rc = cli_error("the task '%s' cannot score files", sc.tr.ops->name);
         goto done;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "task_io.h"
 #include "train.h"
 
 static void usage(void) {
@@ -103,7 +104,9 @@ int main(int argc, char **argv) {
         if (ssm_recipe_set(recipe, buf)) goto fail;
     }
     if (cli_task_create(recipe, 1, &ops, &task)) goto fail;
-    if (train_settings_read(recipe, ops->vocab_size(task), &set)) goto fail;
+    if (train_settings_read(recipe, ops->vocab_size(task), &set) ||
+        task_model_io(ops, task, &set.model, &set.seq_len))
+        goto fail;
     if (topt.resume_dir) set.run_dir = topt.resume_dir;
     rc = train_run(recipe, ops, task, &set, &topt);
     goto done;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "task_io.h"
 #include "train_dist.h"
 
 /* FNV-1a, 64 bits */
@@ -107,29 +108,27 @@ static uint64_t row_seed(uint64_t key, uint64_t row) {
 }
 
 ssm_status train_dist_next_batch(train_dist *d, const ssm_task_ops *ops, void *task,
-                                 ssm_split split, ssm_rng *data_rng, ssm_batch *batch) {
+                                 ssm_split split, ssm_rng *data_rng, const ssm_io_config *io,
+                                 ssm_batch *batch) {
     uint64_t key = ssm_rng_next(data_rng); /* the same on every rank */
-    size_t L = (size_t)batch->L;
     for (int b = 0; b < batch->B; b++) {
         ssm_rng rng;
         ssm_rng_seed(&rng, row_seed(key, (uint64_t)d->rank * batch->B + b));
-        ssm_batch row = {.B = 1, .L = batch->L, .tokens = batch->tokens + b * L,
-                         .targets = batch->targets + b * L};
+        ssm_batch row = task_batch_row(batch, io, b);
         ssm_status s = ops->next_batch(task, split, &rng, &row);
         if (s) return s;
     }
     return SSM_OK;
 }
 
-ssm_status train_dist_loss(train_dist *d, const ssm_batch *batch, float *loss) {
+ssm_status train_dist_loss(train_dist *d, int64_t *n_scored, float *loss) {
     if (d->size == 1) return SSM_OK;
-    size_t T = (size_t)batch->B * batch->L;
-    double scored = 0;
-    for (size_t t = 0; t < T; t++) scored += batch->targets[t] >= 0;
+    double scored = (double)*n_scored;
     double v[2] = {scored, scored ? scored * *loss : 0}; /* [tokens, loss sum] over the ranks */
     ssm_status s = ssm_comm_all_reduce(ssm_comm_host(d->comm), v, 2, SSM_COMM_SUM);
     if (s) return s;
     *loss = v[0] ? (float)(v[1] / v[0]) : *loss;
+    *n_scored = (int64_t)v[0];
     d->grad_scale = v[0] ? (float)(scored / v[0]) : 0;
     return SSM_OK;
 }
@@ -182,6 +181,13 @@ ssm_status train_dist_sum(train_dist *d, double *a, double *b) {
     double v[2] = {*a, *b};
     ssm_status s = ssm_comm_all_reduce(ssm_comm_host(d->comm), v, 2, SSM_COMM_SUM);
     *a = v[0], *b = v[1];
+    return s;
+}
+
+ssm_status train_dist_mean(train_dist *d, double *v, int n) {
+    if (d->size == 1) return SSM_OK;
+    ssm_status s = ssm_comm_all_reduce(ssm_comm_host(d->comm), v, n, SSM_COMM_SUM);
+    for (int i = 0; i < n; i++) v[i] /= d->size;
     return s;
 }
 

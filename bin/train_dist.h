@@ -33,10 +33,11 @@ ssm_status train_dist_blank(train_dist *d, const ssm_config *config, const ssm_a
  * does not depend on how many ranks share the rows: 2 ranks of batch B see what 1 rank of
  * batch 2B sees, and a resume on another number of ranks continues the same stream. */
 ssm_status train_dist_next_batch(train_dist *d, const ssm_task_ops *ops, void *task,
-                                 ssm_split split, ssm_rng *data_rng, ssm_batch *batch);
-/* After the forward: the global mean loss over every rank's scored tokens (in place), and
- * this rank's weight in the gradient sum. */
-ssm_status train_dist_loss(train_dist *d, const ssm_batch *batch, float *loss);
+                                 ssm_split split, ssm_rng *data_rng, const ssm_io_config *io,
+                                 ssm_batch *batch);
+/* After the forward of *scored targets: the global mean loss over every rank's scored targets
+ * (in place), *scored <- their global count, and this rank's weight in the gradient sum. */
+ssm_status train_dist_loss(train_dist *d, int64_t *scored, float *loss);
 /* After the backward: every rank's gradients <- the global mean gradient, one blob (over MPI
  * on the CPU, NCCL on GPUs). The optimizer then clips with the global norm. */
 ssm_status train_dist_grads(train_dist *d, ssm_model *model);
@@ -46,6 +47,8 @@ int train_dist_gpu(const train_dist *d, int device);
 ssm_status train_dist_agree_stop(train_dist *d, const char **stopped, int *timed_out);
 /* *a and *b <- their sums over the ranks */
 ssm_status train_dist_sum(train_dist *d, double *a, double *b);
+/* v[0..n) <- their means over the ranks */
+ssm_status train_dist_mean(train_dist *d, double *v, int n);
 /* Every rank's weights are bit-identical to rank 0's, or fail loudly naming the rank. */
 ssm_status train_dist_check_weights(train_dist *d, ssm_model *model, int64_t step);
 /* "batch 8 x length 64", or "2 ranks x batch 8 x length 64" */

@@ -12,10 +12,12 @@
 #include "report.h"
 #include "ssm/markov.h"
 #include "run_dir.h"
+#include "task_io.h"
 #include "train.h"
 #include "train_dist.h"
 
 static volatile sig_atomic_t stop_signal = 0;
+enum { TASK_METRICS_MAX = 16 };
 
 static void on_signal(int sig) {
     stop_signal = sig;
@@ -36,6 +38,7 @@ typedef struct run {
     double baseline_bits;
     int baseline_order;
     train_dist dist; /* the ranks of a data-parallel run (train_dist.h) */
+    double metric_sum[TASK_METRICS_MAX]; /* the task's metrics (ops->metric_names), mean over validation */
     char path[4096];
 } run;
 
@@ -96,10 +99,13 @@ static ssm_status load_checkpoint(run *r) {
     if (!s) s = ssm_checkpoint_load(run_file(r, "model.safetensors"), &r->model);
     if (s) return s;
     const ssm_config *a = &r->model->config, *b = &r->set->model;
+    int mamba2 = 0; /* the Mamba-2 options are stored (and compared) only with Mamba-2 layers */
+    for (int i = 0; i < a->n_layer; i++) mamba2 |= a->layer_kind[i] == SSM_LAYER_MAMBA2;
     if (a->vocab_size != b->vocab_size || a->d_model != b->d_model || a->n_layer != b->n_layer ||
         a->d_state != b->d_state || a->d_conv != b->d_conv || a->d_inner != b->d_inner ||
         a->dt_rank != b->dt_rank || memcmp(a->layer_kind, b->layer_kind, (size_t)a->n_layer) ||
-        (!ssm_config_all(a, SSM_LAYER_MAMBA1) && memcmp(&a->mamba2, &b->mamba2, sizeof a->mamba2)))
+        (mamba2 && memcmp(&a->mamba2, &b->mamba2, sizeof a->mamba2)) ||
+        memcmp(&a->io, &b->io, sizeof a->io))
         return ssm_set_error(SSM_ERR_SHAPE, "%s: the saved model does not match the recipe's model "
                              "section", r->path);
     if ((s = ssm_adamw_create(&r->set->adamw, r->model, &r->opt))) return s;
@@ -132,21 +138,27 @@ static ssm_status evaluate(run *r, double *loss_out) {
     ssm_rng rng;
     ssm_rng_seed(&rng, r->set->seed ^ 0x5eed0fda7a5e7ULL); /* the same batches every time */
     double sum = 0, count = 0;
-    size_t T = (size_t)r->batch.B * r->batch.L;
+    const char *const *names = r->ops->metrics ? r->ops->metric_names : NULL;
+    int n_names = 0;
+    for (; names && names[n_names] && n_names < TASK_METRICS_MAX; n_names++) r->metric_sum[n_names] = 0;
+    /* each rank scores its share of the validation rows: the metrics are the ranks' mean */
     for (int i = 0; i < r->set->eval_batches; i++) {
-        ssm_status s = train_dist_next_batch(&r->dist, r->ops, r->task, SSM_SPLIT_VALID, &rng, &r->batch);
+        ssm_status s = train_dist_next_batch(&r->dist, r->ops, r->task, SSM_SPLIT_VALID, &rng,
+                                             &r->model->config.io, &r->batch);
         if (s) return s;
-        int64_t n = 0;
-        for (size_t t = 0; t < T; t++) n += r->batch.targets[t] >= 0;
-        if (!n) continue;
+        int64_t n;
         float loss;
-        if ((s = ssm_forward(r->model, r->batch.tokens, r->batch.targets, r->batch.B, r->batch.L,
-                             NULL, &loss)))
-            return s;
+        if ((s = task_batch_forward(r->model, &r->batch, &loss, &n))) return s;
+        if (!n) continue;
         sum += ((double)loss - aux_part(r->model)) * n;
         count += n;
+        double values[TASK_METRICS_MAX];
+        if (names && (s = r->ops->metrics(r->task, &r->batch, ssm_model_outputs(r->model), values)))
+            return s;
+        for (int k = 0; k < n_names; k++) r->metric_sum[k] += values[k] / r->set->eval_batches;
     }
     ssm_status s = train_dist_sum(&r->dist, &sum, &count);
+    if (!s) s = train_dist_mean(&r->dist, r->metric_sum, n_names);
     *loss_out = count ? sum / count : NAN;
     return s;
 }
@@ -267,6 +279,23 @@ static void log_metrics(run *r, const char *fmt, ...) {
     fflush(r->metrics);
 }
 
+/* A task with its own head: the validation loss and the task's metrics, printed and logged. */
+static void note_task_metrics(run *r, int64_t step, double loss) {
+    static const char *const loss_names[] = {"cross-entropy", "mse", "mae"};
+    char text[512];
+    int n = snprintf(text, sizeof text, "validation loss %.5f (%s)", loss,
+                     loss_names[r->model->config.io.loss]);
+    fprintf(r->metrics, "{\"step\":%" PRId64 ",\"valid_loss\":%.9g", step, loss);
+    const char *const *names = r->ops->metrics ? r->ops->metric_names : NULL;
+    for (int k = 0; names && names[k] && k < TASK_METRICS_MAX; k++) {
+        n += snprintf(text + n, sizeof text - (size_t)n, ", %s %.5f", names[k], r->metric_sum[k]);
+        fprintf(r->metrics, ",\"valid_%s\":%.9g", names[k], r->metric_sum[k]);
+        if (n >= (int)sizeof text) break;
+    }
+    log_metrics(r, "}");
+    cli_note("step %" PRId64 ": %s", step, text);
+}
+
 int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_settings *set,
               const train_options *opt) {
     run r = {.recipe = recipe, .ops = ops, .task = task, .set = set, .lock_fd = -1};
@@ -294,10 +323,9 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     }
     if ((s = train_dist_share(&r.dist, r.model, r.opt, &r.data_rng))) goto fail;
     size_t T = (size_t)set->batch_size * set->seq_len;
-    r.batch = (ssm_batch){.B = set->batch_size, .L = set->seq_len,
-                          .tokens = malloc(T * sizeof(int32_t)), .targets = malloc(T * sizeof(int32_t))};
+    if ((s = task_batch_alloc(&r.batch, &r.model->config, set->batch_size, set->seq_len))) goto fail;
     r.metrics = fopen(root ? run_file(&r, "metrics.jsonl") : "/dev/null", opt->resume_dir ? "a" : "w");
-    if (!r.batch.tokens || !r.batch.targets || !r.metrics) {
+    if (!r.metrics) {
         s = ssm_set_error(SSM_ERR_IO, "%s: cannot open (or out of memory)", r.path);
         goto fail;
     }
@@ -322,14 +350,20 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
     int64_t tokens_since = 0, steps_here = 0;
     const char *stopped = NULL;
     while (r.opt->step < set->steps) {
-        if ((s = train_dist_next_batch(&r.dist, ops, task, SSM_SPLIT_TRAIN, &r.data_rng, &r.batch))) goto fail;
-        float loss, gnorm;
-        if ((s = ssm_forward(r.model, r.batch.tokens, r.batch.targets, r.batch.B, r.batch.L, NULL, &loss)) ||
-            (s = train_dist_loss(&r.dist, &r.batch, &loss)))
+        if ((s = train_dist_next_batch(&r.dist, ops, task, SSM_SPLIT_TRAIN, &r.data_rng,
+                                       &r.model->config.io, &r.batch)))
             goto fail;
+        float loss, gnorm;
+        /* scored: this rank's targets, then every rank's (a step is skipped on all ranks or none) */
+        int64_t scored, local;
+        if ((s = task_batch_forward(r.model, &r.batch, &loss, &local))) goto fail;
+        scored = local;
+        if ((s = train_dist_loss(&r.dist, &scored, &loss))) goto fail;
+        if (!scored) continue; /* nothing to learn from this batch */
         float lr = ssm_adamw_lr(&r.opt->config, r.opt->step);
         ssm_model_zero_grad(r.model);
-        if ((s = ssm_backward(r.model)) || (s = train_dist_grads(&r.dist, r.model)) ||
+        /* a rank with no target this step adds zero gradients (no forward ran to go back through) */
+        if ((local && (s = ssm_backward(r.model))) || (s = train_dist_grads(&r.dist, r.model)) ||
             (s = ssm_adamw_step(r.opt, r.model, &gnorm)))
             goto fail;
         int64_t step = r.opt->step;
@@ -345,8 +379,12 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
                         step, loss, ops->symbol, (loss - aux) / M_LN2, ssm_model_aux_loss(r.model), lr,
                         gnorm, tps, now - t_start);
             char extra[160], tp[32];
-            snprintf(extra, sizeof extra, "loss %.4f (%.3f bits/%s) lr %.2e %s tok/s", loss_ema,
-                     loss_ema / M_LN2, ops->symbol, lr, cli_si(tps, tp, sizeof tp));
+            if (ssm_io_is_lm(&r.model->config))
+                snprintf(extra, sizeof extra, "loss %.4f (%.3f bits/%s) lr %.2e %s tok/s", loss_ema,
+                         loss_ema / M_LN2, ops->symbol, lr, cli_si(tps, tp, sizeof tp));
+            else
+                snprintf(extra, sizeof extra, "loss %.4f lr %.2e %s positions/s", loss_ema, lr,
+                         cli_si(tps, tp, sizeof tp));
             cli_progress_update(&pr, step, extra);
         }
         int timed_out = set->max_minutes > 0 && cli_now() - t_start > set->max_minutes * 60;
@@ -358,12 +396,16 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         if ((s = train_dist_agree_stop(&r.dist, &stopped, &timed_out))) goto fail;
         if ((step % set->eval_every == 0 || step == set->steps || timed_out)) {
             if ((s = evaluate(&r, &valid_loss))) goto fail;
-            log_metrics(&r, "{\"step\":%" PRId64 ",\"valid_loss\":%.9g,\"valid_bits_per_%s\":%.6f,"
-                        "\"baseline_bits_per_%s\":%.6g}", step, valid_loss, ops->symbol,
-                        valid_loss / M_LN2, ops->symbol, isnan(r.baseline_bits) ? -1.0 : r.baseline_bits);
             if (pr.tty) fputc('\n', stderr);
-            cli_note("step %" PRId64 ": validation %.4f bits per %s (baseline %s)", step,
-                     valid_loss / M_LN2, ops->symbol, baseline_text(&r));
+            if (ssm_io_is_lm(&r.model->config)) {
+                log_metrics(&r, "{\"step\":%" PRId64 ",\"valid_loss\":%.9g,\"valid_bits_per_%s\":%.6f,"
+                            "\"baseline_bits_per_%s\":%.6g}", step, valid_loss, ops->symbol,
+                            valid_loss / M_LN2, ops->symbol, isnan(r.baseline_bits) ? -1.0 : r.baseline_bits);
+                cli_note("step %" PRId64 ": validation %.4f bits per %s (baseline %s)", step,
+                         valid_loss / M_LN2, ops->symbol, baseline_text(&r));
+            } else {
+                note_task_metrics(&r, step, valid_loss);
+            }
             train_report(set->run_dir, r.model, set->steps); /* report.html */
         }
         if (step % set->save_every == 0 || step == set->steps || stopped) {
@@ -385,9 +427,13 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         if (device >= 0)
             snprintf(peak, sizeof peak, "; peak GPU memory %.2f GiB",
                      ssm_model_device_peak(r.model) / 1073741824.0);
-        cli_note("done: %" PRId64 " steps in %.1fs; validation %.4f bits per %s (baseline %s); "
-                 "model in %s%s", r.opt->step, cli_now() - t_start, valid_loss / M_LN2, ops->symbol,
-                 baseline_text(&r), set->run_dir, peak);
+        if (ssm_io_is_lm(&r.model->config))
+            cli_note("done: %" PRId64 " steps in %.1fs; validation %.4f bits per %s (baseline %s); "
+                     "model in %s%s", r.opt->step, cli_now() - t_start, valid_loss / M_LN2, ops->symbol,
+                     baseline_text(&r), set->run_dir, peak);
+        else
+            cli_note("done: %" PRId64 " steps in %.1fs; validation loss %.5f; model in %s%s",
+                     r.opt->step, cli_now() - t_start, valid_loss, set->run_dir, peak);
         rc = 0;
     }
     goto done;
@@ -397,8 +443,7 @@ done:
     train_dist_close(&r.dist);
     if (r.metrics) fclose(r.metrics);
     run_dir_unlock(r.lock_fd);
-    free(r.batch.tokens);
-    free(r.batch.targets);
+    task_batch_free(&r.batch);
     ssm_adamw_free(r.opt);
     ssm_model_free(r.model);
     return rc;

@@ -1,5 +1,6 @@
 /* registry.c: the built-in tasks, and loading external task plugins with dlopen. */
 #include <dlfcn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,13 +11,15 @@
 extern const ssm_task_ops ssm_task_lm __attribute__((weak));
 extern const ssm_task_ops ssm_task_dna __attribute__((weak));
 extern const ssm_task_ops ssm_task_audio __attribute__((weak));
+extern const ssm_task_ops ssm_task_timeseries __attribute__((weak));
 
 const ssm_task_ops *const *ssm_task_builtins(void) {
-    static const ssm_task_ops *list[4];
+    static const ssm_task_ops *list[5];
     int n = 0;
     if (&ssm_task_lm) list[n++] = &ssm_task_lm;
     if (&ssm_task_dna) list[n++] = &ssm_task_dna;
     if (&ssm_task_audio) list[n++] = &ssm_task_audio;
+    if (&ssm_task_timeseries) list[n++] = &ssm_task_timeseries;
     list[n] = NULL;
     return list;
 }
@@ -31,8 +34,8 @@ static ssm_status load_plugin(const char *path, const ssm_task_ops **out) {
                              "define one with SSM_TASK_PLUGIN(ops))", path);
     }
     const ssm_task_ops *ops = entry();
-    if (!ops || ops->abi_version != SSM_TASK_ABI_VERSION) {
-        unsigned v = ops ? ops->abi_version : 0;
+    unsigned v = ops ? ops->abi_version : 0;
+    if (!ops || v < 1 || v > SSM_TASK_ABI_VERSION) {
         dlclose(h);
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "task plugin %s was built for task ABI version %u, "
                              "this ssm has version %d: rebuild it against this ssm's task.h",
@@ -43,6 +46,31 @@ static ssm_status load_plugin(const char *path, const ssm_task_ops **out) {
         return ssm_set_error(SSM_ERR_FORMAT, "task plugin %s lacks a name or one of create, destroy, "
                              "vocab_size, next_batch", path);
     }
+    /* our full-size table: the plugin's fields, NULL past its end (a version 1 table ends
+     * where version 2's fields begin; a newer table's extra fields are not ours to call) */
+    size_t size = v == 1 ? offsetof(ssm_task_ops, model_io) : ops->struct_size;
+    if (size < offsetof(ssm_task_ops, model_io)) {
+        dlclose(h);
+        return ssm_set_error(SSM_ERR_FORMAT, "task plugin %s: struct_size %zu is smaller than a "
+                             "version 1 table (set it with SSM_TASK_OPS_HEADER)", path, size);
+    }
+    if (size > sizeof *ops) size = sizeof *ops;
+    static struct { const ssm_task_ops *from, *full; } loaded[64];
+    for (int i = 0; i < 64 && loaded[i].from; i++)
+        if (loaded[i].from == ops) return *out = loaded[i].full, SSM_OK; /* the same file again */
+    ssm_task_ops *full = calloc(1, sizeof *full);
+    if (!full) {
+        dlclose(h);
+        return ssm_set_error(SSM_ERR_NOMEM, "out of memory loading %s", path);
+    }
+    memcpy(full, ops, size);
+    full->struct_size = sizeof *full;
+    for (int i = 0; i < 64; i++)
+        if (!loaded[i].from) {
+            loaded[i].from = ops, loaded[i].full = full;
+            break;
+        }
+    ops = full;
     *out = ops; /* the library stays loaded for the life of the process */
     return SSM_OK;
 }

@@ -113,7 +113,7 @@ static ssm_status copy_next_batch(void *self, ssm_split split, ssm_rng *rng, ssm
 }
 
 static const ssm_task_ops selective_copy_ops = {
-    .abi_version = SSM_TASK_ABI_VERSION,
+    SSM_TASK_OPS_HEADER,
     .name = "selective_copy",
     .description = "Selective Copying (Mamba paper): copy the data tokens scattered among noise",
     .symbol = "token",

@@ -114,6 +114,27 @@ double cpu_cross_entropy_forward(const float *logits, const int32_t *targets, in
 void cpu_cross_entropy_backward(float *logits, const int32_t *targets, int T, int V,
                                 float scale);
 
+/* regression_loss.c: the mean over elements whose target is not NaN of (pred - target)^2, or of
+ * |pred - target| when mae, in double; *count receives the scored elements. backward writes
+ * d_pred = scale * d(loss term)/d pred (0 where the target is NaN); d_pred may be pred. */
+double cpu_regression_loss_forward(const float *pred, const float *target, size_t n, int mae,
+                                   int64_t *count);
+void cpu_regression_loss_backward(float *d_pred, const float *pred, const float *target,
+                                  size_t n, int mae, float scale);
+
+/* linear.c: out (T, n_out) = in (T, n_in) . W^T + bias; backward: d_in (T, n_in) = d_out . W
+ * (skipped when NULL), dW += d_out^T . in, d_bias += column sums of d_out. */
+void cpu_linear_forward(float *out, const float *in, const float *W, const float *bias, int T,
+                        int n_in, int n_out);
+void cpu_linear_backward(float *d_in, float *dW, float *d_bias, const float *d_out,
+                         const float *in, const float *W, int T, int n_in, int n_out);
+
+/* pool.c: out (B, D) from h (B, L, D): the mean over L, the last row or the first (CLS);
+ * backward overwrites d_h (B, L, D). pool is ssm_pool's value. */
+enum { CPU_POOL_MEAN = 0, CPU_POOL_LAST = 1, CPU_POOL_CLS = 2 };
+void cpu_pool_forward(float *out, const float *h, int B, int L, int D, int pool);
+void cpu_pool_backward(float *d_h, const float *d_out, int B, int L, int D, int pool);
+
 /* Shared scalar helpers of the ops, written so that loops over them vectorise. */
 
 /* exp(x): Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1e-7 relative), with

@@ -126,6 +126,15 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
         PUT("ssm.mamba2.dt_limit_min", "%.9g", (double)m->dt_limit[0]);
         PUT("ssm.mamba2.dt_limit_max", "%.9g", (double)m->dt_limit[1]);
     }
+    const ssm_io_config *io = &c->io;
+    if (!ssm_io_is_lm(c)) { /* ssm_io_config's fields as integers (ssm.h's enums) */
+        PUT("ssm.io.features", "%d", io->features);
+        PUT("ssm.io.patch", "%d", io->patch);
+        PUT("ssm.io.head", "%d", (int)io->head);
+        PUT("ssm.io.outputs", "%d", io->outputs);
+        PUT("ssm.io.pool", "%d", (int)io->pool);
+        PUT("ssm.io.loss", "%d", (int)io->loss);
+    }
 #undef PUT
     /* the kinds, one name per layer */
     size_t len = 1;
@@ -182,7 +191,12 @@ ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
     if (!model || !path) return ssm_set_error(SSM_ERR_ARG, "ssm_checkpoint_write_config: NULL argument");
     const ssm_config *c = &model->config;
     json_t *j = NULL;
-    if (ssm_config_all(c, SSM_LAYER_MAMBA1)) {
+    if (!ssm_io_is_lm(c)) {
+        /* float inputs or a head of its own: no transformers class holds it */
+        j = json_pack("{s:s,s:s}", "model_type", "ssm",
+                      "note", "inputs or head other than tokens and a tied LM head: the config is "
+                      "in model.safetensors' ssm.* metadata");
+    } else if (ssm_config_all(c, SSM_LAYER_MAMBA1)) {
         j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:b,s:b,s:b,s:b,s:i}",
                       "architectures", "MambaForCausalLM", "model_type", "mamba", "vocab_size",
                       c->vocab_size, "hidden_size", c->d_model, "num_hidden_layers", c->n_layer,
@@ -426,6 +440,22 @@ static ssm_status layers_from_metadata(const ssm_safetensors *st, const char *fi
     return SSM_OK;
 }
 
+/* ssm.io.* (absent: a language model) */
+static ssm_status io_from_metadata(const ssm_safetensors *st, const char *file, ssm_config *c) {
+    if (!ssm_safetensors_meta(st, "ssm.io.head")) return SSM_OK;
+    int head, pool, loss;
+    ssm_status s;
+    if ((s = meta_int(st, file, "ssm.io.features", 0, &c->io.features)) ||
+        (s = meta_int(st, file, "ssm.io.patch", 1, &c->io.patch)) ||
+        (s = meta_int(st, file, "ssm.io.head", 0, &head)) ||
+        (s = meta_int(st, file, "ssm.io.outputs", 0, &c->io.outputs)) ||
+        (s = meta_int(st, file, "ssm.io.pool", 0, &pool)) ||
+        (s = meta_int(st, file, "ssm.io.loss", 0, &loss)))
+        return s;
+    c->io.head = (ssm_head_kind)head, c->io.pool = (ssm_pool)pool, c->io.loss = (ssm_loss_kind)loss;
+    return SSM_OK;
+}
+
 static ssm_status config_from_metadata(const ssm_safetensors *st, const char *file,
                                        ssm_config *c) {
     int *fields[N_META_INTS] = {&c->vocab_size, &c->d_model, &c->n_layer, &c->d_state,
@@ -451,7 +481,8 @@ static ssm_status config_from_metadata(const ssm_safetensors *st, const char *fi
     if ((long long)c->expand * c->d_model != c->d_inner)
         return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.d_inner = %d is not ssm.expand * "
                     "ssm.d_model = %d * %d", c->d_inner, c->expand, c->d_model);
-    return layers_from_metadata(st, file, c);
+    ssm_status s = layers_from_metadata(st, file, c);
+    return s ? s : io_from_metadata(st, file, c);
 }
 
 /* ---- loading: config from transformers' config.json ------------------------------------- */

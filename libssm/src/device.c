@@ -68,9 +68,18 @@ static ssm_status cuda_forward(ssm_model *m, const int32_t *tokens, const int32_
     return cuda_model_forward(m, tokens, targets, B, L, state, loss, logp, entropy);
 }
 
+/* the CUDA backend runs language models: ssm_forward_io is the CPU's */
+static ssm_status cuda_supports(const ssm_config *c) {
+    if (!ssm_io_is_lm(c))
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs token models with the "
+                             "tied LM head; this model's float inputs or head run on the CPU: use "
+                             "--device cpu");
+    return cuda_model_supports(c);
+}
+
 const ssm_backend ssm_backend_cuda = {
     .name = "cuda",
-    .supports = cuda_model_supports,
+    .supports = cuda_supports,
     .forward = cuda_forward,
     .logits = cuda_model_logits,
     .backward = cuda_model_backward,

@@ -18,6 +18,11 @@ void ssm_acts_free(ssm_activations *a) {
     free(a->layers);
     free(a->tokens);
     free(a->targets);
+    free(a->io_inputs);
+    free(a->io_outputs);
+    free(a->io_pooled);
+    free(a->io_labels);
+    free(a->io_values);
     free(a);
 }
 
@@ -122,6 +127,12 @@ ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int
     return SSM_OK;
 }
 
+ssm_status ssm_check_lm(const ssm_model *m, const char *what) {
+    if (ssm_io_is_lm(&m->config)) return SSM_OK;
+    return ssm_set_error(SSM_ERR_UNSUPPORTED, "%s runs token models with the tied LM head; this "
+                         "model's inputs or head (config.io) go through ssm_forward_io", what);
+}
+
 ssm_status ssm_check_state(const ssm_model *m, const ssm_state *s, int B) {
     if (s->batch != B || !ssm_state_fits(s, &m->config))
         return ssm_set_error(SSM_ERR_SHAPE, "the recurrent state (batch %d) does not fit this "
@@ -141,7 +152,8 @@ ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targe
     if (!m || !tokens || B <= 0 || L <= 0)
         return ssm_set_error(SSM_ERR_ARG, "ssm_forward: need a model, tokens and B, L > 0");
     if (targets && !loss) return ssm_set_error(SSM_ERR_ARG, "ssm_forward: targets without loss");
-    ssm_status s = ssm_check_tokens(m, tokens, targets, (size_t)B * L);
+    ssm_status s = ssm_check_lm(m, "ssm_forward");
+    if (!s) s = ssm_check_tokens(m, tokens, targets, (size_t)B * L);
     if (!s && state) s = ssm_check_state(m, state, B);
     if (!s && state) s = ssm_check_context(m, state, L);
     if (!s) s = m->backend->forward(m, tokens, targets, B, L, state, loss, NULL, NULL);
@@ -163,22 +175,13 @@ ssm_status ssm_check_context(const ssm_model *m, const ssm_state *s, int L) {
     return SSM_OK;
 }
 
-/* The block loop on the CPU. With logp: per-position scores of targets (ssm_forward_score);
- * else with targets: the mean cross-entropy into *loss. */
-ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *targets, int B,
-                           int L, ssm_state *state, float *loss, float *logp, float *entropy) {
+/* The block loop on the CPU, r_0 (acts->layers[0].resid) -> h_f = RMSNorm_f(r_n) (normed_f). */
+void ssm_cpu_blocks_forward(ssm_model *m, ssm_state *state) {
     const ssm_config *c = &m->config;
-    size_t T = (size_t)B * L;
-    ssm_status s;
-    if (state && (s = ssm_state_to_host(state))) return s;
-    if ((s = ssm_acts_plan(m, B, L))) return s;
     ssm_activations *a = m->acts;
     ssm_pass ps = pass_of(m);
-    int D = c->d_model, V = c->vocab_size;
-    memcpy(a->tokens, tokens, T * sizeof(int32_t));
-
-    /* r_0 = embedding[tokens] */
-    cpu_embedding_forward(a->layers[0].resid, tokens, m->params.embedding, (int)T, D);
+    size_t T = ps.T;
+    int D = c->d_model;
     for (int i = 0; i < c->n_layer; i++) {
         ssm_layer_acts *la = &a->layers[i];
         ssm_layer_state st = state ? ssm_state_layer(state, i) : (ssm_layer_state){0};
@@ -190,12 +193,68 @@ ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *t
         memcpy(next, la->resid, T * D * sizeof(float));
         ssm_kind_of(c, i)->forward(&ps, &m->params.layers[i], la, next, state ? &st : NULL);
     }
-    /* logits = RMSNorm_f(r_n) . embedding^T (every projection row-exact: a row's result never
-     * depends on B or the thread count) */
     cpu_rmsnorm_forward(a->normed_f, a->rstd_f, a->resid_f, m->params.norm_f, (int)T, D,
                         c->norm_eps);
-    cpu_matmul_forward_exact(a->logits, V, 0.0f, a->normed_f, D, m->params.embedding, B, L, D, V,
-                             a->matmul_scratch);
+}
+
+/* Its backward: d h_f (bw.d_normed) -> d r_0 (bw.d_resid), accumulating the gradients. */
+void ssm_cpu_blocks_backward(ssm_model *m) {
+    const ssm_config *c = &m->config;
+    ssm_activations *a = m->acts;
+    ssm_pass ps = pass_of(m);
+    ssm_backward_scratch *bw = &a->bw;
+    int T = (int)ps.T, D = c->d_model;
+    memset(bw->d_resid, 0, (size_t)T * D * sizeof(float));
+    cpu_rmsnorm_backward(bw->d_resid, m->grads.norm_f, bw->d_normed, a->resid_f, m->params.norm_f,
+                         a->rstd_f, T, D);
+    for (int i = c->n_layer - 1; i >= 0; i--) {
+        ssm_layer_acts *la = &a->layers[i];
+        /* r_{i+1} = r_i + mixer(h): d h from d r_{i+1} (the residual path keeps d r) */
+        ssm_kind_of(c, i)->backward(&ps, &m->params.layers[i], &m->grads.layers[i], la,
+                                    bw->d_resid, bw->d_normed);
+        /* h = RMSNorm(r): d r += ... */
+        cpu_rmsnorm_backward(bw->d_resid, m->grads.layers[i].norm, bw->d_normed, la->resid,
+                             m->params.layers[i].norm, la->rstd, T, D);
+    }
+}
+
+/* The tied LM head: logits = RMSNorm_f(r_n) . embedding^T (row-exact: a row's result never
+ * depends on B or the thread count). */
+void ssm_cpu_lm_head_forward(ssm_model *m) {
+    ssm_activations *a = m->acts;
+    int D = m->config.d_model, V = m->config.vocab_size;
+    cpu_matmul_forward_exact(a->logits, V, 0.0f, a->normed_f, D, m->params.embedding, a->B, a->L,
+                             D, V, a->matmul_scratch);
+}
+
+/* Its backward from the cross-entropy on acts->targets: d logits = (softmax - onehot) * scale
+ * in place; d h_f (bw.d_normed) = d logits . emb; d emb += d logits^T . h_f. */
+void ssm_cpu_lm_head_backward(ssm_model *m, float scale) {
+    ssm_activations *a = m->acts;
+    int T = a->B * a->L, D = m->config.d_model, V = m->config.vocab_size;
+    cpu_cross_entropy_backward(a->logits, a->targets, T, V, scale);
+    cpu_matmul_backward(a->bw.d_normed, D, 0.0f, m->grads.embedding, a->logits, V, a->normed_f, D,
+                        m->params.embedding, T, D, V);
+}
+
+/* The block loop on the CPU. With logp: per-position scores of targets (ssm_forward_score);
+ * else with targets: the mean cross-entropy into *loss. */
+ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *targets, int B,
+                           int L, ssm_state *state, float *loss, float *logp, float *entropy) {
+    const ssm_config *c = &m->config;
+    size_t T = (size_t)B * L;
+    ssm_status s;
+    if (state && (s = ssm_state_to_host(state))) return s;
+    if ((s = ssm_acts_plan(m, B, L))) return s;
+    ssm_activations *a = m->acts;
+    int D = c->d_model, V = c->vocab_size;
+    memcpy(a->tokens, tokens, T * sizeof(int32_t));
+
+    a->io_forward = 0;
+    /* r_0 = embedding[tokens] */
+    cpu_embedding_forward(a->layers[0].resid, tokens, m->params.embedding, (int)T, D);
+    ssm_cpu_blocks_forward(m, state);
+    ssm_cpu_lm_head_forward(m);
 
     /* the MoE layers' Switch auxiliary loss (and its gradient for the backward) */
     a->aux_loss = ssm_moe_aux_loss(c, a->layers, T, a->bw.moe.aux_grad);
@@ -236,6 +295,7 @@ ssm_status ssm_backward(ssm_model *m) {
 
 ssm_status ssm_cpu_backward(ssm_model *m) {
     ssm_activations *a = m->acts;
+    if (a && a->io_forward) return ssm_cpu_io_backward(m);
     if (!a || !a->has_targets || !a->backward_ready)
         return ssm_set_error(SSM_ERR_ARG, "ssm_backward needs a forward with targets (with at "
                              "least one scored position) just before it");
@@ -243,29 +303,12 @@ ssm_status ssm_cpu_backward(ssm_model *m) {
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "ssm_backward after a forward from a carried "
                              "state is not supported");
     const ssm_config *c = &m->config;
-    int B = a->B, L = a->L, T = B * L, D = c->d_model, V = c->vocab_size;
-    ssm_pass ps = pass_of(m);
+    int B = a->B, L = a->L, T = B * L, D = c->d_model;
     ssm_backward_scratch *bw = &a->bw;
     int64_t count = 0;
     for (int t = 0; t < T; t++) count += a->targets[t] >= 0;
-
-    /* d logits = (softmax - onehot) / count, in place */
-    cpu_cross_entropy_backward(a->logits, a->targets, T, V, 1.0f / (float)count);
-    /* logits = h_f . emb^T: d h_f = d logits . emb; d emb += d logits^T . h_f */
-    cpu_matmul_backward(bw->d_normed, D, 0.0f, m->grads.embedding, a->logits, V, a->normed_f, D,
-                        m->params.embedding, T, D, V);
-    memset(bw->d_resid, 0, (size_t)T * D * sizeof(float));
-    cpu_rmsnorm_backward(bw->d_resid, m->grads.norm_f, bw->d_normed, a->resid_f, m->params.norm_f,
-                         a->rstd_f, T, D);
-    for (int i = c->n_layer - 1; i >= 0; i--) {
-        ssm_layer_acts *la = &a->layers[i];
-        /* r_{i+1} = r_i + mixer(h): d h from d r_{i+1} (the residual path keeps d r) */
-        ssm_kind_of(c, i)->backward(&ps, &m->params.layers[i], &m->grads.layers[i], la,
-                                    bw->d_resid, bw->d_normed);
-        /* h = RMSNorm(r): d r += ... */
-        cpu_rmsnorm_backward(bw->d_resid, m->grads.layers[i].norm, bw->d_normed, la->resid,
-                             m->params.layers[i].norm, la->rstd, T, D);
-    }
+    ssm_cpu_lm_head_backward(m, 1.0f / (float)count);
+    ssm_cpu_blocks_backward(m);
     cpu_embedding_backward(m->grads.embedding, a->tokens, bw->d_resid, T, D);
     a->backward_ready = 0; /* the logits now hold their gradient */
     return SSM_OK;

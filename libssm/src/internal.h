@@ -123,6 +123,15 @@ struct ssm_activations {
     double aux_loss;      /* the last forward's Switch auxiliary loss (ssm_model_aux_loss) */
     int has_hidden;       /* a CPU forward filled the buffers for this (B, L) (ssm_model_hidden) */
     ssm_backward_scratch bw;
+    /* ssm_forward_io (forward_io.c): its own buffers, grown as needed */
+    int io_forward;       /* the last forward was ssm_forward_io: ssm_backward goes there */
+    float *io_inputs;     /* (T, P F) the float inputs */
+    float *io_outputs;    /* (T, F') values or (B, C) class logits; their gradient after backward */
+    float *io_pooled;     /* (B, D) the classify head's pooled rows */
+    int32_t *io_labels;   /* (B) class targets */
+    float *io_values;     /* (T, F') regression targets */
+    size_t io_capacity;   /* floats each of inputs, outputs, values hold */
+    float io_count;       /* scored elements of the last loss */
     float *matmul_scratch; /* (threads, tile rows, widest n_in + n_out) row-exact matmuls */
     int scratch_threads;
 };
@@ -193,6 +202,17 @@ ssm_status ssm_cpu_generate_greedy(ssm_model *m, const int32_t *prompt, int B, i
 void ssm_cpu_score_rows(const ssm_model *m, const int32_t *targets, size_t T, float *logp,
                         float *entropy);
 
+/* The block loop, r_0 (acts->layers[0].resid) -> h_f (acts->normed_f), and its backward
+ * d h_f (bw.d_normed) -> d r_0 (bw.d_resid); forward.c. */
+void ssm_cpu_blocks_forward(ssm_model *m, ssm_state *state);
+void ssm_cpu_blocks_backward(ssm_model *m);
+/* The tied LM head on h_f: logits into acts->logits; its backward from the cross-entropy on
+ * acts->targets (scale = 1 / scored rows) into bw.d_normed and the embedding's gradient. */
+void ssm_cpu_lm_head_forward(ssm_model *m);
+void ssm_cpu_lm_head_backward(ssm_model *m, float scale);
+/* The backward of the last ssm_forward_io (forward_io.c). */
+ssm_status ssm_cpu_io_backward(ssm_model *m);
+
 /* (Re)plan the activations for (B, L): allocates only when the shape grows. */
 ssm_status ssm_acts_plan(ssm_model *model, int B, int L);
 /* Floats ssm_acts_plan would allocate for a validated config (0 when out of memory). */
@@ -206,6 +226,9 @@ ssm_status ssm_check_state(const ssm_model *m, const ssm_state *s, int B);
 ssm_status ssm_check_context(const ssm_model *m, const ssm_state *s, int L);
 /* After a pass of L positions with this state. */
 void ssm_state_advance(ssm_state *s, int L);
+
+/* SSM_ERR_UNSUPPORTED unless config.io is a language model's (ssm_forward, _score, ssm_step). */
+ssm_status ssm_check_lm(const ssm_model *m, const char *what);
 
 /* Every token in [0, V) and every target < V (negative targets are not scored). */
 ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int32_t *targets,

@@ -180,6 +180,35 @@ static ssm_status validate_moe(const ssm_config *c) {
     return SSM_OK;
 }
 
+int ssm_io_is_lm(const ssm_config *c) {
+    return !c->io.features && c->io.head == SSM_HEAD_LM && !c->io.bidirectional;
+}
+
+/* config.io: the input and the head agree with each other and with the loss */
+static ssm_status validate_io(ssm_config *c) {
+    ssm_io_config *io = &c->io;
+    if (io->patch == 0) io->patch = 1;
+    range_check checks[] = {
+        {"io.features", io->features, 0, 1 << 20}, {"io.patch", io->patch, 1, 1 << 16},
+        {"io.head", io->head, SSM_HEAD_LM, SSM_HEAD_CLASSIFY}, {"io.pool", io->pool, 0, SSM_POOL_CLS},
+        {"io.loss", io->loss, SSM_LOSS_CE, SSM_LOSS_MAE},
+        {"io.outputs", io->outputs, io->head == SSM_HEAD_LM ? 0 : 1, 1 << 20},
+    };
+    ssm_status s = check_ranges(checks, sizeof checks / sizeof checks[0]);
+    if (s) return s;
+    if (io->patch > 1 && !io->features)
+        return ssm_set_error(SSM_ERR_ARG, "model io.patch = %d needs float inputs (io.features > 0)",
+                             io->patch);
+    int regression = io->head == SSM_HEAD_REGRESSION;
+    if (regression == (io->loss == SSM_LOSS_CE))
+        return ssm_set_error(SSM_ERR_ARG, "model io.loss: the %s head takes %s", regression ?
+                             "regression" : "token and class", regression ? "mse or mae" : "ce");
+    if (io->bidirectional)
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the task asks for a bidirectional backbone, and "
+                             "every layer kind of this ssm is causal");
+    return SSM_OK;
+}
+
 ssm_status ssm_config_validate(ssm_config *c) {
     if (!c) return ssm_set_error(SSM_ERR_ARG, "config is NULL");
     if (c->d_inner == 0) c->d_inner = c->expand * c->d_model;
@@ -207,6 +236,7 @@ ssm_status ssm_config_validate(ssm_config *c) {
     if (c->dt_min <= 0 || c->dt_max < c->dt_min)
         return ssm_set_error(SSM_ERR_ARG, "model dt_min/dt_max = %g/%g must satisfy 0 < min <= max",
                              c->dt_min, c->dt_max);
+    if ((s = validate_io(c))) return s;
     if (uses(c, SSM_LAYER_MAMBA2) && (s = validate_mamba2(c))) return s;
     if (uses(c, SSM_LAYER_ATTENTION) && (s = validate_attention(c))) return s;
     if (uses(c, SSM_LAYER_MLP)) {
@@ -221,7 +251,7 @@ ssm_status ssm_config_validate(ssm_config *c) {
 }
 
 static int n_tensors_of(const ssm_config *c) {
-    int n = 2; /* embedding, norm_f */
+    int n = 2 + 2 * (c->io.features > 0) + 2 * (c->io.head != SSM_HEAD_LM); /* + io's */
     for (int i = 0; i < c->n_layer; i++) n += 1 + ssm_kind_of(c, i)->n_tensors;
     return n;
 }
@@ -269,6 +299,18 @@ static void build_tensor_table(ssm_model *m) {
         }
     }
     add_tensor(m, &off, 0, 1, norm, "backbone.norm_f.weight");
+    /* config.io's, after the backbone's so a language model's offsets never move */
+    const ssm_io_config *io = &c->io;
+    if (io->features) {
+        int64_t w[2] = {c->d_model, (int64_t)io->patch * io->features};
+        add_tensor(m, &off, 1, 2, w, "backbone.input_proj.weight");
+        add_tensor(m, &off, 0, 1, norm, "backbone.input_proj.bias");
+    }
+    if (io->head != SSM_HEAD_LM) {
+        int64_t w[2] = {io->outputs, c->d_model}, b[1] = {io->outputs};
+        add_tensor(m, &off, 1, 2, w, "head.weight");
+        add_tensor(m, &off, 0, 1, b, "head.bias");
+    }
     m->n_params = off;
 }
 
@@ -284,6 +326,15 @@ static void bind_params(const ssm_model *m, float *blob, ssm_params *p) {
             lp->mixer[j] = blob + t[k++].offset;
     }
     p->norm_f = blob + t[k++].offset;
+    p->input_proj = p->input_bias = p->head = p->head_bias = NULL;
+    if (m->config.io.features) {
+        p->input_proj = blob + t[k++].offset;
+        p->input_bias = blob + t[k++].offset;
+    }
+    if (m->config.io.head != SSM_HEAD_LM) {
+        p->head = blob + t[k++].offset;
+        p->head_bias = blob + t[k++].offset;
+    }
 }
 
 ssm_status ssm_model_create(const ssm_config *config, ssm_model **out) {
@@ -354,6 +405,17 @@ ssm_status ssm_model_init(ssm_model *m, uint64_t seed) {
     for (int l = 0; l < c->n_layer; l++) {
         for (int i = 0; i < D; i++) p->layers[l].norm[i] = 1.0f;
         ssm_kind_of(c, l)->init(c, &rng, &p->layers[l]);
+    }
+    /* the input projection and the head as torch's nn.Linear: U(+-1/sqrt(fan_in)), bias too */
+    const ssm_io_config *io = &c->io;
+    if (io->features) {
+        int fan_in = io->patch * io->features;
+        ssm_fill_uniform(&rng, p->input_proj, (size_t)D * fan_in, 1.0 / sqrt(fan_in));
+        ssm_fill_uniform(&rng, p->input_bias, (size_t)D, 1.0 / sqrt(fan_in));
+    }
+    if (io->head != SSM_HEAD_LM) {
+        ssm_fill_uniform(&rng, p->head, (size_t)io->outputs * D, 1.0 / sqrt(D));
+        ssm_fill_uniform(&rng, p->head_bias, (size_t)io->outputs, 1.0 / sqrt(D));
     }
     return SSM_OK;
 }

@@ -27,7 +27,8 @@ ssm_status ssm_forward_score(ssm_model *m, const int32_t *tokens, const int32_t 
     if (!m || !tokens || !targets || !logp || B <= 0 || L <= 0)
         return ssm_set_error(SSM_ERR_ARG, "ssm_forward_score: need a model, tokens, targets, logp "
                              "and B, L > 0 (got B %d, L %d)", B, L);
-    ssm_status s = ssm_check_tokens(m, tokens, targets, (size_t)B * L);
+    ssm_status s = ssm_check_lm(m, "ssm_forward_score");
+    if (!s) s = ssm_check_tokens(m, tokens, targets, (size_t)B * L);
     if (!s && state) s = ssm_check_state(m, state, B);
     if (!s && state) s = ssm_check_context(m, state, L);
     if (!s) s = m->backend->forward(m, tokens, targets, B, L, state, NULL, logp, entropy);

@@ -324,7 +324,7 @@ static int audio_can_generate(void *self, int32_t token) {
 }
 
 const ssm_task_ops ssm_task_audio = {
-    .abi_version = SSM_TASK_ABI_VERSION,
+    SSM_TASK_OPS_HEADER,
     .name = "audio",
     .description = "raw audio: next-sample prediction of 8-bit mu-law (or linear) codes, any format "
                    "libsndfile reads",

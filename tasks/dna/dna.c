@@ -433,7 +433,7 @@ static int dna_can_generate(void *self, int32_t token) {
 }
 
 const ssm_task_ops ssm_task_dna = {
-    .abi_version = SSM_TASK_ABI_VERSION,
+    SSM_TASK_OPS_HEADER,
     .name = "dna",
     .description = "DNA: next-base prediction over FASTA/FASTQ genomes and reads (A C G T N)",
     .symbol = "base",

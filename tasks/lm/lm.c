@@ -271,7 +271,7 @@ static int lm_can_generate(void *self, int32_t token) {
 }
 
 const ssm_task_ops ssm_task_lm = {
-    .abi_version = SSM_TASK_ABI_VERSION,
+    SSM_TASK_OPS_HEADER,
     .name = "lm",
     .description = "byte-level language model of UTF-8 text (plain or gzip files)",
     .symbol = "byte",

@@ -103,7 +103,7 @@ static void test_batches(void **st) {
     TU_OK(create(y, 1, &t, &r));
     const int B = 6, L = 128;
     int32_t *tok = malloc(2 * B * L * sizeof *tok), *tgt = malloc(2 * B * L * sizeof *tgt);
-    ssm_batch b1 = {B, L, tok, tgt}, b2 = {B, L, tok + B * L, tgt + B * L};
+    ssm_batch b1 = {.B = B, .L = L, .tokens = tok, .targets = tgt}, b2 = {.B = B, .L = L, .tokens = tok + B * L, .targets = tgt + B * L};
     for (int split = 0; split < 2; split++) {
         ssm_rng r1, r2;
         ssm_rng_seed(&r1, 5);
@@ -128,7 +128,7 @@ static void test_batches(void **st) {
     ssm_rng_seed(&rng, 1);
     int seen = 0;
     for (int rep = 0; rep < 40000 && !seen; rep++) { /* tiny.wav is in one split or the other */
-        ssm_batch one = {1, L, tok, tgt};
+        ssm_batch one = {.B = 1, .L = L, .tokens = tok, .targets = tgt};
         TU_OK(ssm_task_audio.next_batch(t, (ssm_split)(rep & 1), &rng, &one));
         int scored = 0;
         for (int l = 0; l < L; l++) scored += tgt[l] >= 0;
@@ -324,7 +324,7 @@ static void test_bad_recipes(void **st) {
     /* no data: batches say so */
     TU_OK(create("task: {name: audio}\n", 0, &t, &r));
     int32_t tk[4], tg[4];
-    ssm_batch b = {1, 4, tk, tg};
+    ssm_batch b = {.B = 1, .L = 4, .tokens = tk, .targets = tg};
     ssm_rng rng;
     ssm_rng_seed(&rng, 1);
     assert_int_equal(ssm_task_audio.next_batch(t, SSM_SPLIT_TRAIN, &rng, &b), SSM_ERR_MISSING);

@@ -195,7 +195,7 @@ static void test_next_batch(void **st) {
     TU_OK(dna_task_open(files, 1, NULL, 0, NULL, 1, 0.0, &task));
     enum { B = 6, L = 96 };
     int32_t tok[B * L], tgt[B * L], tok2[B * L], tgt2[B * L];
-    ssm_batch batch = {B, L, tok, tgt}, batch2 = {B, L, tok2, tgt2};
+    ssm_batch batch = {.B = B, .L = L, .tokens = tok, .targets = tgt}, batch2 = {.B = B, .L = L, .tokens = tok2, .targets = tgt2};
     ssm_rng rng, rng2;
     ssm_rng_seed(&rng, 7);
     ssm_rng_seed(&rng2, 7);
@@ -260,7 +260,7 @@ static void test_reverse_complement_windows(void **st) {
     TU_OK(dna_task_open(files, 1, NULL, 0, NULL, 1, 1.0, &task));
     enum { B = 4, L = 80 };
     int32_t tok[B * L], tgt[B * L];
-    ssm_batch batch = {B, L, tok, tgt};
+    ssm_batch batch = {.B = B, .L = L, .tokens = tok, .targets = tgt};
     ssm_rng rng;
     ssm_rng_seed(&rng, 9);
     for (int it = 0; it < 10; it++) {
@@ -303,7 +303,7 @@ static void test_padding(void **st) {
     TU_OK(dna_task_open(files, 1, NULL, 0, &o, 0, 0.0, &task));
     enum { B = 8, L = 32 };
     int32_t tok[B * L], tgt[B * L];
-    ssm_batch batch = {B, L, tok, tgt};
+    ssm_batch batch = {.B = B, .L = L, .tokens = tok, .targets = tgt};
     ssm_rng rng;
     ssm_rng_seed(&rng, 1);
     TU_OK(ssm_task_dna.next_batch(task, SSM_SPLIT_TRAIN, &rng, &batch));
@@ -321,7 +321,7 @@ static void test_padding(void **st) {
             else if (l >= n) assert_int_equal(g[l], -1);
         }
     }
-    ssm_batch bad = {0, L, tok, tgt};
+    ssm_batch bad = {.B = 0, .L = L, .tokens = tok, .targets = tgt};
     assert_int_equal(ssm_task_dna.next_batch(task, SSM_SPLIT_TRAIN, &rng, &bad), SSM_ERR_ARG);
     /* no validation data (valid_fraction 0): a clear error */
     assert_int_equal(ssm_task_dna.next_batch(task, SSM_SPLIT_VALID, &rng, &batch), SSM_ERR_MISSING);
@@ -402,7 +402,7 @@ static void test_records(void **st) {
         ssm_task_dna.close_records(reader);
         /* without data the task cannot serve batches */
         int32_t tk[4], tg[4];
-        ssm_batch b = {1, 4, tk, tg};
+        ssm_batch b = {.B = 1, .L = 4, .tokens = tk, .targets = tg};
         ssm_rng rng;
         ssm_rng_seed(&rng, 1);
         assert_int_equal(ssm_task_dna.next_batch(task, SSM_SPLIT_TRAIN, &rng, &b), SSM_ERR_ARG);

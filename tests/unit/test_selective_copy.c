@@ -77,13 +77,30 @@ static void test_wrong_abi_refused(void **state) {
     if (!strstr(ssm_last_error(), want)) fail_msg("message '%s' lacks '%s'", ssm_last_error(), want);
 }
 
+/* a plugin built against version 1 of task.h loads, with every version 2 field NULL, and
+ * makes the same batches */
+static void test_v1_plugin_loads(void **state) {
+    const ssm_task_ops *v1, *v2;
+    TU_OK(ssm_task_find(plugin_path("SSM_V1_ABI_SO"), &v1));
+    TU_OK(ssm_task_find(plugin_path("SSM_SELECTIVE_COPY_SO"), &v2));
+    assert_int_equal(v1->abi_version, 1);
+    assert_int_equal(v1->struct_size, sizeof(ssm_task_ops));
+    assert_null(v1->model_io);
+    assert_null(v1->score_file);
+    assert_ptr_equal(v1->next_batch == NULL, 0);
+    assert_string_equal(v1->name, v2->name);
+    const ssm_task_ops *again;
+    TU_OK(ssm_task_find(plugin_path("SSM_V1_ABI_SO"), &again));
+    assert_ptr_equal(again, v1); /* the same table for the same file */
+}
+
 static void test_batches(void **state) {
     copy_fixture f;
     TU_OK(copy_open("  seq_len: 512\n  n_data: 16\n  vocab: 16\n", &f));
     assert_int_equal(f.ops->vocab_size(f.task), 16);
     enum { B = 8, L = 512, N = 16 };
     static int32_t tok[B * L], tgt[B * L], tok2[B * L], tgt2[B * L];
-    ssm_batch b = {B, L, tok, tgt}, b2 = {B, L, tok2, tgt2};
+    ssm_batch b = {.B = B, .L = L, .tokens = tok, .targets = tgt}, b2 = {.B = B, .L = L, .tokens = tok2, .targets = tgt2};
     ssm_rng rng, copy;
     ssm_rng_seed(&rng, 3);
     copy = rng;
@@ -115,7 +132,7 @@ static void test_batches(void **state) {
         }
     }
     /* a batch of another length is refused with both lengths named */
-    ssm_batch wrong = {1, 256, tok, tgt};
+    ssm_batch wrong = {.B = 1, .L = 256, .tokens = tok, .targets = tgt};
     assert_int_equal(f.ops->next_batch(f.task, SSM_SPLIT_TRAIN, &rng, &wrong), SSM_ERR_ARG);
     assert_non_null(strstr(ssm_last_error(), "256"));
     assert_non_null(strstr(ssm_last_error(), "512"));
@@ -131,7 +148,7 @@ static void test_batches(void **state) {
     /* defaults: the paper's 4096 tokens, 16 to copy, vocabulary 16 */
     TU_OK(copy_open("", &f));
     static int32_t big[4096], big_t[4096];
-    ssm_batch one = {1, 4096, big, big_t};
+    ssm_batch one = {.B = 1, .L = 4096, .tokens = big, .targets = big_t};
     TU_OK(f.ops->next_batch(f.task, SSM_SPLIT_TRAIN, &rng, &one));
     int scored = 0;
     for (int l = 0; l < 4096; l++) scored += big_t[l] >= 0;
@@ -175,7 +192,7 @@ static void test_trains(void **state) {
     ssm_adamw *opt;
     TU_OK(ssm_adamw_create(&ac, m, &opt));
     static int32_t tok[B * L], tgt[B * L];
-    ssm_batch b = {B, L, tok, tgt};
+    ssm_batch b = {.B = B, .L = L, .tokens = tok, .targets = tgt};
     ssm_rng rng;
     ssm_rng_seed(&rng, 5);
     double chance = log(VOCAB - 2.0), before = valid_loss(m, f.ops, f.task, &b);
@@ -200,6 +217,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load),
         cmocka_unit_test(test_wrong_abi_refused),
+        cmocka_unit_test(test_v1_plugin_loads),
         cmocka_unit_test(test_batches),
         cmocka_unit_test(test_trains),
     };

@@ -282,7 +282,7 @@ static void test_lm_batches(void **state) {
     uint8_t *file = slurp(path, &flen);
     enum { B = 16, L = 300 };
     int32_t tok[2][B * L], tgt[2][B * L];
-    ssm_batch b0 = {B, L, tok[0], tgt[0]}, b1 = {B, L, tok[1], tgt[1]};
+    ssm_batch b0 = {.B = B, .L = L, .tokens = tok[0], .targets = tgt[0]}, b1 = {.B = B, .L = L, .tokens = tok[1], .targets = tgt[1]};
     ssm_rng rng, copy;
     ssm_rng_seed(&rng, 42);
     copy = rng;
@@ -350,7 +350,7 @@ static void test_lm_short_document(void **state) {
     TU_OK(lm_open(yaml_for("  valid_fraction: 0", p), &f));
     enum { L = 12 };
     int32_t tok[L], tgt[L];
-    ssm_batch b = {1, L, tok, tgt};
+    ssm_batch b = {.B = 1, .L = L, .tokens = tok, .targets = tgt};
     ssm_rng rng;
     ssm_rng_seed(&rng, 1);
     TU_OK(f.ops->next_batch(f.task, SSM_SPLIT_TRAIN, &rng, &b));
@@ -431,7 +431,7 @@ static void test_lm_records_and_text(void **state) {
     free(toks);
     /* without data, batches say what is missing */
     int32_t t1[4], t2[4];
-    ssm_batch b = {1, 4, t1, t2};
+    ssm_batch b = {.B = 1, .L = 4, .tokens = t1, .targets = t2};
     ssm_rng rng;
     ssm_rng_seed(&rng, 1);
     expect_error(f.ops->next_batch(f.task, SSM_SPLIT_TRAIN, &rng, &b), SSM_ERR_MISSING, "data: {train:");

@@ -132,6 +132,36 @@ typedef struct ssm_moe_config {
     float aux_loss_coef;   /* Jamba's router_aux_loss_coef (0.001): loss += coef * Switch aux */
     int shared_d_ff;       /* the shared expert's hidden width; 0: none */
 } ssm_moe_config;
+/* What the model reads and what it predicts (docs/architecture.md, 'Inputs and heads'). The
+ * zero value is a language model: tokens through the embedding, the tied LM head,
+ * cross-entropy, causal. */
+typedef enum ssm_head_kind {
+    SSM_HEAD_LM = 0,         /* logits (T, V) = h . embedding^T (tied) */
+    SSM_HEAD_REGRESSION = 1, /* values (T, F') = h . head^T + head_bias, per position */
+    SSM_HEAD_CLASSIFY = 2,   /* logits (B, C) = pool(h) . head^T + head_bias, per sequence */
+} ssm_head_kind;
+typedef enum ssm_pool {
+    SSM_POOL_MEAN = 0,       /* mean over the L positions */
+    SSM_POOL_LAST = 1,       /* the last position (a causal model's summary) */
+    SSM_POOL_CLS = 2,        /* the first position, where the task puts a CLS token */
+} ssm_pool;
+typedef enum ssm_loss_kind {
+    SSM_LOSS_CE = 0,         /* cross-entropy over token or class targets >= 0 */
+    SSM_LOSS_MSE = 1,        /* mean of (y - target)^2 over the targets that are not NaN */
+    SSM_LOSS_MAE = 2,        /* mean of |y - target| over the same */
+} ssm_loss_kind;
+typedef struct ssm_io_config {
+    int features;            /* F float inputs per step through a learned projection (with bias);
+                              * 0: tokens through the embedding */
+    int patch;               /* steps per backbone position (0 or 1: none): the projection reads
+                              * patch * F values, PatchTST-style */
+    ssm_head_kind head;
+    int outputs;             /* regression: F' values per position; classify: C classes */
+    ssm_pool pool;           /* classify only */
+    ssm_loss_kind loss;      /* CE for the LM and classify heads; MSE or MAE for regression */
+    int bidirectional;       /* the task asks for a non-causal backbone (refused until a layer
+                              * kind can run both ways) */
+} ssm_io_config;
 
 typedef struct ssm_config {
     int vocab_size; /* rows of the embedding (padded to a multiple of 8 by ssm_config_default) */
@@ -156,11 +186,14 @@ typedef struct ssm_config {
     ssm_attention_config attention;
     ssm_mlp_config mlp;
     ssm_moe_config moe;
+    ssm_io_config io;
 } ssm_config;
 
 /* The reference defaults for a Mamba-1 model of this size (every layer SSM_LAYER_MAMBA1, the
  * Mamba-2 options at mamba_ssm's defaults); vocab_size is padded to a multiple of 8. */
 SSM_API ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer);
+/* 1 when config.io is a language model's: tokens in, the tied LM head, causal. */
+SSM_API int ssm_io_is_lm(const ssm_config *config);
 /* Set every layer's kind. */
 SSM_API void ssm_config_set_kind(ssm_config *config, ssm_layer_kind kind);
 /* The one validator: ranges and divisibility of every field that a layer present uses, named
@@ -252,6 +285,11 @@ typedef struct ssm_params {
     float *embedding;         /* (V, D)  backbone.embeddings.weight, tied LM head */
     ssm_layer_params *layers; /* (n_layer) */
     float *norm_f;            /* (D)     backbone.norm_f.weight */
+    /* config.io: NULL when absent (token input; the tied LM head) */
+    float *input_proj;        /* (D, P F) backbone.input_proj.weight, float inputs */
+    float *input_bias;        /* (D)      backbone.input_proj.bias */
+    float *head;              /* (F' or C, D) head.weight, regression and classify heads */
+    float *head_bias;         /* (F' or C)    head.bias */
 } ssm_params;
 
 /* One named tensor of the parameter blob, in the Hugging Face Mamba naming. */
@@ -339,6 +377,24 @@ SSM_API ssm_status ssm_step(ssm_model *model, ssm_state *state, const int32_t *t
 SSM_API ssm_status ssm_forward_score(ssm_model *model, const int32_t *tokens,
                                      const int32_t *targets, int B, int L, ssm_state *state,
                                      float *logp, float *entropy);
+/* Any input, any head (config.io): one batch of B sequences of L backbone positions.
+ *   tokens   (B, L)                 when config.io.features == 0
+ *   features (B, L * patch, F)      otherwise (patch consecutive steps make one position)
+ *   targets  LM head: (B, L) token ids, -1 not scored; classify: (B) classes, -1 not scored
+ *   values   regression: (B, L, F') float targets, NaN not scored
+ * With targets or values, *loss receives the head's loss (config.io.loss) and ssm_backward may
+ * follow. No targets: a forward only (ssm_model_outputs). CPU models; no carried state. */
+typedef struct ssm_io {
+    const int32_t *tokens;
+    const float *features;
+    const int32_t *targets;
+    const float *values;
+} ssm_io;
+SSM_API ssm_status ssm_forward_io(ssm_model *model, const ssm_io *io, int B, int L, float *loss);
+/* The head's outputs of the last ssm_forward_io: logits (B, L, V), values (B, L, F') or class
+ * logits (B, C). */
+SSM_API const float *ssm_model_outputs(const ssm_model *model);
+
 /* Greedy decoding: prompt (B, P) with P >= 1, then n_new tokens per sequence into out
  * (B, n_new), each the argmax of the previous step's logits (lowest index on ties). On a GPU the
  * tokens stay on the device and each step runs as one CUDA graph. */
