@@ -11,7 +11,8 @@
 static const char *const model_keys[] = {
     "d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "norm_eps", "layers",
     "mixer", "headdim", "ngroups", "chunk_size", "dt_limit", "pattern", "n_heads", "n_kv_heads",
-    "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation", NULL};
+    "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation", "selective",
+    NULL};
 
 /* model.layers: one kind for all ("mamba2"), or a list of n_layer kinds */
 static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer, ssm_config *c) {
@@ -128,6 +129,9 @@ ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_confi
         (s = ssm_node_int(r, m, "ngroups", 1, 1, 1 << 16, &ngroups)) ||
         (s = ssm_node_int(r, m, "chunk_size", 256, 1, 1 << 16, &chunk)))
         return s;
+    int selective; /* Mamba-1: false = the ablation with dt, B, C fixed (mamba1.c) */
+    if ((s = ssm_node_bool(r, m, "selective", 1, &selective))) return s;
+    c.non_selective = !selective;
     ssm_node *dr = m ? ssm_node_get(m, "dt_rank") : NULL;
     if (!(dr && dr->kind == SSM_NODE_SCALAR && !strcmp(dr->value, "auto")) &&
         (s = ssm_node_int(r, m, "dt_rank", 0, 0, 16384, &dt_rank)))
