@@ -90,6 +90,7 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
     PUT("ssm.dt_rank", "%d", c->dt_rank);
     PUT("ssm.d_inner", "%d", c->d_inner);
     PUT("ssm.norm_eps", "%.9g", (double)c->norm_eps);
+    if (c->non_selective) PUT("ssm.selective", "false"); /* absent: selective, the default */
     if (uses_kind(c, SSM_LAYER_ATTENTION)) {
         const ssm_attention_config *a = &c->attention;
         PUT("ssm.attention.n_heads", "%d", a->n_heads);
@@ -478,6 +479,11 @@ static ssm_status config_from_metadata(const ssm_safetensors *st, const char *fi
     if (!*eps || *end || !isfinite(e))
         return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.norm_eps = '%s' is not a number", eps);
     c->norm_eps = (float)e;
+    const char *sel = ssm_safetensors_meta(st, "ssm.selective");
+    if (sel && strcmp(sel, "true") && strcmp(sel, "false"))
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.selective = '%s' is not true or "
+                             "false", sel);
+    c->non_selective = sel && !strcmp(sel, "false");
     if ((long long)c->expand * c->d_model != c->d_inner)
         return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.d_inner = %d is not ssm.expand * "
                     "ssm.d_model = %d * %d", c->d_inner, c->expand, c->d_model);

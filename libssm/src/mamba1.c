@@ -2,7 +2,12 @@
  *   [x | z] = in_proj(h); u = silu(conv1d(x)); [dt | B | C] = x_proj(u);
  *   dt = dt_proj(dt) (no bias); y = scan(u, dt, B, C) (bias + softplus + D inside);
  *   out += out_proj(y * silu(z)).
- * Shapes: T = B * L rows; D = d_model, E = d_inner, N = d_state, K = d_conv, R = dt_rank. */
+ * Shapes: T = B * L rows; D = d_model, E = d_inner, N = d_state, K = d_conv, R = dt_rank.
+ *
+ * config.non_selective (the Mamba paper's ablation without selection, recipe key
+ * model.selective: false): x_proj is applied to a constant input of ones instead of u, so
+ * [dt | B | C] are the same learned values at every position: dt fixed per channel (after
+ * dt_proj), B and C fixed (N), and the layer is a time-invariant SSM. Same tensors, same shapes. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,6 +86,25 @@ static void m1_plan_scratch(ssm_carver *cv, const ssm_config *c, ssm_backward_sc
     bw->mamba1.dBC_partial = ssm_carve(cv, (size_t)threads * T * 2 * N);
 }
 
+/* non-selective: x_dbl (T, XD) = x_proj . 1, the same row at every position */
+static void m1_fixed_x_dbl(float *x_dbl, const float *x_proj, size_t T, int E, int XD) {
+    for (int j = 0; j < XD; j++) {
+        double s = 0;
+        for (int e = 0; e < E; e++) s += x_proj[(size_t)j * E + e];
+        x_dbl[j] = (float)s;
+    }
+    for (size_t t = 1; t < T; t++) memcpy(x_dbl + t * XD, x_dbl, (size_t)XD * sizeof *x_dbl);
+}
+
+/* its backward: d x_proj[j, e] += sum_t d x_dbl[t, j] (the input is ones; u gets nothing) */
+static void m1_fixed_x_dbl_backward(float *g_x_proj, const float *d_x_dbl, size_t T, int E, int XD) {
+    for (int j = 0; j < XD; j++) {
+        double s = 0;
+        for (size_t t = 0; t < T; t++) s += d_x_dbl[t * XD + j];
+        for (int e = 0; e < E; e++) g_x_proj[(size_t)j * E + e] += (float)s;
+    }
+}
+
 static void m1_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer_acts *la,
                        float *out, const ssm_layer_state *st) {
     const ssm_config *c = ps->c;
@@ -94,8 +118,9 @@ static void m1_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer
     /* u = silu(conv1d(x) + bias) */
     cpu_conv_forward(a->u, a->xz, 2 * E, p->conv_w, p->conv_b, st ? st->conv : NULL, B, L, E, K);
     if (st) cpu_conv_state_update(st->conv, a->xz, 2 * E, B, L, E, K);
-    /* [dt | B | C] = x_proj(u) */
-    cpu_matmul_forward_exact(a->x_dbl, XD, 0.0f, a->u, E, p->x_proj, B, L, E, XD, mm);
+    /* [dt | B | C] = x_proj(u), or x_proj(1) without selection */
+    if (c->non_selective) m1_fixed_x_dbl(a->x_dbl, p->x_proj, ps->T, E, XD);
+    else cpu_matmul_forward_exact(a->x_dbl, XD, 0.0f, a->u, E, p->x_proj, B, L, E, XD, mm);
     /* dt = dt_proj(dt) without its bias */
     cpu_matmul_forward_exact(a->dt, E, 0.0f, a->x_dbl, XD, p->dt_proj_w, B, L, R, E, mm);
     /* y = scan(u, softplus(dt + bias), A, B, C) + D u */
@@ -128,9 +153,10 @@ static void m1_backward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_laye
     /* dt = dt_proj(x_dbl[:, :R]) */
     cpu_matmul_backward(w->d_x_dbl, XD, 0.0f, g->dt_proj_w, w->d_dt, E, a->x_dbl, XD,
                         p->dt_proj_w, T, R, E);
-    /* x_dbl = x_proj(u): d u += d x_dbl . x_proj */
-    cpu_matmul_backward(w->d_u, E, 1.0f, g->x_proj, w->d_x_dbl, XD, a->u, E, p->x_proj, T, E,
-                        XD);
+    /* x_dbl = x_proj(u): d u += d x_dbl . x_proj (without selection x_dbl does not see u) */
+    if (c->non_selective) m1_fixed_x_dbl_backward(g->x_proj, w->d_x_dbl, (size_t)T, E, XD);
+    else cpu_matmul_backward(w->d_u, E, 1.0f, g->x_proj, w->d_x_dbl, XD, a->u, E, p->x_proj, T,
+                             E, XD);
     /* u = silu(conv1d(x)) */
     cpu_conv_backward(w->d_xz, g->conv_w, g->conv_b, w->d_u, a->xz, 2 * E, p->conv_w, p->conv_b,
                       B, L, E, K);
@@ -154,7 +180,8 @@ static void m1_step(const ssm_config *c, const ssm_layer_params *lp, const float
     /* the products read each weight once for the B rows (cpu_matmul_rows) */
     cpu_matmul_rows(xz, 2 * E, 0.0f, h, D, p->in_proj, B, D, 2 * E);
     cpu_conv_step(u, st->conv, xz, 2 * E, p->conv_w, p->conv_b, B, E, K);
-    cpu_matmul_rows(x_dbl, XD, 0.0f, u, E, p->x_proj, B, E, XD);
+    if (c->non_selective) m1_fixed_x_dbl(x_dbl, p->x_proj, (size_t)B, E, XD);
+    else cpu_matmul_rows(x_dbl, XD, 0.0f, u, E, p->x_proj, B, E, XD);
     cpu_matmul_rows(dt, E, 0.0f, x_dbl, XD, p->dt_proj_w, B, R, E);
     cpu_scan_step(y, st->ssm, u, dt, p->dt_proj_b, p->A_log, x_dbl + R, x_dbl + R + N, XD, p->D,
                   B, E, N);

@@ -11,7 +11,7 @@
 static const char *const model_keys[] = {
     "d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "norm_eps", "layers",
     "mixer", "headdim", "ngroups", "chunk_size", "dt_limit", "pattern", "n_heads", "n_kv_heads",
-    "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation",
+    "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation", "selective",
     "n_experts", "top_k", "moe_d_ff", "moe_activation", "routing", "norm_topk", "routed_scaling",
     "aux_loss_coef", "shared_d_ff", NULL};
 
@@ -155,6 +155,9 @@ ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_confi
         (s = ssm_node_int(r, m, "ngroups", 1, 1, 1 << 16, &ngroups)) ||
         (s = ssm_node_int(r, m, "chunk_size", 256, 1, 1 << 16, &chunk)))
         return s;
+    int selective; /* Mamba-1: false = the ablation with dt, B, C fixed (mamba1.c) */
+    if ((s = ssm_node_bool(r, m, "selective", 1, &selective))) return s;
+    c.non_selective = !selective;
     ssm_node *dr = m ? ssm_node_get(m, "dt_rank") : NULL;
     if (!(dr && dr->kind == SSM_NODE_SCALAR && !strcmp(dr->value, "auto")) &&
         (s = ssm_node_int(r, m, "dt_rank", 0, 0, 16384, &dt_rank)))

@@ -8,8 +8,9 @@
 
 #include "testutil.h"
 
-static ssm_model *small_model(uint64_t seed) {
+static ssm_model *small_model(uint64_t seed, int non_selective) {
     ssm_config c = ssm_config_default(11, 12, 2);
+    c.non_selective = non_selective;
     c.d_state = 4;
     c.d_conv = 3;
     c.dt_rank = 2;
@@ -35,9 +36,8 @@ static double loss_at(ssm_model *m, const int32_t *tok, const int32_t *tgt, int 
     return loss;
 }
 
-static void test_whole_model_gradient(void **st) {
-    (void)st;
-    ssm_model *m = small_model(7);
+static void check_whole_model_gradient(int non_selective) {
+    ssm_model *m = small_model(7, non_selective);
     enum { B = 2, L = 9 };
     int32_t tok[B * L], tgt[B * L];
     for (int i = 0; i < B * L; i++) {
@@ -76,15 +76,33 @@ static void test_whole_model_gradient(void **st) {
         if (!(err < bound)) bad++;
         free(v);
     }
+    if (non_selective) { /* x_proj sees a constant input: each row's gradient is one value */
+        const ssm_config *c = &m->config;
+        const float *g = grad + (m->params.layers[0].mamba1.x_proj - m->params_blob);
+        for (int j = 0; j < c->dt_rank + 2 * c->d_state; j++)
+            for (int e = 1; e < c->d_inner; e++)
+                assert_float_equal(g[j * c->d_inner + e], g[j * c->d_inner], 0.0f);
+    }
     free(grad);
     ssm_model_free(m);
     assert_int_equal(bad, 0);
 }
 
+static void test_whole_model_gradient(void **st) {
+    (void)st;
+    check_whole_model_gradient(0);
+}
+
+/* the ablation without selection (model.selective: false): dt, B, C from x_proj(1) */
+static void test_non_selective_gradient(void **st) {
+    (void)st;
+    check_whole_model_gradient(1);
+}
+
 /* gradients accumulate over two backward passes */
 static void test_backward_accumulates(void **st) {
     (void)st;
-    ssm_model *m = small_model(3);
+    ssm_model *m = small_model(3, 0);
     int32_t tok[6] = {1, 2, 3, 4, 5, 6}, tgt[6] = {2, 3, 4, 5, 6, 7};
     loss_at(m, tok, tgt, 1, 6);
     ssm_model_zero_grad(m);
@@ -103,7 +121,7 @@ static void test_backward_accumulates(void **st) {
 
 static void test_bad_tokens_refused(void **st) {
     (void)st;
-    ssm_model *m = small_model(3);
+    ssm_model *m = small_model(3, 0);
     int32_t tok[3] = {1, 99, 2};
     float loss;
     assert_int_equal(ssm_forward(m, tok, NULL, 1, 3, NULL, &loss), SSM_ERR_ARG);
@@ -114,6 +132,7 @@ static void test_bad_tokens_refused(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_model_gradient),
+        cmocka_unit_test(test_non_selective_gradient),
         cmocka_unit_test(test_backward_accumulates),
         cmocka_unit_test(test_bad_tokens_refused),
     };

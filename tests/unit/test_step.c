@@ -6,8 +6,9 @@
 #include "testutil.h"
 
 static ssm_model *model_for(int vocab, int d_model, int n_layer, int d_state, int d_conv,
-                            uint64_t seed) {
+                            uint64_t seed, int non_selective) {
     ssm_config c = ssm_config_default(vocab, d_model, n_layer);
+    c.non_selective = non_selective;
     c.d_state = d_state;
     c.d_conv = d_conv;
     ssm_model *m;
@@ -28,9 +29,10 @@ static float *parallel_logits(ssm_model *m, const int32_t *tok, int B, int L) {
     return out;
 }
 
-static void check_step_equals_parallel(int d_model, int n_layer, int d_state, int d_conv) {
+static void check_step_equals_parallel(int d_model, int n_layer, int d_state, int d_conv,
+                                       int non_selective) {
     enum { B = 3, L = 23 };
-    ssm_model *m = model_for(21, d_model, n_layer, d_state, d_conv, 5);
+    ssm_model *m = model_for(21, d_model, n_layer, d_state, d_conv, 5, non_selective);
     int V = m->config.vocab_size;
     int32_t tok[B * L];
     tu_random_tokens(tok, B * L, 21, 9);
@@ -58,15 +60,16 @@ static void check_step_equals_parallel(int d_model, int n_layer, int d_state, in
 
 static void test_step_equals_parallel(void **s) {
     (void)s;
-    check_step_equals_parallel(16, 2, 16, 4);
-    check_step_equals_parallel(13, 3, 5, 2); /* odd sizes, other d_state and d_conv */
+    check_step_equals_parallel(16, 2, 16, 4, 0);
+    check_step_equals_parallel(13, 3, 5, 2, 0); /* odd sizes, other d_state and d_conv */
+    check_step_equals_parallel(16, 2, 16, 4, 1); /* without selection (model.selective: false) */
 }
 
 /* Windows of uneven sizes, carrying the state, give the logits of one long forward. */
 static void test_carried_state_equals_one_pass(void **s) {
     (void)s;
     enum { B = 2, L = 50 };
-    ssm_model *m = model_for(17, 24, 2, 16, 4, 11);
+    ssm_model *m = model_for(17, 24, 2, 16, 4, 11, 0);
     int V = m->config.vocab_size;
     int32_t tok[B * L];
     tu_random_tokens(tok, B * L, 17, 3);
@@ -116,7 +119,7 @@ static void test_carried_state_equals_one_pass(void **s) {
 
 static void test_state_mismatch_refused(void **s) {
     (void)s;
-    ssm_model *m = model_for(17, 16, 2, 16, 4, 1);
+    ssm_model *m = model_for(17, 16, 2, 16, 4, 1, 0);
     ssm_state *st;
     TU_OK(ssm_state_create(&m->config, 2, &st));
     int32_t tok[3] = {1, 2, 3};

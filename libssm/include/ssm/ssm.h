@@ -179,6 +179,7 @@ typedef struct ssm_config {
     int expand;     /* E = expand * D */
     int dt_rank;    /* R = ceil(D / 16) in the reference */
     int d_inner;    /* E */
+    int non_selective; /* 1: dt, B, C fixed, not functions of the input (the paper's ablation) */
     /* initialisation only (both Mamba kinds) */
     float dt_min, dt_max, dt_init_floor; /* 0.001, 0.1, 1e-4 */
     /* Mamba-2 mixer options */
