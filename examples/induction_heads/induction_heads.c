@@ -74,7 +74,7 @@ static ssm_status induction_next_batch(void *self, ssm_split split, ssm_rng *rng
 }
 
 static const ssm_task_ops induction_heads_ops = {
-    .abi_version = SSM_TASK_ABI_VERSION,
+    SSM_TASK_OPS_HEADER,
     .name = "induction_heads",
     .description = "Induction Heads (Mamba paper): recall the token that followed the trigger",
     .symbol = "token",

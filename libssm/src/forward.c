@@ -88,15 +88,19 @@ ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
             return SSM_OK;
         }
     }
+    /* outgrown: half as much again as this shape needs, so that a run of slowly growing
+     * shapes (scoring windows of increasing lengths) reallocates a few times, not every call */
+    size_t slack = a ? 2 : 0;
     ssm_acts_free(a);
     m->acts = NULL;
     a = calloc(1, sizeof *a);
     if (!a) return ssm_set_error(SSM_ERR_NOMEM, "out of memory for activations");
     a->layers = calloc(m->config.n_layer, sizeof *a->layers);
     size_t n = a->layers ? carve(a, &m->config, T, L, threads, NULL) : 0;
-    a->blob = aligned_alloc(64, n * sizeof(float));
-    a->tokens = malloc(T * sizeof(int32_t));
-    a->targets = malloc(T * sizeof(int32_t));
+    size_t n_alloc = n + (slack ? n / slack : 0), T_alloc = T + (slack ? T / slack : 0);
+    a->blob = aligned_alloc(64, ((n_alloc + 15) & ~(size_t)15) * sizeof(float));
+    a->tokens = malloc(T_alloc * sizeof(int32_t));
+    a->targets = malloc(T_alloc * sizeof(int32_t));
     if (!a->layers || !a->blob || !a->tokens || !a->targets) {
         ssm_acts_free(a);
         return ssm_set_error(SSM_ERR_NOMEM,
@@ -107,8 +111,8 @@ ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
     a->B = B;
     a->L = L;
     a->scratch_threads = threads;
-    a->capacity = n;
-    a->capacity_T = T;
+    a->capacity = n_alloc;
+    a->capacity_T = T_alloc;
     m->acts = a;
     return SSM_OK;
 }
