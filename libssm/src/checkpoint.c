@@ -746,9 +746,75 @@ static const char *stored_name(const ssm_safetensors *st, const char *name) {
     return name;
 }
 
+/* transformers 5 saves a NemotronH MoE's experts one module each: for the fused
+ * PREFIX.experts.up_proj (X, U, D) (and down_proj (X, D, U)), expert j's (U, D) slice as
+ * PREFIX.experts.j.up_proj.weight. The name of expert j's slice of a fused tensor, or 0 when the
+ * tensor is not one of those. */
+static const char *const EXPERT_PARTS[] = {"up_proj", "down_proj"};
+
+static int expert_slice_name(const char *fused, int j, char *out, size_t size) {
+    size_t n = strlen(fused);
+    for (int k = 0; k < 2; k++) {
+        char tail[32];
+        int t = snprintf(tail, sizeof tail, ".experts.%s", EXPERT_PARTS[k]);
+        if (n > (size_t)t && !strcmp(fused + n - t, tail)) {
+            snprintf(out, size, "%.*s.experts.%d.%s.weight", (int)(n - t), fused, j, EXPERT_PARTS[k]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The fused tensor that a stored expert slice belongs to (PREFIX.experts.j.PART.weight). */
+static int expert_fused_name(const char *slice, char *out, size_t size) {
+    const char *e = strstr(slice, ".experts.");
+    if (!e) return 0;
+    char *end;
+    strtol(e + 9, &end, 10);
+    if (end == e + 9 || *end != '.') return 0;
+    for (int k = 0; k < 2; k++) {
+        char tail[32];
+        snprintf(tail, sizeof tail, ".%s.weight", EXPERT_PARTS[k]);
+        if (!strcmp(end, tail)) {
+            snprintf(out, size, "%.*s.experts.%s", (int)(e - slice), slice, EXPERT_PARTS[k]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Every expert's slice of a fused (X, A, B) tensor is stored, each (A, B). */
+static ssm_status check_expert_slices(const ssm_safetensors *st, const char *file,
+                                      const ssm_tensor_info *ti, int *found) {
+    char name[512];
+    *found = 0;
+    if (ti->ndim != 3 || !expert_slice_name(ti->name, 0, name, sizeof name) ||
+        !ssm_safetensors_find(st, name))
+        return SSM_OK;
+    for (int j = 0; j < ti->shape[0]; j++) {
+        expert_slice_name(ti->name, j, name, sizeof name);
+        const ssm_st_tensor *t = ssm_safetensors_find(st, name);
+        if (!t) return ssm_fail_file(file, SSM_ERR_MISSING, "missing tensor %s (expert %d of %s)",
+                                     name, j, ti->name);
+        if (!is_float(t->dtype) || !same_shape(t, 2, ti->shape + 1)) {
+            char ws[160];
+            ssm_format_shape(ws, sizeof ws, ti->shape + 1, 2);
+            return ssm_fail_file(file, SSM_ERR_SHAPE, "tensor %s: expected a float tensor of shape %s",
+                                 name, ws);
+        }
+    }
+    *found = 1;
+    return SSM_OK;
+}
+
 static ssm_status check_tensor(const ssm_safetensors *st, const char *file,
                                const ssm_tensor_info *ti) {
     const ssm_st_tensor *t = ssm_safetensors_find(st, stored_name(st, ti->name));
+    int sliced;
+    if (!t) {
+        ssm_status s = check_expert_slices(st, file, ti, &sliced);
+        if (s || sliced) return s;
+    }
     int64_t want[8];
     int ndim = file_shape(ti, want);
     char ws[160], hs[160];
@@ -785,6 +851,8 @@ static ssm_status check_tensors(const ssm_safetensors *st, const char *file,
     }
     for (int i = 0; i < ssm_safetensors_count(st); i++) {
         const char *name = ssm_safetensors_tensor(st, i)->name;
+        char fused[512];
+        if (expert_fused_name(name, fused, sizeof fused) && ssm_model_find_tensor(m, fused)) continue;
         if (strcmp(name, LM_HEAD) != 0 && !ssm_model_find_tensor(m, name) &&
             strcmp(stored_name(st, EMBEDDING), name) != 0)
             return ssm_fail_file(file, SSM_ERR_FORMAT, "unexpected tensor %s: not part of a Mamba model "
@@ -834,6 +902,17 @@ static ssm_status read_params(const ssm_safetensors *st, const char *file, ssm_m
         if (!ti->numel) continue;
         const char *name = stored_name(st, ti->name);
         float *x = m->params_blob + ti->offset;
+        char slice[512];
+        if (!ssm_safetensors_find(st, name) && expert_slice_name(ti->name, 0, slice, sizeof slice)) {
+            size_t per = ti->numel / (size_t)ti->shape[0]; /* one expert at a time */
+            for (int j = 0; j < ti->shape[0]; j++) {
+                expert_slice_name(ti->name, j, slice, sizeof slice);
+                ssm_status s = ssm_safetensors_read_f32(st, slice, x + j * per, per);
+                if (!s) s = check_finite(file, slice, x + j * per, per);
+                if (s) return s;
+            }
+            continue;
+        }
         ssm_status s = ssm_safetensors_read_f32(st, name, x, ti->numel);
         if (!s) s = check_finite(file, name, x, ti->numel);
         if (s) return s;

@@ -36,14 +36,41 @@ static ssm_status refuse(const char *cpath, const char *key, const char *why) {
     return ssm_fail_file(cpath, SSM_ERR_UNSUPPORTED, "\"%s\": %s", key, why);
 }
 
+/* transformers 5 writes the layers as "layers_block_type": ["linear_attention", "moe", ...]
+ * instead of the pattern string; the same letters, spelled out */
+static ssm_status block_types(json_t *cfg, const char *cpath, char *pattern, size_t size) {
+    json_t *list = json_object_get(cfg, "layers_block_type");
+    if (!list || !json_is_array(list) || !json_array_size(list))
+        return ssm_fail_file(cpath, SSM_ERR_MISSING, "no \"hybrid_override_pattern\" string nor "
+                             "\"layers_block_type\" list (a NemotronHConfig needs its layer pattern)");
+    static const struct { const char *name; char letter; } kinds[] = {
+        {"linear_attention", 'M'}, {"mamba", 'M'}, {"full_attention", '*'}, {"attention", '*'},
+        {"mlp", '-'}, {"moe", 'E'}};
+    size_t n = json_array_size(list);
+    if (n + 1 > size) return refuse(cpath, "layers_block_type", "more layers than ssm holds");
+    for (size_t i = 0; i < n; i++) {
+        const char *t = json_string_value(json_array_get(list, i));
+        pattern[i] = 0;
+        for (size_t k = 0; t && k < sizeof kinds / sizeof kinds[0]; k++)
+            if (!strcmp(t, kinds[k].name)) pattern[i] = kinds[k].letter;
+        if (!pattern[i])
+            return ssm_fail_file(cpath, SSM_ERR_UNSUPPORTED, "\"layers_block_type\"[%zu] = %s: not a "
+                                 "layer kind ssm has (linear_attention, full_attention, mlp, moe)",
+                                 i, t ? t : "(not a string)");
+    }
+    pattern[n] = 0;
+    return SSM_OK;
+}
+
 ssm_status ssm_json_nemotron_h(json_t *cfg, const char *cpath, ssm_config *c) {
     ssm_status s;
     json_t *pat = json_object_get(cfg, "hybrid_override_pattern");
-    if (!pat || !json_is_string(pat))
-        return ssm_fail_file(cpath, SSM_ERR_MISSING, "no \"hybrid_override_pattern\" string (a "
-                             "NemotronHConfig needs its layer pattern)");
-    if ((s = ssm_config_set_pattern(c, json_string_value(pat), SSM_LAYER_MAMBA2)))
-        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"hybrid_override_pattern\": %s", ssm_last_error());
+    char listed[SSM_MAX_LAYERS + 1];
+    const char *pattern = pat && json_is_string(pat) ? json_string_value(pat) : NULL;
+    if (!pattern && (s = block_types(cfg, cpath, listed, sizeof listed))) return s;
+    if ((s = ssm_config_set_pattern(c, pattern ? pattern : listed, SSM_LAYER_MAMBA2)))
+        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\": %s", pattern ? "hybrid_override_pattern"
+                             : "layers_block_type", ssm_last_error());
     for (int i = 0; i < c->n_layer; i++)
         if (c->second[i]) return refuse(cpath, "hybrid_override_pattern", "'+' is not a NemotronH layer");
     int n_layer = c->n_layer;

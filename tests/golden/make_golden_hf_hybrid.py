@@ -185,6 +185,14 @@ def inner_norms(params, spec, model, g):
     return extra
 
 
+def eager_experts(model):
+    # the reference loop over experts: the grouped_mm backend needs 16-byte strides, which the
+    # tiny fixture's widths do not have
+    if hasattr(model, "set_experts_implementation"):
+        model.set_experts_implementation("eager")
+    return model
+
+
 def build(spec, kind):
     import transformers
     D = spec["hidden_size"]
@@ -193,7 +201,7 @@ def build(spec, kind):
         cfg.pop("architectures")
         cfg.pop("model_type")
         config = transformers.NemotronHConfig(**cfg)
-        return transformers.NemotronHForCausalLM(config), config
+        return eager_experts(transformers.NemotronHForCausalLM(config)), config
     mb, mo, at = spec["mamba"], spec["moe"], spec["attention"]
     config = transformers.JambaConfig(
         vocab_size=spec["vocab_size"], hidden_size=D, intermediate_size=spec["mlp"]["d_ff"],
@@ -205,7 +213,7 @@ def build(spec, kind):
         use_mamba_kernels=False, mamba_d_state=mb["state_size"], mamba_d_conv=mb["conv_kernel"],
         mamba_expand=mb["expand"], mamba_dt_rank=mb["dt_rank"], mamba_conv_bias=True,
         mamba_proj_bias=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    return transformers.JambaForCausalLM(config), config
+    return eager_experts(transformers.JambaForCausalLM(config)), config
 
 
 def make_fixture(spec, kind, out_root):
@@ -215,6 +223,14 @@ def make_fixture(spec, kind, out_root):
     model = model.float().train()
     params = ref.init_params(spec)
     grads = load_into(model, params, spec, kind)
+    # tie_word_embeddings: the head is the embedding, as from_pretrained ties it (the tensors
+    # were set one by one here, and transformers 5's NemotronH leaves lm_head its own otherwise)
+    manual_tie = False
+    if config.tie_word_embeddings:
+        model.tie_weights()
+        if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+            model.get_output_embeddings().weight = model.get_input_embeddings().weight
+            manual_tie = True  # the class declares no tied weights: saved as an equal copy
     g = torch.Generator().manual_seed(spec["seed"] + 1)
     ids = torch.randint(0, spec["vocab_size"], (spec["B"], spec["L"]), generator=g)
     if kind == "jamba":
@@ -256,6 +272,9 @@ def make_fixture(spec, kind, out_root):
     out_dir = os.path.join(out_root, name)
     if os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
+    if manual_tie:
+        model.get_output_embeddings().weight = torch.nn.Parameter(
+            model.get_input_embeddings().weight.detach().clone())
     model.save_pretrained(out_dir, safe_serialization=True)
     gen = os.path.join(out_dir, "generation_config.json")
     if os.path.exists(gen):

@@ -276,6 +276,7 @@ int main(void) {
     static const char *hf2 = "golden/hf_mamba2_a"; /* transformers' Mamba2ForCausalLM itself */
     /* hybrids, from the float64 torch reference (make_golden_hybrid.py) */
     static const char *nh = "golden/nemotron_h_a", *jb = "golden/jamba_a";
+    static const char *hnh = "golden/hf_nemotron_h_a"; /* transformers' NemotronHForCausalLM */
     const struct CMUnitTest tests[] = {
         {"forward_backward(nemotron_h_a)", test_forward_backward, NULL, NULL, (void *)nh},
         {"step(nemotron_h_a)", test_step, NULL, NULL, (void *)nh},
@@ -283,6 +284,9 @@ int main(void) {
         {"forward_backward(jamba_a)", test_forward_backward, NULL, NULL, (void *)jb},
         {"step(jamba_a)", test_step, NULL, NULL, (void *)jb},
         {"carried_state(jamba_a)", test_carried_state, NULL, NULL, (void *)jb},
+        {"forward_backward(hf_nemotron_h_a)", test_forward_backward, NULL, NULL, (void *)hnh},
+        {"step(hf_nemotron_h_a)", test_step, NULL, NULL, (void *)hnh},
+        {"carried_state(hf_nemotron_h_a)", test_carried_state, NULL, NULL, (void *)hnh},
         {"forward_backward(hf_mamba2_a)", test_forward_backward, NULL, NULL, (void *)hf2},
         {"step(hf_mamba2_a)", test_step, NULL, NULL, (void *)hf2},
         {"carried_state(hf_mamba2_a)", test_carried_state, NULL, NULL, (void *)hf2},
