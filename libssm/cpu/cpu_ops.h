@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ssm/scan_args.h"
+
 /* for (long i = 0; i < n; i++) body; on `threads` threads (0: all) when `work` reaches `min`
  * and there are two items or more, else on this thread alone. A serial loop rather than an
  * OpenMP `if` clause: libgomp allocates a team for every region, even one that runs on one
@@ -78,28 +80,21 @@ void cpu_conv_backward(float *dx, float *dw, float *db, const float *du, const f
 void cpu_conv_step(float *u, float *state, const float *x, int ld_x, const float *w,
                    const float *b, int B, int E, int K);
 
-/* scan.c: the selective scan with dt bias + softplus and the D skip, per sequence:
- *   delta = softplus(dt + dt_bias); A = -exp(A_log)
- *   h_l = exp(delta * A) * h_{l-1} + delta * B_l * u_l;   y_l = C_l . h_l + D * u_l
+/* scan.c: the selective scan (ssm/scan_args.h: the equations and the argument struct, shared
+ * with the CUDA twin; here fp32 and no gate: dtype F32, z NULL, the gate is gate.c).
  * u, dt, y: (T, E); Bm, Cm: (T, N) with row stride ld_bc (columns of x_proj's output);
  * state (B, E, N): initial state read and final state written when != NULL. */
-void cpu_scan_forward(float *y, const float *u, const float *dt, const float *dt_bias,
-                      const float *A_log, const float *Bm, const float *Cm, int ld_bc,
-                      const float *Dskip, float *state, int B, int L, int E, int N);
+void cpu_scan_forward(const ssm_scan_args *a, float *y, float *state);
 /* Backward from zero initial state. Writes du, ddt (T, E) and dB, dC (row stride ld_bc);
  * adds to d_dt_bias (E), dA_log (E, N), dD (E). Recomputes the states (never stored).
  * scratch: threads * CPU_SCAN_SCRATCH(L, N) floats; partial: threads * T * 2N floats. */
 #define CPU_SCAN_BLOCK 16
 #define CPU_SCAN_SCRATCH(L, N) (((size_t)(2 * (L) + 1) * (N) + (size_t)(L)) * CPU_SCAN_BLOCK)
-void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_dt_bias,
-                       float *dA_log, float *dD, const float *dy, const float *u,
-                       const float *dt, const float *dt_bias, const float *A_log,
-                       const float *Bm, const float *Cm, int ld_bc, const float *Dskip, int B,
-                       int L, int E, int N, float *scratch, float *partial, int threads);
-/* One token per sequence: state (B, E, N) updated; y (B, E). */
-void cpu_scan_step(float *y, float *state, const float *u, const float *dt,
-                   const float *dt_bias, const float *A_log, const float *Bm,
-                   const float *Cm, int ld_bc, const float *Dskip, int B, int E, int N);
+void cpu_scan_backward(const ssm_scan_args *a, const float *dy, float *du, float *ddt,
+                       float *dBm, float *dCm, float *d_dt_bias, float *dA_log, float *dD,
+                       float *scratch, float *partial, int threads);
+/* One token per sequence (a->L ignored): state (B, E, N) updated; y (B, E). */
+void cpu_scan_step(const ssm_scan_args *a, float *y, float *state);
 
 /* gate.c: out = y * silu(z); z has row stride ld_z. backward writes dy and dz. */
 void cpu_gate_forward(float *out, const float *y, const float *z, int ld_z, int T, int E);

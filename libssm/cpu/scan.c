@@ -36,9 +36,16 @@ static void load_A(float *A, const float *A_log, int e0, int ne, int N) {
         for (int j = 0; j < BL; j++) A[n * BL + j] = j < ne ? -expf(A_log[(size_t)(e0 + j) * N + n]) : -1.0f;
 }
 
-void cpu_scan_forward(float *y, const float *u, const float *dt, const float *dt_bias,
-                      const float *A_log, const float *Bm, const float *Cm, int ld_bc,
-                      const float *Dskip, float *state, int B, int L, int E, int N) {
+/* the fp32 inputs of the CPU twin */
+#define SCAN_INPUTS(a)                                                                        \
+    const float *u = (const float *)(a)->u, *dt = (const float *)(a)->dt,                      \
+                *Bm = (const float *)(a)->Bm, *Cm = (const float *)(a)->Cm,                    \
+                *dt_bias = (a)->dt_bias, *A_log = (a)->A_log, *Dskip = (a)->D;                 \
+    const int ld_bc = (a)->ld_bc, B = (a)->B, E = (a)->E, N = (a)->N
+
+void cpu_scan_forward(const ssm_scan_args *a, float *y, float *state) {
+    SCAN_INPUTS(a);
+    const int L = a->L;
     int n_blocks = (E + BL - 1) / BL;
 #pragma omp parallel
     {
@@ -83,11 +90,11 @@ void cpu_scan_forward(float *y, const float *u, const float *dt, const float *dt
     }
 }
 
-void cpu_scan_backward(float *du, float *ddt, float *dBm, float *dCm, float *d_dt_bias,
-                       float *dA_log, float *dD, const float *dy, const float *u,
-                       const float *dt, const float *dt_bias, const float *A_log,
-                       const float *Bm, const float *Cm, int ld_bc, const float *Dskip, int B,
-                       int L, int E, int N, float *scratch, float *partial, int threads) {
+void cpu_scan_backward(const ssm_scan_args *a, const float *dy, float *du, float *ddt,
+                       float *dBm, float *dCm, float *d_dt_bias, float *dA_log, float *dD,
+                       float *scratch, float *partial, int threads) {
+    SCAN_INPUTS(a);
+    const int L = a->L;
     size_t T = (size_t)B * L;
     int n_blocks = (E + BL - 1) / BL;
     /* the runtime may grant fewer than `threads` (OMP_THREAD_LIMIT, OMP_DYNAMIC, a caller's
@@ -325,9 +332,8 @@ static inline void scan_step_block(float *y, float *state, const float *u, const
                       keep ? Aall : NULL);
 }
 
-void cpu_scan_step(float *y, float *state, const float *u, const float *dt,
-                   const float *dt_bias, const float *A_log, const float *Bm,
-                   const float *Cm, int ld_bc, const float *Dskip, int B, int E, int N) {
+void cpu_scan_step(const ssm_scan_args *a, float *y, float *state) {
+    SCAN_INPUTS(a);
     /* mamba_ssm's selective_state_update: one step of the recurrence per (b, e) */
     const int n_blocks = (E + BL - 1) / BL;
     CPU_FOR(blk, n_blocks, (double)B * E * N, SCAN_STEP_PARALLEL_MIN, 0,

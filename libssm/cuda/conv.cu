@@ -171,12 +171,12 @@ __global__ void conv_step_kernel(T *u, float *state, const T *x, int ld_x, const
 
 static int km_for(int K) { return K <= 4 ? 4 : K <= 16 ? 16 : 64; }
 
-static ssm_status check(const char *fn, int B, int L, int E, int K, cuda_dtype dtype, int ld_x) {
+static ssm_status check(const char *fn, int B, int L, int E, int K, ssm_dtype dtype, int ld_x) {
     if (B < 1 || L < 1 || E < 1 || K < 1)
         return ssm_set_error(SSM_ERR_ARG, "%s: B=%d L=%d E=%d K=%d must all be >= 1", fn, B, L, E, K);
     if (K > 64) return ssm_set_error(SSM_ERR_UNSUPPORTED, "%s: d_conv K=%d, at most 64", fn, K);
     if (ld_x < E) return ssm_set_error(SSM_ERR_ARG, "%s: ld_x=%d < E=%d", fn, ld_x, E);
-    if (dtype != CUDA_DTYPE_F32 && dtype != CUDA_DTYPE_BF16)
+    if (dtype != SSM_DTYPE_F32 && dtype != SSM_DTYPE_BF16)
         return ssm_set_error(SSM_ERR_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
     if ((long)B * L > INT32_MAX / 2)
         return ssm_set_error(SSM_ERR_ARG, "%s: B * L is too large", fn);
@@ -219,22 +219,22 @@ static ssm_status bwd_run(void *dx, float *dw, float *db, const void *du, const 
 
 extern "C" ssm_status cuda_conv_forward(void *u, const void *x, int ld_x, const float *w,
                                         const float *b, const float *state, int B, int L, int E,
-                                        int K, cuda_dtype dtype, cudaStream_t stream) {
+                                        int K, ssm_dtype dtype, cudaStream_t stream) {
     ssm_status st = check("cuda_conv_forward", B, L, E, K, dtype, ld_x);
     if (st != SSM_OK) return st;
     if (!u || !x || !w || !b) return ssm_set_error(SSM_ERR_ARG, "cuda_conv_forward: NULL pointer");
-    return dtype == CUDA_DTYPE_F32
+    return dtype == SSM_DTYPE_F32
                ? fwd_run<float>(u, x, ld_x, w, b, state, B, L, E, K, stream)
                : fwd_run<__nv_bfloat16>(u, x, ld_x, w, b, state, B, L, E, K, stream);
 }
 
 extern "C" ssm_status cuda_conv_state_update(float *state, const void *x, int ld_x, int B, int L,
-                                             int E, int K, cuda_dtype dtype, cudaStream_t stream) {
+                                             int E, int K, ssm_dtype dtype, cudaStream_t stream) {
     ssm_status st = check("cuda_conv_state_update", B, L, E, K, dtype, ld_x);
     if (st != SSM_OK) return st;
     if (!state || !x) return ssm_set_error(SSM_ERR_ARG, "cuda_conv_state_update: NULL pointer");
     const int n = B * E;
-    if (dtype == CUDA_DTYPE_F32)
+    if (dtype == SSM_DTYPE_F32)
         conv_state_kernel<float><<<(n + 127) / 128, 128, 0, stream>>>(state, (const float *)x, ld_x, B, L, E, K);
     else
         conv_state_kernel<__nv_bfloat16><<<(n + 127) / 128, 128, 0, stream>>>(
@@ -250,7 +250,7 @@ extern "C" size_t cuda_conv_backward_workspace(int B, int L, int E, int K) {
 
 extern "C" ssm_status cuda_conv_backward(void *dx, float *dw, float *db, const void *du,
                                          const void *x, int ld_x, const float *w, const float *b,
-                                         int B, int L, int E, int K, cuda_dtype dtype, void *ws,
+                                         int B, int L, int E, int K, ssm_dtype dtype, void *ws,
                                          size_t ws_bytes, cudaStream_t stream) {
     ssm_status st = check("cuda_conv_backward", B, L, E, K, dtype, ld_x);
     if (st != SSM_OK) return st;
@@ -261,19 +261,19 @@ extern "C" ssm_status cuda_conv_backward(void *dx, float *dw, float *db, const v
         return ssm_set_error(SSM_ERR_ARG,
                              "cuda_conv_backward: workspace of %zu bytes, %zu needed "
                              "(cuda_conv_backward_workspace)", ws_bytes, need);
-    return dtype == CUDA_DTYPE_F32
+    return dtype == SSM_DTYPE_F32
                ? bwd_run<float>(dx, dw, db, du, x, ld_x, w, b, B, L, E, K, (float *)ws, stream)
                : bwd_run<__nv_bfloat16>(dx, dw, db, du, x, ld_x, w, b, B, L, E, K, (float *)ws, stream);
 }
 
 extern "C" ssm_status cuda_conv_step(void *u, float *state, const void *x, int ld_x,
                                      const float *w, const float *b, int B, int E, int K,
-                                     cuda_dtype dtype, cudaStream_t stream) {
+                                     ssm_dtype dtype, cudaStream_t stream) {
     ssm_status st = check("cuda_conv_step", B, 1, E, K, dtype, ld_x);
     if (st != SSM_OK) return st;
     if (!u || !state || !x || !w || !b) return ssm_set_error(SSM_ERR_ARG, "cuda_conv_step: NULL pointer");
     const int n = B * E;
-    if (dtype == CUDA_DTYPE_F32)
+    if (dtype == SSM_DTYPE_F32)
         conv_step_kernel<float><<<(n + 127) / 128, 128, 0, stream>>>((float *)u, state, (const float *)x, ld_x, w, b, B, E, K);
     else
         conv_step_kernel<__nv_bfloat16><<<(n + 127) / 128, 128, 0, stream>>>(

@@ -165,7 +165,7 @@ void ce_launch(float *nll, float *entropy, void *dlogits, const TL *logits, int 
 } // namespace
 
 extern "C" ssm_status cuda_cross_entropy(float *nll, float *entropy, void *dlogits,
-                                         cuda_dtype dtype, const float *logits, int ld,
+                                         ssm_dtype dtype, const float *logits, int ld,
                                          const int32_t *targets, int rows, int V, float scale,
                                          cudaStream_t stream) {
     if (!nll || !logits || !targets)
@@ -173,12 +173,12 @@ extern "C" ssm_status cuda_cross_entropy(float *nll, float *entropy, void *dlogi
     if (rows < 1 || V < 1 || ld < V)
         return ssm_set_error(SSM_ERR_ARG, "cuda_cross_entropy: rows=%d V=%d ld=%d (need >= 1, ld >= V)",
                              rows, V, ld);
-    if (dtype != CUDA_DTYPE_F32 && dtype != CUDA_DTYPE_BF16)
+    if (dtype != SSM_DTYPE_F32 && dtype != SSM_DTYPE_BF16)
         return ssm_set_error(SSM_ERR_DTYPE, "cuda_cross_entropy: unknown dtype %d", (int)dtype);
-    if (dlogits == (const void *)logits && dtype != CUDA_DTYPE_F32)
+    if (dlogits == (const void *)logits && dtype != SSM_DTYPE_F32)
         return ssm_set_error(SSM_ERR_ARG, "cuda_cross_entropy: bf16 dlogits may not alias the logits");
     if (!isfinite(scale)) return ssm_set_error(SSM_ERR_ARG, "cuda_cross_entropy: scale is not finite");
-    if (dtype == CUDA_DTYPE_F32)
+    if (dtype == SSM_DTYPE_F32)
         ce_launch<float>(nll, entropy, dlogits, logits, ld, targets, rows, V, scale, stream);
     else
         ce_launch<__nv_bfloat16>(nll, entropy, dlogits, logits, ld, targets, rows, V, scale, stream);

@@ -8,11 +8,11 @@
 
 #include "model.cuh"
 
-static cuda_scan_args scan_args(const ssm_config *c, const ssm_layer_params *p,
+static ssm_scan_args scan_args(const ssm_config *c, const ssm_layer_params *p,
                                 const cuda_layer_acts *la, int B, int L) {
     int E = c->d_inner, N = c->d_state, R = c->dt_rank;
-    cuda_scan_args s = {};
-    s.B = B, s.L = L, s.E = E, s.N = N, s.dtype = CUDA_DTYPE_BF16;
+    ssm_scan_args s = {};
+    s.B = B, s.L = L, s.E = E, s.N = N, s.dtype = SSM_DTYPE_BF16;
     s.u = la->u, s.dt = la->dt;
     s.Bm = la->x_dbl + R, s.Cm = la->x_dbl + R + N, s.ld_bc = R + 2 * N;
     s.z = la->xz + E, s.ld_z = 2 * E;
@@ -31,7 +31,7 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
     cudaStream_t st = g->stream;
     int T = B * L, D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv,
         R = c->dt_rank, XD = R + 2 * N;
-    const cuda_dtype BF = CUDA_DTYPE_BF16;
+    const ssm_dtype BF = SSM_DTYPE_BF16;
     // r_0 = embedding[tokens]
     SSM_TRY(cuda_embedding_forward(a->layers[0].resid, a->tokens, g->p.embedding, T, D, st));
     for (int i = 0; i < c->n_layer; i++) {
@@ -51,7 +51,7 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
         // dt = dt_proj(dt) without its bias
         SSM_TRY(cuda_matmul_forward(g->blas, la->dt, E, BF, 0.0f, la->x_dbl, XD, w16(g, p->mamba1.dt_proj_w), T, R, E));
         // gated = (scan(u, softplus(dt + bias), A, B, C) + D u) * silu(z)
-        cuda_scan_args sa = scan_args(c, p, la, B, L);
+        ssm_scan_args sa = scan_args(c, p, la, B, L);
         sa.ckpt = save ? la->ckpt : NULL;
         SSM_TRY(cuda_scan_forward(&sa, la->gated, ss, a->work, a->work_bytes, st));
         // r_{i+1} = r_i + out_proj(gated): the residual add is the GEMM's beta = 1 (in place when
@@ -59,7 +59,7 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
         float *next = i + 1 < c->n_layer ? a->layers[i + 1].resid : a->resid_f;
         if (next != la->resid)
             CUDA_TRY(cudaMemcpyAsync(next, la->resid, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice, st), "the residual stream");
-        SSM_TRY(cuda_matmul_forward(g->blas, next, D, CUDA_DTYPE_F32, 1.0f, la->gated, E, w16(g, p->mamba1.out_proj), T, E, D));
+        SSM_TRY(cuda_matmul_forward(g->blas, next, D, SSM_DTYPE_F32, 1.0f, la->gated, E, w16(g, p->mamba1.out_proj), T, E, D));
     }
     return cuda_rmsnorm_forward(a->normed_f, a->rstd_f, a->resid_f, g->p.norm_f, T, D, c->norm_eps, BF, st);
 }
@@ -81,15 +81,15 @@ ssm_status cuda_head(ssm_model *m, int T, int mode) {
         const bf16 *h = a->normed_f + (size_t)r0 * D;
         int bwd = mode == HEAD_TRAIN;
         if (bwd) { // bf16 logits, as the reference's autocast head; d logits in their place
-            SSM_TRY(cuda_matmul_forward(g->blas, a->dlogits, V, CUDA_DTYPE_BF16, 0.0f, h, D, emb16, n, D, V));
+            SSM_TRY(cuda_matmul_forward(g->blas, a->dlogits, V, SSM_DTYPE_BF16, 0.0f, h, D, emb16, n, D, V));
             SSM_TRY(cuda_cross_entropy_bf16(a->nll + r0, NULL, a->dlogits, a->dlogits, V, a->targets + r0, n, V,
                                             g->count ? 1.0f / (float)g->count : 0.0f, g->stream));
             // d h = d logits . emb;  d emb (head_dw) += d logits^T . h
-            SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed + (size_t)r0 * D, D, CUDA_DTYPE_BF16, 0.0f,
+            SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed + (size_t)r0 * D, D, SSM_DTYPE_BF16, 0.0f,
                                          a->head_dw, a->dlogits, V, h, D, emb16, n, D, V));
             continue;
         }
-        SSM_TRY(cuda_matmul_forward(g->blas, a->logits, V, CUDA_DTYPE_F32, 0.0f, h, D, emb16, n, D, V));
+        SSM_TRY(cuda_matmul_forward(g->blas, a->logits, V, SSM_DTYPE_F32, 0.0f, h, D, emb16, n, D, V));
         if (mode == HEAD_LOGITS) {
             CUDA_TRY(cudaMemcpyAsync(g->host_logits + (size_t)r0 * V, a->logits, (size_t)n * V * sizeof(float),
                                      cudaMemcpyDeviceToHost, g->stream), "downloading logits");
@@ -97,7 +97,7 @@ ssm_status cuda_head(ssm_model *m, int T, int mode) {
             continue;
         }
         SSM_TRY(cuda_cross_entropy(a->nll + r0, mode == HEAD_SCORE ? a->entropy + r0 : NULL, NULL,
-                                   CUDA_DTYPE_F32, a->logits, V, a->targets + r0, n, V, 1.0f, g->stream));
+                                   SSM_DTYPE_F32, a->logits, V, a->targets + r0, n, V, 1.0f, g->stream));
     }
     return SSM_OK;
 }
@@ -187,7 +187,7 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
     int B = a->B, L = a->L, T = B * L;
     int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
         XD = R + 2 * N;
-    const cuda_dtype BF = CUDA_DTYPE_BF16;
+    const ssm_dtype BF = SSM_DTYPE_BF16;
     // the head's backward ran in the forward: d normed_f is in d_normed, d embedding in head_dw
     const float one = 1.0f;
     if (cublasSaxpy(g->blas, c->vocab_size * D, &one, a->head_dw, 1, g->g.embedding, 1) != CUBLAS_STATUS_SUCCESS)
@@ -205,7 +205,7 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
         SSM_TRY(cuda_matmul_backward(g->blas, a->d_gated, E, BF, 0.0f, gr->mamba1.out_proj, a->d_resid16, D,
                                      la->gated, E, w16(g, p->mamba1.out_proj), T, E, D));
         // the scan with its gate: d u, d dt, d B, d C, d z and the scan's own parameters
-        cuda_scan_args sa = scan_args(c, p, la, B, L);
+        ssm_scan_args sa = scan_args(c, p, la, B, L);
         sa.ckpt = la->ckpt; // saved by the training forward
         SSM_TRY(cuda_scan_backward(&sa, a->d_gated, a->d_u, a->d_dt, a->d_x_dbl + R, a->d_x_dbl + R + N,
                                    a->d_xz + E, gr->mamba1.dt_proj_b, gr->mamba1.A_log, gr->mamba1.D, a->work, a->work_bytes, st));

@@ -134,7 +134,7 @@ extern "C" bool cuda_gemv_fits(const cuda_gemv_args *a) {
     const size_t in_elem = a->norm_w ? sizeof(float) : sizeof(bf16);
     return a->B >= 1 && a->B <= GV_MAXB && a->k % 8 == 0 && a->k <= 8 * 32 * GV_CPL && a->n >= 1 &&
            aligned16(a->w) && aligned16(a->in) && (a->ld_in * in_elem) % 16 == 0 &&
-           (!a->norm_w || aligned16(a->norm_w)) && (!a->u || a->out_dtype == CUDA_DTYPE_BF16);
+           (!a->norm_w || aligned16(a->norm_w)) && (!a->u || a->out_dtype == SSM_DTYPE_BF16);
 }
 
 extern "C" ssm_status cuda_gemv(const cuda_gemv_args *a, cudaStream_t st) {
@@ -145,7 +145,7 @@ extern "C" ssm_status cuda_gemv(const cuda_gemv_args *a, cudaStream_t st) {
     const size_t smem = (size_t)a->B * a->k * sizeof(bf16);
     const bool norm = a->norm_w != NULL, conv = a->u != NULL;
     void (*kern)(GemvP);
-    if (a->out_dtype == CUDA_DTYPE_F32) kern = norm ? gemv_kernel<true, false, float> : gemv_kernel<false, false, float>;
+    if (a->out_dtype == SSM_DTYPE_F32) kern = norm ? gemv_kernel<true, false, float> : gemv_kernel<false, false, float>;
     else if (norm) kern = conv ? gemv_kernel<true, true, bf16> : gemv_kernel<true, false, bf16>;
     else kern = conv ? gemv_kernel<false, true, bf16> : gemv_kernel<false, false, bf16>;
     cudaLaunchConfig_t cfg = {};

@@ -6,7 +6,7 @@
 
 #include "common.cuh"
 
-static cudaDataType_t cuda_type(cuda_dtype d) { return d == CUDA_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+static cudaDataType_t cuda_type(ssm_dtype d) { return d == SSM_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
 static ssm_status blas_fail(cublasStatus_t st, const char *where) {
     return ssm_set_error(st == CUBLAS_STATUS_ALLOC_FAILED ? SSM_ERR_NOMEM : SSM_ERR_DEVICE,
@@ -16,7 +16,7 @@ static ssm_status blas_fail(cublasStatus_t st, const char *where) {
 // C (m x n, col-major, ldc) = alpha * op(A) . op(B) + beta * C, A and B bf16.
 static ssm_status gemm(cublasHandle_t h, cublasOperation_t opa, cublasOperation_t opb, int m,
                        int n, int k, const void *A, int lda, const void *Bm, int ldb, float beta,
-                       void *C, cuda_dtype c_type, int ldc, const char *where) {
+                       void *C, ssm_dtype c_type, int ldc, const char *where) {
     const float alpha = 1.0f;
     cublasStatus_t st = cublasGemmEx(h, opa, opb, m, n, k, &alpha, A, CUDA_R_16BF, lda, Bm,
                                      CUDA_R_16BF, ldb, &beta, C, cuda_type(c_type), ldc,
@@ -25,7 +25,7 @@ static ssm_status gemm(cublasHandle_t h, cublasOperation_t opa, cublasOperation_
 }
 
 extern "C" ssm_status cuda_matmul_forward(cublasHandle_t h, void *out, int ld_out,
-                                          cuda_dtype out_dtype, float beta, const void *in,
+                                          ssm_dtype out_dtype, float beta, const void *in,
                                           int ld_in, const void *w, int T, int k, int n) {
     if (!out || !in || !w || T <= 0 || k <= 0 || n <= 0 || ld_out < n || ld_in < k)
         return ssm_set_error(SSM_ERR_ARG, "cuda_matmul_forward: bad arguments (T=%d k=%d n=%d)", T, k, n);
@@ -35,7 +35,7 @@ extern "C" ssm_status cuda_matmul_forward(cublasHandle_t h, void *out, int ld_ou
 }
 
 extern "C" ssm_status cuda_matmul_backward(cublasHandle_t h, void *d_in, int ld_din,
-                                           cuda_dtype din_dtype, float beta_in, float *d_w,
+                                           ssm_dtype din_dtype, float beta_in, float *d_w,
                                            const void *d_out, int ld_dout, const void *in,
                                            int ld_in, const void *w, int T, int k, int n) {
     if (!d_out || T <= 0 || k <= 0 || n <= 0 || ld_dout < n || (d_in && ld_din < k) ||
@@ -49,6 +49,6 @@ extern "C" ssm_status cuda_matmul_backward(cublasHandle_t h, void *d_in, int ld_
     // d_w (n, k) += d_out^T (n x T) . in (T x k):  d_w^T (k x n) = in^T (k x T) . d_out (T x n)
     if (!s && d_w)
         s = gemm(h, CUBLAS_OP_N, CUBLAS_OP_T, k, n, T, in, ld_in, d_out, ld_dout, 1.0f, d_w,
-                 CUDA_DTYPE_F32, k, "cuda_matmul_backward (weight)");
+                 SSM_DTYPE_F32, k, "cuda_matmul_backward (weight)");
     return s;
 }

@@ -238,10 +238,10 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
 static size_t max_z(size_t a, size_t b) { return a > b ? a : b; }
 
 // The scan's arguments for (B, L) with stand-in pointers: what its plan and sizes depend on.
-static cuda_scan_args scan_shape(const ssm_config *c, int B, int L) {
+static ssm_scan_args scan_shape(const ssm_config *c, int B, int L) {
     static const float dummy[1] = {0};
-    cuda_scan_args sa = {};
-    sa.B = B, sa.L = L, sa.E = c->d_inner, sa.N = c->d_state, sa.dtype = CUDA_DTYPE_BF16;
+    ssm_scan_args sa = {};
+    sa.B = B, sa.L = L, sa.E = c->d_inner, sa.N = c->d_state, sa.dtype = SSM_DTYPE_BF16;
     sa.u = sa.dt = sa.Bm = sa.Cm = sa.z = dummy;
     sa.ld_bc = c->dt_rank + 2 * c->d_state, sa.ld_z = 2 * c->d_inner;
     sa.dt_bias = sa.A_log = sa.D = dummy;
@@ -251,7 +251,7 @@ static cuda_scan_args scan_shape(const ssm_config *c, int B, int L) {
 // Workspace the ops need for (B, L): the largest of them, used one at a time.
 static size_t work_bytes(const ssm_model *m, int B, int L, int training) {
     const ssm_config *c = &m->config;
-    cuda_scan_args sa = scan_shape(c, B, L);
+    ssm_scan_args sa = scan_shape(c, B, L);
     // the backward reads the forward's saved states: its workspace then has no room for them
     static float ck_dummy[1];
     if (training && cuda_scan_checkpoint_bytes(&sa)) sa.ckpt = ck_dummy;
@@ -279,7 +279,7 @@ ssm_status cuda_acts_plan(ssm_model *m, int B, int L, int training) {
     next.layers = (cuda_layer_acts *)calloc(c->n_layer, sizeof(cuda_layer_acts));
     if (!next.layers) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
     size_t work = work_bytes(m, B, L, training);
-    cuda_scan_args sa = scan_shape(c, B, L);
+    ssm_scan_args sa = scan_shape(c, B, L);
     size_t ckpt = cuda_scan_checkpoint_bytes(&sa);
     size_t need = carve(&next, c, T, training, work, ckpt, NULL);
     if (a->blob && need <= a->bytes) { // a smaller shape fits: re-carve in place

@@ -110,7 +110,7 @@ static inline const bf16 *w16(const ssm_cuda_model *g, const float *p) {
 struct cuda_gemv_args {
     void *out;
     int ld_out;
-    cuda_dtype out_dtype;
+    ssm_dtype out_dtype;
     float beta;            // fp32 out only
     const void *in;        // (B, k) row stride ld_in: bf16, or fp32 with norm_w
     int ld_in;

@@ -171,9 +171,9 @@ void bwd_blocks(int T, int *rpb, int *nblk) {
     *nblk = (T + *rpb - 1) / *rpb;
 }
 
-ssm_status check(const char *fn, int T, int D, cuda_dtype dtype) {
+ssm_status check(const char *fn, int T, int D, ssm_dtype dtype) {
     if (T < 1 || D < 1) return ssm_set_error(SSM_ERR_ARG, "%s: T=%d D=%d must be >= 1", fn, T, D);
-    if (dtype != CUDA_DTYPE_F32 && dtype != CUDA_DTYPE_BF16)
+    if (dtype != SSM_DTYPE_F32 && dtype != SSM_DTYPE_BF16)
         return ssm_set_error(SSM_ERR_DTYPE, "%s: unknown dtype %d", fn, (int)dtype);
     return SSM_OK;
 }
@@ -229,14 +229,14 @@ ssm_status bwd_run(float *dx, float *dw, const void *dout, const float *x, const
 } // namespace
 
 extern "C" ssm_status cuda_rmsnorm_forward(void *out, float *rstd, const float *x, const float *w,
-                                           int T, int D, float eps, cuda_dtype dtype,
+                                           int T, int D, float eps, ssm_dtype dtype,
                                            cudaStream_t stream) {
     ssm_status st = check("cuda_rmsnorm_forward", T, D, dtype);
     if (st != SSM_OK) return st;
     if (!out || !rstd || !x || !w) return ssm_set_error(SSM_ERR_ARG, "cuda_rmsnorm_forward: NULL pointer");
     if (!(eps >= 0.0f) || isinf(eps))
         return ssm_set_error(SSM_ERR_ARG, "cuda_rmsnorm_forward: eps=%g must be finite and >= 0", (double)eps);
-    return dtype == CUDA_DTYPE_F32 ? fwd_run<float>(out, rstd, x, w, T, D, eps, stream)
+    return dtype == SSM_DTYPE_F32 ? fwd_run<float>(out, rstd, x, w, T, D, eps, stream)
                                    : fwd_run<__nv_bfloat16>(out, rstd, x, w, T, D, eps, stream);
 }
 
@@ -249,7 +249,7 @@ extern "C" size_t cuda_rmsnorm_backward_workspace(int T, int D) {
 
 extern "C" ssm_status cuda_rmsnorm_backward(float *dx, float *dw, const void *d_out, const float *x,
                                             const float *w, const float *rstd, int T, int D,
-                                            cuda_dtype dtype, void *workspace,
+                                            ssm_dtype dtype, void *workspace,
                                             size_t workspace_bytes, cudaStream_t stream) {
     ssm_status st = check("cuda_rmsnorm_backward", T, D, dtype);
     if (st != SSM_OK) return st;
@@ -262,7 +262,7 @@ extern "C" ssm_status cuda_rmsnorm_backward(float *dx, float *dw, const void *d_
         return ssm_set_error(SSM_ERR_ARG,
                              "cuda_rmsnorm_backward: workspace of %zu bytes, %zu needed "
                              "(cuda_rmsnorm_backward_workspace)", workspace_bytes, need);
-    return dtype == CUDA_DTYPE_F32
+    return dtype == SSM_DTYPE_F32
                ? bwd_run<float>(dx, dw, d_out, x, w, rstd, T, D, (float *)workspace, stream)
                : bwd_run<__nv_bfloat16>(dx, dw, d_out, x, w, rstd, T, D, (float *)workspace, stream);
 }

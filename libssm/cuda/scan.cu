@@ -818,7 +818,7 @@ static int ns_for(int N) { return N <= 8 ? 8 : N <= 16 ? 16 : 32; }
 // at least half a warp: chunking costs a second pass over the data. Otherwise cut into chunks
 // so that about 16 (forward) or 2 (backward, shared-memory bound) warps per sub-partition
 // exist (at least 256 steps a chunk).
-static Plan make_plan(const cuda_scan_args *a, bool bwd) {
+static Plan make_plan(const ssm_scan_args *a, bool bwd) {
     Plan pl;
     pl.G = (a->E + 31) / 32;
     pl.NS = ns_for(a->N);
@@ -871,7 +871,7 @@ static Plan make_plan(const cuda_scan_args *a, bool bwd) {
     return pl;
 }
 
-static ssm_status check_args(const cuda_scan_args *a, const char *fn) {
+static ssm_status check_args(const ssm_scan_args *a, const char *fn) {
     if (!a) return ssm_set_error(SSM_ERR_ARG, "%s: args is NULL", fn);
     if (a->B < 1 || a->L < 1 || a->E < 1 || a->N < 1)
         return ssm_set_error(SSM_ERR_ARG, "%s: B=%d L=%d E=%d N=%d must all be >= 1", fn, a->B,
@@ -879,7 +879,7 @@ static ssm_status check_args(const cuda_scan_args *a, const char *fn) {
     if (a->N > 32)
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "%s: d_state N=%d, the CUDA scan supports N <= 32",
                              fn, a->N);
-    if (a->dtype != CUDA_DTYPE_F32 && a->dtype != CUDA_DTYPE_BF16)
+    if (a->dtype != SSM_DTYPE_F32 && a->dtype != SSM_DTYPE_BF16)
         return ssm_set_error(SSM_ERR_DTYPE, "%s: unknown dtype %d", fn, (int)a->dtype);
     if (!a->u || !a->dt || !a->Bm || !a->Cm || !a->dt_bias || !a->A_log || !a->D)
         return ssm_set_error(SSM_ERR_ARG, "%s: a required input pointer is NULL", fn);
@@ -891,7 +891,7 @@ static ssm_status check_args(const cuda_scan_args *a, const char *fn) {
     return SSM_OK;
 }
 
-static ScanP make_params(const cuda_scan_args *a, const Plan &pl) {
+static ScanP make_params(const ssm_scan_args *a, const Plan &pl) {
     ScanP p = {};
     p.u = a->u, p.dt = a->dt, p.Bm = a->Bm, p.Cm = a->Cm, p.z = a->z;
     p.ld_bc = a->ld_bc, p.ld_z = a->ld_z;
@@ -902,7 +902,7 @@ static ScanP make_params(const cuda_scan_args *a, const Plan &pl) {
     return p;
 }
 
-static size_t fwd_layout(const Plan &pl, const cuda_scan_args *a, ScanP *p, void *ws) {
+static size_t fwd_layout(const Plan &pl, const ssm_scan_args *a, ScanP *p, void *ws) {
     Carve cv = {(char *)ws, 0};
     if (pl.K > 1) {
         const size_t bkne = (size_t)a->B * pl.K * a->N * a->E;
@@ -914,13 +914,13 @@ static size_t fwd_layout(const Plan &pl, const cuda_scan_args *a, ScanP *p, void
 
 // Bytes of the states a training forward saves for the backward (0: this shape does not, when
 // either pass cuts the sequence into chunks).
-static size_t ckpt_bytes(const cuda_scan_args *a) {
+static size_t ckpt_bytes(const ssm_scan_args *a) {
     const Plan pf = make_plan(a, false), pb = make_plan(a, true);
     if (pf.K != 1 || pb.K != 1) return 0;
     return (size_t)a->B * pb.G * pb.nsub * pb.NS * 32 * sizeof(float);
 }
 
-static size_t bwd_layout(const Plan &pl, const cuda_scan_args *a, ScanP *p, void *ws) {
+static size_t bwd_layout(const Plan &pl, const ssm_scan_args *a, ScanP *p, void *ws) {
     Carve cv = {(char *)ws, 0};
     const bool given = a->ckpt && ckpt_bytes(a) > 0;
     const size_t bkne = (size_t)a->B * pl.K * a->N * a->E;
@@ -1027,7 +1027,7 @@ template <typename T, int NS> static ssm_status step_run(ScanP p, cudaStream_t s
 // Dispatch on (dtype, NS): F is a function template name taking <T, NS>.
 #define SCAN_DISPATCH(dtype, NS, CALL)                                                        \
     do {                                                                                      \
-        if ((dtype) == CUDA_DTYPE_F32) {                                                      \
+        if ((dtype) == SSM_DTYPE_F32) {                                                      \
             if ((NS) == 8) { using T = float; constexpr int NSC = 8; CALL; }                  \
             else if ((NS) == 16) { using T = float; constexpr int NSC = 16; CALL; }           \
             else { using T = float; constexpr int NSC = 32; CALL; }                           \
@@ -1040,12 +1040,12 @@ template <typename T, int NS> static ssm_status step_run(ScanP p, cudaStream_t s
 
 } // namespace
 
-extern "C" size_t cuda_scan_forward_workspace(const cuda_scan_args *a) {
+extern "C" size_t cuda_scan_forward_workspace(const ssm_scan_args *a) {
     if (check_args(a, "cuda_scan_forward_workspace") != SSM_OK) return 0;
     return fwd_layout(make_plan(a, false), a, nullptr, nullptr);
 }
 
-extern "C" ssm_status cuda_scan_forward(const cuda_scan_args *a, void *out, float *state,
+extern "C" ssm_status cuda_scan_forward(const ssm_scan_args *a, void *out, float *state,
                                         void *ws, size_t ws_bytes, cudaStream_t stream) {
     ssm_status st = check_args(a, "cuda_scan_forward");
     if (st != SSM_OK) return st;
@@ -1074,17 +1074,17 @@ extern "C" ssm_status cuda_scan_forward(const cuda_scan_args *a, void *out, floa
     return SSM_OK;
 }
 
-extern "C" size_t cuda_scan_checkpoint_bytes(const cuda_scan_args *a) {
+extern "C" size_t cuda_scan_checkpoint_bytes(const ssm_scan_args *a) {
     if (check_args(a, "cuda_scan_checkpoint_bytes") != SSM_OK) return 0;
     return ckpt_bytes(a);
 }
 
-extern "C" size_t cuda_scan_backward_workspace(const cuda_scan_args *a) {
+extern "C" size_t cuda_scan_backward_workspace(const ssm_scan_args *a) {
     if (check_args(a, "cuda_scan_backward_workspace") != SSM_OK) return 0;
     return bwd_layout(make_plan(a, true), a, nullptr, nullptr);
 }
 
-extern "C" ssm_status cuda_scan_backward(const cuda_scan_args *a, const void *d_out, void *du,
+extern "C" ssm_status cuda_scan_backward(const ssm_scan_args *a, const void *d_out, void *du,
                                          void *ddt, void *dBm, void *dCm, void *dz,
                                          float *d_dt_bias, float *dA_log, float *dD, void *ws,
                                          size_t ws_bytes, cudaStream_t stream) {
@@ -1106,9 +1106,9 @@ extern "C" ssm_status cuda_scan_backward(const cuda_scan_args *a, const void *d_
     return SSM_OK;
 }
 
-extern "C" ssm_status cuda_scan_step(const cuda_scan_args *a, void *out, float *state,
+extern "C" ssm_status cuda_scan_step(const ssm_scan_args *a, void *out, float *state,
                                      cudaStream_t stream) {
-    cuda_scan_args a1 = a ? *a : cuda_scan_args{};
+    ssm_scan_args a1 = a ? *a : ssm_scan_args{};
     a1.L = 1;
     ssm_status st = check_args(a ? &a1 : nullptr, "cuda_scan_step");
     if (st != SSM_OK) return st;

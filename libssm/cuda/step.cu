@@ -10,7 +10,7 @@
 ssm_status cuda_forward_prompt(ssm_model *m, const int32_t *tokens, int B, int L, float *conv,
                                float *ssm);
 
-static cuda_gemv_args gemv_args(void *out, int ld_out, cuda_dtype out_dtype, const void *in, int ld_in,
+static cuda_gemv_args gemv_args(void *out, int ld_out, ssm_dtype out_dtype, const void *in, int ld_in,
                                 const bf16 *w, int B, int k, int n) {
     cuda_gemv_args a = {};
     a.out = out, a.ld_out = ld_out, a.out_dtype = out_dtype, a.in = in, a.ld_in = ld_in;
@@ -38,15 +38,15 @@ static int gemv_fits_model(const ssm_model *m, int B) {
     const ssm_config *c = &m->config;
     const int D = c->d_model, E = c->d_inner, XD = c->dt_rank + 2 * c->d_state;
     alignas(16) static const float act[4] = {0}; // a 16-byte-aligned stand-in for the activations
-    cuda_gemv_args a = gemv_args(NULL, 0, CUDA_DTYPE_BF16, act, D, w16(g, g->p.embedding), B, D, c->vocab_size);
+    cuda_gemv_args a = gemv_args(NULL, 0, SSM_DTYPE_BF16, act, D, w16(g, g->p.embedding), B, D, c->vocab_size);
     a.norm_w = g->p.norm_f;
     if (!cuda_gemv_fits(&a)) return 0;
     for (int i = 0; i < c->n_layer; i++) {
         const ssm_layer_params *p = &g->p.layers[i];
-        cuda_gemv_args in = gemv_args(NULL, 0, CUDA_DTYPE_BF16, act, D, w16(g, p->mamba1.in_proj), B, D, 2 * E);
+        cuda_gemv_args in = gemv_args(NULL, 0, SSM_DTYPE_BF16, act, D, w16(g, p->mamba1.in_proj), B, D, 2 * E);
         in.norm_w = p->norm;
-        cuda_gemv_args xp = gemv_args(NULL, 0, CUDA_DTYPE_BF16, act, E, w16(g, p->mamba1.x_proj), B, E, XD);
-        cuda_gemv_args op = gemv_args(NULL, 0, CUDA_DTYPE_F32, act, E, w16(g, p->mamba1.out_proj), B, E, D);
+        cuda_gemv_args xp = gemv_args(NULL, 0, SSM_DTYPE_BF16, act, E, w16(g, p->mamba1.x_proj), B, E, XD);
+        cuda_gemv_args op = gemv_args(NULL, 0, SSM_DTYPE_F32, act, E, w16(g, p->mamba1.out_proj), B, E, D);
         if (!cuda_gemv_fits(&in) || !cuda_gemv_fits(&xp) || !cuda_gemv_fits(&op)) return 0;
     }
     return mode;
@@ -94,7 +94,7 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
     cudaStream_t st = g->stream;
     int B = d->batch, D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv,
         R = c->dt_rank, XD = R + 2 * N, V = c->vocab_size;
-    const cuda_dtype BF = CUDA_DTYPE_BF16;
+    const ssm_dtype BF = SSM_DTYPE_BF16;
     SSM_TRY(cuda_embedding_forward(d->r, d->tokens, g->p.embedding, B, D, st));
     for (int i = 0; i < c->n_layer; i++) {
         const ssm_layer_params *p = &g->p.layers[i];
@@ -113,7 +113,7 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
             SSM_TRY(cuda_conv_step(d->u, conv_i, d->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, B, E, K, BF, st));
             SSM_TRY(cuda_matmul_forward(g->blas, d->x_dbl, XD, BF, 0.0f, d->u, E, w16(g, p->mamba1.x_proj), B, E, XD));
         }
-        cuda_scan_args sa = {};
+        ssm_scan_args sa = {};
         sa.B = B, sa.L = 1, sa.E = E, sa.N = N, sa.dtype = BF;
         sa.u = d->u, sa.Bm = d->x_dbl + R, sa.Cm = d->x_dbl + R + N, sa.ld_bc = XD;
         if (N % 4 == 0) { // the step applies dt_proj itself: one launch fewer per layer
@@ -126,20 +126,20 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
         sa.dt_bias = p->mamba1.dt_proj_b, sa.A_log = p->mamba1.A_log, sa.D = p->mamba1.D;
         SSM_TRY(cuda_scan_step(&sa, d->y, ssm + (size_t)i * B * E * N, st));
         if (d->gemv) {
-            cuda_gemv_args op = gemv_args(d->r, D, CUDA_DTYPE_F32, d->y, E, w16(g, p->mamba1.out_proj), B, E, D);
+            cuda_gemv_args op = gemv_args(d->r, D, SSM_DTYPE_F32, d->y, E, w16(g, p->mamba1.out_proj), B, E, D);
             op.beta = 1.0f;
             SSM_TRY(run_gemv(d, op, st));
         } else {
-            SSM_TRY(cuda_matmul_forward(g->blas, d->r, D, CUDA_DTYPE_F32, 1.0f, d->y, E, w16(g, p->mamba1.out_proj), B, E, D));
+            SSM_TRY(cuda_matmul_forward(g->blas, d->r, D, SSM_DTYPE_F32, 1.0f, d->y, E, w16(g, p->mamba1.out_proj), B, E, D));
         }
     }
     if (d->gemv) { // the final RMSNorm and the tied head in one launch
-        cuda_gemv_args hd = gemv_args(d->logits, V, CUDA_DTYPE_F32, d->r, D, w16(g, g->p.embedding), B, D, V);
+        cuda_gemv_args hd = gemv_args(d->logits, V, SSM_DTYPE_F32, d->r, D, w16(g, g->p.embedding), B, D, V);
         hd.norm_w = g->p.norm_f, hd.eps = c->norm_eps;
         return run_gemv(d, hd, st);
     }
     SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, g->p.norm_f, B, D, c->norm_eps, BF, st));
-    return cuda_matmul_forward(g->blas, d->logits, V, CUDA_DTYPE_F32, 0.0f, d->h, D, w16(g, g->p.embedding), B, D, V);
+    return cuda_matmul_forward(g->blas, d->logits, V, SSM_DTYPE_F32, 0.0f, d->h, D, w16(g, g->p.embedding), B, D, V);
 }
 
 // out[b, *counter] = tokens[b]; then *counter += 1 (one block: B is a decode batch)
@@ -222,7 +222,7 @@ extern "C" ssm_status cuda_model_generate_greedy(ssm_model *m, const int32_t *pr
     if (e) s = ssm_cuda_fail(e, "the generation state");
     // the prompt in one parallel pass; the first new token from its last position
     if (!s) s = cuda_forward_prompt(m, prompt, B, P, conv, ssm);
-    if (!s) s = cuda_matmul_forward(g->blas, d->logits, V, CUDA_DTYPE_F32, 0.0f,
+    if (!s) s = cuda_matmul_forward(g->blas, d->logits, V, SSM_DTYPE_F32, 0.0f,
                                     g->a.normed_f + (size_t)(P - 1) * D, P * D,
                                     w16(g, g->p.embedding), B, D, V);
     if (!s) s = cuda_argmax(d->tokens, d->logits, V, B, V, g->stream);

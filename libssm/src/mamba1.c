@@ -105,6 +105,17 @@ static void m1_fixed_x_dbl_backward(float *g_x_proj, const float *d_x_dbl, size_
     }
 }
 
+/* the scan's arguments (ssm/scan_args.h) over u, dt and x_dbl = [dt | B | C], as forward.cu's
+ * scan_args() for the CUDA twin */
+static ssm_scan_args m1_scan_args(const ssm_config *c, const ssm_mamba1_params *p, const float *u,
+                                  const float *dt, const float *x_dbl, int B, int L) {
+    int R = c->dt_rank, N = c->d_state;
+    return (ssm_scan_args){.B = B, .L = L, .E = c->d_inner, .N = N, .dtype = SSM_DTYPE_F32,
+                           .u = u, .dt = dt, .Bm = x_dbl + R, .Cm = x_dbl + R + N,
+                           .ld_bc = R + 2 * N, .dt_bias = p->dt_proj_b, .A_log = p->A_log,
+                           .D = p->D};
+}
+
 static void m1_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer_acts *la,
                        float *out, const ssm_layer_state *st) {
     const ssm_config *c = ps->c;
@@ -124,8 +135,8 @@ static void m1_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer
     /* dt = dt_proj(dt) without its bias */
     cpu_matmul_forward_exact(a->dt, E, 0.0f, a->x_dbl, XD, p->dt_proj_w, B, L, R, E, mm);
     /* y = scan(u, softplus(dt + bias), A, B, C) + D u */
-    cpu_scan_forward(a->y, a->u, a->dt, p->dt_proj_b, p->A_log, a->x_dbl + R, a->x_dbl + R + N,
-                     XD, p->D, st ? st->ssm : NULL, B, L, E, N);
+    ssm_scan_args sa = m1_scan_args(c, p, a->u, a->dt, a->x_dbl, B, L);
+    cpu_scan_forward(&sa, a->y, st ? st->ssm : NULL);
     /* out += out_proj(y * silu(z)) */
     cpu_gate_forward(a->gated, a->y, a->xz + E, 2 * E, (int)ps->T, E);
     cpu_matmul_forward_exact(out, D, 1.0f, a->gated, E, p->out_proj, B, L, E, D, mm);
@@ -146,10 +157,9 @@ static void m1_backward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_laye
     /* gated = y * silu(z) */
     cpu_gate_backward(w->d_y, w->d_xz + E, 2 * E, w->d_gated, a->y, a->xz + E, T, E);
     /* the scan: d u, d dt, d B, d C and the scan's own parameters */
-    cpu_scan_backward(w->d_u, w->d_dt, w->d_x_dbl + R, w->d_x_dbl + R + N, g->dt_proj_b,
-                      g->A_log, g->D, w->d_y, a->u, a->dt, p->dt_proj_b, p->A_log, a->x_dbl + R,
-                      a->x_dbl + R + N, XD, p->D, B, L, E, N, w->scan_scratch, w->dBC_partial,
-                      ps->threads);
+    ssm_scan_args sa = m1_scan_args(c, p, a->u, a->dt, a->x_dbl, B, L);
+    cpu_scan_backward(&sa, w->d_y, w->d_u, w->d_dt, w->d_x_dbl + R, w->d_x_dbl + R + N,
+                      g->dt_proj_b, g->A_log, g->D, w->scan_scratch, w->dBC_partial, ps->threads);
     /* dt = dt_proj(x_dbl[:, :R]) */
     cpu_matmul_backward(w->d_x_dbl, XD, 0.0f, g->dt_proj_w, w->d_dt, E, a->x_dbl, XD,
                         p->dt_proj_w, T, R, E);
@@ -183,8 +193,8 @@ static void m1_step(const ssm_config *c, const ssm_layer_params *lp, const float
     if (c->non_selective) m1_fixed_x_dbl(x_dbl, p->x_proj, (size_t)B, E, XD);
     else cpu_matmul_rows(x_dbl, XD, 0.0f, u, E, p->x_proj, B, E, XD);
     cpu_matmul_rows(dt, E, 0.0f, x_dbl, XD, p->dt_proj_w, B, R, E);
-    cpu_scan_step(y, st->ssm, u, dt, p->dt_proj_b, p->A_log, x_dbl + R, x_dbl + R + N, XD, p->D,
-                  B, E, N);
+    ssm_scan_args sa = m1_scan_args(c, p, u, dt, x_dbl, B, 1);
+    cpu_scan_step(&sa, y, st->ssm);
     cpu_gate_forward(gated, y, xz + E, 2 * E, B, E);
     cpu_matmul_rows(r, D, 1.0f, gated, E, p->out_proj, B, E, D);
 }

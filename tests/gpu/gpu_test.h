@@ -68,13 +68,13 @@ static inline float bf2f(uint16_t h) {
 static inline void round_bf16(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = bf2f(f2bf(x[i]));
 }
-static inline size_t esize(cuda_dtype dt) { return dt == CUDA_DTYPE_F32 ? 4 : 2; }
+static inline size_t esize(ssm_dtype dt) { return dt == SSM_DTYPE_F32 ? 4 : 2; }
 
 /* A device copy of host x (n floats) in dtype. */
-static inline void *to_dev(const float *x, size_t n, cuda_dtype dt) {
+static inline void *to_dev(const float *x, size_t n, ssm_dtype dt) {
     void *d;
     CK(cudaMalloc(&d, n * esize(dt) + 16));
-    if (dt == CUDA_DTYPE_F32) {
+    if (dt == SSM_DTYPE_F32) {
         CK(cudaMemcpy(d, x, n * 4, cudaMemcpyHostToDevice));
     } else {
         uint16_t *h = (uint16_t *)xmalloc(n * 2);
@@ -91,16 +91,16 @@ static inline void *to_dev_bytes(const void *x, size_t bytes) {
     return d;
 }
 /* n elements of dtype, every byte 0xff (NaN in fp32 and in bf16) */
-static inline void *dev_poisoned(size_t n, cuda_dtype dt) {
+static inline void *dev_poisoned(size_t n, ssm_dtype dt) {
     void *d;
     CK(cudaMalloc(&d, n * esize(dt) + 16));
     CK(cudaMemset(d, 0xff, n * esize(dt) + 16));
     return d;
 }
-static inline float *from_dev(const void *d, size_t n, cuda_dtype dt) {
+static inline float *from_dev(const void *d, size_t n, ssm_dtype dt) {
     float *x = falloc(n);
     CK(cudaDeviceSynchronize());
-    if (dt == CUDA_DTYPE_F32) {
+    if (dt == SSM_DTYPE_F32) {
         CK(cudaMemcpy(x, d, n * 4, cudaMemcpyDeviceToHost));
     } else {
         uint16_t *h = (uint16_t *)xmalloc(n * 2);

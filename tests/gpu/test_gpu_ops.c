@@ -35,7 +35,7 @@ static void report(const char *name, double err, double bound, int *case_ok) {
 }
 static void end_case(int ok) { printf("%s\n", ok ? "  ok" : ""); }
 
-static const char *dtname(cuda_dtype d) { return d == CUDA_DTYPE_F32 ? "f32" : "bf16"; }
+static const char *dtname(ssm_dtype d) { return d == SSM_DTYPE_F32 ? "f32" : "bf16"; }
 
 /* ---- embedding ----------------------------------------------------------------------------- */
 
@@ -48,16 +48,16 @@ static void test_embedding(int T, int D, int V) {
     float *dtab = falloc((size_t)V * D), *out = falloc((size_t)T * D);
     fill(table, (size_t)V * D, -1, 1), fill(dout, (size_t)T * D, -1, 1), fill(dtab, (size_t)V * D, -1, 1);
     int32_t *g_tok = to_dev_bytes(tok, (size_t)T * 4);
-    float *g_table = to_dev(table, (size_t)V * D, CUDA_DTYPE_F32);
-    float *g_dout = to_dev(dout, (size_t)T * D, CUDA_DTYPE_F32);
-    float *g_dtab = to_dev(dtab, (size_t)V * D, CUDA_DTYPE_F32);
-    float *g_out = dev_poisoned((size_t)T * D, CUDA_DTYPE_F32);
+    float *g_table = to_dev(table, (size_t)V * D, SSM_DTYPE_F32);
+    float *g_dout = to_dev(dout, (size_t)T * D, SSM_DTYPE_F32);
+    float *g_dtab = to_dev(dtab, (size_t)V * D, SSM_DTYPE_F32);
+    float *g_out = dev_poisoned((size_t)T * D, SSM_DTYPE_F32);
     OK(cuda_embedding_forward(g_out, g_tok, g_table, T, D, 0));
     OK(cuda_embedding_backward(g_dtab, g_tok, g_dout, T, D, 0));
     cpu_embedding_forward(out, tok, table, T, D);
     cpu_embedding_backward(dtab, tok, dout, T, D);
-    float *h_out = from_dev(g_out, (size_t)T * D, CUDA_DTYPE_F32);
-    float *h_dtab = from_dev(g_dtab, (size_t)V * D, CUDA_DTYPE_F32);
+    float *h_out = from_dev(g_out, (size_t)T * D, SSM_DTYPE_F32);
+    float *h_dtab = from_dev(g_dtab, (size_t)V * D, SSM_DTYPE_F32);
     int ok = 1;
     printf("embedding     T=%-5d D=%-5d V=%-4d:", T, D, V);
     report("out", rel_err(h_out, out, (size_t)T * D), 0.0, &ok);
@@ -69,18 +69,18 @@ static void test_embedding(int T, int D, int V) {
 
 /* ---- rmsnorm ------------------------------------------------------------------------------- */
 
-static void test_rmsnorm(int T, int D, cuda_dtype dt) {
+static void test_rmsnorm(int T, int D, ssm_dtype dt) {
     const size_t n = (size_t)T * D;
     float *x = falloc(n), *w = falloc(D), *g = falloc(n), *dx = falloc(n), *dw = falloc(D);
     fill(x, n, -2, 2), fill(w, D, 0.5f, 1.5f), fill(g, n, -1, 1), fill(dx, n, -1, 1), fill(dw, D, -1, 1);
     for (int t = 0; t < T; t += 5) /* rows of very different scales */
         for (int i = 0; i < D; i++) x[(size_t)t * D + i] *= 30.0f;
-    if (dt == CUDA_DTYPE_BF16) round_bf16(g, n);
-    float *g_x = to_dev(x, n, CUDA_DTYPE_F32), *g_w = to_dev(w, D, CUDA_DTYPE_F32);
+    if (dt == SSM_DTYPE_BF16) round_bf16(g, n);
+    float *g_x = to_dev(x, n, SSM_DTYPE_F32), *g_w = to_dev(w, D, SSM_DTYPE_F32);
     void *g_g = to_dev(g, n, dt);
-    float *g_dx = to_dev(dx, n, CUDA_DTYPE_F32), *g_dw = to_dev(dw, D, CUDA_DTYPE_F32);
+    float *g_dx = to_dev(dx, n, SSM_DTYPE_F32), *g_dw = to_dev(dw, D, SSM_DTYPE_F32);
     void *g_out = dev_poisoned(n, dt);
-    float *g_rstd = dev_poisoned(T, CUDA_DTYPE_F32);
+    float *g_rstd = dev_poisoned(T, SSM_DTYPE_F32);
     const size_t wsb = cuda_rmsnorm_backward_workspace(T, D);
     void *ws;
     CK(cudaMalloc(&ws, wsb));
@@ -88,15 +88,15 @@ static void test_rmsnorm(int T, int D, cuda_dtype dt) {
     OK(cuda_rmsnorm_forward(g_out, g_rstd, g_x, g_w, T, D, 1e-5f, dt, 0));
     float *out = falloc(n), *rstd = falloc(T);
     cpu_rmsnorm_forward(out, rstd, x, w, T, D, 1e-5f);
-    float *h_out = from_dev(g_out, n, dt), *h_rstd = from_dev(g_rstd, T, CUDA_DTYPE_F32);
+    float *h_out = from_dev(g_out, n, dt), *h_rstd = from_dev(g_rstd, T, SSM_DTYPE_F32);
     /* the backward from the CPU's rstd on both sides: the forward was checked above */
     CK(cudaMemcpy(g_rstd, rstd, (size_t)T * 4, cudaMemcpyHostToDevice));
     OK(cuda_rmsnorm_backward(g_dx, g_dw, g_g, g_x, g_w, g_rstd, T, D, dt, ws, wsb, 0));
     cpu_rmsnorm_backward(dx, dw, g, x, w, rstd, T, D);
-    float *h_dx = from_dev(g_dx, n, CUDA_DTYPE_F32), *h_dw = from_dev(g_dw, D, CUDA_DTYPE_F32);
+    float *h_dx = from_dev(g_dx, n, SSM_DTYPE_F32), *h_dw = from_dev(g_dw, D, SSM_DTYPE_F32);
     int ok = 1;
     printf("rmsnorm       %-4s T=%-5d D=%-5d:", dtname(dt), T, D);
-    report("out", rel_err(h_out, out, n), dt == CUDA_DTYPE_F32 ? 1e-5 : 1e-2, &ok);
+    report("out", rel_err(h_out, out, n), dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2, &ok);
     report("rstd", rel_err(h_rstd, rstd, T), 1e-5, &ok);
     report("dx", rel_err(h_dx, dx, n), 1e-5, &ok);
     report("dw", rel_err(h_dw, dw, D), 1e-5, &ok);
@@ -129,7 +129,7 @@ static void ce_reference(float *nll, float *ent, float *dl, const float *logits,
 
 /* alias 1: dlogits written over the fp32 logits; alias 2: bf16 logits (dt bf16) and dlogits
  * over them (cuda_cross_entropy_bf16, the training head's) */
-static void test_cross_entropy(int rows, int V, int ld, cuda_dtype dt, int alias) {
+static void test_cross_entropy(int rows, int V, int ld, ssm_dtype dt, int alias) {
     const size_t n = (size_t)rows * ld;
     float *logits = falloc(n);
     fill(logits, n, -4, 4);
@@ -149,29 +149,29 @@ static void test_cross_entropy(int rows, int V, int ld, cuda_dtype dt, int alias
     if (bf_in) round_bf16(logits, n); /* the reference sees the bf16 values */
     float *nll = falloc(rows), *ent = falloc(rows), *dl = falloc((size_t)rows * V);
     ce_reference(nll, ent, dl, logits, ld, tgt, rows, V, scale);
-    float *g_logits = to_dev(logits, n, bf_in ? CUDA_DTYPE_BF16 : CUDA_DTYPE_F32);
+    float *g_logits = to_dev(logits, n, bf_in ? SSM_DTYPE_BF16 : SSM_DTYPE_F32);
     int32_t *g_tgt = to_dev_bytes(tgt, (size_t)rows * 4);
-    float *g_nll = dev_poisoned(rows, CUDA_DTYPE_F32), *g_ent = dev_poisoned(rows, CUDA_DTYPE_F32);
+    float *g_nll = dev_poisoned(rows, SSM_DTYPE_F32), *g_ent = dev_poisoned(rows, SSM_DTYPE_F32);
     void *g_dl = alias ? (void *)g_logits : dev_poisoned(n, dt);
     if (bf_in) OK(cuda_cross_entropy_bf16(g_nll, g_ent, g_dl, g_logits, ld, g_tgt, rows, V, scale, 0));
     else OK(cuda_cross_entropy(g_nll, g_ent, g_dl, dt, g_logits, ld, g_tgt, rows, V, scale, 0));
-    float *h_nll = from_dev(g_nll, rows, CUDA_DTYPE_F32), *h_ent = from_dev(g_ent, rows, CUDA_DTYPE_F32);
+    float *h_nll = from_dev(g_nll, rows, SSM_DTYPE_F32), *h_ent = from_dev(g_ent, rows, SSM_DTYPE_F32);
     float *h_dl = from_dev(g_dl, n, dt);
     /* the nll alone, no entropy, no gradient */
     CK(cudaMemset(g_nll, 0xff, (size_t)rows * 4));
     if (alias) {
         cudaFree(g_logits);
-        g_logits = to_dev(logits, n, bf_in ? CUDA_DTYPE_BF16 : CUDA_DTYPE_F32);
+        g_logits = to_dev(logits, n, bf_in ? SSM_DTYPE_BF16 : SSM_DTYPE_F32);
     }
     if (bf_in) OK(cuda_cross_entropy_bf16(g_nll, NULL, NULL, g_logits, ld, g_tgt, rows, V, scale, 0));
     else OK(cuda_cross_entropy(g_nll, NULL, NULL, dt, g_logits, ld, g_tgt, rows, V, scale, 0));
-    float *h_nll2 = from_dev(g_nll, rows, CUDA_DTYPE_F32);
+    float *h_nll2 = from_dev(g_nll, rows, SSM_DTYPE_F32);
     int ok = 1;
     printf("cross_entropy %-4s rows=%-4d V=%-5d ld=%-5d%s:", dtname(dt), rows, V, ld,
            bf_in ? " bf16 in, aliased" : alias ? " aliased" : "");
     report("nll", rel_err(h_nll, nll, rows), 1e-5, &ok);
     report("entropy", rel_err(h_ent, ent, rows), 1e-5, &ok);
-    report("dlogits", rel_err2(h_dl, ld, dl, V, rows, V), dt == CUDA_DTYPE_F32 ? 1e-5 : 1e-2, &ok);
+    report("dlogits", rel_err2(h_dl, ld, dl, V, rows, V), dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2, &ok);
     report("nll-only", rel_err(h_nll2, nll, rows), 1e-5, &ok);
     end_case(ok);
     free(logits), free(tgt), free(nll), free(ent), free(dl), free(h_nll), free(h_ent), free(h_dl);
@@ -198,8 +198,8 @@ static void test_argmax(int rows, int V, int ld) {
         for (int v = 1; v < V; v++) best = l[v] > l[best] ? v : best;
         ref[r] = best;
     }
-    float *g_logits = to_dev(logits, n, CUDA_DTYPE_F32);
-    int32_t *g_out = dev_poisoned(rows, CUDA_DTYPE_F32);
+    float *g_logits = to_dev(logits, n, SSM_DTYPE_F32);
+    int32_t *g_out = dev_poisoned(rows, SSM_DTYPE_F32);
     OK(cuda_argmax(g_out, g_logits, ld, rows, V, 0));
     from_dev_bytes(got, g_out, (size_t)rows * 4);
     int wrong = 0;
@@ -223,7 +223,7 @@ static void test_sums(size_t n, int off) {
         const double v = x[off + i];
         s += v, ss += v * v, sa += fabs(v);
     }
-    float *g_x = to_dev(x, n + off, CUDA_DTYPE_F32);
+    float *g_x = to_dev(x, n + off, SSM_DTYPE_F32);
     const size_t wsb = cuda_sum_workspace(n) > cuda_sumsq_workspace(n) ? cuda_sum_workspace(n)
                                                                      : cuda_sumsq_workspace(n);
     void *ws;
@@ -290,9 +290,9 @@ static void test_adamw(int mode, int with_bf16) {
                          .weight_decay = 0.1f,
                          .max_norm = mode == 0 ? 2 * norm + 1 : mode == 1 ? 0.25f * norm : mode == 2 ? 0 : 1,
                          .bc1 = 1.0f - powf(0.9f, step), .bc2 = 1.0f - powf(0.95f, step)};
-    float *g_p = to_dev(p, n, CUDA_DTYPE_F32), *g_m = to_dev(m, n, CUDA_DTYPE_F32);
-    float *g_v = to_dev(v, n, CUDA_DTYPE_F32), *g_g = to_dev(g, n, CUDA_DTYPE_F32);
-    void *g_pb = with_bf16 ? dev_poisoned(n, CUDA_DTYPE_BF16) : NULL;
+    float *g_p = to_dev(p, n, SSM_DTYPE_F32), *g_m = to_dev(m, n, SSM_DTYPE_F32);
+    float *g_v = to_dev(v, n, SSM_DTYPE_F32), *g_g = to_dev(g, n, SSM_DTYPE_F32);
+    void *g_pb = with_bf16 ? dev_poisoned(n, SSM_DTYPE_BF16) : NULL;
     cuda_adamw_tensor *g_t = to_dev_bytes(t, sizeof t);
     const size_t wsb = cuda_sumsq_workspace(n);
     void *ws;
@@ -304,8 +304,8 @@ static void test_adamw(int mode, int with_bf16) {
     float *p0 = falloc(n);
     memcpy(p0, p, n * 4);
     const int stepped = adamw_reference(p, m, v, g, t, 6, ss, &a);
-    float *hp = from_dev(g_p, n, CUDA_DTYPE_F32), *hm = from_dev(g_m, n, CUDA_DTYPE_F32);
-    float *hv = from_dev(g_v, n, CUDA_DTYPE_F32);
+    float *hp = from_dev(g_p, n, SSM_DTYPE_F32), *hm = from_dev(g_m, n, SSM_DTYPE_F32);
+    float *hv = from_dev(g_v, n, SSM_DTYPE_F32);
     double h_ss;
     from_dev_bytes(&h_ss, g_ss, sizeof h_ss);
     int ok = 1;
@@ -354,8 +354,8 @@ static void test_to_bf16(size_t n, int off, int doff) {
     for (size_t i = 0; i < n + off; i += 97) x[i] *= 1e37f; /* large values */
     if (n + off > 4) x[1] = INFINITY, x[2] = -INFINITY, x[3] = -0.0f;
     if (n + off > 5) x[4] = 1.0f + 1.0f / 256; /* a tie: to even (1.0) */
-    float *g_x = to_dev(x, n + off, CUDA_DTYPE_F32);
-    uint16_t *g_d = dev_poisoned(n + doff + 4, CUDA_DTYPE_BF16);
+    float *g_x = to_dev(x, n + off, SSM_DTYPE_F32);
+    uint16_t *g_d = dev_poisoned(n + doff + 4, SSM_DTYPE_BF16);
     OK(cuda_to_bf16(g_d + doff, g_x + off, n, 0));
     uint16_t *h = xmalloc((n + doff + 4) * 2);
     from_dev_bytes(h, g_d, (n + doff + 4) * 2);
@@ -388,11 +388,11 @@ static void test_arguments(void) {
     printf("arguments:");
     expect_arg_error("embedding T=0", cuda_embedding_forward(f, i32, f, 0, 4, 0), &ok);
     expect_arg_error("embedding NULL", cuda_embedding_backward(NULL, i32, f, 1, 4, 0), &ok);
-    expect_arg_error("rmsnorm dtype", cuda_rmsnorm_forward(f, f, f, f, 1, 4, 1e-5f, (cuda_dtype)7, 0), &ok);
+    expect_arg_error("rmsnorm dtype", cuda_rmsnorm_forward(f, f, f, f, 1, 4, 1e-5f, (ssm_dtype)7, 0), &ok);
     expect_arg_error("rmsnorm workspace",
-                     cuda_rmsnorm_backward(f, f, f, f, f, f, 64, 8, CUDA_DTYPE_F32, f, 4, 0), &ok);
-    expect_arg_error("ce ld<V", cuda_cross_entropy(f, NULL, NULL, CUDA_DTYPE_F32, f, 8, i32, 1, 16, 1, 0), &ok);
-    expect_arg_error("ce bf16 alias", cuda_cross_entropy(f, NULL, f, CUDA_DTYPE_BF16, f, 16, i32, 1, 16, 1, 0), &ok);
+                     cuda_rmsnorm_backward(f, f, f, f, f, f, 64, 8, SSM_DTYPE_F32, f, 4, 0), &ok);
+    expect_arg_error("ce ld<V", cuda_cross_entropy(f, NULL, NULL, SSM_DTYPE_F32, f, 8, i32, 1, 16, 1, 0), &ok);
+    expect_arg_error("ce bf16 alias", cuda_cross_entropy(f, NULL, f, SSM_DTYPE_BF16, f, 16, i32, 1, 16, 1, 0), &ok);
     expect_arg_error("argmax V=0", cuda_argmax(i32, f, 16, 1, 0, 0), &ok);
     expect_arg_error("sum workspace", cuda_sum((double *)f, f, 1 << 20, f, 0, 0), &ok);
     expect_arg_error("sumsq NULL", cuda_sumsq(NULL, f, 4, f, 4096, 0), &ok);
@@ -421,9 +421,9 @@ int main(void) {
     test_embedding(37, 13, 5);
     test_embedding(37, 768, 50280);
     test_embedding(4096, 768, 16);
-    const cuda_dtype dts[2] = {CUDA_DTYPE_F32, CUDA_DTYPE_BF16};
+    const ssm_dtype dts[2] = {SSM_DTYPE_F32, SSM_DTYPE_BF16};
     for (int di = 0; di < 2; di++) {
-        const cuda_dtype dt = dts[di];
+        const ssm_dtype dt = dts[di];
         /* rmsnorm: T, D (13, 4097: the scalar path; the rest 4 at a time) */
         test_rmsnorm(1, 13, dt);
         test_rmsnorm(37, 13, dt);
@@ -441,11 +441,11 @@ int main(void) {
         test_cross_entropy(37, 37, 41, dt, 0); /* odd V and stride: the scalar path */
         test_cross_entropy(37, 1000, 1004, dt, 0);
     }
-    test_cross_entropy(1000, 50280, 50280, CUDA_DTYPE_F32, 1);
-    test_cross_entropy(37, 37, 41, CUDA_DTYPE_F32, 1);
-    test_cross_entropy(1000, 50280, 50280, CUDA_DTYPE_BF16, 2); /* the training head */
-    test_cross_entropy(37, 37, 41, CUDA_DTYPE_BF16, 2);
-    test_cross_entropy(3, 16, 16, CUDA_DTYPE_BF16, 2);
+    test_cross_entropy(1000, 50280, 50280, SSM_DTYPE_F32, 1);
+    test_cross_entropy(37, 37, 41, SSM_DTYPE_F32, 1);
+    test_cross_entropy(1000, 50280, 50280, SSM_DTYPE_BF16, 2); /* the training head */
+    test_cross_entropy(37, 37, 41, SSM_DTYPE_BF16, 2);
+    test_cross_entropy(3, 16, 16, SSM_DTYPE_BF16, 2);
     /* argmax: rows, V, ld */
     test_argmax(3, 16, 16);
     test_argmax(1000, 16, 16);

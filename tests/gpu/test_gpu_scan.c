@@ -2,7 +2,7 @@
  * ops (libssm/cpu/scan.c, conv.c, gate.c) on fresh random inputs of awkward sizes: L = 1,
  * L not a multiple of the chunk, odd channel counts (E = 37), N = 16 and N = 5 (and 32),
  * B = 3, the chunked long-sequence path, L = 1,048,576 at B = 1 for the forward; every forward
- * case with 1, 2 and 4 threads per channel (cuda_scan_args.split); step mode against the CPU
+ * case with 1, 2 and 4 threads per channel (ssm_scan_args.split); step mode against the CPU
  * step and against the GPU's own parallel forward with carried state.
  *
  * Each GPU output is poisoned with NaN (all-ones bytes, a NaN in fp32 and in bf16) before
@@ -41,7 +41,7 @@ static void report(const char *what, const char *name, double err, double bound,
     (void)what;
 }
 
-static const char *dtname(cuda_dtype d) { return d == CUDA_DTYPE_F32 ? "f32" : "bf16"; }
+static const char *dtname(ssm_dtype d) { return d == SSM_DTYPE_F32 ? "f32" : "bf16"; }
 
 /* ---- scan problems ----------------------------------------------------------------------- */
 
@@ -50,10 +50,18 @@ typedef struct {
     float *u, *dt, *bias, *A_log, *xdbl, *D, *xz; /* xz: (T, ldz), z at column E */
 } problem;
 
+/* the CPU twin's arguments over u, dt and xdbl = [dt_in (R) | B (N) | C (N)] (rows of p->ld) */
+static ssm_scan_args cpu_args(const problem *p, const float *u, const float *dt, const float *xdbl,
+                              int B, int L) {
+    return (ssm_scan_args){.B = B, .L = L, .E = p->E, .N = p->N, .u = u, .dt = dt,
+                           .Bm = xdbl + p->R, .Cm = xdbl + p->R + p->N, .ld_bc = p->ld,
+                           .dt_bias = p->bias, .A_log = p->A_log, .D = p->D};
+}
+
 /* regime 0: the model's initial values (delta 0.001 .. 0.1, A_log = log(1..N));
  * 1: dt + bias in [-1, 1], A_log in [-1, 1]; 2: dt + bias in [-30, 30] (both softplus branches,
  * states that forget within a step). */
-static problem make_problem(int B, int L, int E, int N, int regime, cuda_dtype dt) {
+static problem make_problem(int B, int L, int E, int N, int regime, ssm_dtype dt) {
     problem p = {B, L, E, N, 3, 3 + 2 * N + 1, 2 * E + 1, 0, 0, 0, 0, 0, 0, 0};
     size_t T = (size_t)B * L;
     p.u = falloc(T * E), p.dt = falloc(T * E), p.bias = falloc(E), p.A_log = falloc((size_t)E * N);
@@ -75,7 +83,7 @@ static problem make_problem(int B, int L, int E, int N, int regime, cuda_dtype d
         fill(p.bias, E, -0.4f * (regime == 1 ? 1 : 12), 0.4f * (regime == 1 ? 1 : 12));
         fill(p.A_log, (size_t)E * N, -1, 1);
     }
-    if (dt == CUDA_DTYPE_BF16) {
+    if (dt == SSM_DTYPE_BF16) {
         round_bf16(p.u, T * E), round_bf16(p.dt, T * E), round_bf16(p.xdbl, T * p.ld);
         round_bf16(p.xz, T * p.ldz);
     }
@@ -90,16 +98,16 @@ typedef struct {
     float *bias, *A_log, *D;
 } dproblem;
 
-static dproblem upload(const problem *p, cuda_dtype dt) {
+static dproblem upload(const problem *p, ssm_dtype dt) {
     size_t T = (size_t)p->B * p->L;
     dproblem d;
     d.u = to_dev(p->u, T * p->E, dt);
     d.dt = to_dev(p->dt, T * p->E, dt);
     d.xdbl = to_dev(p->xdbl, T * p->ld, dt);
     d.xz = to_dev(p->xz, T * p->ldz, dt);
-    d.bias = to_dev(p->bias, p->E, CUDA_DTYPE_F32);
-    d.A_log = to_dev(p->A_log, (size_t)p->E * p->N, CUDA_DTYPE_F32);
-    d.D = to_dev(p->D, p->E, CUDA_DTYPE_F32);
+    d.bias = to_dev(p->bias, p->E, SSM_DTYPE_F32);
+    d.A_log = to_dev(p->A_log, (size_t)p->E * p->N, SSM_DTYPE_F32);
+    d.D = to_dev(p->D, p->E, SSM_DTYPE_F32);
     return d;
 }
 static void free_dproblem(dproblem *d) {
@@ -107,10 +115,10 @@ static void free_dproblem(dproblem *d) {
     cudaFree(d->bias), cudaFree(d->A_log), cudaFree(d->D);
 }
 
-static cuda_scan_args scan_args(const problem *p, const dproblem *d, cuda_dtype dt, int gate,
+static ssm_scan_args scan_args(const problem *p, const dproblem *d, ssm_dtype dt, int gate,
                                 int chunk) {
-    size_t es = dt == CUDA_DTYPE_F32 ? 4 : 2;
-    cuda_scan_args a = {0};
+    size_t es = dt == SSM_DTYPE_F32 ? 4 : 2;
+    ssm_scan_args a = {0};
     a.B = p->B, a.L = p->L, a.E = p->E, a.N = p->N, a.dtype = dt;
     a.u = d->u, a.dt = d->dt;
     a.Bm = (char *)d->xdbl + p->R * es, a.Cm = (char *)d->xdbl + (p->R + p->N) * es;
@@ -132,7 +140,7 @@ static void *ws_alloc(size_t bytes) {
 }
 
 static void test_scan_forward(int B, int L, int E, int N, int regime, int gate, int carry,
-                              int chunk, cuda_dtype dt) {
+                              int chunk, ssm_dtype dt) {
     problem p = make_problem(B, L, E, N, regime, dt);
     size_t T = (size_t)B * L;
     /* CPU: y, then the gate */
@@ -142,17 +150,17 @@ static void test_scan_forward(int B, int L, int E, int N, int regime, int gate, 
         fill(st0, (size_t)B * E * N, -1, 1);
         memcpy(st, st0, sizeof(float) * B * E * N);
     }
-    cpu_scan_forward(y, p.u, p.dt, p.bias, p.A_log, p.xdbl + p.R, p.xdbl + p.R + N, p.ld, p.D, st,
-                     B, L, E, N);
+    ssm_scan_args ca = cpu_args(&p, p.u, p.dt, p.xdbl, B, L);
+    cpu_scan_forward(&ca, y, st);
     if (gate) cpu_gate_forward(out, y, p.xz + E, p.ldz, (int)T, E);
     else memcpy(out, y, sizeof(float) * T * E);
     /* GPU, with 1, 2 and 4 threads per channel (4 falls back to 2 for N <= 8) */
     dproblem d = upload(&p, dt);
     for (int split = 1; split <= 4; split *= 2) {
-        cuda_scan_args a = scan_args(&p, &d, dt, gate, chunk);
+        ssm_scan_args a = scan_args(&p, &d, dt, gate, chunk);
         a.split = split;
         void *dy = dev_poisoned(T * E, dt);
-        float *dst = carry ? to_dev(st0, (size_t)B * E * N, CUDA_DTYPE_F32) : NULL;
+        float *dst = carry ? to_dev(st0, (size_t)B * E * N, SSM_DTYPE_F32) : NULL;
         size_t wsb = cuda_scan_forward_workspace(&a);
         void *ws = ws_alloc(wsb);
         OK(cuda_scan_forward(&a, dy, dst, ws, wsb, 0));
@@ -161,10 +169,10 @@ static void test_scan_forward(int B, int L, int E, int N, int regime, int gate, 
         int ok = 1;
         printf("scan_forward  %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d carry=%d chunk=%-4d "
                "split=%d ws=%zuB:", dtname(dt), B, L, E, N, regime, gate, carry, chunk, split, wsb);
-        double bound = dt == CUDA_DTYPE_F32 ? 1e-5 : 1e-2;
+        double bound = dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2;
         report("scan_forward", "out", rel_err(gy, out, T * E), bound, &ok);
         if (carry) {
-            float *gs = from_dev(dst, (size_t)B * E * N, CUDA_DTYPE_F32);
+            float *gs = from_dev(dst, (size_t)B * E * N, SSM_DTYPE_F32);
             report("scan_forward", "state", rel_err(gs, st, (size_t)B * E * N), bound, &ok);
             free(gs);
         }
@@ -177,23 +185,23 @@ static void test_scan_forward(int B, int L, int E, int N, int regime, int gate, 
     free_problem(&p);
 }
 
-/* g_saved: a training forward first saves the states (cuda_scan_args.ckpt), and the backward
+/* g_saved: a training forward first saves the states (ssm_scan_args.ckpt), and the backward
  * reads them instead of recomputing them (where the shape allows: one chunk in both passes) */
 static int g_saved;
 /* g_bwd_split: 0 the plan's threads per channel in the backward, 1 or 2 forces that many */
 static int g_bwd_split;
 
 static void test_scan_backward(int B, int L, int E, int N, int regime, int gate, int chunk,
-                               cuda_dtype dt) {
+                               ssm_dtype dt) {
     problem p = make_problem(B, L, E, N, regime, dt);
     size_t T = (size_t)B * L;
     float *dout = falloc(T * E);
     fill(dout, T * E, -1, 1);
-    if (dt == CUDA_DTYPE_BF16) round_bf16(dout, T * E);
+    if (dt == SSM_DTYPE_BF16) round_bf16(dout, T * E);
     /* CPU: the gate's backward, then the scan's */
     float *y = falloc(T * E), *dy = falloc(T * E), *dxz = falloc(T * p.ldz);
-    cpu_scan_forward(y, p.u, p.dt, p.bias, p.A_log, p.xdbl + p.R, p.xdbl + p.R + N, p.ld, p.D,
-                     NULL, B, L, E, N);
+    ssm_scan_args ca = cpu_args(&p, p.u, p.dt, p.xdbl, B, L);
+    cpu_scan_forward(&ca, y, NULL);
     if (gate) cpu_gate_backward(dy, dxz + E, p.ldz, dout, y, p.xz + E, (int)T, E);
     else memcpy(dy, dout, sizeof(float) * T * E);
     float *du = falloc(T * E), *ddt = falloc(T * E), *dxdbl = falloc(T * p.ld);
@@ -204,20 +212,19 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
     int threads = omp_get_max_threads();
     float *scratch = falloc((size_t)threads * CPU_SCAN_SCRATCH(L, N));
     float *partial = falloc((size_t)threads * T * 2 * N);
-    cpu_scan_backward(du, ddt, dxdbl + p.R, dxdbl + p.R + N, dbias, dAlog, dD, dy, p.u, p.dt,
-                      p.bias, p.A_log, p.xdbl + p.R, p.xdbl + p.R + N, p.ld, p.D, B, L, E, N,
-                      scratch, partial, threads);
+    cpu_scan_backward(&ca, dy, du, ddt, dxdbl + p.R, dxdbl + p.R + N, dbias, dAlog, dD, scratch,
+                      partial, threads);
     free(scratch), free(partial);
     /* GPU */
     dproblem d = upload(&p, dt);
-    cuda_scan_args a = scan_args(&p, &d, dt, gate, chunk);
+    ssm_scan_args a = scan_args(&p, &d, dt, gate, chunk);
     a.split = g_bwd_split;
-    size_t es = dt == CUDA_DTYPE_F32 ? 4 : 2;
+    size_t es = dt == SSM_DTYPE_F32 ? 4 : 2;
     void *g_dout = to_dev(dout, T * E, dt);
     void *g_du = dev_poisoned(T * E, dt), *g_ddt = dev_poisoned(T * E, dt);
     void *g_dxdbl = dev_poisoned(T * p.ld, dt), *g_dxz = dev_poisoned(T * p.ldz, dt);
-    float *g_dbias = to_dev(dbias0, E, CUDA_DTYPE_F32), *g_dAlog = to_dev(dAlog0, (size_t)E * N, CUDA_DTYPE_F32);
-    float *g_dD = to_dev(dD0, E, CUDA_DTYPE_F32);
+    float *g_dbias = to_dev(dbias0, E, SSM_DTYPE_F32), *g_dAlog = to_dev(dAlog0, (size_t)E * N, SSM_DTYPE_F32);
+    float *g_dD = to_dev(dD0, E, SSM_DTYPE_F32);
     size_t ckb = g_saved ? cuda_scan_checkpoint_bytes(&a) : 0;
     if (ckb) { /* the forward, from the zero state, saves the states (poisoned before) */
         a.ckpt = ws_alloc(ckb);
@@ -235,13 +242,13 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
     CK(cudaGetLastError());
     float *h_du = from_dev(g_du, T * E, dt), *h_ddt = from_dev(g_ddt, T * E, dt);
     float *h_dx = from_dev(g_dxdbl, T * p.ld, dt), *h_dxz = from_dev(g_dxz, T * p.ldz, dt);
-    float *h_dbias = from_dev(g_dbias, E, CUDA_DTYPE_F32), *h_dAlog = from_dev(g_dAlog, (size_t)E * N, CUDA_DTYPE_F32);
-    float *h_dD = from_dev(g_dD, E, CUDA_DTYPE_F32);
+    float *h_dbias = from_dev(g_dbias, E, SSM_DTYPE_F32), *h_dAlog = from_dev(g_dAlog, (size_t)E * N, SSM_DTYPE_F32);
+    float *h_dD = from_dev(g_dD, E, SSM_DTYPE_F32);
     /* the accumulated gradients: compare the increments */
     for (int e = 0; e < E; e++) h_dbias[e] -= dbias0[e], dbias[e] -= dbias0[e], h_dD[e] -= dD0[e], dD[e] -= dD0[e];
     for (size_t i = 0; i < (size_t)E * N; i++) h_dAlog[i] -= dAlog0[i], dAlog[i] -= dAlog0[i];
     int ok = 1;
-    double bound = dt == CUDA_DTYPE_F32 ? 1e-4 : 1e-2;
+    double bound = dt == SSM_DTYPE_F32 ? 1e-4 : 1e-2;
     printf("scan_backward %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d chunk=%-4d ws=%zuB%s%s:",
            dtname(dt), B, L, E, N, regime, gate, chunk, wsb, ckb ? " saved" : "",
            g_bwd_split == 1 ? " split=1" : g_bwd_split == 2 ? " split=2" : "");
@@ -266,15 +273,15 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
 /* Step mode: S single steps from a random state, against the CPU step and against the GPU's
  * own parallel forward with carried state (docs/architecture.md, 'Accuracy': they
  * agree to rounding). */
-static void test_scan_step(int B, int E, int N, int S, int gate, cuda_dtype dt) {
+static void test_scan_step(int B, int E, int N, int S, int gate, ssm_dtype dt) {
     problem p = make_problem(B, S, E, N, 1, dt); /* rows b * S + s */
-    size_t es = dt == CUDA_DTYPE_F32 ? 4 : 2;
+    size_t es = dt == SSM_DTYPE_F32 ? 4 : 2;
     float *st0 = falloc((size_t)B * E * N), *st = falloc((size_t)B * E * N);
     fill(st0, (size_t)B * E * N, -1, 1);
     memcpy(st, st0, 4 * (size_t)B * E * N);
     dproblem d = upload(&p, dt);
-    float *g_st = to_dev(st0, (size_t)B * E * N, CUDA_DTYPE_F32);
-    float *g_st2 = to_dev(st0, (size_t)B * E * N, CUDA_DTYPE_F32);
+    float *g_st = to_dev(st0, (size_t)B * E * N, SSM_DTYPE_F32);
+    float *g_st2 = to_dev(st0, (size_t)B * E * N, SSM_DTYPE_F32);
     /* step s reads rows (b, s): gather them into (B, .) buffers on the host */
     float *us = falloc((size_t)B * E), *dts = falloc((size_t)B * E), *bc = falloc((size_t)B * p.ld);
     float *zs = falloc((size_t)B * E), *ys = falloc((size_t)B * E), *ycpu = falloc((size_t)S * B * E);
@@ -288,12 +295,13 @@ static void test_scan_step(int B, int E, int N, int S, int gate, cuda_dtype dt) 
             memcpy(bc + (size_t)b * p.ld, p.xdbl + t * p.ld, 4 * p.ld);
             memcpy(zs + (size_t)b * E, p.xz + t * p.ldz + E, 4 * E);
         }
-        cpu_scan_step(ys, st, us, dts, p.bias, p.A_log, bc + p.R, bc + p.R + N, p.ld, p.D, B, E, N);
+        ssm_scan_args ca = cpu_args(&p, us, dts, bc, B, 1);
+        cpu_scan_step(&ca, ys, st);
         if (gate) cpu_gate_forward(ys, ys, zs, E, B, E);
         memcpy(ycpu + (size_t)s * B * E, ys, 4 * (size_t)B * E);
         void *g_u = to_dev(us, (size_t)B * E, dt), *g_dt = to_dev(dts, (size_t)B * E, dt);
         void *g_bc = to_dev(bc, (size_t)B * p.ld, dt), *g_z = to_dev(zs, (size_t)B * E, dt);
-        cuda_scan_args a = {0};
+        ssm_scan_args a = {0};
         a.B = B, a.L = 1, a.E = E, a.N = N, a.dtype = dt, a.u = g_u, a.dt = g_dt;
         a.Bm = (char *)g_bc + p.R * es, a.Cm = (char *)g_bc + (p.R + N) * es, a.ld_bc = p.ld;
         a.z = gate ? g_z : NULL, a.ld_z = E;
@@ -306,7 +314,7 @@ static void test_scan_step(int B, int E, int N, int S, int gate, cuda_dtype dt) 
         cudaFree(g_u), cudaFree(g_dt), cudaFree(g_bc), cudaFree(g_z);
     }
     /* the parallel forward over the same S rows per sequence, carrying the same state */
-    cuda_scan_args a = scan_args(&p, &d, dt, gate, 0);
+    ssm_scan_args a = scan_args(&p, &d, dt, gate, 0);
     void *g_yp = dev_poisoned((size_t)B * S * E, dt);
     size_t wsb = cuda_scan_forward_workspace(&a);
     void *ws = ws_alloc(wsb);
@@ -316,10 +324,10 @@ static void test_scan_step(int B, int E, int N, int S, int gate, cuda_dtype dt) 
     for (int s = 0; s < S; s++)
         for (int b = 0; b < B; b++)
             memcpy(ypt + ((size_t)s * B + b) * E, yp + ((size_t)b * S + s) * E, 4 * E);
-    float *gst = from_dev(g_st, (size_t)B * E * N, CUDA_DTYPE_F32);
-    float *gst2 = from_dev(g_st2, (size_t)B * E * N, CUDA_DTYPE_F32);
+    float *gst = from_dev(g_st, (size_t)B * E * N, SSM_DTYPE_F32);
+    float *gst2 = from_dev(g_st2, (size_t)B * E * N, SSM_DTYPE_F32);
     int ok = 1;
-    double bound = dt == CUDA_DTYPE_F32 ? 1e-5 : 1e-2;
+    double bound = dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2;
     printf("scan_step     %-4s B=%d steps=%d E=%-4d N=%-2d gate=%d:", dtname(dt), B, S, E, N, gate);
     report("", "out/cpu", rel_err(ygpu, ycpu, (size_t)S * B * E), bound, &ok);
     report("", "state/cpu", rel_err(gst, st, (size_t)B * E * N), bound, &ok);
@@ -335,36 +343,36 @@ static void test_scan_step(int B, int E, int N, int S, int gate, cuda_dtype dt) 
 
 /* ---- conv -------------------------------------------------------------------------------- */
 
-static void test_conv(int B, int L, int E, int K, int carry, cuda_dtype dt) {
+static void test_conv(int B, int L, int E, int K, int carry, ssm_dtype dt) {
     size_t T = (size_t)B * L;
     int ld_x = 2 * E + 3;
     float *x = falloc(T * ld_x), *w = falloc((size_t)E * K), *b = falloc(E);
     fill(x, T * ld_x, -2, 2), fill(w, (size_t)E * K, -0.7f, 0.7f), fill(b, E, -0.5f, 0.5f);
-    if (dt == CUDA_DTYPE_BF16) round_bf16(x, T * ld_x);
+    if (dt == SSM_DTYPE_BF16) round_bf16(x, T * ld_x);
     float *st0 = NULL, *st = NULL;
     if (carry) {
         st0 = falloc((size_t)B * E * K), st = falloc((size_t)B * E * K);
         fill(st0, (size_t)B * E * K, -2, 2);
-        if (dt == CUDA_DTYPE_BF16) round_bf16(st0, (size_t)B * E * K);
+        if (dt == SSM_DTYPE_BF16) round_bf16(st0, (size_t)B * E * K);
         memcpy(st, st0, 4 * (size_t)B * E * K);
     }
     float *u = falloc(T * E);
     cpu_conv_forward(u, x, ld_x, w, b, st, B, L, E, K);
     if (carry) cpu_conv_state_update(st, x, ld_x, B, L, E, K);
     void *g_x = to_dev(x, T * ld_x, dt);
-    float *g_w = to_dev(w, (size_t)E * K, CUDA_DTYPE_F32), *g_b = to_dev(b, E, CUDA_DTYPE_F32);
-    float *g_st = carry ? to_dev(st0, (size_t)B * E * K, CUDA_DTYPE_F32) : NULL;
+    float *g_w = to_dev(w, (size_t)E * K, SSM_DTYPE_F32), *g_b = to_dev(b, E, SSM_DTYPE_F32);
+    float *g_st = carry ? to_dev(st0, (size_t)B * E * K, SSM_DTYPE_F32) : NULL;
     void *g_u = dev_poisoned(T * E, dt);
     OK(cuda_conv_forward(g_u, g_x, ld_x, g_w, g_b, g_st, B, L, E, K, dt, 0));
     if (carry) OK(cuda_conv_state_update(g_st, g_x, ld_x, B, L, E, K, dt, 0));
     CK(cudaGetLastError());
     float *gu = from_dev(g_u, T * E, dt);
     int ok = 1;
-    double bound = dt == CUDA_DTYPE_F32 ? 1e-5 : 1e-2;
+    double bound = dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2;
     printf("conv_forward  %-4s B=%d L=%-7d E=%-4d K=%d carry=%d:", dtname(dt), B, L, E, K, carry);
     report("", "u", rel_err(gu, u, T * E), bound, &ok);
     if (carry) {
-        float *gs = from_dev(g_st, (size_t)B * E * K, CUDA_DTYPE_F32);
+        float *gs = from_dev(g_st, (size_t)B * E * K, SSM_DTYPE_F32);
         report("", "state", rel_err(gs, st, (size_t)B * E * K), 1e-6, &ok);
         free(gs);
     }
@@ -373,22 +381,22 @@ static void test_conv(int B, int L, int E, int K, int carry, cuda_dtype dt) {
     if (!carry) {
         float *du = falloc(T * E), *dx = falloc(T * ld_x);
         fill(du, T * E, -1, 1);
-        if (dt == CUDA_DTYPE_BF16) round_bf16(du, T * E);
+        if (dt == SSM_DTYPE_BF16) round_bf16(du, T * E);
         float *dw0 = falloc((size_t)E * K), *db0 = falloc(E), *dw = falloc((size_t)E * K), *db = falloc(E);
         fill(dw0, (size_t)E * K, -1, 1), fill(db0, E, -1, 1);
         memcpy(dw, dw0, 4 * (size_t)E * K), memcpy(db, db0, 4 * E);
         cpu_conv_backward(dx, dw, db, du, x, ld_x, w, b, B, L, E, K);
         void *g_du = to_dev(du, T * E, dt), *g_dx = dev_poisoned(T * ld_x, dt);
-        float *g_dw = to_dev(dw0, (size_t)E * K, CUDA_DTYPE_F32), *g_db = to_dev(db0, E, CUDA_DTYPE_F32);
+        float *g_dw = to_dev(dw0, (size_t)E * K, SSM_DTYPE_F32), *g_db = to_dev(db0, E, SSM_DTYPE_F32);
         size_t wsb = cuda_conv_backward_workspace(B, L, E, K);
         void *ws = ws_alloc(wsb);
         OK(cuda_conv_backward(g_dx, g_dw, g_db, g_du, g_x, ld_x, g_w, g_b, B, L, E, K, dt, ws, wsb, 0));
-        float *hdx = from_dev(g_dx, T * ld_x, dt), *hdw = from_dev(g_dw, (size_t)E * K, CUDA_DTYPE_F32);
-        float *hdb = from_dev(g_db, E, CUDA_DTYPE_F32);
+        float *hdx = from_dev(g_dx, T * ld_x, dt), *hdw = from_dev(g_dw, (size_t)E * K, SSM_DTYPE_F32);
+        float *hdb = from_dev(g_db, E, SSM_DTYPE_F32);
         for (size_t i = 0; i < (size_t)E * K; i++) hdw[i] -= dw0[i], dw[i] -= dw0[i];
         for (int e = 0; e < E; e++) hdb[e] -= db0[e], db[e] -= db0[e];
         ok = 1;
-        double bb = dt == CUDA_DTYPE_F32 ? 1e-4 : 1e-2;
+        double bb = dt == SSM_DTYPE_F32 ? 1e-4 : 1e-2;
         printf("conv_backward %-4s B=%d L=%-7d E=%-4d K=%d:", dtname(dt), B, L, E, K);
         report("", "dx", rel_err2(hdx, ld_x, dx, ld_x, T, E), bb, &ok);
         report("", "dw", rel_err(hdw, dw, (size_t)E * K), bb, &ok);
@@ -402,21 +410,21 @@ static void test_conv(int B, int L, int E, int K, int carry, cuda_dtype dt) {
 }
 
 /* conv step mode: S steps against the CPU step and against the GPU forward + state update */
-static void test_conv_step(int B, int E, int K, int S, cuda_dtype dt) {
+static void test_conv_step(int B, int E, int K, int S, ssm_dtype dt) {
     int ld_x = E + 5;
     float *x = falloc((size_t)B * S * ld_x), *w = falloc((size_t)E * K), *b = falloc(E);
     fill(x, (size_t)B * S * ld_x, -2, 2), fill(w, (size_t)E * K, -0.7f, 0.7f), fill(b, E, -0.5f, 0.5f);
-    if (dt == CUDA_DTYPE_BF16) round_bf16(x, (size_t)B * S * ld_x);
+    if (dt == SSM_DTYPE_BF16) round_bf16(x, (size_t)B * S * ld_x);
     float *st0 = falloc((size_t)B * E * K), *st = falloc((size_t)B * E * K);
     fill(st0, (size_t)B * E * K, -2, 2);
-    if (dt == CUDA_DTYPE_BF16) round_bf16(st0, (size_t)B * E * K);
+    if (dt == SSM_DTYPE_BF16) round_bf16(st0, (size_t)B * E * K);
     memcpy(st, st0, 4 * (size_t)B * E * K);
-    float *g_w = to_dev(w, (size_t)E * K, CUDA_DTYPE_F32), *g_b = to_dev(b, E, CUDA_DTYPE_F32);
-    float *g_st = to_dev(st0, (size_t)B * E * K, CUDA_DTYPE_F32);
+    float *g_w = to_dev(w, (size_t)E * K, SSM_DTYPE_F32), *g_b = to_dev(b, E, SSM_DTYPE_F32);
+    float *g_st = to_dev(st0, (size_t)B * E * K, SSM_DTYPE_F32);
     float *xs = falloc((size_t)B * ld_x), *us = falloc((size_t)B * E);
     float *ucpu = falloc((size_t)S * B * E), *ugpu = falloc((size_t)S * B * E);
     void *g_u = dev_poisoned((size_t)B * E, dt);
-    size_t es = dt == CUDA_DTYPE_F32 ? 4 : 2;
+    size_t es = dt == SSM_DTYPE_F32 ? 4 : 2;
     for (int s = 0; s < S; s++) {
         for (int bb = 0; bb < B; bb++) memcpy(xs + (size_t)bb * ld_x, x + ((size_t)bb * S + s) * ld_x, 4 * ld_x);
         cpu_conv_step(us, st, xs, ld_x, w, b, B, E, K);
@@ -431,17 +439,17 @@ static void test_conv_step(int B, int E, int K, int S, cuda_dtype dt) {
     }
     /* parallel: forward over the S rows with the carried state, then the state update */
     void *g_x = to_dev(x, (size_t)B * S * ld_x, dt), *g_up = dev_poisoned((size_t)B * S * E, dt);
-    float *g_st2 = to_dev(st0, (size_t)B * E * K, CUDA_DTYPE_F32);
+    float *g_st2 = to_dev(st0, (size_t)B * E * K, SSM_DTYPE_F32);
     OK(cuda_conv_forward(g_up, g_x, ld_x, g_w, g_b, g_st2, B, S, E, K, dt, 0));
     OK(cuda_conv_state_update(g_st2, g_x, ld_x, B, S, E, K, dt, 0));
     float *up = from_dev(g_up, (size_t)B * S * E, dt), *upt = falloc((size_t)S * B * E);
     for (int s = 0; s < S; s++)
         for (int bb = 0; bb < B; bb++)
             memcpy(upt + ((size_t)s * B + bb) * E, up + ((size_t)bb * S + s) * E, 4 * E);
-    float *gst = from_dev(g_st, (size_t)B * E * K, CUDA_DTYPE_F32);
-    float *gst2 = from_dev(g_st2, (size_t)B * E * K, CUDA_DTYPE_F32);
+    float *gst = from_dev(g_st, (size_t)B * E * K, SSM_DTYPE_F32);
+    float *gst2 = from_dev(g_st2, (size_t)B * E * K, SSM_DTYPE_F32);
     int ok = 1;
-    double bound = dt == CUDA_DTYPE_F32 ? 1e-5 : 1e-2;
+    double bound = dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2;
     printf("conv_step     %-4s B=%d steps=%d E=%-4d K=%d:", dtname(dt), B, S, E, K);
     report("", "u/cpu", rel_err(ugpu, ucpu, (size_t)S * B * E), bound, &ok);
     report("", "state/cpu", rel_err(gst, st, (size_t)B * E * K), 1e-6, &ok);
@@ -464,9 +472,9 @@ int main(int argc, char **argv) {
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
-    const cuda_dtype dts[2] = {CUDA_DTYPE_F32, CUDA_DTYPE_BF16};
+    const ssm_dtype dts[2] = {SSM_DTYPE_F32, SSM_DTYPE_BF16};
     for (int di = 0; di < 2; di++) {
-        cuda_dtype dt = dts[di];
+        ssm_dtype dt = dts[di];
         /* forward: B, L, E, N, regime, gate, carry, chunk */
         test_scan_forward(3, 1, 37, 16, 1, 0, 0, 0, dt);
         test_scan_forward(3, 1, 37, 5, 1, 1, 1, 0, dt);
@@ -525,8 +533,8 @@ int main(int argc, char **argv) {
     }
     if (!quick) {
         /* the scan forward over a million steps in one sequence (fp32 and bf16) */
-        test_scan_forward(1, 1048576, 37, 16, 0, 1, 1, 0, CUDA_DTYPE_F32);
-        test_scan_forward(1, 1048576, 37, 16, 1, 0, 0, 0, CUDA_DTYPE_BF16);
+        test_scan_forward(1, 1048576, 37, 16, 0, 1, 1, 0, SSM_DTYPE_F32);
+        test_scan_forward(1, 1048576, 37, 16, 1, 0, 0, 0, SSM_DTYPE_BF16);
     }
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;

@@ -572,12 +572,21 @@ typedef struct {
     float *u, *dt, *bias, *A_log, *xdbl, *D, *y, *w;
 } scan_ctx;
 
+/* the scan's arguments over u, dt (T, E) and xdbl = [dt_in (R) | B (N) | C (N)], rows of ld,
+ * with c's parameters */
+static ssm_scan_args scan_args(const scan_ctx *c, const float *u, const float *dt,
+                               const float *xdbl, int ld, int B, int L) {
+    return (ssm_scan_args){.B = B, .L = L, .E = c->E, .N = c->N, .u = u, .dt = dt,
+                           .Bm = xdbl + c->R, .Cm = xdbl + c->R + c->N, .ld_bc = ld,
+                           .dt_bias = c->bias, .A_log = c->A_log, .D = c->D};
+}
+
 static double scan_obj(void *p, double *mag) {
     scan_ctx *c = p;
     size_t T = (size_t)c->B * c->L;
     ffill(c->y, T * c->E, NAN);
-    cpu_scan_forward(c->y, c->u, c->dt, c->bias, c->A_log, c->xdbl + c->R, c->xdbl + c->R + c->N,
-                     c->ld_bc, c->D, NULL, c->B, c->L, c->E, c->N);
+    ssm_scan_args a = scan_args(c, c->u, c->dt, c->xdbl, c->ld_bc, c->B, c->L);
+    cpu_scan_forward(&a, c->y, NULL);
     /* S = |y| + |D u| + sum_n |C_n| (the states are O(1) at these inputs) */
     double *S = calloc(T * c->E, sizeof(double));
     for (size_t t = 0; t < T; t++) {
@@ -648,9 +657,9 @@ static void scan_bwd(const scan_ctx *c, scan_grads *g, int threads) {
     float *scratch = falloc(ns), *partial = falloc(np);
     ffill(scratch, ns, NAN); /* must be written before it is read */
     ffill(partial, np, NAN);
-    cpu_scan_backward(g->du, g->ddt, g->dx + c->R, g->dx + c->R + c->N, g->dbias, g->dA, g->dD, c->w,
-                      c->u, c->dt, c->bias, c->A_log, c->xdbl + c->R, c->xdbl + c->R + c->N, c->ld_bc,
-                      c->D, c->B, c->L, c->E, c->N, scratch, partial, threads);
+    ssm_scan_args a = scan_args(c, c->u, c->dt, c->xdbl, c->ld_bc, c->B, c->L);
+    cpu_scan_backward(&a, c->w, g->du, g->ddt, g->dx + c->R, g->dx + c->R + c->N, g->dbias, g->dA,
+                      g->dD, scratch, partial, threads);
     free(scratch);
     free(partial);
 }
@@ -753,19 +762,22 @@ static void test_scan_state_and_step(void **st) {
         float *s_full = falloc(ns), *s = falloc(ns), *y_full = falloc((size_t)B * S * E), *y = falloc((size_t)B * L * E);
         ffill(s_full, ns, 0);
         ffill(y_full, (size_t)B * S * E, NAN);
-        cpu_scan_forward(y_full, f.u, f.dt, f.bias, f.A_log, f.xdbl + R, f.xdbl + R + N, ld, f.D, s_full, B, S, E, N);
+        ssm_scan_args a_full = scan_args(&f, f.u, f.dt, f.xdbl, ld, B, S);
+        cpu_scan_forward(&a_full, y_full, s_full);
         /* NULL state = zero state */
         float *y_null = falloc((size_t)B * S * E);
         ffill(y_null, (size_t)B * S * E, NAN);
-        cpu_scan_forward(y_null, f.u, f.dt, f.bias, f.A_log, f.xdbl + R, f.xdbl + R + N, ld, f.D, NULL, B, S, E, N);
+        cpu_scan_forward(&a_full, y_null, NULL);
         bad += memcmp(y_null, y_full, (size_t)B * S * E * sizeof(float)) != 0;
         /* prefix from zero, then x from the carried state */
         float *yp = falloc((size_t)B * P * E);
         ffill(s, ns, 0);
-        cpu_scan_forward(yp, pu, pdt, f.bias, f.A_log, px + R, px + R + N, ld, f.D, s, B, P, E, N);
+        ssm_scan_args a_prefix = scan_args(&f, pu, pdt, px, ld, B, P);
+        cpu_scan_forward(&a_prefix, yp, s);
         float *s_after_prefix = fcopy(s, ns);
         ffill(y, (size_t)B * L * E, NAN);
-        cpu_scan_forward(y, xu, xdt, f.bias, f.A_log, xx + R, xx + R + N, ld, f.D, s, B, L, E, N);
+        ssm_scan_args a_x = scan_args(&f, xu, xdt, xx, ld, B, L);
+        cpu_scan_forward(&a_x, y, s);
         float *tail = tail_seq(y_full, P, L, B, E);
         double ey = tu_rel_err(y, tail, (size_t)B * L * E), es = tu_rel_err(s, s_full, ns);
         /* step mode from the state after the prefix */
@@ -778,8 +790,8 @@ static void test_scan_state_and_step(void **st) {
             }
             ffill(yt, (size_t)B * E, NAN);
             /* B, C of token l of every sequence: rows b * L + l, stride L * ld */
-            cpu_scan_step(yt, s2, ut, dtt, f.bias, f.A_log, xx + (size_t)l * ld + R,
-                          xx + (size_t)l * ld + R + N, L * ld, f.D, B, E, N);
+            ssm_scan_args a_step = scan_args(&f, ut, dtt, xx + (size_t)l * ld, L * ld, B, 1);
+            cpu_scan_step(&a_step, yt, s2);
             for (int b = 0; b < B; b++) memcpy(ys + ((size_t)b * L + l) * E, yt + (size_t)b * E, E * sizeof(float));
         }
         double sy = tu_rel_err(ys, tail, (size_t)B * L * E), ss = tu_rel_err(s2, s_full, ns);

@@ -79,6 +79,11 @@ static void free_problem(problem *p) {
 
 static const float *Bcol(const problem *p) { return p->xdbl + p->R; }
 static const float *Ccol(const problem *p) { return p->xdbl + p->R + p->N; }
+static ssm_scan_args scan_args(const problem *p) {
+    return (ssm_scan_args){.B = p->B, .L = p->L, .E = p->E, .N = p->N, .u = p->u, .dt = p->dt,
+                           .Bm = Bcol(p), .Cm = Ccol(p), .ld_bc = p->ld, .dt_bias = p->bias,
+                           .A_log = p->A_log, .D = p->D};
+}
 
 /* ---- the double-precision reference ------------------------------------------------------ */
 
@@ -182,8 +187,8 @@ static void ref_backward(const problem *p, const float *dy, ref_grads *g) {
 
 static void op_forward(const problem *p, float *y, float *state) {
     ffill(y, (size_t)p->B * p->L * p->E, NAN); /* an unwritten element fails */
-    cpu_scan_forward(y, p->u, p->dt, p->bias, p->A_log, Bcol(p), Ccol(p), p->ld, p->D, state,
-                     p->B, p->L, p->E, p->N);
+    ssm_scan_args a = scan_args(p);
+    cpu_scan_forward(&a, y, state);
 }
 
 static double rel_f_d(const float *a, const double *b, size_t n) {
@@ -356,8 +361,8 @@ static void test_threshold_and_underflow(void **st) {
     ffill(scratch, threads * CPU_SCAN_SCRATCH(L, N), NAN);
     ffill(partial, (size_t)threads * T * 2 * N, NAN);
     ffill(du, TE, NAN), ffill(ddt, TE, NAN), ffill(dx, T * p.ld, NAN);
-    cpu_scan_backward(du, ddt, dx + p.R, dx + p.R + N, dbias, dA, dD, dy, p.u, p.dt, p.bias,
-                      p.A_log, Bcol(&p), Ccol(&p), p.ld, p.D, B, L, E, N, scratch, partial, threads);
+    ssm_scan_args a = scan_args(&p);
+    cpu_scan_backward(&a, dy, du, ddt, dx + p.R, dx + p.R + N, dbias, dA, dD, scratch, partial, threads);
     double e[7] = {rel_f_d(du, g.du, TE), rel_f_d(ddt, g.ddt, TE), rel_cols(dx + p.R, p.ld, g.dB, T, N),
                    rel_cols(dx + p.R + N, p.ld, g.dC, T, N), rel_f_d(dbias, g.dbias, E),
                    rel_f_d(dA, g.dA_log, (size_t)E * N), rel_f_d(dD, g.dD, E)};
@@ -432,8 +437,8 @@ static int check_backward(int B, int L, int E, int N, int wide, int threads, uin
     ffill(scratch, ns, NAN);
     ffill(partial, np, NAN);
     ffill(du, TE, NAN), ffill(ddt, TE, NAN), ffill(dx, T * p.ld, NAN);
-    cpu_scan_backward(du, ddt, dx + p.R, dx + p.R + N, dbias, dA, dD, dy, p.u, p.dt, p.bias,
-                      p.A_log, Bcol(&p), Ccol(&p), p.ld, p.D, B, L, E, N, scratch, partial, threads);
+    ssm_scan_args a = scan_args(&p);
+    cpu_scan_backward(&a, dy, du, ddt, dx + p.R, dx + p.R + N, dbias, dA, dD, scratch, partial, threads);
     double e[7] = {rel_f_d(du, g.du, TE), rel_f_d(ddt, g.ddt, TE), rel_cols(dx + p.R, p.ld, g.dB, T, N),
                    rel_cols(dx + p.R + N, p.ld, g.dC, T, N), rel_f_d(dbias, g.dbias, E),
                    rel_f_d(dA, g.dA_log, (size_t)E * N), rel_f_d(dD, g.dD, E)};

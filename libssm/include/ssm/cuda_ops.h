@@ -17,68 +17,35 @@
 #include <cuda_runtime_api.h>
 #include <cublas_v2.h>
 
+#include "ssm/scan_args.h"
 #include "ssm/ssm.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef enum cuda_dtype {
-    CUDA_DTYPE_F32 = 0,
-    CUDA_DTYPE_BF16 = 1,
-} cuda_dtype;
 
 /* Number of CUDA devices, 0 when there is none or the driver cannot be loaded. */
 int ssm_cuda_device_count(void);
 
-/* ---- scan.cu: the selective scan (mamba_ssm's selective_scan_fn with delta_bias,
- * delta_softplus, D and optionally z), per sequence:
- *   delta = softplus(dt + dt_bias) (threshold 20);  A = -exp(A_log)
- *   h_l = exp(delta * A) * h_{l-1} + delta * B_l * u_l;  y_l = C_l . h_l + D * u_l
- *   out_l = y_l * silu(z_l) when z != NULL, else y_l
- * d_state N <= 32. */
-typedef struct cuda_scan_args {
-    int B, L, E, N;
-    cuda_dtype dtype;      /* of u, dt, Bm, Cm, z, the output and the activation gradients */
-    const void *u;         /* (T, E) */
-    const void *dt;        /* (T, E) before the bias */
-    const void *Bm, *Cm;   /* (T, N) each, row stride ld_bc (columns of x_proj's output) */
-    int ld_bc;
-    const void *z;         /* (T, E) row stride ld_z, or NULL: no gate */
-    int ld_z;
-    const float *dt_bias;  /* (E) */
-    const float *A_log;    /* (E, N) */
-    const float *D;        /* (E) */
-    int chunk;             /* 0: chosen for the device; else the chunk length over L that the
-                              kernels use (tests and benchmarks exercise the chunked path) */
-    int split;             /* forward: 0 chosen for the device; else 1, 2 or 4 threads share a
-                              channel's states (at most N / 4 rounded up to 8); backward: 1
-                              forces one thread per channel, else two (tests and benchmarks) */
-    const void *dt_w;      /* step only, or NULL: dt_proj.weight (E, dt_rank) in dtype; dt is
-                              then dt_proj's input (B, dt_rank), row stride ld_dt, and the step
-                              applies the projection itself (N a multiple of 4) */
-    int dt_rank, ld_dt;
-    float *ckpt;           /* or NULL: cuda_scan_checkpoint_bytes(args) bytes (when that is not
-                              0) where a training forward (zero initial state) saves the states
-                              its backward needs, so that the backward does not recompute
-                              them; pass the same args (and buffer) to both */
-} cuda_scan_args;
+/* ---- scan.cu: the selective scan (ssm/scan_args.h: the equations and the argument struct,
+ * shared with the CPU twin). d_state N <= 32. */
 
 /* out (T, E). state (B, E, N) or NULL: initial state read, final state written (carry).
  * workspace: cuda_scan_forward_workspace(args) bytes (0 when the sequence is not chunked). */
-size_t cuda_scan_forward_workspace(const cuda_scan_args *args);
-ssm_status cuda_scan_forward(const cuda_scan_args *args, void *out, float *state,
+size_t cuda_scan_forward_workspace(const ssm_scan_args *args);
+ssm_status cuda_scan_forward(const ssm_scan_args *args, void *out, float *state,
                              void *workspace, size_t workspace_bytes, cudaStream_t stream);
 
 /* Backward from zero initial state, recomputing the states (never stored by the forward).
  * d_out (T, E): gradient of the output (of the gated output when z != NULL).
  * Writes du, ddt (T, E), dBm, dCm (row stride ld_bc, may be columns of one buffer) and, with
  * z, dz (row stride ld_z); ADDS to d_dt_bias (E), dA_log (E, N), dD (E). Deterministic. */
-size_t cuda_scan_backward_workspace(const cuda_scan_args *args);
+size_t cuda_scan_backward_workspace(const ssm_scan_args *args);
 /* Bytes for args->ckpt: the state every 16 steps of every channel (0 when this shape cannot
  * save them: a long sequence that either pass cuts into chunks). */
-size_t cuda_scan_checkpoint_bytes(const cuda_scan_args *args);
-ssm_status cuda_scan_backward(const cuda_scan_args *args, const void *d_out, void *du,
+size_t cuda_scan_checkpoint_bytes(const ssm_scan_args *args);
+ssm_status cuda_scan_backward(const ssm_scan_args *args, const void *d_out, void *du,
                               void *ddt, void *dBm, void *dCm, void *dz, float *d_dt_bias,
                               float *dA_log, float *dD, void *workspace,
                               size_t workspace_bytes, cudaStream_t stream);
@@ -86,7 +53,7 @@ ssm_status cuda_scan_backward(const cuda_scan_args *args, const void *d_out, voi
 /* One token per sequence (mamba_ssm's selective_state_update): args->L is ignored (1), rows
  * are sequences: u, dt, out (B, E); Bm, Cm (B, N) stride ld_bc; z (B, E) stride ld_z.
  * state (B, E, N) updated in place (16-byte aligned, like A_log, when N is a multiple of 4). */
-ssm_status cuda_scan_step(const cuda_scan_args *args, void *out, float *state,
+ssm_status cuda_scan_step(const ssm_scan_args *args, void *out, float *state,
                           cudaStream_t stream);
 
 /* ---- conv.cu: depthwise causal conv1d + SiLU (mamba_ssm's causal_conv1d_fn, "silu"):
@@ -94,32 +61,32 @@ ssm_status cuda_scan_step(const cuda_scan_args *args, void *out, float *state,
  * with zero left padding, or the carried inputs of state (B, E, K) (the last K inputs,
  * oldest first). x has row stride ld_x; u is (T, E). w (E, K), b (E) fp32. K <= 64. */
 ssm_status cuda_conv_forward(void *u, const void *x, int ld_x, const float *w, const float *b,
-                             const float *state, int B, int L, int E, int K, cuda_dtype dtype,
+                             const float *state, int B, int L, int E, int K, ssm_dtype dtype,
                              cudaStream_t stream);
 /* state (B, E, K) <- the last K inputs of [state | x] per sequence (after the forward). */
 ssm_status cuda_conv_state_update(float *state, const void *x, int ld_x, int B, int L, int E,
-                                  int K, cuda_dtype dtype, cudaStream_t stream);
+                                  int K, ssm_dtype dtype, cudaStream_t stream);
 /* Zero initial state. Writes dx (row stride ld_x); ADDS to dw (E, K), db (E).
  * Deterministic (partial sums in the workspace, reduced in a fixed order). */
 size_t cuda_conv_backward_workspace(int B, int L, int E, int K);
 ssm_status cuda_conv_backward(void *dx, float *dw, float *db, const void *du, const void *x,
                               int ld_x, const float *w, const float *b, int B, int L, int E,
-                              int K, cuda_dtype dtype, void *workspace, size_t workspace_bytes,
+                              int K, ssm_dtype dtype, void *workspace, size_t workspace_bytes,
                               cudaStream_t stream);
 /* One token per sequence: state rolls left and takes x (B, E) (row stride ld_x); u (B, E). */
 ssm_status cuda_conv_step(void *u, float *state, const void *x, int ld_x, const float *w,
-                          const float *b, int B, int E, int K, cuda_dtype dtype,
+                          const float *b, int B, int E, int K, ssm_dtype dtype,
                           cudaStream_t stream);
 
 /* ---- matmul.cu: the projections through cuBLAS, row-major like cpu_matmul_* -------------
  * in, w, d_out bf16; fp32 accumulation; out / d_in in out_dtype; d_w fp32.
  * out (T, n) = beta * out + in (T, k) . w (n, k)^T */
-ssm_status cuda_matmul_forward(cublasHandle_t blas, void *out, int ld_out, cuda_dtype out_dtype,
+ssm_status cuda_matmul_forward(cublasHandle_t blas, void *out, int ld_out, ssm_dtype out_dtype,
                                float beta, const void *in, int ld_in, const void *w, int T, int k,
                                int n);
 /* d_in (T, k) = beta_in * d_in + d_out (T, n) . w (n, k)   (skipped when d_in is NULL)
  * d_w (n, k) += d_out^T . in                                (skipped when d_w is NULL) */
-ssm_status cuda_matmul_backward(cublasHandle_t blas, void *d_in, int ld_din, cuda_dtype din_dtype,
+ssm_status cuda_matmul_backward(cublasHandle_t blas, void *d_in, int ld_din, ssm_dtype din_dtype,
                                 float beta_in, float *d_w, const void *d_out, int ld_dout,
                                 const void *in, int ld_in, const void *w, int T, int k, int n);
 
@@ -134,13 +101,13 @@ ssm_status cuda_embedding_backward(float *d_table, const int32_t *tokens, const 
 /* ---- rmsnorm.cu: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), fp32 arithmetic ---- */
 /* x (T, D) fp32 (the residual stream); out (T, D) in dtype; rstd (T) fp32. */
 ssm_status cuda_rmsnorm_forward(void *out, float *rstd, const float *x, const float *w, int T,
-                                int D, float eps, cuda_dtype dtype, cudaStream_t stream);
+                                int D, float eps, ssm_dtype dtype, cudaStream_t stream);
 /* d_out (T, D) in dtype. ADDS to dx (T, D) fp32 (the residual gradient) and to dw (D).
  * Deterministic (per-block partial sums of dw in the workspace, reduced in a fixed order). */
 size_t cuda_rmsnorm_backward_workspace(int T, int D);
 ssm_status cuda_rmsnorm_backward(float *dx, float *dw, const void *d_out, const float *x,
                                  const float *w, const float *rstd, int T, int D,
-                                 cuda_dtype dtype, void *workspace, size_t workspace_bytes,
+                                 ssm_dtype dtype, void *workspace, size_t workspace_bytes,
                                  cudaStream_t stream);
 
 /* ---- cross_entropy.cu: the head's softmax over rows of fp32 logits ---------------------- */
@@ -149,7 +116,7 @@ ssm_status cuda_rmsnorm_backward(float *dx, float *dw, const void *d_out, const 
  * entropy (rows) or NULL: lse - sum softmax * logits.
  * dlogits (rows, V, row stride ld) in dtype or NULL: (softmax - onehot(target)) * scale, all
  * zeros on rows whose target < 0. dlogits may alias logits only when dtype is fp32. */
-ssm_status cuda_cross_entropy(float *nll, float *entropy, void *dlogits, cuda_dtype dtype,
+ssm_status cuda_cross_entropy(float *nll, float *entropy, void *dlogits, ssm_dtype dtype,
                               const float *logits, int ld, const int32_t *targets, int rows,
                               int V, float scale, cudaStream_t stream);
 /* The same over bf16 logits (a training head's, the reference's autocast precision): dlogits
