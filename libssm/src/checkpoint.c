@@ -30,7 +30,7 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 /* conv1d.weight is (E, K) in memory and (E, 1, K) in files, as torch's Conv1d stores it. */
-static int is_conv_weight(const char *name) { return ends_with(name, ".mixer.conv1d.weight"); }
+static int is_conv_weight(const char *name) { return ends_with(name, ".conv1d.weight"); }
 
 static int file_shape(const ssm_tensor_info *ti, int64_t shape[8]) {
     memset(shape, 0, 8 * sizeof *shape);
