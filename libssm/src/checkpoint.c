@@ -204,8 +204,10 @@ ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
     if (!ssm_io_is_lm(c) || c->rcps) {
         /* float inputs, a head of its own, RCPS: no transformers class holds it */
         j = json_pack("{s:s,s:s}", "model_type", "ssm",
-                      "note", "inputs or head other than tokens and a tied LM head: the config is "
-                      "in model.safetensors' ssm.* metadata");
+                      "note", c->rcps ? "an RCPS model (reverse-complement parameter sharing): "
+                      "the config is in model.safetensors' ssm.* metadata" : "inputs or head "
+                      "other than tokens and a tied LM head: the config is in model.safetensors' "
+                      "ssm.* metadata");
     } else if (ssm_config_all(c, SSM_LAYER_MAMBA1)) {
         j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:b,s:b,s:b,s:b,s:i}",
                       "architectures", "MambaForCausalLM", "model_type", "mamba", "vocab_size",
