@@ -270,6 +270,113 @@ static void test_checkpoint_and_recipe(void **st) {
     ssm_recipe_free(r);
 }
 
+/* ---- Caduceus' files: what the loader refuses -------------------------------------------- */
+
+static char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    rewind(f);
+    char *b = malloc(*n + 1);
+    assert_int_equal(fread(b, 1, *n, f), *n);
+    b[*n] = '\0';
+    fclose(f);
+    return b;
+}
+
+static void spill(const char *path, const char *b, size_t n) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+/* fixture `name`'s config.json (each from[k] -> to[k] replaced) into dir */
+static void copy_config(const char *name, const char *dir, const char *const *from,
+                        const char *const *to, int n) {
+    char path[4096];
+    size_t len;
+    snprintf(path, sizeof path, "%s/config.json", tu_data_path(name));
+    char *text = slurp(path, &len), *out = malloc(len + 256);
+    strcpy(out, text);
+    for (int k = 0; k < n; k++) {
+        char *at = strstr(out, from[k]);
+        assert_non_null(at);
+        memmove(at + strlen(to[k]), at + strlen(from[k]), strlen(at + strlen(from[k])) + 1);
+        memcpy(at, to[k], strlen(to[k]));
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    spill(path, out, strlen(out));
+    free(text), free(out);
+}
+
+/* fixture `name`'s float tensors into dir/model.safetensors, `scaled` times 1.5, plus `extra` */
+static void copy_tensors(const char *name, const char *dir, const char *scaled, const char *extra) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", tu_data_path(name));
+    ssm_safetensors *st;
+    TU_OK(ssm_safetensors_open(path, &st));
+    int n = ssm_safetensors_count(st);
+    ssm_st_write_item *items = calloc((size_t)n + 1, sizeof *items);
+    float **data = calloc((size_t)n + 1, sizeof *data);
+    for (int i = 0; i < n; i++) {
+        const ssm_st_tensor *t = ssm_safetensors_tensor(st, i);
+        data[i] = malloc(t->numel * sizeof(float));
+        TU_OK(ssm_safetensors_read_f32(st, t->name, data[i], t->numel));
+        if (!strcmp(t->name, scaled))
+            for (size_t j = 0; j < t->numel; j++) data[i][j] *= 1.5f;
+        items[i] = (ssm_st_write_item){t->name, t->ndim, {0}, data[i]};
+        memcpy(items[i].shape, t->shape, sizeof t->shape);
+    }
+    if (extra) items[n++] = (ssm_st_write_item){extra, 1, {4}, data[0]};
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    TU_OK(ssm_safetensors_write(path, items, n, NULL));
+    for (int i = 0; i < ssm_safetensors_count(st); i++) free(data[i]);
+    free(data), free(items);
+    ssm_safetensors_close(st);
+}
+
+static void test_caduceus_files_refused(void **st) {
+    (void)st;
+    const char *dir = tu_tmpdir();
+    ssm_model *m = NULL;
+    /* a stored tied alias that is not what it aliases */
+    copy_config("golden/caduceus_ph_a", dir, NULL, NULL, 0);
+    copy_tensors("golden/caduceus_ph_a", dir, "caduceus.backbone.layers.1.mixer.mamba_rev.out_proj.weight", NULL);
+    assert_int_equal(ssm_checkpoint_load(dir, &m), SSM_ERR_UNSUPPORTED);
+    printf("%s\n", ssm_last_error());
+    assert_non_null(strstr(ssm_last_error(), "mamba_fwd.out_proj.weight"));
+    copy_tensors("golden/caduceus_ph_a", dir, "lm_head.weight", NULL);
+    assert_int_equal(ssm_checkpoint_load(dir, &m), SSM_ERR_UNSUPPORTED);
+    /* a tensor Caduceus does not have */
+    copy_tensors("golden/caduceus_ph_a", dir, "", "caduceus.backbone.layers.0.mixer.mamba_fwd.in_proj.bias");
+    assert_int_equal(ssm_checkpoint_load(dir, &m), SSM_ERR_FORMAT);
+    printf("%s\n", ssm_last_error());
+    assert_non_null(strstr(ssm_last_error(), "unexpected tensor"));
+    /* a complement_map buffer that is not config.json's map (A <-> G, C <-> T there) */
+    const char *from[] = {"\"10\": 7", "\"7\": 10", "\"8\": 9", "\"9\": 8"},
+               *to[] = {"\"10\": 8", "\"7\": 9", "\"8\": 10", "\"9\": 7"};
+    copy_config("golden/caduceus_ps_a", dir, from, to, 4);
+    char path[4096], src[4096];
+    size_t n;
+    snprintf(src, sizeof src, "%s/model.safetensors", tu_data_path("golden/caduceus_ps_a"));
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    char *bytes = slurp(src, &n);
+    spill(path, bytes, n);
+    free(bytes);
+    assert_int_equal(ssm_checkpoint_load(dir, &m), SSM_ERR_FORMAT);
+    printf("%s\n", ssm_last_error());
+    assert_non_null(strstr(ssm_last_error(), "complement_map"));
+    /* LayerNorm */
+    copy_config("golden/caduceus_ph_a", dir, (const char *[]){"\"rms_norm\": true"},
+                (const char *[]){"\"rms_norm\": false"}, 1);
+    copy_tensors("golden/caduceus_ph_a", dir, "", NULL);
+    assert_int_equal(ssm_checkpoint_load(dir, &m), SSM_ERR_UNSUPPORTED);
+    assert_non_null(strstr(ssm_last_error(), "rms_norm"));
+    assert_null(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradients),
@@ -279,6 +386,7 @@ int main(void) {
         cmocka_unit_test(test_sees_the_future),
         cmocka_unit_test(test_causal_calls_refused),
         cmocka_unit_test(test_checkpoint_and_recipe),
+        cmocka_unit_test(test_caduceus_files_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
