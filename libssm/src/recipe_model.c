@@ -47,7 +47,7 @@ static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer
         int k = ssm_layer_kind_parse(layers->value);
         if (k < 0)
             return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2, "
-                                 "attention, mlp, moe)", where, layers->value);
+                                 "attention, mlp, moe, bimamba)", where, layers->value);
         ssm_config_set_kind(c, (ssm_layer_kind)k);
         return SSM_OK;
     }
@@ -62,7 +62,7 @@ static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer
         if (k < 0) {
             ssm_node_where(r, it, where, sizeof where);
             return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2, "
-                                 "attention, mlp, moe)", where,
+                                 "attention, mlp, moe, bimamba)", where,
                                  it->kind == SSM_NODE_SCALAR ? it->value : "(not a name)");
         }
         c->layer_kind[i] = (unsigned char)k;

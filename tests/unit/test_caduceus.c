@@ -268,6 +268,18 @@ static void test_checkpoint_and_recipe(void **st) {
     assert_int_equal(c.complement[9], 8);
     assert_int_equal(c.complement[12], 12);
     ssm_recipe_free(r);
+    /* per layer: model.layers names the bimamba layers, bidirectional says how they combine */
+    f = fopen(path, "w");
+    fputs("model:\n  d_model: 8\n  n_layer: 2\n  layers: [bimamba, mamba1]\n"
+          "  bidirectional: mul\n", f);
+    fclose(f);
+    TU_OK(ssm_recipe_load(path, &r));
+    TU_OK(ssm_config_from_recipe(r, 12, &c));
+    assert_int_equal(c.layer_kind[0], SSM_LAYER_BIMAMBA);
+    assert_int_equal(c.layer_kind[1], SSM_LAYER_MAMBA1);
+    assert_int_equal(c.bidirectional, SSM_BIDIR_MUL);
+    assert_int_equal(c.rcps, 0);
+    ssm_recipe_free(r);
 }
 
 /* ---- Caduceus' files: what the loader refuses -------------------------------------------- */
