@@ -242,6 +242,8 @@ static void test_causal_calls_refused(void **st) {
     assert_non_null(strstr(ssm_last_error(), "complement map"));
 }
 
+static char *slurp(const char *path, size_t *n);
+
 static void test_checkpoint_and_recipe(void **st) {
     (void)st;
     ssm_model *m = tiny(SSM_BIDIR_MUL, 1, 0, (ssm_io_config){0}, 81), *back;
@@ -260,6 +262,16 @@ static void test_checkpoint_and_recipe(void **st) {
     assert_true(tu_rel_err(b, a, (size_t)B * L * V) == 0);
     free(a), free(b);
     ssm_model_free(back);
+    ssm_model_free(m);
+
+    /* no transformers class holds a bidirectional model: config.json says so */
+    m = tiny(SSM_BIDIR_ADD, 0, 0, (ssm_io_config){0}, 83);
+    snprintf(path, sizeof path, "%s/config.json", tu_tmpdir());
+    TU_OK(ssm_checkpoint_write_config(m, path, 2));
+    size_t len;
+    char *json = slurp(path, &len);
+    assert_non_null(strstr(json, "\"model_type\": \"ssm\""));
+    free(json);
     ssm_model_free(m);
 
     snprintf(path, sizeof path, "%s/caduceus.yaml", tu_tmpdir());
