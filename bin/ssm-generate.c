@@ -130,6 +130,13 @@ int main(int argc, char **argv) {
     ssm_set_threads((int)threads);
     cli_trained tr;
     if (cli_load_trained(argv[optind], &tr)) return cli_fail();
+    if (!ssm_config_causal(&tr.model->config)) {
+        int rc = cli_error("%s: the model is bidirectional (%s): each position sees the whole "
+                           "sequence, so it cannot generate left to right (no step mode)",
+                           argv[optind], tr.model->config.rcps ? "RCPS" : "bimamba layers");
+        cli_trained_free(&tr);
+        return rc;
+    }
     cli_device_fallback(device, &tr.model->config, &dev, NULL);
     if (dev >= 0 && ssm_model_use_device(tr.model, NULL, dev)) {
         cli_trained_free(&tr);

@@ -838,6 +838,12 @@ int main(int argc, char **argv) {
         rc = cli_error("the task '%s' cannot score files", sc.tr.ops->name);
         goto done;
     }
+    if (!ssm_config_causal(&sc.tr.model->config)) { /* next-symbol scores, state carried */
+        rc = cli_error("%s: the model is bidirectional (%s): each position sees the symbols it "
+                       "would predict, so it has no next-symbol scores and no carried state",
+                       argv[optind], sc.tr.model->config.rcps ? "RCPS" : "bimamba layers");
+        goto done;
+    }
     sc.symbol = sc.tr.ops->symbol;
     sc.timed = !strcmp(sc.symbol, "sample"); /* audio records have a duration */
     if (sc.window_s > 0 && !sc.timed) {

@@ -30,7 +30,7 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 /* conv1d.weight is (E, K) in memory and (E, 1, K) in files, as torch's Conv1d stores it. */
-static int is_conv_weight(const char *name) { return ends_with(name, ".mixer.conv1d.weight"); }
+static int is_conv_weight(const char *name) { return ends_with(name, ".conv1d.weight"); }
 
 static int file_shape(const ssm_tensor_info *ti, int64_t shape[8]) {
     memset(shape, 0, 8 * sizeof *shape);
@@ -135,6 +135,15 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
         PUT("ssm.io.outputs", "%d", io->outputs);
         PUT("ssm.io.pool", "%d", (int)io->pool);
         PUT("ssm.io.loss", "%d", (int)io->loss);
+        if (io->bidirectional) PUT("ssm.io.bidirectional", "1");
+    }
+    /* Caduceus' options (absent: causal) */
+    if (c->bidirectional) PUT("ssm.bidirectional", "%s", c->bidirectional == SSM_BIDIR_MUL ? "mul" : "add");
+    if (c->rcps) {
+        PUT("ssm.rcps", "%s", c->rcps_unfused ? "unfused" : "fused");
+        char *map = malloc((size_t)c->vocab_size * 4 + 1);
+        if (map) ssm_format_complement(c, map);
+        kv[2 * *n] = strdup("ssm.complement_map"), kv[2 * *n + 1] = map, (*n)++;
     }
 #undef PUT
     /* the kinds, one name per layer */
@@ -192,11 +201,13 @@ ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
     if (!model || !path) return ssm_set_error(SSM_ERR_ARG, "ssm_checkpoint_write_config: NULL argument");
     const ssm_config *c = &model->config;
     json_t *j = NULL;
-    if (!ssm_io_is_lm(c)) {
-        /* float inputs or a head of its own: no transformers class holds it */
+    if (!ssm_io_is_lm(c) || c->rcps) {
+        /* float inputs, a head of its own, RCPS: no transformers class holds it */
         j = json_pack("{s:s,s:s}", "model_type", "ssm",
-                      "note", "inputs or head other than tokens and a tied LM head: the config is "
-                      "in model.safetensors' ssm.* metadata");
+                      "note", c->rcps ? "an RCPS model (reverse-complement parameter sharing): "
+                      "the config is in model.safetensors' ssm.* metadata" : "inputs or head "
+                      "other than tokens and a tied LM head: the config is in model.safetensors' "
+                      "ssm.* metadata");
     } else if (ssm_config_all(c, SSM_LAYER_MAMBA1)) {
         j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:b,s:b,s:b,s:b,s:i}",
                       "architectures", "MambaForCausalLM", "model_type", "mamba", "vocab_size",
@@ -488,7 +499,8 @@ static ssm_status config_from_metadata(const ssm_safetensors *st, const char *fi
         return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.d_inner = %d is not ssm.expand * "
                     "ssm.d_model = %d * %d", c->d_inner, c->expand, c->d_model);
     ssm_status s = layers_from_metadata(st, file, c);
-    return s ? s : io_from_metadata(st, file, c);
+    if (!s) s = io_from_metadata(st, file, c);
+    return s ? s : ssm_caduceus_from_metadata(st, file, c);
 }
 
 /* ---- loading: config from transformers' config.json ------------------------------------- */
@@ -609,6 +621,8 @@ static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *
         return json_mamba2_fields(cfg, cpath, c);
     if (type && json_is_string(type) && !strcmp(json_string_value(type), "nemotron_h"))
         return ssm_json_nemotron_h(cfg, cpath, c);
+    if (type && json_is_string(type) && !strcmp(json_string_value(type), "caduceus"))
+        return ssm_json_caduceus(cfg, cpath, c);
     if ((s = json_str_must(cfg, cpath, "model_type", "mamba")) ||
         (s = json_str_must(cfg, cpath, "hidden_act", "silu")) ||
         (s = json_bool_must(cfg, cpath, "use_bias", 0, "ssm has no in_proj/out_proj biases")) ||
@@ -740,6 +754,8 @@ static ssm_status load_config(const ssm_safetensors *st, const char *file, const
 #define EMBEDDING "backbone.embeddings.weight"
 #define EMBEDDING_MAMBA_SSM "backbone.embedding.weight"
 static const char *stored_name(const ssm_safetensors *st, const char *name) {
+    static _Thread_local char caduceus[256];
+    if (ssm_caduceus_file(st)) return ssm_caduceus_name(st, name, caduceus, sizeof caduceus);
     if (!strcmp(name, EMBEDDING) && !ssm_safetensors_find(st, EMBEDDING) &&
         ssm_safetensors_find(st, EMBEDDING_MAMBA_SSM))
         return EMBEDDING_MAMBA_SSM;
@@ -853,6 +869,14 @@ static ssm_status check_tensors(const ssm_safetensors *st, const char *file,
         const char *name = ssm_safetensors_tensor(st, i)->name;
         char fused[512];
         if (expert_fused_name(name, fused, sizeof fused) && ssm_model_find_tensor(m, fused)) continue;
+        if (ssm_caduceus_file(st)) { /* Caduceus' names, its tied aliases and buffers */
+            int known = ssm_caduceus_alias(name);
+            for (int j = 0; j < m->n_tensors && !known; j++)
+                known = !strcmp(stored_name(st, m->tensors[j].name), name);
+            if (known) continue;
+            return ssm_fail_file(file, SSM_ERR_FORMAT, "unexpected tensor %s: not part of a "
+                                 "Caduceus model of this config", name);
+        }
         if (strcmp(name, LM_HEAD) != 0 && !ssm_model_find_tensor(m, name) &&
             strcmp(stored_name(st, EMBEDDING), name) != 0)
             return ssm_fail_file(file, SSM_ERR_FORMAT, "unexpected tensor %s: not part of a Mamba model "
@@ -944,7 +968,8 @@ ssm_status ssm_checkpoint_load(const char *path, ssm_model **out) {
     if (!s) s = create_model(file, &c, &m);
     if (!s) s = check_tensors(st, file, m);
     if (!s) s = read_params(st, file, m);
-    if (!s) s = check_lm_head(st, file, m);
+    if (!s) s = ssm_caduceus_file(st) ? ssm_caduceus_check_aliases(st, file, m)
+                                      : check_lm_head(st, file, m);
     ssm_safetensors_close(st);
     free(file);
     free(dir);

@@ -158,7 +158,7 @@ json_t *ssm_json_nemotron_h_config(const ssm_config *c, int bos_token_id) {
     int uses[SSM_LAYER_KIND_COUNT] = {0};
     for (int i = 0; i < c->n_layer; i++) {
         int k = c->layer_kind[i];
-        if (c->second[i] || k == SSM_LAYER_MAMBA1) return NULL;
+        if (c->second[i] || k == SSM_LAYER_MAMBA1 || k == SSM_LAYER_BIMAMBA) return NULL;
         pattern[i] = "?M*-E"[k];
         uses[k] = 1;
     }

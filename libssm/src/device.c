@@ -74,6 +74,10 @@ static ssm_status cuda_supports(const ssm_config *c) {
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs token models with the "
                              "tied LM head; this model's float inputs or head run on the CPU: use "
                              "--device cpu");
+    if (!ssm_config_causal(c))
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs causal models; this one "
+                             "is bidirectional (%s): use --device cpu", c->rcps ? "RCPS" :
+                             "bimamba layers");
     return cuda_model_supports(c);
 }
 

@@ -66,13 +66,15 @@ size_t ssm_acts_floats(const ssm_config *c, int B, int L, int threads) {
     ssm_activations a = {0};
     a.layers = calloc((size_t)c->n_layer, sizeof *a.layers);
     if (!a.layers) return 0;
+    B *= c->rcps ? 2 : 1; /* the strands */
     size_t n = carve(&a, c, (size_t)B * L, L, threads, NULL);
     free(a.layers);
     return n;
 }
 
 ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
-    int threads = omp_get_max_threads();
+    int threads = omp_get_max_threads(), strands = m->config.rcps ? 2 : 1;
+    B *= strands; /* the backbone's rows */
     ssm_activations *a = m->acts;
     if (a && a->B == B && a->L == L && a->scratch_threads == threads) return SSM_OK;
     size_t T = (size_t)B * L;
@@ -83,7 +85,7 @@ ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
         size_t n = carve(&probe, &m->config, T, L, threads, NULL);
         if (n <= a->capacity && T <= a->capacity_T) {
             carve(a, &m->config, T, L, threads, a->blob);
-            a->B = B, a->L = L, a->scratch_threads = threads;
+            a->B = B, a->L = L, a->scratch_threads = threads, a->strands = strands;
             a->has_hidden = 0; /* the buffers now hold nothing of this shape */
             return SSM_OK;
         }
@@ -110,6 +112,7 @@ ssm_status ssm_acts_plan(ssm_model *m, int B, int L) {
     carve(a, &m->config, T, L, threads, a->blob);
     a->B = B;
     a->L = L;
+    a->strands = strands;
     a->scratch_threads = threads;
     a->capacity = n_alloc;
     a->capacity_T = T_alloc;
@@ -138,6 +141,8 @@ ssm_status ssm_check_lm(const ssm_model *m, const char *what) {
 }
 
 ssm_status ssm_check_state(const ssm_model *m, const ssm_state *s, int B) {
+    ssm_status st = ssm_check_causal(m, "a carried state");
+    if (st) return st;
     if (s->batch != B || !ssm_state_fits(s, &m->config))
         return ssm_set_error(SSM_ERR_SHAPE, "the recurrent state (batch %d) does not fit this "
                              "model and batch %d", s->batch, B);
@@ -189,6 +194,8 @@ void ssm_cpu_blocks_forward(ssm_model *m, ssm_state *state) {
     for (int i = 0; i < c->n_layer; i++) {
         ssm_layer_acts *la = &a->layers[i];
         ssm_layer_state st = state ? ssm_state_layer(state, i) : (ssm_layer_state){0};
+        /* RCPS's fused add-norm: the strands swap, each reverse-complemented (rcps.c) */
+        if (c->rcps && !c->rcps_unfused) ssm_rcps_swap(la->resid, ps.B / 2, ps.L, D);
         /* h = RMSNorm(r) * w */
         cpu_rmsnorm_forward(la->normed, la->rstd, la->resid, m->params.layers[i].norm, (int)T, D,
                             c->norm_eps);
@@ -219,6 +226,7 @@ void ssm_cpu_blocks_backward(ssm_model *m) {
         /* h = RMSNorm(r): d r += ... */
         cpu_rmsnorm_backward(bw->d_resid, m->grads.layers[i].norm, bw->d_normed, la->resid,
                              m->params.layers[i].norm, la->rstd, T, D);
+        if (c->rcps && !c->rcps_unfused) ssm_rcps_swap(bw->d_resid, ps.B / 2, ps.L, D);
     }
 }
 
@@ -229,6 +237,7 @@ void ssm_cpu_lm_head_forward(ssm_model *m) {
     int D = m->config.d_model, V = m->config.vocab_size;
     cpu_matmul_forward_exact(a->logits, V, 0.0f, a->normed_f, D, m->params.embedding, a->B, a->L,
                              D, V, a->matmul_scratch);
+    if (a->strands == 2) ssm_rcps_lm_forward(a->logits, m->config.complement, a->B / 2, a->L, V);
 }
 
 /* Its backward from the cross-entropy on acts->targets: d logits = (softmax - onehot) * scale
@@ -236,7 +245,8 @@ void ssm_cpu_lm_head_forward(ssm_model *m) {
 void ssm_cpu_lm_head_backward(ssm_model *m, float scale) {
     ssm_activations *a = m->acts;
     int T = a->B * a->L, D = m->config.d_model, V = m->config.vocab_size;
-    cpu_cross_entropy_backward(a->logits, a->targets, T, V, scale);
+    cpu_cross_entropy_backward(a->logits, a->targets, T / a->strands, V, scale);
+    if (a->strands == 2) ssm_rcps_lm_backward(a->logits, m->config.complement, a->B / 2, a->L, V);
     cpu_matmul_backward(a->bw.d_normed, D, 0.0f, m->grads.embedding, a->logits, V, a->normed_f, D,
                         m->params.embedding, T, D, V);
 }
@@ -251,17 +261,16 @@ ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *t
     if (state && (s = ssm_state_to_host(state))) return s;
     if ((s = ssm_acts_plan(m, B, L))) return s;
     ssm_activations *a = m->acts;
-    int D = c->d_model, V = c->vocab_size;
-    memcpy(a->tokens, tokens, T * sizeof(int32_t));
+    int V = c->vocab_size;
 
     a->io_forward = 0;
-    /* r_0 = embedding[tokens] */
-    cpu_embedding_forward(a->layers[0].resid, tokens, m->params.embedding, (int)T, D);
+    /* r_0 = embedding[tokens] (RCPS: and of their reverse complements) */
+    ssm_cpu_embed(m, tokens, B, L);
     ssm_cpu_blocks_forward(m, state);
     ssm_cpu_lm_head_forward(m);
 
     /* the MoE layers' Switch auxiliary loss (and its gradient for the backward) */
-    a->aux_loss = ssm_moe_aux_loss(c, a->layers, T, a->bw.moe.aux_grad);
+    a->aux_loss = ssm_moe_aux_loss(c, a->layers, (size_t)a->B * L, a->bw.moe.aux_grad);
     a->has_hidden = 1;
     if (logp) { /* scoring: no loss, nothing for a backward */
         a->has_targets = 0;
@@ -307,13 +316,13 @@ ssm_status ssm_cpu_backward(ssm_model *m) {
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "ssm_backward after a forward from a carried "
                              "state is not supported");
     const ssm_config *c = &m->config;
-    int B = a->B, L = a->L, T = B * L, D = c->d_model;
+    int rows = a->B * a->L, T = rows / a->strands, D = c->d_model;
     ssm_backward_scratch *bw = &a->bw;
     int64_t count = 0;
     for (int t = 0; t < T; t++) count += a->targets[t] >= 0;
     ssm_cpu_lm_head_backward(m, 1.0f / (float)count);
     ssm_cpu_blocks_backward(m);
-    cpu_embedding_backward(m->grads.embedding, a->tokens, bw->d_resid, T, D);
+    cpu_embedding_backward(m->grads.embedding, a->tokens, bw->d_resid, rows, D);
     a->backward_ready = 0; /* the logits now hold their gradient */
     return SSM_OK;
 }

@@ -6,6 +6,8 @@
  *   LM:         logits (T, V) = h_f . embedding^T,         cross-entropy on targets >= 0
  *   regression: y (T, F')     = h_f . head^T + head_bias,  MSE or MAE on values not NaN
  *   classify:   logits (B, C) = pool(h_f) . head^T + bias, cross-entropy on targets >= 0
+ * RCPS (rcps.c): the backbone runs 2B rows, the sequences and their reverse complements; the
+ * LM head folds them; the classify head scores each strand's pooled rows and averages.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -78,16 +80,16 @@ ssm_status ssm_forward_io(ssm_model *m, const ssm_io *io, int B, int L, float *l
     const ssm_io_config *ioc = &c->io;
     ssm_activations *a = m->acts;
     int D = c->d_model, T = B * L, PF = ioc->patch * ioc->features, F = ioc->outputs;
-    size_t widest = (size_t)T * (PF > F ? PF : F);
-    if ((s = io_buffers(a, widest, B, D))) return s;
+    int rows = a->B; /* B, or 2B for RCPS's two strands */
+    size_t widest = (size_t)T * a->strands * (PF > F ? PF : F);
+    if ((s = io_buffers(a, widest, rows, D))) return s;
     const ssm_params *p = &m->params;
 
     if (ioc->features) { /* r_0 = x . input_proj^T + input_bias */
         memcpy(a->io_inputs, io->features, (size_t)T * PF * sizeof(float));
         cpu_linear_forward(a->layers[0].resid, a->io_inputs, p->input_proj, p->input_bias, T, PF, D);
     } else { /* r_0 = embedding[tokens] */
-        memcpy(a->tokens, io->tokens, (size_t)T * sizeof(int32_t));
-        cpu_embedding_forward(a->layers[0].resid, io->tokens, p->embedding, T, D);
+        ssm_cpu_embed(m, io->tokens, B, L);
     }
     ssm_cpu_blocks_forward(m, NULL);
 
@@ -108,8 +110,11 @@ ssm_status ssm_forward_io(ssm_model *m, const ssm_io *io, int B, int L, float *l
                                             ioc->loss == SSM_LOSS_MAE, &count);
         }
     } else {
-        cpu_pool_forward(a->io_pooled, a->normed_f, B, L, D, (int)ioc->pool);
-        cpu_linear_forward(a->io_outputs, a->io_pooled, p->head, p->head_bias, B, D, F);
+        cpu_pool_forward(a->io_pooled, a->normed_f, rows, L, D, (int)ioc->pool);
+        cpu_linear_forward(a->io_outputs, a->io_pooled, p->head, p->head_bias, rows, D, F);
+        if (a->strands == 2) /* RCPS: the mean of both strands' scores */
+            for (size_t i = 0; i < (size_t)B * F; i++)
+                a->io_outputs[i] = 0.5f * (a->io_outputs[i] + a->io_outputs[(size_t)B * F + i]);
         if (io->targets) {
             memcpy(a->io_labels, io->targets, (size_t)B * sizeof(int32_t));
             l = cpu_cross_entropy_forward(a->io_outputs, io->targets, B, F, &count);
@@ -146,7 +151,8 @@ ssm_status ssm_cpu_io_backward(ssm_model *m) {
     const ssm_params *p = &m->params;
     ssm_params *g = &m->grads;
     ssm_backward_scratch *bw = &a->bw;
-    int B = a->B, L = a->L, T = B * L, D = c->d_model, F = ioc->outputs;
+    int rows = a->B, B = rows / a->strands, L = a->L, T = rows * L, D = c->d_model,
+        F = ioc->outputs;
     float inv = 1.0f / a->io_count;
 
     /* the head: d h_f into bw->d_normed */
@@ -159,9 +165,12 @@ ssm_status ssm_cpu_io_backward(ssm_model *m) {
                             p->head, T, D, F);
     } else { /* d pooled (B, D) in bw->d_resid, free until the blocks' backward */
         cpu_cross_entropy_backward(a->io_outputs, a->io_labels, B, F, inv);
+        if (a->strands == 2) /* each strand's scores got half */
+            for (size_t i = 0; i < (size_t)B * F; i++)
+                a->io_outputs[(size_t)B * F + i] = a->io_outputs[i] *= 0.5f;
         cpu_linear_backward(bw->d_resid, g->head, g->head_bias, a->io_outputs, a->io_pooled,
-                            p->head, B, D, F);
-        cpu_pool_backward(bw->d_normed, bw->d_resid, B, L, D, (int)ioc->pool);
+                            p->head, rows, D, F);
+        cpu_pool_backward(bw->d_normed, bw->d_resid, rows, L, D, (int)ioc->pool);
     }
     ssm_cpu_blocks_backward(m);
     /* the input: d r_0 (bw->d_resid) into the projection or the embedding */

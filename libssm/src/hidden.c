@@ -29,6 +29,7 @@ ssm_status ssm_model_hidden(const ssm_model *m, int layer, float *out) {
                              "ssm_forward_score first)");
     if (layer < 0) layer = n;
     const float *src = layer == n ? a->normed_f : layer == n - 1 ? a->resid_f : a->layers[layer + 1].resid;
-    memcpy(out, src, (size_t)a->B * a->L * m->config.d_model * sizeof(float));
+    /* RCPS: the first strand's rows (the sequences as given) */
+    memcpy(out, src, (size_t)a->B / a->strands * a->L * m->config.d_model * sizeof(float));
     return SSM_OK;
 }

@@ -54,6 +54,14 @@ typedef struct ssm_moe_acts {
     float *stats;     /* (2 X)   per expert: the count of choices, the sum of prob */
 } ssm_moe_acts;
 
+/* A bimamba layer: fwd first, so that the layer's mamba1 view is the forward direction's. */
+typedef struct ssm_bimamba_acts {
+    ssm_mamba1_acts fwd;
+    ssm_mamba1_acts rev;  /* the reverse mixer's, in flipped order */
+    float *flipped;       /* (T, D)  the normed input flipped along L (rev's input) */
+    float *y_fwd, *y_rev; /* (T, D)  each direction's output; y_rev flipped back */
+} ssm_bimamba_acts;
+
 typedef struct ssm_layer_acts {
     float *resid;   /* (T, D)  residual stream entering the layer (block input) */
     float *normed;  /* (T, D)  RMSNorm(resid) * norm.weight, input of the mixer */
@@ -64,6 +72,7 @@ typedef struct ssm_layer_acts {
         ssm_attention_acts attention;
         ssm_mlp_acts mlp;
         ssm_moe_acts moe;
+        ssm_bimamba_acts bimamba;
     };
 } ssm_layer_acts;
 
@@ -103,10 +112,15 @@ typedef struct ssm_backward_scratch {
         float *d_su, *d_sa;           /* as su, sa */
         float *aux_grad;              /* (X) d (coef aux) / d prob, the same for every row and layer */
     } moe;
+    struct {
+        float *d_dir, *d_in;          /* (T, D) one direction's d out, its d normed */
+    } bimamba;
 } ssm_backward_scratch;
 
 struct ssm_activations {
-    int B, L;
+    int B, L;             /* the rows the backbone runs: 2 B' for an RCPS model of B' sequences */
+    int strands;          /* 2 for RCPS (rows [0, B') the sequences, [B', 2 B') their reverse
+                           * complements, rcps.c), else 1 */
     float *blob;          /* one allocation for everything below */
     size_t capacity;      /* floats in blob */
     size_t capacity_T;    /* rows the tokens/targets arrays hold */
@@ -233,6 +247,20 @@ ssm_status ssm_check_lm(const ssm_model *m, const char *what);
 /* Every token in [0, V) and every target < V (negative targets are not scored). */
 ssm_status ssm_check_tokens(const ssm_model *m, const int32_t *tokens, const int32_t *targets,
                             size_t T);
+
+/* Caduceus' options (rcps.c): the validator's part for bidirectional and RCPS models;
+ * SSM_ERR_UNSUPPORTED naming `what` for a model that is not causal (step mode, carried state). */
+ssm_status ssm_validate_caduceus(const ssm_config *c);
+ssm_status ssm_check_causal(const ssm_model *m, const char *what);
+/* r_0 = embedding[tokens] for the backbone's rows (acts->tokens and layers[0].resid): tokens
+ * (B, L), and for RCPS their reverse complements as rows [B, 2B). */
+void ssm_cpu_embed(ssm_model *m, const int32_t *tokens, int B, int L);
+/* RCPS on 2B rows of (L, D): the fused add-norm's half swap, rows b <-> B + b flipped over L
+ * and D (in place, its own inverse); the LM head's logits (2B rows of (L, V)) into rows
+ * [0, B): += strand 1's flipped over L and complemented; its backward fills rows [B, 2B). */
+void ssm_rcps_swap(float *x, int B, int L, int D);
+void ssm_rcps_lm_forward(float *logits, const unsigned char *comp, int B, int L, int V);
+void ssm_rcps_lm_backward(float *d_logits, const unsigned char *comp, int B, int L, int V);
 
 /* An error whose message starts with the file's path, as every reader error should. */
 /* The end of writing a file atomically: f (holding tmp's content; bad: a write failed, errno

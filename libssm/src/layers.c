@@ -14,6 +14,7 @@ const ssm_layer_kind_ops *const ssm_layer_kinds[SSM_LAYER_KIND_COUNT] = {
     [SSM_LAYER_ATTENTION] = &ssm_attention_kind,
     [SSM_LAYER_MLP] = &ssm_mlp_kind,
     [SSM_LAYER_MOE] = &ssm_moe_kind,
+    [SSM_LAYER_BIMAMBA] = &ssm_bimamba_kind,
 };
 
 static const char *const kind_names[SSM_LAYER_KIND_COUNT] = {

@@ -78,7 +78,7 @@ float ssm_init_dt_bias(const ssm_config *c, ssm_rng *rng);
 /* The table, indexed by ssm_layer_kind. */
 extern const ssm_layer_kind_ops *const ssm_layer_kinds[SSM_LAYER_KIND_COUNT];
 extern const ssm_layer_kind_ops ssm_mamba1_kind, ssm_mamba2_kind, ssm_attention_kind,
-    ssm_mlp_kind, ssm_moe_kind;
+    ssm_mlp_kind, ssm_moe_kind, ssm_bimamba_kind;
 
 /* The Switch auxiliary loss of the MoE layers of a forward of T rows (their routing in
  * layers[i].moe), unscaled; aux_grad (X, or NULL) receives d (aux_loss_coef aux) / d prob. */

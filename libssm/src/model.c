@@ -203,10 +203,7 @@ static ssm_status validate_io(ssm_config *c) {
     if (regression == (io->loss == SSM_LOSS_CE))
         return ssm_set_error(SSM_ERR_ARG, "model io.loss: the %s head takes %s", regression ?
                              "regression" : "token and class", regression ? "mse or mae" : "ce");
-    if (io->bidirectional)
-        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the task asks for a bidirectional backbone, and "
-                             "every layer kind of this ssm is causal");
-    return SSM_OK;
+    return SSM_OK; /* io.bidirectional: ssm_validate_caduceus */
 }
 
 ssm_status ssm_config_validate(ssm_config *c) {
@@ -247,7 +244,7 @@ ssm_status ssm_config_validate(ssm_config *c) {
                                  (int)c->mlp.activation);
     }
     if (uses(c, SSM_LAYER_MOE) && (s = validate_moe(c))) return s;
-    return SSM_OK;
+    return ssm_validate_caduceus(c);
 }
 
 static int n_tensors_of(const ssm_config *c) {

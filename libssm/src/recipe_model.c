@@ -13,7 +13,7 @@ static const char *const model_keys[] = {
     "mixer", "headdim", "ngroups", "chunk_size", "dt_limit", "pattern", "n_heads", "n_kv_heads",
     "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation", "selective",
     "n_experts", "top_k", "moe_d_ff", "moe_activation", "routing", "norm_topk", "routed_scaling",
-    "aux_loss_coef", "shared_d_ff", NULL};
+    "aux_loss_coef", "shared_d_ff", "bidirectional", "rcps", NULL};
 
 /* the mixture-of-experts keys (Jamba's routing by default) */
 static ssm_status read_moe(const ssm_recipe *r, ssm_node *m, int d_model, ssm_moe_config *o) {
@@ -47,7 +47,7 @@ static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer
         int k = ssm_layer_kind_parse(layers->value);
         if (k < 0)
             return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2, "
-                                 "attention, mlp, moe)", where, layers->value);
+                                 "attention, mlp, moe, bimamba)", where, layers->value);
         ssm_config_set_kind(c, (ssm_layer_kind)k);
         return SSM_OK;
     }
@@ -62,7 +62,7 @@ static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer
         if (k < 0) {
             ssm_node_where(r, it, where, sizeof where);
             return ssm_set_error(SSM_ERR_ARG, "%s: unknown layer kind '%s' (mamba1, mamba2, "
-                                 "attention, mlp, moe)", where,
+                                 "attention, mlp, moe, bimamba)", where,
                                  it->kind == SSM_NODE_SCALAR ? it->value : "(not a name)");
         }
         c->layer_kind[i] = (unsigned char)k;
@@ -158,6 +158,18 @@ ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_confi
     int selective; /* Mamba-1: false = the ablation with dt, B, C fixed (mamba1.c) */
     if ((s = ssm_node_bool(r, m, "selective", 1, &selective))) return s;
     c.non_selective = !selective;
+    /* Caduceus: every Mamba-1 layer bidirectional (add | mul), RCPS (rcps.c) */
+    const char *const bidir[] = {"none", "add", "mul", NULL};
+    int how, rcps;
+    if ((s = ssm_node_choice(r, m, "bidirectional", bidir, 0, &how)) ||
+        (s = ssm_node_bool(r, m, "rcps", 0, &rcps)))
+        return s;
+    /* model.layers may name the bimamba layers itself; else every Mamba-1 layer becomes one */
+    int named = 0;
+    for (int i = 0; i < c.n_layer; i++) named |= c.layer_kind[i] == SSM_LAYER_BIMAMBA;
+    if (how && !named) ssm_config_set_bidirectional(&c, (ssm_bidirectional)how);
+    c.bidirectional = (ssm_bidirectional)how;
+    if (rcps) ssm_config_set_rcps(&c, NULL);
     ssm_node *dr = m ? ssm_node_get(m, "dt_rank") : NULL;
     if (!(dr && dr->kind == SSM_NODE_SCALAR && !strcmp(dr->value, "auto")) &&
         (s = ssm_node_int(r, m, "dt_rank", 0, 0, 16384, &dt_rank)))

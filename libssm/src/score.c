@@ -63,7 +63,8 @@ ssm_status ssm_generate_greedy(ssm_model *m, const int32_t *prompt, int B, int P
         return ssm_set_error(SSM_ERR_ARG, "ssm_generate_greedy: need a model, a prompt (B, P) with "
                              "B >= 1 and P >= 1, n_new >= 0 and out (got B %d, P %d, n_new %d)",
                              B, P, n_new);
-    ssm_status s = ssm_check_tokens(m, prompt, NULL, (size_t)B * P);
+    ssm_status s = ssm_check_causal(m, "ssm_generate_greedy");
+    if (!s) s = ssm_check_tokens(m, prompt, NULL, (size_t)B * P);
     if (s || n_new == 0) return s;
     return m->backend->generate_greedy(m, prompt, B, P, n_new, out);
 }

@@ -13,6 +13,7 @@ ssm_status ssm_step(ssm_model *m, ssm_state *state, const int32_t *tokens, float
     const ssm_config *c = &m->config;
     int B = state->batch, V = c->vocab_size;
     ssm_status s0 = ssm_check_lm(m, "ssm_step");
+    if (!s0) s0 = ssm_check_causal(m, "ssm_step");
     if (s0) return s0;
     if (!ssm_state_fits(state, c)) return ssm_set_error(SSM_ERR_SHAPE, "ssm_step: the state was made for another model");
     for (int b = 0; b < B; b++)

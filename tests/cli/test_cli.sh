@@ -34,6 +34,15 @@ check "losses after resuming are bit-identical" 'diff <(losses runA) <(losses ru
 "$BIN/ssm-score" runA "$SRC/tests/data/fasta/ok.fa" --quiet > sa.tsv; "$BIN/ssm-score" runB "$SRC/tests/data/fasta/ok.fa" --quiet > sb.tsv
 check "the resumed model scores exactly like the uninterrupted one" 'cmp -s sa.tsv sb.tsv && [ -s sa.tsv ]'
 
+# a bidirectional (Caduceus) model trains; the causal-only programs refuse it in one line
+sed -e 's/d_state: 4}/d_state: 4, bidirectional: add, rcps: true}/' -e 's/steps: 12/steps: 2/' \
+    -e 's/dir: runA/dir: runBi/' tiny.yaml > bi.yaml
+"$BIN/ssm-train" bi.yaml --quiet 2> err; check "train a bidirectional RCPS model" '[ $? -eq 0 ] && [ -f runBi/model.safetensors ]'
+"$BIN/ssm-generate" runBi --length 5 > /dev/null 2> err; rc=$?
+check "ssm-generate refuses a bidirectional model" '[ $rc -eq 1 ] && grep -q "bidirectional (RCPS)" err && [ "$(wc -l < err)" -eq 1 ]'
+"$BIN/ssm-score" runBi "$SRC/tests/data/fasta/ok.fa" > /dev/null 2> err; rc=$?
+check "ssm-score refuses next-symbol scores of a bidirectional model" '[ $rc -eq 1 ] && grep -q "no carried state" err && [ "$(wc -l < err)" -eq 1 ]'
+
 "$BIN/ssm-train" tiny.yaml --quiet 2> err; rc=$?
 check "an existing run is not overwritten" '[ $rc -eq 1 ] && grep -q -- "--resume" err && [ "$(wc -l < err)" -eq 1 ]'
 sed 's/valid_fraction: 0.05/valid_fraction: 0.1/' tiny.yaml > other.yaml

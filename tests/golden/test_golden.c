@@ -22,7 +22,13 @@
  *   - the logits and the loss of ssm_forward, and every gradient of ssm_backward
  *     (conv1d.weight is (E, 1, K) in the file and (E, K) here: the same memory layout);
  *   - the logits of step mode (ssm_step, one token at a time) against the same reference;
- *   - a forward in two windows carrying the state against the same reference. */
+ *   - a forward in two windows carrying the state against the same reference.
+ *
+ * tests/golden/caduceus_{ph_a,ph_b,ps_a}/ are Caduceus masked LMs in Caduceus' own layout
+ * (tests/golden/make_golden_caduceus.py, a float64 torch reference of modeling_caduceus.py and
+ * modeling_rcps.py): bidirectional Mamba-1 layers (add; ew_multiply) and RCPS with the fused
+ * add-norm path. They have no step mode; test_rcps_swap shows that the fused path's half swap
+ * is the function the reference computes. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +113,9 @@ static void golden_open(golden *g, const char *rel) {
     } else
         printf("%s: mamba1 V=%d D=%d layers=%d N=%d K=%d E=%d R=%d", rel, c->vocab_size,
                c->d_model, c->n_layer, c->d_state, c->d_conv, c->d_inner, c->dt_rank);
+    if (!ssm_config_causal(c))
+        printf(" (bidirectional %s%s)", c->bidirectional == SSM_BIDIR_MUL ? "mul" : "add",
+               c->rcps ? ", rcps" : "");
     printf("; B=%d L=%d; reference loss %.7f (transformers %s, torch %s)\n", g->B, g->L, g->loss,
            tv ? tv : "?", pv ? pv : "?");
 }
@@ -202,6 +211,25 @@ static void test_forward_backward(void **state) {
     if (bad) fail_msg("%s: %d gradient check(s) failed (see above)", rel, bad);
 }
 
+/* ---- RCPS's fused add-norm path: with its half swap the logits match, without it they do not */
+
+static void test_rcps_swap(void **state) {
+    const char *rel = *state;
+    golden g;
+    golden_open(&g, rel);
+    ssm_model *m = g.model;
+    assert_true(m->config.rcps && !m->config.rcps_unfused);
+    TU_OK(ssm_forward(m, g.ids, NULL, g.B, g.L, NULL, NULL));
+    double e_swap = logits_err(&g, ssm_model_logits(m), m->config.vocab_size, 0, g.L);
+    m->config.rcps_unfused = 1; /* the same weights, no swap */
+    TU_OK(ssm_forward(m, g.ids, NULL, g.B, g.L, NULL, NULL));
+    double e_plain = logits_err(&g, ssm_model_logits(m), m->config.vocab_size, 0, g.L);
+    printf("  with the half swap: logits rel err %.3e; without: %.3e\n", e_swap, e_plain);
+    golden_close(&g);
+    assert_true(e_swap < GOLDEN_TOL);
+    assert_true(e_plain > 1e-2);
+}
+
 /* ---- step mode: one token at a time from a zero state ------------------------------------ */
 
 static void test_step(void **state) {
@@ -277,7 +305,14 @@ int main(void) {
     /* hybrids, from the float64 torch reference (make_golden_hybrid.py) */
     static const char *nh = "golden/nemotron_h_a", *jb = "golden/jamba_a";
     static const char *hnh = "golden/hf_nemotron_h_a"; /* transformers' NemotronHForCausalLM */
+    /* Caduceus (make_golden_caduceus.py): BiMamba add, BiMamba ew_multiply, RCPS fused */
+    static const char *cpa = "golden/caduceus_ph_a", *cpb = "golden/caduceus_ph_b",
+                      *cps = "golden/caduceus_ps_a";
     const struct CMUnitTest tests[] = {
+        {"forward_backward(caduceus_ph_a)", test_forward_backward, NULL, NULL, (void *)cpa},
+        {"forward_backward(caduceus_ph_b)", test_forward_backward, NULL, NULL, (void *)cpb},
+        {"forward_backward(caduceus_ps_a)", test_forward_backward, NULL, NULL, (void *)cps},
+        {"rcps_swap(caduceus_ps_a)", test_rcps_swap, NULL, NULL, (void *)cps},
         {"forward_backward(nemotron_h_a)", test_forward_backward, NULL, NULL, (void *)nh},
         {"step(nemotron_h_a)", test_step, NULL, NULL, (void *)nh},
         {"carried_state(nemotron_h_a)", test_carried_state, NULL, NULL, (void *)nh},

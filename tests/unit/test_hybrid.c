@@ -178,7 +178,8 @@ static void check_gradients(ssm_model *m, const int32_t *tok, const int32_t *tgt
                             int samples, double tol) {
     int kinds_seen[SSM_LAYER_KIND_COUNT] = {0};
     for (int l = 0; l < m->config.n_layer; l++) kinds_seen[m->config.layer_kind[l]] = 1;
-    for (int k = 0; k < SSM_LAYER_KIND_COUNT; k++) assert_true(kinds_seen[k] || k == SSM_LAYER_MOE);
+    for (int k = 0; k < SSM_LAYER_KIND_COUNT; k++) /* MoE and bimamba: test_moe, test_caduceus */
+        assert_true(kinds_seen[k] || k == SSM_LAYER_MOE || k == SSM_LAYER_BIMAMBA);
     tu_check_gradients(m, tok, tgt, B, L, samples, tol);
 }
 

@@ -67,7 +67,8 @@ SSM_API uint64_t ssm_rng_below(ssm_rng *rng, uint64_t n); /* uniform in [0, n), 
     X(MAMBA2, "mamba2")         \
     X(ATTENTION, "attention")   \
     X(MLP, "mlp")               \
-    X(MOE, "moe")
+    X(MOE, "moe")              \
+    X(BIMAMBA, "bimamba")
 typedef enum ssm_layer_kind {
 #define SSM_KIND_ENUM(id, name) SSM_LAYER_##id,
     SSM_LAYER_KIND_MAP(SSM_KIND_ENUM)
@@ -159,9 +160,18 @@ typedef struct ssm_io_config {
     int outputs;             /* regression: F' values per position; classify: C classes */
     ssm_pool pool;           /* classify only */
     ssm_loss_kind loss;      /* CE for the LM and classify heads; MSE or MAE for regression */
-    int bidirectional;       /* the task asks for a non-causal backbone (refused until a layer
-                              * kind can run both ways) */
+    int bidirectional;       /* the task asks for a non-causal backbone (a model with bimamba
+                              * layers or RCPS; refused for a causal one) */
 } ssm_io_config;
+
+/* How a bidirectional Mamba-1 layer (kind bimamba, Caduceus' BiMambaWrapper) combines the
+ * forward mixer's output with the reverse mixer's (run on the flipped sequence, flipped back). */
+typedef enum ssm_bidirectional {
+    SSM_BIDIR_NONE = 0,
+    SSM_BIDIR_ADD = 1,       /* fwd + rev ("add") */
+    SSM_BIDIR_MUL = 2,       /* fwd * rev ("ew_multiply") */
+} ssm_bidirectional;
+#define SSM_RCPS_MAX_VOCAB 256
 
 typedef struct ssm_config {
     int vocab_size; /* rows of the embedding (padded to a multiple of 8 by ssm_config_default) */
@@ -188,6 +198,11 @@ typedef struct ssm_config {
     ssm_mlp_config mlp;
     ssm_moe_config moe;
     ssm_io_config io;
+    /* Caduceus (docs/architecture.md, 'Bidirectional and RC-equivariant models') */
+    ssm_bidirectional bidirectional; /* how the bimamba layers combine their two directions */
+    int rcps;          /* 1: reverse-complement parameter sharing (two strands, tied weights) */
+    int rcps_unfused;  /* 1: Caduceus' fused_add_norm false (no half swap in the blocks) */
+    unsigned char complement[SSM_RCPS_MAX_VOCAB]; /* (vocab_size) token -> its complement */
 } ssm_config;
 
 /* The reference defaults for a Mamba-1 model of this size (every layer SSM_LAYER_MAMBA1, the
@@ -214,6 +229,15 @@ SSM_API const char *ssm_layer_kind_name(int kind);
 SSM_API int ssm_config_block(const ssm_config *config, int layer);
 /* 1 when every layer has this kind. */
 SSM_API int ssm_config_all(const ssm_config *config, ssm_layer_kind kind);
+/* Every Mamba-1 layer becomes a bidirectional one (kind bimamba) combining by `how`. */
+SSM_API void ssm_config_set_bidirectional(ssm_config *config, ssm_bidirectional how);
+/* Reverse-complement parameter sharing (Caduceus' RCPS, with the fused add-norm path) with
+ * this complement map of vocab_size entries; NULL: the DNA tasks' (and Caduceus' tokenizer's)
+ * A 7 <-> T 10, C 8 <-> G 9, every other id its own complement. */
+SSM_API void ssm_config_set_rcps(ssm_config *config, const int32_t *complement);
+/* 0 when a position's output depends on later positions (bimamba layers, RCPS): such a model
+ * has no step mode and no carried state. */
+SSM_API int ssm_config_causal(const ssm_config *config);
 
 /* ---- parameters ------------------------------------------------------------------------- */
 
@@ -269,7 +293,16 @@ typedef struct ssm_mlp_params {
     float *down;      /* (D, F) mixer.down_proj.weight, or mixer.fc2.weight */
 } ssm_mlp_params;
 
-#define SSM_MIXER_MAX_TENSORS 12
+/* A bidirectional Mamba-1 mixer (Caduceus' BiMambaWrapper): mixer.mamba_fwd.* as a Mamba-1
+ * mixer's, and mixer.mamba_rev.* without in_proj and out_proj, which are fwd's (tied). */
+typedef struct ssm_bimamba_params {
+    ssm_mamba1_params fwd;
+    struct {
+        float *conv_w, *conv_b, *x_proj, *dt_proj_w, *dt_proj_b, *A_log, *D;
+    } rev;
+} ssm_bimamba_params;
+
+#define SSM_MIXER_MAX_TENSORS 16
 typedef struct ssm_layer_params {
     float *norm;      /* (D)            backbone.layers.{i}.norm.weight */
     union {           /* the mixer's, by config.layer_kind[i] */
@@ -278,6 +311,7 @@ typedef struct ssm_layer_params {
         ssm_attention_params attention;
         ssm_mlp_params mlp;
         ssm_moe_params moe;
+        ssm_bimamba_params bimamba;
         float *mixer[SSM_MIXER_MAX_TENSORS]; /* the same pointers, in table order */
     };
 } ssm_layer_params;
