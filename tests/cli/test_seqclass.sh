@@ -41,16 +41,17 @@ printf ">long\n%s\n" "$(printf 'A%.0s' $(seq 60))" > long.fa
 check "score: longer than the model is refused" '[ $? -eq 1 ] && grep -q "long.fa:1: a sequence of 60 bases, longer than the model.s 57" err'
 
 # fine-tuning: a masked-LM backbone, then a classifier from it with the backbone frozen
+cp "$SRC/data/ecoli/held_out_50kb.fa" genome.fa # (its index is written beside it)
 cat > mlm.yaml <<YAML
 $model
 task: {name: dna, objective: mlm}
-data: {train: [$SRC/data/ecoli/held_out_50kb.fa], valid_fraction: 0.1}
+data: {train: [genome.fa], valid_fraction: 0.1}
 train: {steps: 3, batch_size: 2, seq_len: 64, eval_every: 3, eval_batches: 1, save_every: 3,
         log_every: 1, threads: 2, device: cpu}
 output: {dir: mlm}
 YAML
 "$BIN/ssm-train" mlm.yaml 2> err; check "masked-LM pretraining" '[ $? -eq 0 ] && grep -q "baseline skipped: the Markov baseline predicts the next base" err'
-"$BIN/ssm-score" mlm "$SRC/data/ecoli/held_out_50kb.fa" > /dev/null 2> err
+"$BIN/ssm-score" mlm genome.fa > /dev/null 2> err
 check "ssm-score refuses a masked LM" '[ $? -eq 1 ] && grep -q "trained as a masked LM" err'
 "$BIN/ssm-train" cls.yaml --output ft --set train.init_from=mlm --set train.freeze_backbone=true 2> err
 check "fine-tune from the masked LM" '[ $? -eq 0 ] && grep -q "train.init_from: [0-9]* tensors of the backbone from mlm/model.safetensors" err'
