@@ -160,6 +160,7 @@ static ssm_status sc_create(const ssm_recipe *r, ssm_node *task, ssm_node *data,
         names = from_data;
     }
     if (!names || n_names < 2) {
+        if (names == from_data) names = NULL; /* freed once, here */
         free(from_data);
         s = ssm_set_error(SSM_ERR_ARG, "%s: the dna-classify task needs two classes or more (task.classes, "
                           "or the labels of data.train)", ssm_node_where(r, task, where, sizeof where));
@@ -168,6 +169,7 @@ static ssm_status sc_create(const ssm_recipe *r, ssm_node *task, ssm_node *data,
     t->classes = calloc((size_t)n_names, sizeof *t->classes);
     for (int k = 0; t->classes && k < n_names; k++) t->classes[k] = strdup(names[k]);
     t->n_classes = n_names;
+    if (names != from_data) free(names); /* the recipe's list (its strings are the tree's) */
     free(from_data);
     names = NULL;
     for (int k = 0; k < t->n_classes; k++)
