@@ -67,5 +67,11 @@ printf ">a\nACGT\n" > nolabel.fa
 "$BIN/ssm-train" cls.yaml --output x --set data.train=nolabel.fa 2> err
 check "a FASTA header without a label" '[ $? -eq 1 ] && grep -q "nolabel.fa:1:3: no label in the header" err'
 
+# the k-mer baseline on the same folds (bench/kmer_baseline), and the fold files it writes
+mkdir folds
+"$BIN/../bench/kmer_baseline" "$tsv" --write-folds folds > base.tsv 2> err
+check "k-mer baseline: 5 folds, better than chance" '[ $? -eq 0 ] && [ "$(grep -c "^[0-4]	2[12]	" base.tsv)" -eq 5 ] && awk -F"\t" "/^mean/ { split(\$3, a, \" \"); exit !(a[1] > 0.8) }" base.tsv'
+check "its fold files partition the set" '[ "$(cat folds/fold*.tsv | grep -vc "^sequence")" -eq 106 ] && [ "$(cat folds/fold*.tsv | grep -v "^sequence" | sort -u | wc -l)" -eq "$(grep -v "^sequence" "$tsv" | sort -u | wc -l)" ]'
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
