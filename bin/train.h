@@ -18,6 +18,8 @@ typedef struct train_settings {
     const char *device;
     int threads;
     double max_minutes; /* stop (and save) after this wall time; 0 = no limit */
+    const char *init_from;   /* fine-tuning: the checkpoint whose backbone starts the model */
+    float backbone_lr_ratio; /* the backbone's lr over lr (train.lr_backbone; 0: frozen) */
     /* output: */
     const char *run_dir;
 } train_settings;
@@ -39,6 +41,10 @@ typedef struct train_options {
  * Returns the program's exit status. */
 int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_settings *set,
               const train_options *opt);
+/* Fine-tuning (bin/train_init.c): every tensor of the model but the task head's (head.*) from
+ * the checkpoint at path (a model.safetensors or a run directory), which must have each of them
+ * with the same shape; the head keeps its fresh initialisation. */
+ssm_status train_init_from(ssm_model *model, const char *path);
 /* Refuse a plan larger than the memory left (bin/train_memory.c); gpu: activations on the GPU. */
 ssm_status train_check_memory(const char *recipe_path, const train_settings *set, int gpu);
 

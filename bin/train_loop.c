@@ -318,8 +318,15 @@ int train_run(ssm_recipe *recipe, const ssm_task_ops *ops, void *task, train_set
         if ((s = ssm_model_create(&set->model, &r.model)) || (s = ssm_model_init(r.model, set->seed)) ||
             (s = ssm_adamw_create(&set->adamw, r.model, &r.opt)))
             goto fail;
+        if (set->init_from && (s = train_init_from(r.model, set->init_from))) goto fail;
         ssm_rng_seed(&r.data_rng, set->seed * 0x9e3779b97f4a7c15ULL + 7);
         if (root && (s = ssm_recipe_write(recipe, run_file(&r, "recipe.yaml")))) goto fail;
+    }
+    if (set->adamw.backbone_lr_ratio != 1 && !r.model->params.head) {
+        s = ssm_set_error(SSM_ERR_ARG, "%s: train.lr_backbone and train.freeze_backbone need a task with "
+                          "a head of its own (dna-classify, timeseries); this model's head is its "
+                          "embedding", recipe->path);
+        goto fail;
     }
     if ((s = train_dist_share(&r.dist, r.model, r.opt, &r.data_rng))) goto fail;
     size_t T = (size_t)set->batch_size * set->seq_len;

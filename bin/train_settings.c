@@ -7,9 +7,32 @@
 static const char *const train_keys[] = {
     "steps", "batch_size", "seq_len", "lr", "min_lr_ratio", "warmup_steps", "weight_decay",
     "beta1", "beta2", "eps", "grad_clip", "seed", "eval_every", "eval_batches", "save_every",
-    "log_every", "device", "threads", "max_minutes", NULL};
+    "log_every", "device", "threads", "max_minutes", "init_from", "freeze_backbone", "lr_backbone", NULL};
 static const char *const output_keys[] = {"dir", NULL};
 static const char *const sections[] = {"model", "task", "data", "train", "output", NULL};
+
+/* Fine-tuning: init_from (a checkpoint or run directory: its backbone), freeze_backbone, and
+ * lr_backbone, the backbone's peak rate beside lr (the head's); as a ratio to lr, which the
+ * schedule scales alike. */
+static ssm_status read_fine_tuning(ssm_recipe *r, ssm_node *n, double lr, train_settings *t) {
+    int freeze;
+    double lr_backbone;
+    ssm_status s;
+    if ((s = ssm_node_string(r, n, "init_from", NULL, &t->init_from)) ||
+        (s = ssm_node_bool(r, n, "freeze_backbone", 0, &freeze)) ||
+        (s = ssm_node_float(r, n, "lr_backbone", lr, 0, 1, &lr_backbone)))
+        return s;
+    char where[256];
+    if (freeze && ssm_node_get(n, "lr_backbone"))
+        return ssm_set_error(SSM_ERR_ARG, "%s: train.lr_backbone and train.freeze_backbone: true do not go "
+                             "together (a frozen backbone has no rate)",
+                             ssm_node_where(r, ssm_node_get(n, "lr_backbone"), where, sizeof where));
+    if (!(lr > 0) && lr_backbone > 0)
+        return ssm_set_error(SSM_ERR_ARG, "%s: train.lr_backbone needs train.lr > 0 (the backbone's rate "
+                             "follows lr's schedule)", ssm_node_where(r, ssm_node_get(n, "lr_backbone"), where, sizeof where));
+    t->backbone_lr_ratio = freeze || !(lr > 0) ? 0.0f : (float)(lr_backbone / lr);
+    return SSM_OK;
+}
 
 static ssm_status read_train(ssm_recipe *r, train_settings *t) {
     ssm_node *n;
@@ -36,7 +59,8 @@ static ssm_status read_train(ssm_recipe *r, train_settings *t) {
         (s = ssm_node_int(r, n, "log_every", 10, 1, 1LL << 40, &log_every)) ||
         (s = ssm_node_string(r, n, "device", "auto", &t->device)) ||
         (s = ssm_node_int(r, n, "threads", 0, 0, 4096, &threads)) ||
-        (s = ssm_node_float(r, n, "max_minutes", 0, 0, 1e7, &max_minutes)))
+        (s = ssm_node_float(r, n, "max_minutes", 0, 0, 1e7, &max_minutes)) ||
+        (s = read_fine_tuning(r, n, lr, t)))
         return s;
     t->steps = steps;
     t->batch_size = (int)batch;
@@ -51,6 +75,7 @@ static ssm_status read_train(ssm_recipe *r, train_settings *t) {
     t->adamw.beta2 = (float)b2;
     t->adamw.eps = (float)eps;
     t->adamw.grad_clip = (float)clip;
+    t->adamw.backbone_lr_ratio = t->backbone_lr_ratio;
     t->seed = (uint64_t)seed;
     t->eval_every = eval_every;
     t->eval_batches = (int)eval_batches;

@@ -10,14 +10,16 @@
 /* Weak: a build without a task's dependencies simply lacks that task. */
 extern const ssm_task_ops ssm_task_lm __attribute__((weak));
 extern const ssm_task_ops ssm_task_dna __attribute__((weak));
+extern const ssm_task_ops ssm_task_seqclass __attribute__((weak));
 extern const ssm_task_ops ssm_task_audio __attribute__((weak));
 extern const ssm_task_ops ssm_task_timeseries __attribute__((weak));
 
 const ssm_task_ops *const *ssm_task_builtins(void) {
-    static const ssm_task_ops *list[5];
+    static const ssm_task_ops *list[6];
     int n = 0;
     if (&ssm_task_lm) list[n++] = &ssm_task_lm;
     if (&ssm_task_dna) list[n++] = &ssm_task_dna;
+    if (&ssm_task_seqclass) list[n++] = &ssm_task_seqclass;
     if (&ssm_task_audio) list[n++] = &ssm_task_audio;
     if (&ssm_task_timeseries) list[n++] = &ssm_task_timeseries;
     list[n] = NULL;

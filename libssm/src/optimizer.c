@@ -2,13 +2,14 @@
  * linear warmup then cosine decay (the schedule of mamba_ssm's and llm.c's trainers). */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
 ssm_adamw_config ssm_adamw_config_default(void) {
     return (ssm_adamw_config){.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                               .weight_decay = 0.1f, .grad_clip = 1.0f, .warmup_steps = 0,
-                              .total_steps = 0, .min_lr_ratio = 0.1f};
+                              .total_steps = 0, .min_lr_ratio = 0.1f, .backbone_lr_ratio = 1.0f};
 }
 
 ssm_status ssm_adamw_create(const ssm_adamw_config *config, const ssm_model *model,
@@ -17,9 +18,9 @@ ssm_status ssm_adamw_create(const ssm_adamw_config *config, const ssm_model *mod
     const ssm_adamw_config *c = config;
     if (!(c->lr >= 0) || !(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1) ||
         !(c->eps > 0) || !(c->weight_decay >= 0) || c->warmup_steps < 0 || c->total_steps < 0 ||
-        !(c->min_lr_ratio >= 0 && c->min_lr_ratio <= 1))
+        !(c->min_lr_ratio >= 0 && c->min_lr_ratio <= 1) || !(c->backbone_lr_ratio >= 0))
         return ssm_set_error(SSM_ERR_ARG, "AdamW settings out of range (lr >= 0, 0 <= betas < 1, "
-                             "eps > 0, weight_decay >= 0, 0 <= min_lr_ratio <= 1)");
+                             "eps > 0, weight_decay >= 0, 0 <= min_lr_ratio <= 1, backbone_lr_ratio >= 0)");
     ssm_adamw *o = calloc(1, sizeof *o);
     if (!o) return ssm_set_error(SSM_ERR_NOMEM, "out of memory for the optimizer");
     o->config = *c;
@@ -79,6 +80,8 @@ ssm_status ssm_cpu_adamw_step(ssm_adamw *o, ssm_model *model, float *grad_norm) 
     for (int k = 0; k < model->n_tensors; k++) {
         const ssm_tensor_info *t = &model->tensors[k];
         float wd = t->decay ? c->weight_decay : 0.0f;
+        /* fine-tuning: the backbone at its own rate (a frozen one, 0, neither moves nor decays) */
+        float lr_t = strncmp(t->name, "head.", 5) ? lr * c->backbone_lr_ratio : lr;
 #pragma omp parallel for schedule(static)
         for (size_t i = t->offset; i < t->offset + t->numel; i++) {
             float gi = g[i] * clip;
@@ -86,7 +89,7 @@ ssm_status ssm_cpu_adamw_step(ssm_adamw *o, ssm_model *model, float *grad_norm) 
             o->v[i] = c->beta2 * o->v[i] + (1.0f - c->beta2) * gi * gi;
             float mhat = o->m[i] / bc1, vhat = o->v[i] / bc2;
             /* decoupled weight decay: p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p) */
-            p[i] -= lr * (mhat / (sqrtf(vhat) + c->eps) + wd * p[i]);
+            p[i] -= lr_t * (mhat / (sqrtf(vhat) + c->eps) + wd * p[i]);
         }
     }
     return SSM_OK;

@@ -10,6 +10,8 @@
  *     mask_lowercase: false  # true: soft-masked (lowercase) bases are read but not scored,
  *                            # in training, validation, the baseline and ssm-score
  *     rc_prob: 0.0           # probability that a training window is reverse-complemented
+ *     objective: next        # next: next-base prediction; mlm: masked-LM (BERT-style, mlm.c)
+ *     mask_rate: 0.15        # mlm: the share of scored bases that are masked and predicted
  *   data:
  *     train: [files or globs]   # FASTA/FASTQ, plain, .gz or bgzip; paths relative to the
  *                               # current folder. Required to train.
@@ -28,7 +30,10 @@
  * Training batches: a window of L bases from one region of the split, read as the start of a
  * sequence like a scored record: tokens = BOS and the first L - 1 bases, targets = the L bases;
  * a region shorter than that fills the rest with PAD (not scored).
- * Scoring: each record is BOS followed by its bases. */
+ * Masked LM (objective: mlm): tokens = the L bases themselves (no BOS, no shift), mask_rate of
+ * the scored bases chosen and 80/10/10 replaced by MASK / a random base / kept (dna_mlm_mask),
+ * targets = the original base at the chosen positions only; validation is bits per masked base.
+ * Scoring: each record is BOS followed by its bases (next-base models only). */
 #include "dna.h"
 
 #include <stdlib.h>
@@ -92,13 +97,16 @@ void dna_revcomp_tokens(int32_t *tokens, size_t n) {
 typedef struct dna_task {
     int mask_lowercase;
     double rc_prob;
+    double mask_rate;    /* > 0: masked-LM batches (objective mlm) */
     fasta_set *set;      /* NULL when created without data (scoring, generation) */
     char *window;        /* (window_cap) bases of the window being encoded */
     size_t window_cap;
     int32_t *symbols;    /* baseline symbols handed out last */
 } dna_task;
 
-static const char *const task_keys[] = {"name", "mask_lowercase", "rc_prob", NULL};
+static const char *const task_keys[] = {"name", "mask_lowercase", "rc_prob", "objective", "mask_rate",
+                                        NULL};
+static const char *const objectives[] = {"next", "mlm", NULL};
 static const char *const data_keys[] = {"train", "valid", "valid_fraction", "bed", NULL};
 
 static void dna_destroy(void *self) {
@@ -159,8 +167,8 @@ ssm_status dna_task_open(const char *const *train, int n_train, const char *cons
 
 static ssm_status dna_create(const ssm_recipe *r, ssm_node *task, ssm_node *data, void **self) {
     *self = NULL;
-    int mask_lowercase = 0;
-    double rc_prob = 0;
+    int mask_lowercase = 0, objective = 0;
+    double rc_prob = 0, mask_rate = 0.15;
     ssm_status s = SSM_OK;
     char **train = NULL, **valid = NULL;
     int n_train = 0, n_valid = 0;
@@ -168,8 +176,15 @@ static ssm_status dna_create(const ssm_recipe *r, ssm_node *task, ssm_node *data
     if (task) {
         if ((s = ssm_node_bool(r, task, "mask_lowercase", 0, &mask_lowercase)) ||
             (s = ssm_node_float(r, task, "rc_prob", 0.0, 0.0, 1.0, &rc_prob)) ||
+            (s = ssm_node_choice(r, task, "objective", objectives, 0, &objective)) ||
+            (s = ssm_node_float(r, task, "mask_rate", 0.15, 1e-6, 1.0, &mask_rate)) ||
             (s = ssm_node_check_unknown(r, task, "task", task_keys)))
             return s;
+        if (!objective && ssm_node_get(task, "mask_rate")) {
+            char where[256];
+            return ssm_set_error(SSM_ERR_ARG, "%s: task.mask_rate goes with task.objective: mlm",
+                                 ssm_node_where(r, ssm_node_get(task, "mask_rate"), where, sizeof where));
+        }
     }
     if (data) {
         if ((s = ssm_node_float(r, data, "valid_fraction", opt.valid_fraction, 0.0, 0.5,
@@ -188,11 +203,14 @@ static ssm_status dna_create(const ssm_recipe *r, ssm_node *task, ssm_node *data
     }
     s = dna_task_open((const char *const *)train, n_train, (const char *const *)valid, n_valid, &opt,
                       mask_lowercase, rc_prob, self);
+    if (!s && objective) dna_task_set_mlm(*self, mask_rate);
 done:
     fasta_paths_free(train);
     fasta_paths_free(valid);
     return s;
 }
+
+void dna_task_set_mlm(void *self, double mask_rate) { ((dna_task *)self)->mask_rate = mask_rate; }
 
 static int dna_vocab_size(void *self) {
     (void)self;
@@ -234,6 +252,15 @@ static ssm_status dna_next_batch(void *self, ssm_split split, ssm_rng *rng, ssm_
         if (split == SSM_SPLIT_TRAIN && t->rc_prob > 0 && ssm_rng_uniform(rng) < t->rc_prob)
             dna_revcomp(t->window, (size_t)w.length);
         int32_t *tok = batch->tokens + (size_t)b * L, *tgt = batch->targets + (size_t)b * L;
+        if (t->mask_rate > 0) { /* masked LM: the bases at their own positions */
+            for (int l = 0; l < L; l++) {
+                int c = l < w.length ? (unsigned char)t->window[l] : 0;
+                tok[l] = c ? dna_token(c) : DNA_TOKEN_PAD;
+                tgt[l] = c && dna_scored(c, t->mask_lowercase) ? tok[l] : -1;
+            }
+            dna_mlm_mask(tok, tgt, L, t->mask_rate, rng);
+            continue;
+        }
         for (int l = 0; l < L; l++) {
             tok[l] = l == 0 ? DNA_TOKEN_BOS
                    : l - 1 < w.length ? dna_token((unsigned char)t->window[l - 1]) : DNA_TOKEN_PAD;
@@ -251,6 +278,9 @@ static ssm_status dna_baseline_symbols(void *self, ssm_split split, size_t max, 
     dna_task *t = self;
     ssm_status s = need_data(t);
     if (s) return s;
+    if (t->mask_rate > 0)
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the Markov baseline predicts the next base; a "
+                             "masked-LM run (task.objective: mlm) has none to compare with");
     *symbols = NULL;
     *n = 0;
     *alphabet = 4;
@@ -303,6 +333,10 @@ static void dna_close_records(void *reader) {
 static ssm_status dna_open_records(void *self, const char *path, void **reader) {
     dna_task *t = self;
     *reader = NULL;
+    if (t && t->mask_rate > 0)
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "ssm-score scores next-base predictions; this model "
+                             "was trained as a masked LM (task.objective: mlm): fine-tune it, or embed "
+                             "with ssm-embed");
     dna_reader *d = calloc(1, sizeof *d);
     if (!d) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
     d->mask_lowercase = t ? t->mask_lowercase : 0;

@@ -41,6 +41,16 @@ ssm_status dna_task_open(const char *const *train, int n_train, const char *cons
                          int n_valid, const fasta_set_options *opt, int mask_lowercase,
                          double rc_prob, void **self);
 
+/* Make the task's batches masked-LM ones (task.objective: mlm): mask_rate of the scored bases
+ * are chosen (0 turns it back to next-base prediction). */
+void dna_task_set_mlm(void *self, double mask_rate);
+/* BERT's masking of one sequence, in place (mlm.c): tokens (n) hold the bases, targets (n) the
+ * base to predict at each scored position (-1 elsewhere). Each scored position is chosen with
+ * probability rate; a chosen one becomes MASK with probability 0.8, a uniformly random base
+ * (A C G T, perhaps its own) with 0.1, and stays with 0.1; an unchosen one gets target -1.
+ * Draws only from rng: one uniform per scored position, two more per chosen one. */
+void dna_mlm_mask(int32_t *tokens, int32_t *targets, int n, double rate, ssm_rng *rng);
+
 /* The token of a base byte: A C G T (either case; U as T) -> 7..10, IUPAC ambiguity codes and
  * N -> 11; -1 for a byte that is not a nucleotide code. */
 int32_t dna_token(int c);

@@ -505,6 +505,9 @@ typedef struct ssm_adamw_config {
     int64_t warmup_steps;
     int64_t total_steps; /* cosine decay to min_lr_ratio * lr at total_steps */
     float min_lr_ratio;  /* 0.1 */
+    /* the backbone's learning rate over lr (1; 0 freezes it), for fine-tuning: every tensor
+     * but the task head's (head.*); the CPU backend (the CUDA one runs heads of none) */
+    float backbone_lr_ratio;
 } ssm_adamw_config;
 
 typedef struct ssm_adamw {
