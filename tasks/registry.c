@@ -12,14 +12,16 @@ extern const ssm_task_ops ssm_task_lm __attribute__((weak));
 extern const ssm_task_ops ssm_task_dna __attribute__((weak));
 extern const ssm_task_ops ssm_task_audio __attribute__((weak));
 extern const ssm_task_ops ssm_task_timeseries __attribute__((weak));
+extern const ssm_task_ops ssm_task_points __attribute__((weak));
 
 const ssm_task_ops *const *ssm_task_builtins(void) {
-    static const ssm_task_ops *list[5];
+    static const ssm_task_ops *list[6];
     int n = 0;
     if (&ssm_task_lm) list[n++] = &ssm_task_lm;
     if (&ssm_task_dna) list[n++] = &ssm_task_dna;
     if (&ssm_task_audio) list[n++] = &ssm_task_audio;
     if (&ssm_task_timeseries) list[n++] = &ssm_task_timeseries;
+    if (&ssm_task_points) list[n++] = &ssm_task_points;
     list[n] = NULL;
     return list;
 }
