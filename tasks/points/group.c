@@ -1,6 +1,7 @@
 /* group.c: see group.h. O(N G) sampling and O(N k) per neighbourhood: shapes are small. */
 #include <float.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "group.h"
 
@@ -57,18 +58,18 @@ void points_order(const float *xyz, const int *centres, int G, int *order) {
     }
 }
 
-void points_group_features(const float *xyz, int N, int G, int k, int *work, float *features) {
+void points_group_features(const float *xyz, int N, int G, int k, int both, int *work, float *features) {
     int *centres = work, *order = work + G, *nn = work + 2 * G;
     int F = 3 + 3 * k;
     points_fps(xyz, N, G, centres);
     points_order(xyz, centres, G, order);
     for (int s = 0; s < G; s++) {
         const float *c = xyz + (size_t)centres[order[s]] * 3;
-        float *f = features + (size_t)s * F, *back = features + (size_t)(2 * G - 1 - s) * F;
+        float *f = features + (size_t)s * F;
         points_knn(xyz, N, c, k, nn);
         for (int d = 0; d < 3; d++) f[d] = c[d];
         for (int j = 0; j < k; j++)
             for (int d = 0; d < 3; d++) f[3 + 3 * j + d] = xyz[(size_t)nn[j] * 3 + d] - c[d];
-        for (int i = 0; i < F; i++) back[i] = f[i];
+        if (both) memcpy(features + (size_t)(2 * G - 1 - s) * F, f, (size_t)F * sizeof(float));
     }
 }

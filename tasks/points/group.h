@@ -12,9 +12,9 @@ void points_knn(const float *xyz, int N, const float *q, int k, int *nn);
  * the shape's centre (the origin after normalisation), nearest first (ties: the lower index).
  * order (G) is a permutation of 0..G-1. */
 void points_order(const float *xyz, const int *centres, int G, int *order);
-/* One shape's backbone input (2G, 3 + 3k): the groups in importance order, then in reverse
- * order (the bi-directional reading); per group its centre, then its k neighbours relative to
- * the centre, nearest first. xyz (N, 3); work holds 2G + k ints. */
-void points_group_features(const float *xyz, int N, int G, int k, int *work, float *features);
+/* One shape's backbone input (G or 2G, 3 + 3k): the groups in importance order, then (both)
+ * the same in reverse order (the bi-directional reading); per group its centre, then its k
+ * neighbours relative to the centre, nearest first. xyz (N, 3); work holds 2G + k ints. */
+void points_group_features(const float *xyz, int N, int G, int k, int both, int *work, float *features);
 
 #endif

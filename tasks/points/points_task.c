@@ -236,10 +236,7 @@ void pt_shape_features(const pt_options *o, const point_set *set, int train, ssm
                        float *xyz, int *work, float *features) {
     points_sample(set, o->points, rng, xyz);
     if (train) points_augment(xyz, o->points, &o->augment, rng);
-    int G = o->groups, F = pt_features(o);
-    float both[2 * G * F];
-    points_group_features(xyz, o->points, G, o->neighbours, work, o->both_ways ? features : both);
-    if (!o->both_ways) memcpy(features, both, (size_t)G * F * sizeof(float));
+    points_group_features(xyz, o->points, o->groups, o->neighbours, o->both_ways, work, features);
 }
 
 /* Training: shapes drawn at random, augmented. Validation: held-out shapes drawn by the fixed

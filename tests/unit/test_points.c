@@ -277,7 +277,7 @@ static void test_fps_knn_order(void **state) {
     /* the features: the sequence then its reverse; neighbours relative to the centre */
     int work[2 * G + K];
     float *f = malloc(sizeof(float) * 2 * G * (3 + 3 * K));
-    points_group_features(xyz, N, G, K, work, f);
+    points_group_features(xyz, N, G, K, 1, work, f);
     int F = 3 + 3 * K;
     for (int s = 0; s < G; s++) {
         assert_memory_equal(f + s * F, f + (2 * G - 1 - s) * F, sizeof(float) * F);
