@@ -75,6 +75,9 @@ int main(int argc, char **argv) {
         }
         right += !strcmp(train.label[best], test.label[i]);
     }
+    for (int i = 0; i < train.n; i++) free(train.label[i]);
+    for (int i = 0; i < test.n; i++) free(test.label[i]);
+    free(train.label), free(train.desc), free(test.label), free(test.desc);
     printf("points-nn: 1-NN on D2 + radial histograms: accuracy %.3f (%d of %d test shapes; %d training shapes)\n",
            test.n ? (double)right / test.n : NAN, right, test.n, train.n);
     return 0;
