@@ -2,7 +2,7 @@
  * then the items as ASCII, binary little endian or binary big endian. Only the vertex
  * element's x, y and z are kept; every other element and property is read past by its type
  * (lists by their count), so that a header whose counts do not match the data is caught: the
- * data must end exactly where the last declared item does. */
+ * data must end exactly where the last declared item does, and an ASCII item fill its line. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +32,8 @@ typedef struct ply_reader {
     const char *path, *data;
     size_t size, pos;    /* binary: the byte offset */
     int format;
-    text_cursor text;    /* ASCII */
+    text_cursor text;    /* ASCII: one item a line */
+    int item_line;       /* ASCII: the line of the item being read */
     ply_element el[MAX_ELEMENTS];
     int n_el;
 } ply_reader;
@@ -135,6 +136,10 @@ static ssm_status read_value(ply_reader *r, const ply_element *el, long long ite
         size_t len;
         int line;
         if (!text_token(&r->text, &tok, &len, &line)) return ended(r, el, item);
+        if (line != r->item_line)
+            return ssm_set_error(SSM_ERR_FORMAT, "%s:%d: element '%s' item %lld ends before its %d "
+                                 "properties do (the header's properties or counts do not match the data)",
+                                 r->path, r->item_line, el->name, item + 1, el->n_props);
         if (!text_number(tok, len, v) || (types[t].integer && *v != (double)(long long)*v))
             return ssm_set_error(SSM_ERR_FORMAT, "%s:%d: '%.*s' in element '%s' item %lld is not %s %s",
                                  r->path, line, (int)(len < 40 ? len : 40), tok, el->name, item + 1,
@@ -203,6 +208,7 @@ ssm_status points_read_ply(const char *path, const char *data, size_t size, poin
             double xyz[3] = {0, 0, 0};
             char at[64];
             where(r, at, sizeof at);
+            r->item_line = r->text.line;
             for (int i = 0; !s && i < el->n_props; i++) {
                 const ply_prop *pr = &el->props[i];
                 double v;
@@ -220,6 +226,14 @@ ssm_status points_read_ply(const char *path, const char *data, size_t size, poin
                                       item + 1, v);
                 }
                 for (long long k = 0; !s && k < (long long)v; k++) s = read_value(r, el, item, pr->type, &(double){0});
+            }
+            if (!s && r->format == ASCII) { /* the item's line must end with it */
+                const char *q = r->text.p;
+                while (q < r->text.end && (*q == ' ' || *q == '\t' || *q == '\r')) q++;
+                if (q < r->text.end && *q != '\n')
+                    s = ssm_set_error(SSM_ERR_FORMAT, "%s:%d: element '%s' item %lld has more values than "
+                                      "its %d properties (the header's properties or counts do not match "
+                                      "the data)", path, r->item_line, el->name, item + 1, el->n_props);
             }
             if (!s && e == vx) s = points_store(path, at, out, (int)item, xyz);
         }

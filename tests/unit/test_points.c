@@ -61,8 +61,14 @@ static void test_ply_ascii(void **state) {
     (void)state;
     char buf[2048];
     expect_cube(write_file("a.ply", buf, ascii_ply(buf, sizeof buf, "8", "2", -1)));
-    /* a header that declares 9 vertices: the 9th is the first face line, then the faces run out */
-    expect_error(write_file("lie9.ply", buf, ascii_ply(buf, sizeof buf, "9", "2", -1)), "lie9.ply:");
+    /* a header that declares 9 vertices: the 9th is the first face line, one value too long */
+    expect_error(write_file("lie9.ply", buf, ascii_ply(buf, sizeof buf, "9", "2", -1)),
+                 "lie9.ply:20: element 'vertex' item 9 has more values than its 4 properties");
+    /* a vertex line one value short */
+    size_t n = ascii_ply(buf, sizeof buf, "8", "2", -1);
+    char *v3 = strstr(buf, "\n1 60 1 0\n");
+    memcpy(v3, "\n1 60 1  \n", 11);
+    expect_error(write_file("short.ply", buf, n), "short.ply:14: element 'vertex' item 3 ends before its 4 properties");
     /* declares 1 face: the second face line (line 21) is data after the last item */
     expect_error(write_file("lie1.ply", buf, ascii_ply(buf, sizeof buf, "8", "1", -1)),
                  "lie1.ply:21: data after the last item");
