@@ -13,15 +13,18 @@ extern const ssm_task_ops ssm_task_dna __attribute__((weak));
 extern const ssm_task_ops ssm_task_seqclass __attribute__((weak));
 extern const ssm_task_ops ssm_task_audio __attribute__((weak));
 extern const ssm_task_ops ssm_task_timeseries __attribute__((weak));
+extern const ssm_task_ops ssm_task_points __attribute__((weak));
 
+/* the built-in tasks linked into this program, NULL-terminated (one slot per task + 1) */
 const ssm_task_ops *const *ssm_task_builtins(void) {
-    static const ssm_task_ops *list[6];
+    static const ssm_task_ops *list[7];
     int n = 0;
     if (&ssm_task_lm) list[n++] = &ssm_task_lm;
     if (&ssm_task_dna) list[n++] = &ssm_task_dna;
     if (&ssm_task_seqclass) list[n++] = &ssm_task_seqclass;
     if (&ssm_task_audio) list[n++] = &ssm_task_audio;
     if (&ssm_task_timeseries) list[n++] = &ssm_task_timeseries;
+    if (&ssm_task_points) list[n++] = &ssm_task_points;
     list[n] = NULL;
     return list;
 }
