@@ -179,8 +179,8 @@ static void bench_scan(const Shape &s, const Ceil &c, const int (*vars)[2], int 
     float *dbias = rand_f32(E, 0, 0, 1), *dA = rand_f32((size_t)E * N, 0, 0, 1), *dD = rand_f32(E, 0, 0, 1);
     auto args = [&](int i, int chunk, int split) {
         const ScanSet &st = sets[i % nsets];
-        cuda_scan_args a = {};
-        a.B = s.B, a.L = s.L, a.E = E, a.N = N, a.dtype = CUDA_DTYPE_BF16;
+        ssm_scan_args a = {};
+        a.B = s.B, a.L = s.L, a.E = E, a.N = N, a.dtype = SSM_DTYPE_BF16;
         a.u = st.u, a.dt = st.dt, a.Bm = st.xdbl + R, a.Cm = st.xdbl + R + N, a.ld_bc = ld;
         a.z = gate ? st.xz + E : nullptr, a.ld_z = ldz;
         a.dt_bias = bias, a.A_log = A_log, a.D = D, a.chunk = chunk, a.split = split;
@@ -194,13 +194,13 @@ static void bench_scan(const Shape &s, const Ceil &c, const int (*vars)[2], int 
     const double exps = (double)T * E * N;
     for (int k = 0; k < nvars; k++) {
         const int chunk = vars[k][0], split = vars[k][1];
-        cuda_scan_args a0 = args(0, chunk, split);
+        ssm_scan_args a0 = args(0, chunk, split);
         size_t wsf = cuda_scan_forward_workspace(&a0), wsb = do_bwd ? cuda_scan_backward_workspace(&a0) : 0;
         size_t wsn = std::max(wsf, wsb);
         void *ws = nullptr;
         if (wsn) CK(cudaMalloc(&ws, wsn));
         double ms = time_ms([&](int i) {
-            cuda_scan_args a = args(i, chunk, split);
+            ssm_scan_args a = args(i, chunk, split);
             OK(cuda_scan_forward(&a, y, nullptr, ws, wsn, 0));
         }, g_reps);
         char name[64];
@@ -209,7 +209,7 @@ static void bench_scan(const Shape &s, const Ceil &c, const int (*vars)[2], int 
                   gate && s.L == 2048 && s.B == 8 ? 0.25 : 0);
         if (do_bwd && split <= 1) { // the backward has no split
             double msb = time_ms([&](int i) {
-                cuda_scan_args a = args(i, chunk, split);
+                ssm_scan_args a = args(i, chunk, split);
                 OK(cuda_scan_forward(&a, y, nullptr, ws, wsn, 0));
                 OK(cuda_scan_backward(&a, sets[i % nsets].dout, du, ddt, dxdbl + R, dxdbl + R + N,
                                       gate ? dxz + E : nullptr, dbias, dA, dD, ws, wsn, 0));
@@ -218,7 +218,7 @@ static void bench_scan(const Shape &s, const Ceil &c, const int (*vars)[2], int 
             print_row(name, s, chunk, split, msb, fb_bytes, 2 * exps, c, gate ? s.ref_fb : 0,
                       gate && s.L == 2048 && s.B == 8 ? 1.3 : 0);
             double mso = time_ms([&](int i) {
-                cuda_scan_args a = args(i, chunk, split);
+                ssm_scan_args a = args(i, chunk, split);
                 OK(cuda_scan_backward(&a, sets[i % nsets].dout, du, ddt, dxdbl + R, dxdbl + R + N,
                                       gate ? dxz + E : nullptr, dbias, dA, dD, ws, wsn, 0));
             }, g_reps);
@@ -230,7 +230,7 @@ static void bench_scan(const Shape &s, const Ceil &c, const int (*vars)[2], int 
                 float *ck;
                 CK(cudaMalloc(&ck, ckb));
                 double mss = time_ms([&](int i) {
-                    cuda_scan_args a = args(i, chunk, split);
+                    ssm_scan_args a = args(i, chunk, split);
                     a.ckpt = ck;
                     OK(cuda_scan_forward(&a, y, nullptr, ws, wsn, 0));
                     OK(cuda_scan_backward(&a, sets[i % nsets].dout, du, ddt, dxdbl + R, dxdbl + R + N,
@@ -268,12 +268,12 @@ static void bench_conv(const Shape &s, const Ceil &c) {
     void *ws;
     CK(cudaMalloc(&ws, wsn));
     double ms = time_ms([&](int i) {
-        OK(cuda_conv_forward(u, x[i % nsets], ldx, w, b, nullptr, s.B, s.L, E, K, CUDA_DTYPE_BF16, 0));
+        OK(cuda_conv_forward(u, x[i % nsets], ldx, w, b, nullptr, s.B, s.L, E, K, SSM_DTYPE_BF16, 0));
     }, g_reps);
     print_row("conv fwd (K=4)", s, 0, 0, ms, 2.0 * T * E * 2, 0, c, 0, 0);
     ms = time_ms([&](int i) {
         OK(cuda_conv_backward(dx, dw, db, du[i % nsets], x[i % nsets], ldx, w, b, s.B, s.L, E, K,
-                              CUDA_DTYPE_BF16, ws, wsn, 0));
+                              SSM_DTYPE_BF16, ws, wsn, 0));
     }, g_reps);
     print_row("conv bwd (K=4)", s, 0, 0, ms, 3.0 * T * E * 2, 0, c, 0, 0);
     for (int i = 0; i < nsets; i++) {
