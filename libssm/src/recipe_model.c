@@ -12,7 +12,7 @@ static const char *const model_keys[] = {
     "d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "norm_eps", "layers",
     "mixer", "headdim", "ngroups", "chunk_size", "dt_limit", "pattern", "n_heads", "n_kv_heads",
     "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation", "selective",
-    "n_experts", "top_k", "moe_d_ff", "moe_activation", "routing", "norm_topk", "routed_scaling",
+    "inner_norms", "n_experts", "top_k", "moe_d_ff", "moe_activation", "routing", "norm_topk", "routed_scaling",
     "aux_loss_coef", "shared_d_ff", NULL};
 
 /* the mixture-of-experts keys (Jamba's routing by default) */
@@ -158,6 +158,9 @@ ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_confi
     int selective; /* Mamba-1: false = the ablation with dt, B, C fixed (mamba1.c) */
     if ((s = ssm_node_bool(r, m, "selective", 1, &selective))) return s;
     c.non_selective = !selective;
+    int inner_norms; /* Mamba-1: Jamba's RMSNorms on dt, B and C (mamba1.c) */
+    if ((s = ssm_node_bool(r, m, "inner_norms", 0, &inner_norms))) return s;
+    c.inner_norms = inner_norms;
     ssm_node *dr = m ? ssm_node_get(m, "dt_rank") : NULL;
     if (!(dr && dr->kind == SSM_NODE_SCALAR && !strcmp(dr->value, "auto")) &&
         (s = ssm_node_int(r, m, "dt_rank", 0, 0, 16384, &dt_rank)))

@@ -182,9 +182,16 @@ static void test_forward_backward(void **state) {
         matched++;
         free(ref);
     }
-    /* every parameter of ours must have been compared */
-    int nonempty = 0; /* an absent optional tensor (a MoE's shared expert) has none */
-    for (int k = 0; k < m->n_tensors; k++) nonempty += m->tensors[k].numel > 0;
+    /* every parameter of ours must have been compared; hf_jamba_a's script saved no gradient
+     * of Jamba's inner dt/B/C norms (tests/unit/test_jamba.c checks them by finite
+     * differences), and an absent optional tensor (a MoE's shared expert) has none */
+    int nonempty = 0;
+    for (int k = 0; k < m->n_tensors; k++) {
+        char name[128];
+        snprintf(name, sizeof name, "grad.%s", m->tensors[k].name);
+        int inner = strstr(m->tensors[k].name, "_layernorm.weight") != NULL;
+        nonempty += m->tensors[k].numel > 0 && !(inner && !ssm_safetensors_find(g.expected, name));
+    }
     if (matched != nonempty) {
         for (int k = 0; k < m->n_tensors; k++) {
             char name[128];
@@ -277,6 +284,7 @@ int main(void) {
     /* hybrids, from the float64 torch reference (make_golden_hybrid.py) */
     static const char *nh = "golden/nemotron_h_a", *jb = "golden/jamba_a";
     static const char *hnh = "golden/hf_nemotron_h_a"; /* transformers' NemotronHForCausalLM */
+    static const char *hjb = "golden/hf_jamba_a";      /* transformers' JambaForCausalLM */
     const struct CMUnitTest tests[] = {
         {"forward_backward(nemotron_h_a)", test_forward_backward, NULL, NULL, (void *)nh},
         {"step(nemotron_h_a)", test_step, NULL, NULL, (void *)nh},
@@ -287,6 +295,9 @@ int main(void) {
         {"forward_backward(hf_nemotron_h_a)", test_forward_backward, NULL, NULL, (void *)hnh},
         {"step(hf_nemotron_h_a)", test_step, NULL, NULL, (void *)hnh},
         {"carried_state(hf_nemotron_h_a)", test_carried_state, NULL, NULL, (void *)hnh},
+        {"forward_backward(hf_jamba_a)", test_forward_backward, NULL, NULL, (void *)hjb},
+        {"step(hf_jamba_a)", test_step, NULL, NULL, (void *)hjb},
+        {"carried_state(hf_jamba_a)", test_carried_state, NULL, NULL, (void *)hjb},
         {"forward_backward(hf_mamba2_a)", test_forward_backward, NULL, NULL, (void *)hf2},
         {"step(hf_mamba2_a)", test_step, NULL, NULL, (void *)hf2},
         {"carried_state(hf_mamba2_a)", test_carried_state, NULL, NULL, (void *)hf2},
