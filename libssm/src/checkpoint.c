@@ -221,12 +221,15 @@ ssm_status ssm_checkpoint_save(const ssm_model *model, const char *path,
         int n = 0;
         const char **kv = calloc((size_t)(2 * n_ours + kv_len(meta_kv) + 4), sizeof *kv);
         s = kv ? piece_items(model, names, &items, &bufs, &n) : ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+        if (!s && names == SSM_NAMES_MAMBA_SSM) /* mamba_ssm's state_dict holds the tied head too */
+            items[n] = (ssm_st_write_item){.name = LM_HEAD, .ndim = 2, .data = model->params.embedding,
+                                           .shape = {model->config.vocab_size, model->config.d_model}};
         if (!s) {
             int k = 0;
             for (int i = 0; i < 2 * n_ours; i++) kv[k++] = ours[i];
             kv[k++] = "ssm.names", kv[k++] = names == SSM_NAMES_JAMBA ? "jamba" : "mamba_ssm";
             for (int i = 0; i < kv_len(meta_kv); i++) kv[k++] = meta_kv[i];
-            s = ssm_safetensors_write(path, items, n, kv);
+            s = ssm_safetensors_write(path, items, n + (names == SSM_NAMES_MAMBA_SSM), kv);
         }
         if (kv) free_piece_items(items, bufs, n);
         free(kv);
@@ -296,7 +299,8 @@ ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
                       "tie_word_embeddings", 1, "residual_in_fp32", 1, "hidden_act", "silu",
                       "bos_token_id", bos_token_id);
     } else if (!(j = ssm_json_nemotron_h_config(c, bos_token_id)) &&
-               !(j = ssm_json_jamba_config(c, bos_token_id))) {
+               !(j = ssm_json_jamba_config(c, bos_token_id)) &&
+               !(j = ssm_json_mamba_ssm_config(c))) {
         /* no transformers class holds this model: the checkpoint's ssm.* metadata is its
          * config */
         j = json_pack("{s:s,s:s}", "model_type", "ssm",
@@ -586,6 +590,16 @@ ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int require
     return SSM_OK;
 }
 
+ssm_status json_int_from(json_t *cfg, const char *cpath, const char *key, int dflt, int lo,
+                         int *out) {
+    json_t *v = json_object_get(cfg, key);
+    if (!v || json_is_null(v)) return *out = dflt, SSM_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > (1 << 24))
+        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be an integer >= %d", key, lo);
+    *out = (int)json_integer_value(v);
+    return SSM_OK;
+}
+
 /* A boolean key that must have one value for us to reproduce the model. */
 ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key, int want,
                                  const char *why) {
@@ -687,6 +701,9 @@ static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *
     *names = SSM_NAMES_OWN;
     if (type && json_is_string(type) && !strcmp(json_string_value(type), "jamba"))
         return *names = SSM_NAMES_JAMBA, ssm_json_jamba(cfg, cpath, c);
+    /* mamba_ssm's MambaConfig has no model_type and says d_model (transformers: hidden_size) */
+    if (!type && json_object_get(cfg, "d_model"))
+        return *names = SSM_NAMES_MAMBA_SSM, ssm_json_mamba_ssm(cfg, cpath, c);
     if (type && json_is_string(type) && !strcmp(json_string_value(type), "mamba2"))
         return json_mamba2_fields(cfg, cpath, c);
     if (type && json_is_string(type) && !strcmp(json_string_value(type), "nemotron_h"))
@@ -1168,16 +1185,19 @@ ssm_status ssm_adamw_save(const ssm_adamw *opt, const ssm_model *model, const ch
     if (items && names && kv) {
         kv[0] = "ssm.step", kv[1] = step;
         for (int i = 0; i < n_extra; i++) kv[2 + i] = meta_kv[i];
+        int k = 0;
         for (int i = 0; i < 2 * n; i++) {
             const ssm_tensor_info *ti = &model->tensors[i % n];
-            char *nm = names + (size_t)i * MOMENT_NAME;
+            if (!ti->numel) continue; /* an empty optional tensor, left out as in the model file */
+            char *nm = names + (size_t)k * MOMENT_NAME;
             moment_name(nm, i < n ? 'm' : 'v', ti->name);
-            items[i].name = nm;
-            items[i].ndim = ti->ndim;
-            for (int d = 0; d < ti->ndim; d++) items[i].shape[d] = ti->shape[d];
-            items[i].data = (i < n ? opt->m : opt->v) + ti->offset;
+            items[k].name = nm;
+            items[k].ndim = ti->ndim;
+            for (int d = 0; d < ti->ndim; d++) items[k].shape[d] = ti->shape[d];
+            items[k].data = (i < n ? opt->m : opt->v) + ti->offset;
+            k++;
         }
-        s = ssm_safetensors_write(path, items, 2 * n, kv);
+        s = ssm_safetensors_write(path, items, k, kv);
     } else {
         ssm_set_error(s, "%s: out of memory", path);
     }
@@ -1190,10 +1210,13 @@ ssm_status ssm_adamw_save(const ssm_adamw *opt, const ssm_model *model, const ch
 static ssm_status check_moments(const ssm_safetensors *st, const char *path,
                                 const ssm_model *model) {
     char nm[MOMENT_NAME], hs[160], ws[160];
+    int expected = 0; /* moments in the file: empty tensors' may be there (older files) or not */
     for (int i = 0; i < 2 * model->n_tensors; i++) {
         const ssm_tensor_info *ti = &model->tensors[i % model->n_tensors];
         moment_name(nm, i < model->n_tensors ? 'm' : 'v', ti->name);
         const ssm_st_tensor *t = ssm_safetensors_find(st, nm);
+        expected += t || ti->numel;
+        if (!t && !ti->numel) continue;
         if (!t)
             return ssm_fail_file(path, SSM_ERR_MISSING, "missing tensor %s: the optimizer state is for "
                         "another model", nm);
@@ -1206,10 +1229,9 @@ static ssm_status check_moments(const ssm_safetensors *st, const char *path,
                         nm, hs, ws);
         }
     }
-    if (ssm_safetensors_count(st) != 2 * model->n_tensors)
+    if (ssm_safetensors_count(st) != expected)
         return ssm_fail_file(path, SSM_ERR_FORMAT, "%d tensors where the model has %d moments: the "
-                    "optimizer state is for another model", ssm_safetensors_count(st),
-                    2 * model->n_tensors);
+                    "optimizer state is for another model", ssm_safetensors_count(st), expected);
     return SSM_OK;
 }
 
@@ -1222,6 +1244,7 @@ static ssm_status read_moments(const ssm_safetensors *st, const char *path,
         int first = i < model->n_tensors;
         moment_name(nm, first ? 'm' : 'v', ti->name);
         float *x = (first ? m : v) + ti->offset;
+        if (!ti->numel) continue;
         ssm_status s = ssm_safetensors_read_f32(st, nm, x, ti->numel);
         if (!s) s = check_finite(path, nm, x, ti->numel);
         if (s) return s;

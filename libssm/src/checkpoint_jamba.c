@@ -23,16 +23,6 @@ static ssm_status refuse(const char *cpath, const char *key, const char *why) {
     return ssm_fail_file(cpath, SSM_ERR_UNSUPPORTED, "\"%s\": %s", key, why);
 }
 
-static ssm_status int_or_default(json_t *cfg, const char *cpath, const char *key, int dflt,
-                                 int lo, int *out) {
-    json_t *v = json_object_get(cfg, key);
-    if (!v || json_is_null(v)) return *out = dflt, SSM_OK;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > (1 << 24))
-        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be an integer >= %d", key, lo);
-    *out = (int)json_integer_value(v);
-    return SSM_OK;
-}
-
 ssm_status ssm_json_jamba(json_t *cfg, const char *cpath, ssm_config *c) {
     ssm_status s;
     if ((s = json_str_must(cfg, cpath, "hidden_act", "silu")) ||
@@ -54,8 +44,8 @@ ssm_status ssm_json_jamba(json_t *cfg, const char *cpath, ssm_config *c) {
         (s = json_int(cfg, cpath, "num_experts", 0, 16, &X)) ||
         (s = json_int(cfg, cpath, "expert_layer_period", 0, 2, &ep)) ||
         (s = json_int(cfg, cpath, "attn_layer_period", 0, 8, &ap)) ||
-        (s = int_or_default(cfg, cpath, "expert_layer_offset", 1, 0, &eo)) ||
-        (s = int_or_default(cfg, cpath, "attn_layer_offset", 4, 0, &ao)) ||
+        (s = json_int_from(cfg, cpath, "expert_layer_offset", 1, 0, &eo)) ||
+        (s = json_int_from(cfg, cpath, "attn_layer_offset", 4, 0, &ao)) ||
         (s = json_int(cfg, cpath, "mamba_d_state", 0, 16, &c->d_state)) ||
         (s = json_int(cfg, cpath, "mamba_d_conv", 0, 4, &c->d_conv)) ||
         (s = json_int(cfg, cpath, "mamba_expand", 0, 2, &c->expand)))

@@ -10,6 +10,9 @@
 /* An integer key >= 1: required, or dflt when absent. */
 ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int required, int dflt,
                     int *out);
+/* An integer key in [lo, 2^24]: dflt when absent or null. */
+ssm_status json_int_from(json_t *cfg, const char *cpath, const char *key, int dflt, int lo,
+                         int *out);
 /* A boolean key that must be absent or equal want (why: what ssm lacks). */
 ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key, int want,
                           const char *why);

@@ -13,7 +13,6 @@
  *      same logits;
  *   5. a JambaConfig that ssm cannot hold is refused naming the key;
  *   6. the recipe key model.inner_norms. */
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,20 +26,7 @@
 
 enum { VOCAB = 14 };
 
-static char tmp_root[4096];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    return (void)sb, (void)flag, (void)ftw, remove(p);
-}
-static int setup(void **state) { return (void)state, snprintf(tmp_root, sizeof tmp_root, "%s", tu_tmpdir()), 0; }
-static int teardown(void **state) { return (void)state, nftw(tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0; }
-
-/* tmp_root/name, in one of a few rotating buffers */
-static const char *tpath(const char *name) {
-    static char bufs[4][4200];
-    static int k;
-    return snprintf(bufs[k % 4], sizeof bufs[0], "%s/%s", tmp_root, name), bufs[k++ % 4];
-}
+#define tpath tu_group_path
 
 /* 'M': two Mamba-1 layers; 'J': Jamba's layout, attention in layer 1 (period 4, offset 1),
  * MoE in layer 0 (period 2, offset 0) */
@@ -61,13 +47,7 @@ static ssm_config jamba_config(char which) {
 
 /* off the initial values, with louder Mamba layers and norms away from 1 */
 static ssm_model *make_model(const ssm_config *c, uint64_t seed) {
-    ssm_model *m;
-    TU_OK(ssm_model_create(c, &m));
-    TU_OK(ssm_model_init(m, seed));
-    float *noise = malloc(m->n_params * sizeof(float));
-    tu_fill_uniform(noise, m->n_params, -0.1f, 0.1f, seed + 1);
-    for (size_t i = 0; i < m->n_params; i++) m->params_blob[i] += noise[i];
-    free(noise);
+    ssm_model *m = tu_noisy_model(c, seed);
     for (int l = 0; l < c->n_layer; l++) {
         if (c->layer_kind[l] != SSM_LAYER_MAMBA1) continue;
         ssm_mamba1_params *p = &m->params.layers[l].mamba1;
@@ -142,14 +122,7 @@ static void test_norms_matter(void **st) {
 
 /* ---- 4: checkpoints under Jamba's names ------------------------------------------------- */
 
-static void same_logits(ssm_model *a, ssm_model *b) {
-    enum { B = 2, L = 8 };
-    int32_t tok[B * L];
-    tu_random_tokens(tok, B * L, VOCAB, 41);
-    float *x = tu_logits_of(a, tok, B, L), *y = tu_logits_of(b, tok, B, L);
-    assert_memory_equal(x, y, (size_t)B * L * a->config.vocab_size * sizeof(float));
-    free(x), free(y);
-}
+static void same_logits(ssm_model *a, ssm_model *b) { tu_assert_same_logits(a, b, 2, 8, 41); }
 
 static void test_checkpoint_names(void **st) {
     (void)st;
@@ -201,28 +174,12 @@ static void test_checkpoint_names(void **st) {
     same_logits(m, back);
     ssm_model_free(back);
     /* and by the config.json alone, as transformers' save_pretrained leaves it */
-    ssm_safetensors *s2;
-    TU_OK(ssm_safetensors_open(file, &s2));
-    int n = ssm_safetensors_count(s2);
-    ssm_st_write_item *items = calloc((size_t)n, sizeof *items);
-    float **data = calloc((size_t)n, sizeof *data);
-    for (int i = 0; i < n; i++) {
-        const ssm_st_tensor *t = ssm_safetensors_tensor(s2, i);
-        data[i] = malloc(t->numel * sizeof(float));
-        TU_OK(ssm_safetensors_read_f32(s2, t->name, data[i], t->numel));
-        items[i] = (ssm_st_write_item){.name = t->name, .ndim = t->ndim, .data = data[i]};
-        memcpy(items[i].shape, t->shape, sizeof t->shape);
-    }
     const char *plain = tpath("plain");
     mkdir(plain, 0700);
     char pfile[4300], pcfg[4300];
     snprintf(pfile, sizeof pfile, "%s/model.safetensors", plain);
     snprintf(pcfg, sizeof pcfg, "%s/config.json", plain);
-    const char *kv[] = {"format", "pt", NULL};
-    TU_OK(ssm_safetensors_write(pfile, items, n, kv));
-    ssm_safetensors_close(s2);
-    for (int i = 0; i < n; i++) free(data[i]);
-    free(data), free(items);
+    tu_copy_without_metadata(file, pfile);
     f = fopen(pcfg, "w");
     fputs(text, f);
     fclose(f);
@@ -237,26 +194,7 @@ static void test_checkpoint_names(void **st) {
 
 /* ---- 5: JambaConfigs that ssm cannot hold ----------------------------------------------- */
 
-static void expect_refused(const char *json, const char *key) {
-    const char *dir = tpath("bad");
-    mkdir(dir, 0700);
-    char path[4300];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "w");
-    fputs(json, f);
-    fclose(f);
-    /* a tiny file of one tensor: the config is refused before the tensors are looked at */
-    float x[1] = {0};
-    ssm_st_write_item it = {.name = "model.embed_tokens.weight", .ndim = 1, .shape = {1}, .data = x};
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    TU_OK(ssm_safetensors_write(path, &it, 1, NULL));
-    ssm_model *m = NULL;
-    ssm_status s = ssm_checkpoint_load(dir, &m);
-    print_message("%s -> %s\n", key, ssm_last_error());
-    assert_int_not_equal(s, SSM_OK);
-    assert_non_null(strstr(ssm_last_error(), key));
-    assert_null(m);
-}
+static void expect_refused(const char *json, const char *key) { tu_expect_config_refused("bad", json, key); }
 
 static void test_refused(void **st) {
     (void)st;
@@ -298,5 +236,5 @@ int main(void) {
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_recipe_key),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tu_group_tmpdir, tu_group_rmdir);
 }
