@@ -72,7 +72,7 @@ static int kv_len(const char *const *kv) {
 /* The config as ssm.* metadata key/values (malloc'd strings in kv[0..*n)). The Mamba-1 keys
  * always; ssm.layers (the kinds, comma-separated) and the Mamba-2 keys when a layer is not
  * Mamba-1. */
-enum { META_MAX = 40 };
+enum { META_MAX = 48 }; /* key/value pairs: every kind and io at once is 44 */
 
 static int uses_kind(const ssm_config *c, ssm_layer_kind kind) {
     for (int i = 0; i < c->n_layer; i++)
