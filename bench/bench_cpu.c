@@ -21,30 +21,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "benchutil.h"
 #include "ssm/ssm.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* SGEMM GFLOP/s on square matrices (the BLAS ceiling for the matmul-bound part). */
-static double sgemm_gflops(int n) {
-    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n),
-          *c = malloc(sizeof(float) * n * n);
-    for (int i = 0; i < n * n; i++) a[i] = (float)(i % 7) * 0.1f, b[i] = (float)(i % 5) * 0.1f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double best = 0;
-    for (int r = 0; r < 5; r++) {
-        double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double g = 2.0 * n * n * n / (now() - t0) / 1e9;
-        best = g > best ? g : best;
-    }
-    free(a), free(b), free(c);
-    return best;
-}
 
 /* Matmul flops of one forward token: 2 * (weights of the projections and the head).
  * Mamba-1: in_proj, x_proj, dt_proj, out_proj; Mamba-2: in_proj, out_proj (the SSD's own

@@ -64,6 +64,13 @@ void cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w
                          float eps);
 void cpu_rmsnorm_backward(float *dx, float *dw, const float *d_out, const float *x,
                           const float *w, const float *rstd, int T, int D);
+/* The same over D columns of rows of stride ld (Jamba's inner norms of dt, B and C inside
+ * x_proj's rows): rstd[t * ld_rstd]. The backward WRITES dx, which may be d_out (in place),
+ * and adds to dw. */
+void cpu_rmsnorm_cols_forward(float *out, float *rstd, int ld_rstd, const float *x, int ld,
+                              const float *w, int T, int D, float eps);
+void cpu_rmsnorm_cols_backward(float *dx, float *dw, const float *d_out, const float *x, int ld,
+                               const float *w, const float *rstd, int ld_rstd, int T, int D);
 
 /* conv.c: depthwise causal conv1d + SiLU over each sequence of L rows:
  * u[t, e] = silu(b[e] + sum_k w[e, k] * x[t - K + 1 + k, e]), zero left padding, or the

@@ -55,6 +55,13 @@ static int is_float(ssm_dtype d) {
 
 /* ---- saving ------------------------------------------------------------------------------ */
 
+static size_t numel_of(int ndim, const int64_t *shape) {
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= (size_t)shape[d];
+    return n;
+}
+
+
 /* Number of strings before the NULL that ends a key/value list. */
 static int kv_len(const char *const *kv) {
     int n = 0;
@@ -65,7 +72,7 @@ static int kv_len(const char *const *kv) {
 /* The config as ssm.* metadata key/values (malloc'd strings in kv[0..*n)). The Mamba-1 keys
  * always; ssm.layers (the kinds, comma-separated) and the Mamba-2 keys when a layer is not
  * Mamba-1. */
-enum { META_MAX = 40 };
+enum { META_MAX = 48 }; /* key/value pairs: every kind and io at once is 44 */
 
 static int uses_kind(const ssm_config *c, ssm_layer_kind kind) {
     for (int i = 0; i < c->n_layer; i++)
@@ -91,6 +98,7 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
     PUT("ssm.d_inner", "%d", c->d_inner);
     PUT("ssm.norm_eps", "%.9g", (double)c->norm_eps);
     if (c->non_selective) PUT("ssm.selective", "false"); /* absent: selective, the default */
+    if (c->inner_norms) PUT("ssm.inner_norms", "true");  /* absent: none, mamba_ssm's Mamba */
     if (uses_kind(c, SSM_LAYER_ATTENTION)) {
         const ssm_attention_config *a = &c->attention;
         PUT("ssm.attention.n_heads", "%d", a->n_heads);
@@ -164,12 +172,79 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
     return SSM_OK;
 }
 
+/* The stored tensors of another layout's names (ssm_file_piece), each assembled from its pieces
+ * into bufs (one allocation per stored tensor, freed by the caller); *n_items of them. */
+static ssm_status piece_items(const ssm_model *m, ssm_file_names names, ssm_st_write_item **out,
+                              float ***bufs, int *n_items) {
+    ssm_file_piece p;
+    int cap = 0, n = 0;
+    for (int i = 0; i < m->n_tensors; i++)
+        for (int j = 0; m->tensors[i].numel && ssm_file_piece_of(names, &m->config, &m->tensors[i], j, &p); j++)
+            cap++;
+    *out = NULL, *bufs = NULL, *n_items = 0;
+    ssm_st_write_item *items = calloc((size_t)cap + 1, sizeof *items);
+    char **nm = calloc((size_t)cap + 1, sizeof *nm);
+    float **data = calloc((size_t)cap + 1, sizeof *data);
+    ssm_status s = items && nm && data ? SSM_OK : ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < m->n_tensors && !s; i++) {
+        const ssm_tensor_info *ti = &m->tensors[i];
+        const float *x = m->params_blob + ti->offset;
+        for (int j = 0; ti->numel && !s && ssm_file_piece_of(names, &m->config, ti, j, &p); j++) {
+            int k = 0;
+            while (k < n && strcmp(nm[k], p.name)) k++;
+            if (k == n) { /* a new stored tensor */
+                size_t numel = numel_of(p.ndim, p.shape);
+                nm[n] = strdup(p.name);
+                data[n] = calloc(numel ? numel : 1, sizeof(float));
+                if (!nm[n] || !data[n]) s = ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+                items[n].name = nm[n], items[n].ndim = p.ndim, items[n].data = data[n];
+                memcpy(items[n].shape, p.shape, sizeof p.shape);
+                n++;
+            }
+            if (!s) memcpy(data[k] + p.from, x, p.count * sizeof(float));
+            x += p.count;
+        }
+    }
+    free(nm); /* the names live on as items[k].name (free_piece_items) */
+    *out = items, *bufs = data, *n_items = n;
+    return s;
+}
+
+static void free_piece_items(ssm_st_write_item *items, float **bufs, int n) {
+    for (int k = 0; k < n; k++) free((char *)items[k].name), free(bufs[k]);
+    free(items);
+    free(bufs);
+}
+
 ssm_status ssm_checkpoint_save(const ssm_model *model, const char *path,
                                const char *const *meta_kv) {
     if (!model || !path) return ssm_set_error(SSM_ERR_ARG, "ssm_checkpoint_save: NULL argument");
     char *ours[2 * META_MAX] = {0};
     int n_ours = 0;
     ssm_status s = config_metadata(&model->config, ours, &n_ours);
+    /* a model that transformers' Jamba or mamba_ssm's MixerModel holds: their names */
+    ssm_file_names names = ssm_file_names_for(&model->config);
+    if (!s && names != SSM_NAMES_OWN) {
+        ssm_st_write_item *items = NULL;
+        float **bufs = NULL;
+        int n = 0;
+        const char **kv = calloc((size_t)(2 * n_ours + kv_len(meta_kv) + 4), sizeof *kv);
+        s = kv ? piece_items(model, names, &items, &bufs, &n) : ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+        if (!s && names == SSM_NAMES_MAMBA_SSM) /* mamba_ssm's state_dict holds the tied head too */
+            items[n] = (ssm_st_write_item){.name = LM_HEAD, .ndim = 2, .data = model->params.embedding,
+                                           .shape = {model->config.vocab_size, model->config.d_model}};
+        if (!s) {
+            int k = 0;
+            for (int i = 0; i < 2 * n_ours; i++) kv[k++] = ours[i];
+            kv[k++] = "ssm.names", kv[k++] = names == SSM_NAMES_JAMBA ? "jamba" : "mamba_ssm";
+            for (int i = 0; i < kv_len(meta_kv); i++) kv[k++] = meta_kv[i];
+            s = ssm_safetensors_write(path, items, n + (names == SSM_NAMES_MAMBA_SSM), kv);
+        }
+        if (kv) free_piece_items(items, bufs, n);
+        free(kv);
+        for (int i = 0; i < 2 * n_ours; i++) free(ours[i]);
+        return s;
+    }
     int n_extra = kv_len(meta_kv);
     const char **kv = calloc((size_t)(2 * n_ours + n_extra + 2), sizeof *kv);
     ssm_st_write_item *items = calloc((size_t)model->n_tensors, sizeof *items);
@@ -234,7 +309,9 @@ ssm_status ssm_checkpoint_write_config(const ssm_model *model, const char *path,
                       (double)c->norm_eps, "use_bias", 0, "use_conv_bias", 1, "rms_norm", 1,
                       "tie_word_embeddings", 1, "residual_in_fp32", 1, "hidden_act", "silu",
                       "bos_token_id", bos_token_id);
-    } else if (!(j = ssm_json_nemotron_h_config(c, bos_token_id))) {
+    } else if (!(j = ssm_json_nemotron_h_config(c, bos_token_id)) &&
+               !(j = ssm_json_jamba_config(c, bos_token_id)) &&
+               !(j = ssm_json_mamba_ssm_config(c))) {
         /* no transformers class holds this model: the checkpoint's ssm.* metadata is its
          * config */
         j = json_pack("{s:s,s:s}", "model_type", "ssm",
@@ -495,6 +572,11 @@ static ssm_status config_from_metadata(const ssm_safetensors *st, const char *fi
         return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.selective = '%s' is not true or "
                              "false", sel);
     c->non_selective = sel && !strcmp(sel, "false");
+    const char *inn = ssm_safetensors_meta(st, "ssm.inner_norms");
+    if (inn && strcmp(inn, "true") && strcmp(inn, "false"))
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.inner_norms = '%s' is not true "
+                             "or false", inn);
+    c->inner_norms = inn && !strcmp(inn, "true");
     if ((long long)c->expand * c->d_model != c->d_inner)
         return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.d_inner = %d is not ssm.expand * "
                     "ssm.d_model = %d * %d", c->d_inner, c->expand, c->d_model);
@@ -516,6 +598,16 @@ ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int require
     }
     if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX)
         return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be a positive integer", key);
+    *out = (int)json_integer_value(v);
+    return SSM_OK;
+}
+
+ssm_status json_int_from(json_t *cfg, const char *cpath, const char *key, int dflt, int lo,
+                         int *out) {
+    json_t *v = json_object_get(cfg, key);
+    if (!v || json_is_null(v)) return *out = dflt, SSM_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > (1 << 24))
+        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be an integer >= %d", key, lo);
     *out = (int)json_integer_value(v);
     return SSM_OK;
 }
@@ -614,9 +706,16 @@ static ssm_status json_mamba2_fields(json_t *cfg, const char *cpath, ssm_config 
     return SSM_OK;
 }
 
-static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *c) {
+static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *c,
+                                    ssm_file_names *names) {
     ssm_status s;
     json_t *type = json_object_get(cfg, "model_type");
+    *names = SSM_NAMES_OWN;
+    if (type && json_is_string(type) && !strcmp(json_string_value(type), "jamba"))
+        return *names = SSM_NAMES_JAMBA, ssm_json_jamba(cfg, cpath, c);
+    /* mamba_ssm's MambaConfig has no model_type and says d_model (transformers: hidden_size) */
+    if (!type && json_object_get(cfg, "d_model"))
+        return *names = SSM_NAMES_MAMBA_SSM, ssm_json_mamba_ssm(cfg, cpath, c);
     if (type && json_is_string(type) && !strcmp(json_string_value(type), "mamba2"))
         return json_mamba2_fields(cfg, cpath, c);
     if (type && json_is_string(type) && !strcmp(json_string_value(type), "nemotron_h"))
@@ -703,7 +802,8 @@ static char *read_json_text(FILE *f, size_t *len) {
     return out;
 }
 
-static ssm_status config_from_json(const char *dir, const char *file, ssm_config *c) {
+static ssm_status config_from_json(const char *dir, const char *file, ssm_config *c,
+                                   ssm_file_names *names) {
     size_t n = strlen(dir) + sizeof "/config.json";
     char *cpath = malloc(n);
     if (!cpath) return ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", file);
@@ -730,7 +830,7 @@ static ssm_status config_from_json(const char *dir, const char *file, ssm_config
         else if (!json_is_object(cfg))
             s = ssm_fail_file(cpath, SSM_ERR_FORMAT, "not a JSON object");
         else
-            s = json_model_fields(cfg, cpath, c);
+            s = json_model_fields(cfg, cpath, c, names);
         json_decref(cfg);
     }
     free(cpath);
@@ -739,11 +839,19 @@ static ssm_status config_from_json(const char *dir, const char *file, ssm_config
 
 /* The config of a checkpoint, exactly as stored: the vocabulary is not padded. */
 static ssm_status load_config(const ssm_safetensors *st, const char *file, const char *dir,
-                              ssm_config *out) {
+                              ssm_config *out, ssm_file_names *names) {
     ssm_config c = ssm_config_default(8, 16, 1); /* for the init-only fields */
+    *names = SSM_NAMES_OWN;
     ssm_status s = has_ssm_metadata(st) ? config_from_metadata(st, file, &c)
-                                        : config_from_json(dir, file, &c);
+                                        : config_from_json(dir, file, &c, names);
     if (s) return s;
+    const char *nm = ssm_safetensors_meta(st, "ssm.names"); /* saved under another layout's names */
+    if (nm && has_ssm_metadata(st)) {
+        if (!strcmp(nm, "jamba")) *names = SSM_NAMES_JAMBA;
+        else if (!strcmp(nm, "mamba_ssm")) *names = SSM_NAMES_MAMBA_SSM;
+        else return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.names = '%s' is not jamba "
+                                  "or mamba_ssm", nm);
+    }
     *out = c;
     return SSM_OK;
 }
@@ -944,6 +1052,103 @@ static ssm_status read_params(const ssm_safetensors *st, const char *file, ssm_m
     return SSM_OK;
 }
 
+/* ---- loading: tensors stored under another layout's names, piece by piece -------------- */
+
+int ssm_file_piece_of(ssm_file_names names, const ssm_config *c, const ssm_tensor_info *ti,
+                      int j, ssm_file_piece *p) {
+    switch (names) {
+    case SSM_NAMES_JAMBA: return ssm_jamba_piece(c, ti, j, p);
+    case SSM_NAMES_MAMBA_SSM: return ssm_mamba_ssm_piece(c, ti, j, p);
+    default: return 0;
+    }
+}
+
+ssm_file_names ssm_file_names_for(const ssm_config *c) {
+    int ap, ao, ep, eo;
+    if (!ssm_io_is_lm(c)) return SSM_NAMES_OWN;
+    if (ssm_jamba_layout(c, &ap, &ao, &ep, &eo)) return SSM_NAMES_JAMBA;
+    if (ssm_mamba_ssm_layout(c)) return SSM_NAMES_MAMBA_SSM;
+    return SSM_NAMES_OWN;
+}
+
+/* Every tensor's pieces stored with their shapes and adding up to it; every stored tensor
+ * (but lm_head.weight) a piece of one. */
+static ssm_status check_pieces(const ssm_safetensors *st, const char *file, const ssm_model *m,
+                               ssm_file_names names) {
+    int n_st = ssm_safetensors_count(st);
+    unsigned char *used = calloc((size_t)n_st + 1, 1);
+    if (!used) return ssm_fail_file(file, SSM_ERR_NOMEM, "out of memory");
+    ssm_status s = SSM_OK;
+    for (int i = 0; i < m->n_tensors && !s; i++) {
+        const ssm_tensor_info *ti = &m->tensors[i];
+        if (!ti->numel) continue;
+        size_t got = 0;
+        ssm_file_piece p;
+        for (int j = 0; !s && ssm_file_piece_of(names, &m->config, ti, j, &p); j++) {
+            const ssm_st_tensor *t = ssm_safetensors_find(st, p.name);
+            char ws[160], hs[160];
+            ssm_format_shape(ws, sizeof ws, p.shape, p.ndim);
+            if (!t) {
+                s = ssm_fail_file(file, SSM_ERR_MISSING, "missing tensor %s (shape %s from the "
+                                  "config; it holds ssm's %s)", p.name, ws, ti->name);
+            } else if (!is_float(t->dtype)) {
+                s = ssm_fail_file(file, SSM_ERR_DTYPE, "tensor %s is not a floating-point tensor; "
+                                  "parameters must be F32, F16 or BF16", p.name);
+            } else if (!same_shape(t, p.ndim, p.shape) &&
+                       !(p.count == t->numel && same_shape(t, ti->ndim, ti->shape))) {
+                ssm_format_shape(hs, sizeof hs, t->shape, t->ndim);
+                s = ssm_fail_file(file, SSM_ERR_SHAPE, "tensor %s has shape %s, expected %s from "
+                                  "the config", p.name, hs, ws);
+            } else if (p.from + p.count > numel_of(p.ndim, p.shape)) {
+                s = ssm_fail_file(file, SSM_ERR_SHAPE, "tensor %s is too small for %s", p.name,
+                                  ti->name);
+            }
+            for (int k = 0; t && k < n_st; k++) used[k] |= ssm_safetensors_tensor(st, k) == t;
+            got += p.count;
+        }
+        if (!s && got != ti->numel)
+            s = ssm_fail_file(file, SSM_ERR_SHAPE, "the stored pieces of %s hold %zu values, "
+                              "expected %zu", ti->name, got, ti->numel);
+    }
+    for (int k = 0; k < n_st && !s; k++) {
+        const char *name = ssm_safetensors_tensor(st, k)->name;
+        if (!used[k] && strcmp(name, LM_HEAD))
+            s = ssm_fail_file(file, SSM_ERR_FORMAT, "unexpected tensor %s: not part of a model of "
+                              "this config", name);
+    }
+    free(used);
+    const ssm_st_tensor *head = ssm_safetensors_find(st, LM_HEAD);
+    const ssm_tensor_info *emb = &m->tensors[0];
+    if (!s && head && (!is_float(head->dtype) || !same_shape(head, emb->ndim, emb->shape)))
+        s = ssm_fail_file(file, SSM_ERR_SHAPE, "tensor %s is not shaped like the tied embedding",
+                          LM_HEAD);
+    return s;
+}
+
+static ssm_status read_pieces(const ssm_safetensors *st, const char *file, ssm_model *m,
+                              ssm_file_names names) {
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ssm_tensor_info *ti = &m->tensors[i];
+        float *x = m->params_blob + ti->offset;
+        ssm_file_piece p;
+        for (int j = 0; ti->numel && ssm_file_piece_of(names, &m->config, ti, j, &p); j++) {
+            const ssm_st_tensor *t = ssm_safetensors_find(st, p.name);
+            int whole = p.from == 0 && p.count == t->numel;
+            float *buf = whole ? x : malloc(t->numel * sizeof *buf);
+            if (!buf) return ssm_fail_file(file, SSM_ERR_NOMEM, "out of memory reading %s", p.name);
+            ssm_status s = ssm_safetensors_read_f32(st, p.name, buf, t->numel);
+            if (!whole) {
+                if (!s) memcpy(x, buf + p.from, p.count * sizeof *buf);
+                free(buf);
+            }
+            if (!s) s = check_finite(file, p.name, x, p.count);
+            if (s) return s;
+            x += p.count;
+        }
+    }
+    return SSM_OK;
+}
+
 /* ssm_model_create's config errors, reported as a malformed file. */
 static ssm_status create_model(const char *file, const ssm_config *c, ssm_model **out) {
     ssm_status s = ssm_model_create(c, out);
@@ -962,12 +1167,13 @@ ssm_status ssm_checkpoint_load(const char *path, ssm_model **out) {
     ssm_safetensors *st = NULL;
     ssm_model *m = NULL;
     ssm_config c;
+    ssm_file_names names;
     ssm_status s = resolve_paths(path, &file, &dir);
     if (!s) s = ssm_safetensors_open(file, &st);
-    if (!s) s = load_config(st, file, dir, &c);
+    if (!s) s = load_config(st, file, dir, &c, &names);
     if (!s) s = create_model(file, &c, &m);
-    if (!s) s = check_tensors(st, file, m);
-    if (!s) s = read_params(st, file, m);
+    if (!s) s = names == SSM_NAMES_OWN ? check_tensors(st, file, m) : check_pieces(st, file, m, names);
+    if (!s) s = names == SSM_NAMES_OWN ? read_params(st, file, m) : read_pieces(st, file, m, names);
     if (!s) s = ssm_caduceus_file(st) ? ssm_caduceus_check_aliases(st, file, m)
                                       : check_lm_head(st, file, m);
     ssm_safetensors_close(st);
@@ -1004,16 +1210,19 @@ ssm_status ssm_adamw_save(const ssm_adamw *opt, const ssm_model *model, const ch
     if (items && names && kv) {
         kv[0] = "ssm.step", kv[1] = step;
         for (int i = 0; i < n_extra; i++) kv[2 + i] = meta_kv[i];
+        int k = 0;
         for (int i = 0; i < 2 * n; i++) {
             const ssm_tensor_info *ti = &model->tensors[i % n];
-            char *nm = names + (size_t)i * MOMENT_NAME;
+            if (!ti->numel) continue; /* an empty optional tensor, left out as in the model file */
+            char *nm = names + (size_t)k * MOMENT_NAME;
             moment_name(nm, i < n ? 'm' : 'v', ti->name);
-            items[i].name = nm;
-            items[i].ndim = ti->ndim;
-            for (int d = 0; d < ti->ndim; d++) items[i].shape[d] = ti->shape[d];
-            items[i].data = (i < n ? opt->m : opt->v) + ti->offset;
+            items[k].name = nm;
+            items[k].ndim = ti->ndim;
+            for (int d = 0; d < ti->ndim; d++) items[k].shape[d] = ti->shape[d];
+            items[k].data = (i < n ? opt->m : opt->v) + ti->offset;
+            k++;
         }
-        s = ssm_safetensors_write(path, items, 2 * n, kv);
+        s = ssm_safetensors_write(path, items, k, kv);
     } else {
         ssm_set_error(s, "%s: out of memory", path);
     }
@@ -1026,10 +1235,13 @@ ssm_status ssm_adamw_save(const ssm_adamw *opt, const ssm_model *model, const ch
 static ssm_status check_moments(const ssm_safetensors *st, const char *path,
                                 const ssm_model *model) {
     char nm[MOMENT_NAME], hs[160], ws[160];
+    int expected = 0; /* moments in the file: empty tensors' may be there (older files) or not */
     for (int i = 0; i < 2 * model->n_tensors; i++) {
         const ssm_tensor_info *ti = &model->tensors[i % model->n_tensors];
         moment_name(nm, i < model->n_tensors ? 'm' : 'v', ti->name);
         const ssm_st_tensor *t = ssm_safetensors_find(st, nm);
+        expected += t || ti->numel;
+        if (!t && !ti->numel) continue;
         if (!t)
             return ssm_fail_file(path, SSM_ERR_MISSING, "missing tensor %s: the optimizer state is for "
                         "another model", nm);
@@ -1042,10 +1254,9 @@ static ssm_status check_moments(const ssm_safetensors *st, const char *path,
                         nm, hs, ws);
         }
     }
-    if (ssm_safetensors_count(st) != 2 * model->n_tensors)
+    if (ssm_safetensors_count(st) != expected)
         return ssm_fail_file(path, SSM_ERR_FORMAT, "%d tensors where the model has %d moments: the "
-                    "optimizer state is for another model", ssm_safetensors_count(st),
-                    2 * model->n_tensors);
+                    "optimizer state is for another model", ssm_safetensors_count(st), expected);
     return SSM_OK;
 }
 
@@ -1058,6 +1269,7 @@ static ssm_status read_moments(const ssm_safetensors *st, const char *path,
         int first = i < model->n_tensors;
         moment_name(nm, first ? 'm' : 'v', ti->name);
         float *x = (first ? m : v) + ti->offset;
+        if (!ti->numel) continue;
         ssm_status s = ssm_safetensors_read_f32(st, nm, x, ti->numel);
         if (!s) s = check_finite(path, nm, x, ti->numel);
         if (s) return s;

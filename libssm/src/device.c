@@ -99,12 +99,17 @@ const ssm_backend ssm_backend_cuda = {
 #endif
 
 #ifdef SSM_WITH_CUDA
-/* the CUDA backend's fused Mamba-1 path has no non-selective ablation (mamba1.c) */
+/* the CUDA backend's fused Mamba-1 path has no non-selective ablation and no Jamba inner
+ * norms (mamba1.c) */
 static ssm_status cuda_selective_only(const ssm_config *c) {
-    return c->non_selective
-               ? ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs selective Mamba-1 "
-                               "layers only; this model has model.selective = false: use --device cpu")
-               : SSM_OK;
+    if (c->non_selective)
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs selective Mamba-1 "
+                             "layers only; this model has model.selective = false: use --device cpu");
+    if (c->inner_norms)
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1 layers without "
+                             "Jamba's inner dt/B/C norms; this model has model.inner_norms = true: "
+                             "use --device cpu");
+    return SSM_OK;
 }
 #endif
 

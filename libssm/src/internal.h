@@ -12,7 +12,9 @@
 typedef struct ssm_mamba1_acts {
     float *xz;      /* (T, 2E) in_proj output, [x | z] per row */
     float *u;       /* (T, E)  silu(conv1d(x)), input of x_proj and the scan */
-    float *x_dbl;   /* (T, R + 2N) x_proj output, [dt | B | C] per row */
+    float *x_dbl;   /* (T, R + 2N) x_proj output, [dt | B | C] per row (after the inner norms) */
+    float *x_raw;   /* (T, R + 2N) x_proj output before the inner norms (config.inner_norms) */
+    float *rstd;    /* (T, 3)  the inner norms' 1 / rms of dt, B, C (config.inner_norms) */
     float *dt;      /* (T, E)  dt_proj(dt) without its bias; the scan adds bias + softplus */
     float *y;       /* (T, E)  scan output, D skip included, before the gate */
     float *gated;   /* (T, E)  y * silu(z), input of out_proj */

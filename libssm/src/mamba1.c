@@ -7,7 +7,11 @@
  * config.non_selective (the Mamba paper's ablation without selection, recipe key
  * model.selective: false): x_proj is applied to a constant input of ones instead of u, so
  * [dt | B | C] are the same learned values at every position: dt fixed per channel (after
- * dt_proj), B and C fixed (N), and the layer is a time-invariant SSM. Same tensors, same shapes. */
+ * dt_proj), B and C fixed (N), and the layer is a time-invariant SSM. Same tensors, same shapes.
+ *
+ * config.inner_norms (Jamba's JambaMambaMixer): RMSNorms over each of dt (R), B (N) and C (N)
+ * right after x_proj, before dt_proj and the scan, eps norm_eps, with the weights
+ * mixer.dt_layernorm, b_layernorm, c_layernorm (empty tensors otherwise). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,20 +19,23 @@
 #include "cpu_ops.h"
 #include "layers.h"
 
-enum { M1_N_TENSORS = 9 };
+enum { M1_N_TENSORS = 12 };
 _Static_assert(sizeof(ssm_mamba1_params) == M1_N_TENSORS * sizeof(float *),
                "ssm_mamba1_params and the Mamba-1 tensor table must list the same tensors");
 static const char *const m1_suffix[M1_N_TENSORS] = {
     "mixer.in_proj.weight", "mixer.conv1d.weight", "mixer.conv1d.bias",
     "mixer.x_proj.weight",  "mixer.dt_proj.weight", "mixer.dt_proj.bias",
-    "mixer.A_log",          "mixer.D",             "mixer.out_proj.weight"};
-/* no weight decay on biases, A_log, D (the reference's _no_weight_decay) */
-static const unsigned char m1_decay[M1_N_TENSORS] = {1, 1, 0, 1, 1, 0, 0, 0, 1};
+    "mixer.A_log",          "mixer.D",             "mixer.out_proj.weight",
+    "mixer.dt_layernorm.weight", "mixer.b_layernorm.weight", "mixer.c_layernorm.weight"};
+/* no weight decay on biases, A_log, D (the reference's _no_weight_decay) nor norms */
+static const unsigned char m1_decay[M1_N_TENSORS] = {1, 1, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0};
 
 static void m1_shapes(const ssm_config *c, int64_t shape[][3], int *ndim) {
     int64_t D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank;
-    const int64_t s[M1_N_TENSORS][2] = {{2 * E, D}, {E, K}, {E, 0}, {R + 2 * N, E}, {E, R},
-                                        {E, 0},     {E, N}, {E, 0}, {D, E}};
+    int64_t in = c->inner_norms ? 1 : 0; /* empty (0) norms, which files leave out */
+    const int64_t s[M1_N_TENSORS][2] = {{2 * E, D}, {E, K}, {E, 0},     {R + 2 * N, E},
+                                        {E, R},     {E, 0}, {E, N},     {E, 0},
+                                        {D, E},     {in * R, 0}, {in * N, 0}, {in * N, 0}};
     ssm_kind_shapes(s, M1_N_TENSORS, shape, ndim);
 }
 
@@ -53,6 +60,10 @@ static void m1_init(const ssm_config *c, ssm_rng *rng, const ssm_layer_params *l
     }
     /* out_proj: U(+-1/sqrt(E)) then rescaled by 1/sqrt(n_layer) (one residual per layer) */
     ssm_fill_uniform(rng, p->out_proj, (size_t)D * E, 1.0 / sqrt(E) / sqrt(c->n_layer));
+    if (c->inner_norms) { /* JambaRMSNorm: ones */
+        for (int r = 0; r < R; r++) p->dt_norm[r] = 1.0f;
+        for (int n = 0; n < N; n++) p->b_norm[n] = p->c_norm[n] = 1.0f;
+    }
 }
 
 static void m1_state_size(const ssm_config *c, size_t *conv, size_t *ssm, int *channels) {
@@ -68,6 +79,8 @@ static void m1_plan(ssm_carver *cv, const ssm_config *c, ssm_layer_acts *la, siz
     a->xz = ssm_carve(cv, T * 2 * E);
     a->u = ssm_carve(cv, T * E);
     a->x_dbl = ssm_carve(cv, T * (R + 2 * N));
+    a->x_raw = ssm_carve(cv, c->inner_norms ? T * (R + 2 * N) : 0);
+    a->rstd = ssm_carve(cv, c->inner_norms ? T * 3 : 0);
     a->dt = ssm_carve(cv, T * E);
     a->y = ssm_carve(cv, T * E);
     a->gated = ssm_carve(cv, T * E);
@@ -116,6 +129,17 @@ static ssm_scan_args m1_scan_args(const ssm_config *c, const ssm_mamba1_params *
                            .D = p->D};
 }
 
+/* x_dbl = [dt_norm(dt) | b_norm(B) | c_norm(C)] of x_raw (T rows of XD); rstd (T, 3) */
+static void m1_inner_norms(const ssm_config *c, const ssm_mamba1_params *p, float *x_dbl,
+                           float *rstd, const float *x_raw, int T) {
+    int R = c->dt_rank, N = c->d_state, XD = R + 2 * N;
+    const float *w[3] = {p->dt_norm, p->b_norm, p->c_norm};
+    int col[3] = {0, R, R + N}, width[3] = {R, N, N};
+    for (int j = 0; j < 3; j++)
+        cpu_rmsnorm_cols_forward(x_dbl + col[j], rstd + j, 3, x_raw + col[j], XD, w[j], T,
+                                 width[j], c->norm_eps);
+}
+
 static void m1_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer_acts *la,
                        float *out, const ssm_layer_state *st) {
     const ssm_config *c = ps->c;
@@ -130,8 +154,11 @@ static void m1_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer
     cpu_conv_forward(a->u, a->xz, 2 * E, p->conv_w, p->conv_b, st ? st->conv : NULL, B, L, E, K);
     if (st) cpu_conv_state_update(st->conv, a->xz, 2 * E, B, L, E, K);
     /* [dt | B | C] = x_proj(u), or x_proj(1) without selection */
-    if (c->non_selective) m1_fixed_x_dbl(a->x_dbl, p->x_proj, ps->T, E, XD);
-    else cpu_matmul_forward_exact(a->x_dbl, XD, 0.0f, a->u, E, p->x_proj, B, L, E, XD, mm);
+    float *x_raw = c->inner_norms ? a->x_raw : a->x_dbl;
+    if (c->non_selective) m1_fixed_x_dbl(x_raw, p->x_proj, ps->T, E, XD);
+    else cpu_matmul_forward_exact(x_raw, XD, 0.0f, a->u, E, p->x_proj, B, L, E, XD, mm);
+    /* Jamba: dt, B, C each through its RMSNorm */
+    if (c->inner_norms) m1_inner_norms(c, p, a->x_dbl, a->rstd, x_raw, (int)ps->T);
     /* dt = dt_proj(dt) without its bias */
     cpu_matmul_forward_exact(a->dt, E, 0.0f, a->x_dbl, XD, p->dt_proj_w, B, L, R, E, mm);
     /* y = scan(u, softplus(dt + bias), A, B, C) + D u */
@@ -163,6 +190,15 @@ static void m1_backward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_laye
     /* dt = dt_proj(x_dbl[:, :R]) */
     cpu_matmul_backward(w->d_x_dbl, XD, 0.0f, g->dt_proj_w, w->d_dt, E, a->x_dbl, XD,
                         p->dt_proj_w, T, R, E);
+    /* the inner norms: d x_dbl (after them) -> d x_raw, in place */
+    if (c->inner_norms) {
+        float *gw[3] = {g->dt_norm, g->b_norm, g->c_norm};
+        const float *pw[3] = {p->dt_norm, p->b_norm, p->c_norm};
+        int col[3] = {0, R, R + N}, width[3] = {R, N, N};
+        for (int j = 0; j < 3; j++)
+            cpu_rmsnorm_cols_backward(w->d_x_dbl + col[j], gw[j], w->d_x_dbl + col[j],
+                                      a->x_raw + col[j], XD, pw[j], a->rstd + j, 3, T, width[j]);
+    }
     /* x_dbl = x_proj(u): d u += d x_dbl . x_proj (without selection x_dbl does not see u) */
     if (c->non_selective) m1_fixed_x_dbl_backward(g->x_proj, w->d_x_dbl, (size_t)T, E, XD);
     else cpu_matmul_backward(w->d_u, E, 1.0f, g->x_proj, w->d_x_dbl, XD, a->u, E, p->x_proj, T,
@@ -177,7 +213,7 @@ static void m1_backward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_laye
 
 static size_t m1_step_floats(const ssm_config *c, int B) {
     size_t E = c->d_inner, XD = c->dt_rank + 2 * c->d_state;
-    return (size_t)B * (2 * E + 4 * E + XD);
+    return (size_t)B * (2 * E + 4 * E + 2 * XD + 3);
 }
 
 static void m1_step(const ssm_config *c, const ssm_layer_params *lp, const float *h, float *r,
@@ -186,12 +222,15 @@ static void m1_step(const ssm_config *c, const ssm_layer_params *lp, const float
     int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
         XD = R + 2 * N;
     float *xz = work, *u = xz + (size_t)B * 2 * E, *dt = u + (size_t)B * E,
-          *y = dt + (size_t)B * E, *gated = y + (size_t)B * E, *x_dbl = gated + (size_t)B * E;
+          *y = dt + (size_t)B * E, *gated = y + (size_t)B * E, *x_dbl = gated + (size_t)B * E,
+          *x_raw = x_dbl + (size_t)B * XD, *rstd = x_raw + (size_t)B * XD;
     /* the products read each weight once for the B rows (cpu_matmul_rows) */
     cpu_matmul_rows(xz, 2 * E, 0.0f, h, D, p->in_proj, B, D, 2 * E);
     cpu_conv_step(u, st->conv, xz, 2 * E, p->conv_w, p->conv_b, B, E, K);
-    if (c->non_selective) m1_fixed_x_dbl(x_dbl, p->x_proj, (size_t)B, E, XD);
-    else cpu_matmul_rows(x_dbl, XD, 0.0f, u, E, p->x_proj, B, E, XD);
+    if (!c->inner_norms) x_raw = x_dbl;
+    if (c->non_selective) m1_fixed_x_dbl(x_raw, p->x_proj, (size_t)B, E, XD);
+    else cpu_matmul_rows(x_raw, XD, 0.0f, u, E, p->x_proj, B, E, XD);
+    if (c->inner_norms) m1_inner_norms(c, p, x_dbl, rstd, x_raw, B);
     cpu_matmul_rows(dt, E, 0.0f, x_dbl, XD, p->dt_proj_w, B, R, E);
     ssm_scan_args sa = m1_scan_args(c, p, u, dt, x_dbl, B, 1);
     cpu_scan_step(&sa, y, st->ssm);

@@ -12,7 +12,13 @@
  *           f_e the fraction of choices, P_e the mean p; the loss adds aux_loss_coef aux)
  * The slots are grouped by expert in token order, and every forward product is
  * cpu_matmul_rows, whose rows never depend on the others: a token's result does not depend on
- * the batch, the routing of other tokens or the thread count. */
+ * the batch, the routing of other tokens or the thread count.
+ *
+ * Threads: one parallel region runs every expert's rows, in chunks of MOE_CHUNK rows each
+ * going through up, the activation and down on one thread (its rows stay in cache between the
+ * three), and one runs the experts' backward, an expert per thread. Each expert on its own,
+ * products threaded inside, took three parallel regions per expert and layer, and on a loaded
+ * machine every region's join waits for the slowest thread (bench/bench_moe.c). */
 #include <math.h>
 #include <string.h>
 
@@ -176,12 +182,18 @@ static void route(const ssm_config *c, const float *bias, ssm_moe_acts *a, int T
     }
 }
 
-/* The experts on their grouped rows: y = down_e(act(up_e(x))) */
+/* The experts on their grouped rows: y = down_e(act(up_e(x))), chunk by chunk */
+enum { MOE_CHUNK = 256 };
 static void run_experts(const ssm_config *c, const ssm_layer_params *lp, ssm_moe_acts *a) {
     int X = c->moe.n_experts, D = c->d_model, F = c->moe.d_ff, U = up_rows(c, F);
-    for (int e = 0; e < X; e++) {
-        int g0 = a->start[e], n = a->start[e + 1] - g0;
-        if (!n) continue;
+    int chunks = 0; /* chunk q of expert e: rows start[e] + q MOE_CHUNK .. */
+    for (int e = 0; e < X; e++) chunks += (a->start[e + 1] - a->start[e] + MOE_CHUNK - 1) / MOE_CHUNK;
+#pragma omp parallel for schedule(dynamic)
+    for (int i = 0; i < chunks; i++) {
+        int e = 0, q = i, n_e;
+        while (q >= (n_e = (a->start[e + 1] - a->start[e] + MOE_CHUNK - 1) / MOE_CHUNK)) q -= n_e, e++;
+        int g0 = a->start[e] + q * MOE_CHUNK, n = a->start[e + 1] - g0;
+        n = n < MOE_CHUNK ? n : MOE_CHUNK;
         float *u = a->u + (size_t)g0 * U, *act = a->a + (size_t)g0 * F;
         cpu_matmul_rows(u, U, 0.0f, a->x + (size_t)g0 * D, D, lp->moe.up + (size_t)e * U * D, n, D, U);
         activate(c, act, u, n, F);
@@ -252,7 +264,8 @@ static void moe_backward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_lay
         }
         w->d_w[s] = (float)dw;
     }
-    /* the experts, each on its grouped rows */
+    /* the experts, each on its grouped rows, one per thread (SGEMM on one thread inside) */
+#pragma omp parallel for schedule(dynamic)
     for (int e = 0; e < X; e++) {
         int g0 = a->start[e], n = a->start[e + 1] - g0;
         if (!n) continue;

@@ -12,8 +12,8 @@ static const char *const model_keys[] = {
     "d_model", "n_layer", "d_state", "d_conv", "expand", "dt_rank", "norm_eps", "layers",
     "mixer", "headdim", "ngroups", "chunk_size", "dt_limit", "pattern", "n_heads", "n_kv_heads",
     "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation", "selective",
-    "n_experts", "top_k", "moe_d_ff", "moe_activation", "routing", "norm_topk", "routed_scaling",
-    "aux_loss_coef", "shared_d_ff", "bidirectional", "rcps", NULL};
+    "inner_norms", "n_experts", "top_k", "moe_d_ff", "moe_activation", "routing", "norm_topk",
+    "routed_scaling", "aux_loss_coef", "shared_d_ff", "bidirectional", "rcps", NULL};
 
 /* the mixture-of-experts keys (Jamba's routing by default) */
 static ssm_status read_moe(const ssm_recipe *r, ssm_node *m, int d_model, ssm_moe_config *o) {
@@ -170,6 +170,9 @@ ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_confi
     if (how && !named) ssm_config_set_bidirectional(&c, (ssm_bidirectional)how);
     c.bidirectional = (ssm_bidirectional)how;
     if (rcps) ssm_config_set_rcps(&c, NULL);
+    int inner_norms; /* Mamba-1: Jamba's RMSNorms on dt, B and C (mamba1.c) */
+    if ((s = ssm_node_bool(r, m, "inner_norms", 0, &inner_norms))) return s;
+    c.inner_norms = inner_norms;
     ssm_node *dr = m ? ssm_node_get(m, "dt_rank") : NULL;
     if (!(dr && dr->kind == SSM_NODE_SCALAR && !strcmp(dr->value, "auto")) &&
         (s = ssm_node_int(r, m, "dt_rank", 0, 0, 16384, &dt_rank)))

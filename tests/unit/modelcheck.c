@@ -1,6 +1,9 @@
 /* modelcheck.c: checks of a whole model through the public API (modelcheck.h). */
 #include "modelcheck.h"
+#include "ssm/checkpoint.h"
 
+#include <ftw.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,3 +247,89 @@ void tu_check_windows(ssm_model *m, int B, const int *windows, int nw, uint64_t 
     ssm_state_free(s);
 }
 
+
+ssm_model *tu_noisy_model(const ssm_config *c, uint64_t seed) {
+    ssm_model *m;
+    TU_OK(ssm_model_create(c, &m));
+    TU_OK(ssm_model_init(m, seed));
+    float *noise = malloc(m->n_params * sizeof(float));
+    tu_fill_uniform(noise, m->n_params, -0.1f, 0.1f, seed + 1);
+    for (size_t i = 0; i < m->n_params; i++) m->params_blob[i] += noise[i];
+    free(noise);
+    return m;
+}
+
+void tu_assert_same_logits(ssm_model *a, ssm_model *b, int B, int L, uint64_t seed) {
+    int32_t *tok = malloc((size_t)B * L * sizeof(int32_t));
+    tu_random_tokens(tok, B * L, a->config.vocab_size, seed);
+    float *x = tu_logits_of(a, tok, B, L), *y = tu_logits_of(b, tok, B, L);
+    assert_int_equal(a->config.vocab_size, b->config.vocab_size);
+    assert_memory_equal(x, y, (size_t)B * L * a->config.vocab_size * sizeof(float));
+    free(x), free(y), free(tok);
+}
+
+void tu_copy_without_metadata(const char *from, const char *to) {
+    ssm_safetensors *st;
+    TU_OK(ssm_safetensors_open(from, &st));
+    int n = ssm_safetensors_count(st);
+    ssm_st_write_item *items = calloc((size_t)n, sizeof *items);
+    float **data = calloc((size_t)n, sizeof *data);
+    for (int i = 0; i < n; i++) {
+        const ssm_st_tensor *t = ssm_safetensors_tensor(st, i);
+        data[i] = malloc((t->numel ? t->numel : 1) * sizeof(float));
+        TU_OK(ssm_safetensors_read_f32(st, t->name, data[i], t->numel));
+        items[i] = (ssm_st_write_item){.name = t->name, .ndim = t->ndim, .data = data[i]};
+        memcpy(items[i].shape, t->shape, sizeof t->shape);
+    }
+    TU_OK(ssm_safetensors_write(to, items, n, NULL));
+    ssm_safetensors_close(st);
+    for (int i = 0; i < n; i++) free(data[i]);
+    free(data), free(items);
+}
+
+static char group_root[4096];
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    return (void)sb, (void)flag, (void)ftw, remove(p);
+}
+
+int tu_group_tmpdir(void **state) {
+    (void)state;
+    snprintf(group_root, sizeof group_root, "%s", tu_tmpdir());
+    return 0;
+}
+
+int tu_group_rmdir(void **state) {
+    (void)state;
+    return nftw(group_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0;
+}
+
+const char *tu_group_path(const char *name) {
+    static char bufs[8][4200];
+    static int k;
+    char *b = bufs[k++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/%s", group_root, name);
+    return b;
+}
+
+void tu_expect_config_refused(const char *name, const char *json, const char *key) {
+    const char *dir = tu_group_path(name);
+    char path[4300];
+    mkdir(dir, 0700);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(json, f);
+    fclose(f);
+    /* one tensor: the config is refused before the tensors are looked at */
+    float x[1] = {0};
+    ssm_st_write_item it = {.name = "x", .ndim = 1, .shape = {1}, .data = x};
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    TU_OK(ssm_safetensors_write(path, &it, 1, NULL));
+    ssm_model *m = NULL;
+    ssm_status s = ssm_checkpoint_load(dir, &m);
+    print_message("%s -> %s\n", key, ssm_last_error());
+    assert_int_not_equal(s, SSM_OK);
+    assert_non_null(strstr(ssm_last_error(), key));
+    assert_null(m);
+}

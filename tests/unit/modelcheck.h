@@ -28,4 +28,20 @@ void tu_check_step(ssm_model *m, int B, int L, uint64_t seed);
  * continues like the longer forward. */
 void tu_check_windows(ssm_model *m, int B, const int *windows, int nw, uint64_t seed);
 
+/* A model of this config, initialised from seed and every parameter moved by U(-0.1, 0.1). */
+ssm_model *tu_noisy_model(const ssm_config *c, uint64_t seed);
+/* Both models give bitwise the same logits on random tokens (B, L). */
+void tu_assert_same_logits(ssm_model *a, ssm_model *b, int B, int L, uint64_t seed);
+/* The safetensors file again without its metadata (as transformers or a conversion of a
+ * torch state_dict leaves it), F32. */
+void tu_copy_without_metadata(const char *from, const char *to);
+/* A config.json of this text beside a one-tensor model.safetensors in the group's dir/name:
+ * ssm_checkpoint_load refuses it with a message naming key. */
+void tu_expect_config_refused(const char *name, const char *json, const char *key);
+/* A fresh temporary directory for a test group (setup) and its removal (teardown). */
+int tu_group_tmpdir(void **state);
+int tu_group_rmdir(void **state);
+/* tu_group_tmpdir's directory / name (one of a few rotating buffers) */
+const char *tu_group_path(const char *name);
+
 #endif

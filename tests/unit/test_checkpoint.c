@@ -277,7 +277,9 @@ static void test_model_roundtrip(void **state) {
     assert_int_equal(len[0] % 8, 0);
     ssm_safetensors *st;
     TU_OK(ssm_safetensors_open(path, &st));
-    assert_int_equal(ssm_safetensors_count(st), m->n_tensors);
+    int nonempty = 0; /* empty optional tensors (Jamba's inner norms, off here) are left out */
+    for (int i = 0; i < m->n_tensors; i++) nonempty += m->tensors[i].numel > 0;
+    assert_int_equal(ssm_safetensors_count(st), nonempty);
     const ssm_st_tensor *conv = ssm_safetensors_find(st, "backbone.layers.1.mixer.conv1d.weight");
     assert_non_null(conv);
     assert_int_equal(conv->ndim, 3);
@@ -356,7 +358,8 @@ static void test_config_json_errors(void **state) {
     write_text(tpath("bias/config.json"),
                "{\"model_type\": \"jamba\", \"vocab_size\": 13, \"hidden_size\": 24, "
                "\"num_hidden_layers\": 2}");
-    expect_load_error(tpath("bias"), SSM_ERR_UNSUPPORTED, "jamba");
+    /* JambaConfig's defaults (32 heads) do not divide hidden_size 24 */
+    expect_load_error(tpath("bias"), SSM_ERR_UNSUPPORTED, "num_attention_heads");
     write_text(tpath("bias/config.json"), "{\"vocab_size\": 13,\n \"hidden_size\": 24,,}");
     expect_load_error(tpath("bias"), SSM_ERR_FORMAT, "line 2");
     write_text(tpath("bias/config.json"), "{\"vocab_size\": 13, \"num_hidden_layers\": 2}");

@@ -190,6 +190,8 @@ typedef struct ssm_config {
     int dt_rank;    /* R = ceil(D / 16) in the reference */
     int d_inner;    /* E */
     int non_selective; /* 1: dt, B, C fixed, not functions of the input (the paper's ablation) */
+    int inner_norms;   /* 1: Jamba's RMSNorms on dt, B and C after x_proj (dt_layernorm,
+                        * b_layernorm, c_layernorm; eps norm_eps) */
     /* initialisation only (both Mamba kinds) */
     float dt_min, dt_max, dt_init_floor; /* 0.001, 0.1, 1e-4 */
     /* Mamba-2 mixer options */
@@ -252,6 +254,10 @@ typedef struct ssm_mamba1_params {
     float *A_log;     /* (E, N)         mixer.A_log; A = -exp(A_log) */
     float *D;         /* (E)            mixer.D */
     float *out_proj;  /* (D, E)         mixer.out_proj.weight */
+    /* config.inner_norms (Jamba), else empty: */
+    float *dt_norm;   /* (R)            mixer.dt_layernorm.weight */
+    float *b_norm;    /* (N)            mixer.b_layernorm.weight */
+    float *c_norm;    /* (N)            mixer.c_layernorm.weight */
 } ssm_mamba1_params;
 
 /* A Mamba-2 mixer's tensors. I = d_inner, H heads, G groups, N = d_state, CD = I + 2 G N. */
