@@ -8,7 +8,7 @@
 
 #include "layers.h"
 
-enum { M1_N = 9, REV_N = 7, BI_N = M1_N + REV_N };
+enum { M1_N = 12, REV_N = 7, BI_N = M1_N + REV_N }; /* fwd: Mamba-1's 12 (its inner norms empty) */
 _Static_assert(sizeof(ssm_bimamba_params) == BI_N * sizeof(float *),
                "ssm_bimamba_params and the bimamba tensor table must list the same tensors");
 /* Caduceus' names under backbone.layers.{i}. (mamba_rev's in_proj/out_proj are fwd's) */
@@ -18,20 +18,25 @@ static const char *const bi_suffix[BI_N] = {
     "mixer.mamba_fwd.dt_proj.weight", "mixer.mamba_fwd.dt_proj.bias",
     "mixer.mamba_fwd.A_log",          "mixer.mamba_fwd.D",
     "mixer.mamba_fwd.out_proj.weight",
+    "mixer.mamba_fwd.dt_layernorm.weight", "mixer.mamba_fwd.b_layernorm.weight",
+    "mixer.mamba_fwd.c_layernorm.weight", /* empty: ssm_config_validate refuses inner_norms here */
     "mixer.mamba_rev.conv1d.weight",  "mixer.mamba_rev.conv1d.bias",
     "mixer.mamba_rev.x_proj.weight",  "mixer.mamba_rev.dt_proj.weight",
     "mixer.mamba_rev.dt_proj.bias",   "mixer.mamba_rev.A_log",
     "mixer.mamba_rev.D"};
-static const unsigned char bi_decay[BI_N] = {1, 1, 0, 1, 1, 0, 0, 0, 1, 1, 0, 1, 1, 0, 0, 0};
+static const unsigned char bi_decay[BI_N] = {1, 1, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0,
+                                             1, 0, 1, 1, 0, 0, 0};
 
 #define M1 ssm_mamba1_kind
 
 /* The reverse mixer as a Mamba-1 mixer: fwd's in_proj and out_proj, its own others. */
 static ssm_layer_params rev_view(const ssm_bimamba_params *p) {
     ssm_layer_params r = {0};
-    r.mamba1 = (ssm_mamba1_params){p->fwd.in_proj, p->rev.conv_w, p->rev.conv_b, p->rev.x_proj,
-                                   p->rev.dt_proj_w, p->rev.dt_proj_b, p->rev.A_log, p->rev.D,
-                                   p->fwd.out_proj};
+    r.mamba1 = (ssm_mamba1_params){.in_proj = p->fwd.in_proj, .conv_w = p->rev.conv_w,
+                                   .conv_b = p->rev.conv_b, .x_proj = p->rev.x_proj,
+                                   .dt_proj_w = p->rev.dt_proj_w, .dt_proj_b = p->rev.dt_proj_b,
+                                   .A_log = p->rev.A_log, .D = p->rev.D,
+                                   .out_proj = p->fwd.out_proj};
     return r;
 }
 

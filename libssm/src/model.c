@@ -230,6 +230,10 @@ ssm_status ssm_config_validate(ssm_config *c) {
                                  ssm_layer_kind_name(c->layer_kind[i]));
     if (c->inner_norms != 0 && c->inner_norms != 1)
         return ssm_set_error(SSM_ERR_ARG, "model inner_norms = %d must be 0 or 1", c->inner_norms);
+    for (int i = 0; c->inner_norms && i < c->n_layer; i++)
+        if (c->layer_kind[i] == SSM_LAYER_BIMAMBA)
+            return ssm_set_error(SSM_ERR_UNSUPPORTED, "model inner_norms (Jamba's) with a "
+                                 "bidirectional layer (%d) is not supported: Caduceus has none", i);
     if (!(c->norm_eps > 0 && c->norm_eps < 1))
         return ssm_set_error(SSM_ERR_ARG, "model norm_eps = %g must be in (0, 1)", c->norm_eps);
     if (c->dt_min <= 0 || c->dt_max < c->dt_min)

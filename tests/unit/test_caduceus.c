@@ -51,9 +51,10 @@ static ssm_model *tiny_mixed(ssm_bidirectional how, int rcps, int unfused, ssm_i
         loud(&c, lp->mamba1, seed + 10 * l);
         if (c.layer_kind[l] == SSM_LAYER_BIMAMBA) {
             ssm_bimamba_params *b = &lp->bimamba;
-            loud(&c, (ssm_mamba1_params){NULL, b->rev.conv_w, b->rev.conv_b, b->rev.x_proj,
-                                         b->rev.dt_proj_w, b->rev.dt_proj_b, b->rev.A_log,
-                                         b->rev.D, NULL}, seed + 10 * l + 5);
+            loud(&c, (ssm_mamba1_params){.conv_w = b->rev.conv_w, .conv_b = b->rev.conv_b,
+                                         .x_proj = b->rev.x_proj, .dt_proj_w = b->rev.dt_proj_w,
+                                         .dt_proj_b = b->rev.dt_proj_b, .A_log = b->rev.A_log,
+                                         .D = b->rev.D}, seed + 10 * l + 5);
         }
     }
     return m;

@@ -308,7 +308,7 @@ typedef struct ssm_bimamba_params {
     } rev;
 } ssm_bimamba_params;
 
-#define SSM_MIXER_MAX_TENSORS 16
+#define SSM_MIXER_MAX_TENSORS 20
 typedef struct ssm_layer_params {
     float *norm;      /* (D)            backbone.layers.{i}.norm.weight */
     union {           /* the mixer's, by config.layer_kind[i] */
