@@ -18,9 +18,9 @@ model(input_ids, labels=input_ids) and loss.backward(), and writes OUT/hf_<name>
   jamba_a -> JambaForCausalLM (attn_layer_period 4 / offset 1, expert_layer_period 3 /
     offset 0: attention in block 1, MoE in blocks 0 and 3; output_router_logits, so that the
     loss holds router_aux_loss_coef * aux). Jamba's Mamba mixer has inner RMSNorms
-    (dt_layernorm, b_layernorm, c_layernorm) that ssm's Mamba-1 has not (yet): they are set
+    (dt_layernorm, b_layernorm, c_layernorm), ssm's Mamba-1 option inner_norms: they are set
     to random weights here, the float64 reference of make_golden_hybrid.py applies them, and
-    the fixture is written for when ssm's Mamba-1 gains them; test_golden does not read it.
+    their gradients are saved with the others.
 
 It then compares transformers' logits, loss and every gradient with the float64 reference
 (make_golden_hybrid.loss_of, the published equations) and prints the relative errors; a
@@ -174,15 +174,16 @@ def load_into(model, params, spec, kind):
 def inner_norms(params, spec, model, g):
     """Jamba's dt/b/c RMSNorm weights, random, into the model and into params (for the
     float64 reference)"""
-    extra = {}
+    extra, tensors = {}, {}
     for k, t in model.named_parameters():
         if k.split(".")[-2] in ("dt_layernorm", "b_layernorm", "c_layernorm"):
             v = torch.rand(t.shape, generator=g, dtype=torch.float32) * 0.8 + 0.6
             with torch.no_grad():
                 t.copy_(v)
             b = k.split(".")[2]
-            extra["backbone.layers.%s.mixer.%s.weight" % (b, k.split(".")[-2])] = v
-    return extra
+            n = "backbone.layers.%s.mixer.%s.weight" % (b, k.split(".")[-2])
+            extra[n], tensors[n] = v, t
+    return extra, tensors
 
 
 def eager_experts(model):
@@ -234,7 +235,10 @@ def make_fixture(spec, kind, out_root):
     g = torch.Generator().manual_seed(spec["seed"] + 1)
     ids = torch.randint(0, spec["vocab_size"], (spec["B"], spec["L"]), generator=g)
     if kind == "jamba":
-        params.update(inner_norms(params, spec, model, torch.Generator().manual_seed(5)))
+        extra, tensors = inner_norms(params, spec, model, torch.Generator().manual_seed(5))
+        params.update(extra)
+        for n, t in tensors.items():  # transformers' gradients of the inner norms too
+            grads[n] = (lambda t=t: t.grad if t.grad is not None else torch.zeros_like(t))
         spec = dict(spec, mamba=dict(spec["mamba"], inner_eps=ref.EPS))
     hidden = {}
     norm_f = model.backbone.norm_f if hasattr(model, "backbone") else model.model.norm_f \
@@ -256,7 +260,7 @@ def make_fixture(spec, kind, out_root):
         bad += e >= TOL
     for n in p64:
         if n not in grads:
-            continue  # Jamba's inner norms: no ssm tensor
+            continue
         gh = grads[n]()
         gr = p64[n].grad if p64[n].grad is not None else torch.zeros_like(p64[n])
         e = rel(gh, gr) if gr.norm() > 0 else gh.norm().item()
