@@ -191,16 +191,10 @@ static void test_forward_backward(void **state) {
         matched++;
         free(ref);
     }
-    /* every parameter of ours must have been compared; hf_jamba_a's script saved no gradient
-     * of Jamba's inner dt/B/C norms (tests/unit/test_jamba.c checks them by finite
-     * differences), and an absent optional tensor (a MoE's shared expert) has none */
+    /* every parameter of ours must have been compared (Jamba's inner dt/B/C norms included);
+     * an absent optional tensor (a MoE's shared expert) has none */
     int nonempty = 0;
-    for (int k = 0; k < m->n_tensors; k++) {
-        char name[128];
-        snprintf(name, sizeof name, "grad.%s", m->tensors[k].name);
-        int inner = strstr(m->tensors[k].name, "_layernorm.weight") != NULL;
-        nonempty += m->tensors[k].numel > 0 && !(inner && !ssm_safetensors_find(g.expected, name));
-    }
+    for (int k = 0; k < m->n_tensors; k++) nonempty += m->tensors[k].numel > 0;
     if (matched != nonempty) {
         for (int k = 0; k < m->n_tensors; k++) {
             char name[128];
