@@ -134,9 +134,9 @@ static void att_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_laye
     att_dims d = dims(c);
     int B = ps->B, L = ps->L;
     /* q, k, v = projections of h */
-    cpu_matmul_forward_exact(a->q, d.QD, 0.0f, la->normed, d.D, p->q_proj, B, L, d.D, d.QD, ps->mm);
-    cpu_matmul_forward_exact(a->k, d.KD, 0.0f, la->normed, d.D, p->k_proj, B, L, d.D, d.KD, ps->mm);
-    cpu_matmul_forward_exact(a->v, d.KD, 0.0f, la->normed, d.D, p->v_proj, B, L, d.D, d.KD, ps->mm);
+    ssm_pass_matmul(ps, a->q, d.QD, 0.0f, la->normed, d.D, p->q_proj, d.D, d.QD);
+    ssm_pass_matmul(ps, a->k, d.KD, 0.0f, la->normed, d.D, p->k_proj, d.D, d.KD);
+    ssm_pass_matmul(ps, a->v, d.KD, 0.0f, la->normed, d.D, p->v_proj, d.D, d.KD);
     rotate(c, a->q, a->k, B, L, st ? st->pos : NULL, 0);
     if (st) cache_append(c, st, a->k, a->v, B, L);
     /* o = softmax(q k^T * scale, causal) v */
@@ -145,7 +145,7 @@ static void att_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_laye
     args.threads = ps->threads;
     cpu_attention_forward(&args);
     /* out += o_proj(o) */
-    cpu_matmul_forward_exact(out, d.D, 1.0f, a->o, d.QD, p->o_proj, B, L, d.QD, d.D, ps->mm);
+    ssm_pass_matmul(ps, out, d.D, 1.0f, a->o, d.QD, p->o_proj, d.QD, d.D);
 }
 
 static void att_backward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer_params *lg,

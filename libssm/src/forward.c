@@ -153,7 +153,7 @@ ssm_status ssm_check_state(const ssm_model *m, const ssm_state *s, int B) {
 static ssm_pass pass_of(ssm_model *m) {
     ssm_activations *a = m->acts;
     return (ssm_pass){&m->config, a->B, a->L, (size_t)a->B * a->L, a->scratch_threads,
-                      a->matmul_scratch, &a->bw};
+                      a->exact, a->matmul_scratch, &a->bw};
 }
 
 ssm_status ssm_forward(ssm_model *m, const int32_t *tokens, const int32_t *targets, int B, int L,
@@ -230,13 +230,13 @@ void ssm_cpu_blocks_backward(ssm_model *m) {
     }
 }
 
-/* The tied LM head: logits = RMSNorm_f(r_n) . embedding^T (row-exact: a row's result never
- * depends on B or the thread count). */
+/* The tied LM head: logits = RMSNorm_f(r_n) . embedding^T (row-exact in an exact pass: a
+ * row's result never depends on B or the thread count). */
 void ssm_cpu_lm_head_forward(ssm_model *m) {
     ssm_activations *a = m->acts;
     int D = m->config.d_model, V = m->config.vocab_size;
-    cpu_matmul_forward_exact(a->logits, V, 0.0f, a->normed_f, D, m->params.embedding, a->B, a->L,
-                             D, V, a->matmul_scratch);
+    ssm_pass ps = pass_of(m);
+    ssm_pass_matmul(&ps, a->logits, V, 0.0f, a->normed_f, D, m->params.embedding, D, V);
     if (a->strands == 2) ssm_rcps_lm_forward(a->logits, m->config.complement, a->B / 2, a->L, V);
 }
 
@@ -264,6 +264,8 @@ ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *t
     int V = c->vocab_size;
 
     a->io_forward = 0;
+    /* a training forward (a loss, no carried state) need not be row-exact */
+    a->exact = logp || !targets || state;
     /* r_0 = embedding[tokens] (RCPS: and of their reverse complements) */
     ssm_cpu_embed(m, tokens, B, L);
     ssm_cpu_blocks_forward(m, state);

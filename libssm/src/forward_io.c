@@ -91,6 +91,9 @@ ssm_status ssm_forward_io(ssm_model *m, const ssm_io *io, int B, int L, float *l
     } else { /* r_0 = embedding[tokens] */
         ssm_cpu_embed(m, io->tokens, B, L);
     }
+    /* as ssm_forward: a training forward (a loss) need not be row-exact; scores and classes
+     * (ssm-score, without a loss) must not depend on the batch */
+    a->exact = !(io->targets || io->values);
     ssm_cpu_blocks_forward(m, NULL);
 
     double l = 0;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backend_cuda.h"
+#include "cpu_ops.h"
 #include "layers.h"
 
 /* one entry per SSM_LAYER_KIND_MAP line, in its order */
@@ -189,4 +190,16 @@ ssm_status ssm_state_reset_row(ssm_state *s, int row) {
     }
     s->pos[row] = 0;
     return SSM_OK;
+}
+
+/* Why two: scores, logits and hidden states must not depend on the batch they were computed in
+ * (ssm-score, ssm-embed), which the row-exact tiles give at about 15% of the forward's time at
+ * the 130M shape (they pack W again for every 64 rows). A training forward (a loss with
+ * targets, no carried state) needs no such guarantee, and takes the plain SGEMM. */
+void ssm_pass_matmul(const ssm_pass *ps, float *out, int ld_out, float beta, const float *in,
+                     int ld_in, const float *W, int n_in, int n_out) {
+    if (ps->exact)
+        cpu_matmul_forward_exact(out, ld_out, beta, in, ld_in, W, ps->B, ps->L, n_in, n_out, ps->mm);
+    else
+        cpu_matmul_forward(out, ld_out, beta, in, ld_in, W, (int)ps->T, n_in, n_out);
 }

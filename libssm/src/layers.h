@@ -23,6 +23,7 @@ typedef struct ssm_pass {
     int B, L;
     size_t T;
     int threads;           /* OpenMP threads the scratch was planned for */
+    int exact;             /* 1: a row's result may not depend on B or the thread count */
     float *mm;             /* scratch of the row-exact matmuls (cpu_matmul_forward_exact) */
     ssm_backward_scratch *bw; /* the backward's shared scratch */
 } ssm_pass;
@@ -67,6 +68,11 @@ typedef struct ssm_layer_kind_ops {
     void (*step)(const ssm_config *c, const ssm_layer_params *p, const float *h, float *r,
                  const ssm_layer_state *st, int B, float *work);
 } ssm_layer_kind_ops;
+
+/* The forward's projections: out (T, n_out) = beta out + in (T, n_in) . W^T, row-exact
+ * (cpu_matmul_forward_exact) when the pass is exact, else one multithreaded SGEMM. */
+void ssm_pass_matmul(const ssm_pass *ps, float *out, int ld_out, float beta, const float *in,
+                     int ld_in, const float *W, int n_in, int n_out);
 
 /* What the kinds share: (rows, cols) pairs -> shapes (cols 0: a vector); U(+-bound) fills;
  * dt_bias = softplus^-1(dt), dt = exp(U(log dt_min, log dt_max)) clamped >= dt_init_floor

@@ -147,26 +147,25 @@ static void m1_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer
     ssm_mamba1_acts *a = &la->mamba1;
     int B = ps->B, L = ps->L, D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv,
         R = c->dt_rank, XD = R + 2 * N;
-    float *mm = ps->mm;
     /* [x | z] = in_proj(h) */
-    cpu_matmul_forward_exact(a->xz, 2 * E, 0.0f, la->normed, D, p->in_proj, B, L, D, 2 * E, mm);
+    ssm_pass_matmul(ps, a->xz, 2 * E, 0.0f, la->normed, D, p->in_proj, D, 2 * E);
     /* u = silu(conv1d(x) + bias) */
     cpu_conv_forward(a->u, a->xz, 2 * E, p->conv_w, p->conv_b, st ? st->conv : NULL, B, L, E, K);
     if (st) cpu_conv_state_update(st->conv, a->xz, 2 * E, B, L, E, K);
     /* [dt | B | C] = x_proj(u), or x_proj(1) without selection */
     float *x_raw = c->inner_norms ? a->x_raw : a->x_dbl;
     if (c->non_selective) m1_fixed_x_dbl(x_raw, p->x_proj, ps->T, E, XD);
-    else cpu_matmul_forward_exact(x_raw, XD, 0.0f, a->u, E, p->x_proj, B, L, E, XD, mm);
+    else ssm_pass_matmul(ps, x_raw, XD, 0.0f, a->u, E, p->x_proj, E, XD);
     /* Jamba: dt, B, C each through its RMSNorm */
     if (c->inner_norms) m1_inner_norms(c, p, a->x_dbl, a->rstd, x_raw, (int)ps->T);
     /* dt = dt_proj(dt) without its bias */
-    cpu_matmul_forward_exact(a->dt, E, 0.0f, a->x_dbl, XD, p->dt_proj_w, B, L, R, E, mm);
+    ssm_pass_matmul(ps, a->dt, E, 0.0f, a->x_dbl, XD, p->dt_proj_w, R, E);
     /* y = scan(u, softplus(dt + bias), A, B, C) + D u */
     ssm_scan_args sa = m1_scan_args(c, p, a->u, a->dt, a->x_dbl, B, L);
     cpu_scan_forward(&sa, a->y, st ? st->ssm : NULL);
     /* out += out_proj(y * silu(z)) */
     cpu_gate_forward(a->gated, a->y, a->xz + E, 2 * E, (int)ps->T, E);
-    cpu_matmul_forward_exact(out, D, 1.0f, a->gated, E, p->out_proj, B, L, E, D, mm);
+    ssm_pass_matmul(ps, out, D, 1.0f, a->gated, E, p->out_proj, E, D);
 }
 
 static void m1_backward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer_params *lg,

@@ -121,8 +121,7 @@ static void m2_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer
     m2_dims d = dims(c);
     int B = ps->B, L = ps->L;
     /* [z | xBC | dt] = in_proj(h) */
-    cpu_matmul_forward_exact(a->zxbcdt, d.ZD, 0.0f, la->normed, d.D, p->in_proj, B, L, d.D, d.ZD,
-                             ps->mm);
+    ssm_pass_matmul(ps, a->zxbcdt, d.ZD, 0.0f, la->normed, d.D, p->in_proj, d.D, d.ZD);
     /* xBC = silu(conv1d(xBC) + bias), over x, B and C */
     const float *xBC = a->zxbcdt + d.I;
     cpu_conv_forward(a->xbc, xBC, d.ZD, p->conv_w, p->conv_b, st ? st->conv : NULL, B, L, d.CD, d.K);
@@ -136,7 +135,7 @@ static void m2_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer
     /* out += out_proj(RMSNormGated(y, z)) */
     cpu_gated_rmsnorm_forward(a->normed, d.I, a->rstd, a->y, d.I, a->zxbcdt, d.ZD, p->norm,
                               (int)ps->T, d.I, d.G, M2_NORM_EPS);
-    cpu_matmul_forward_exact(out, d.D, 1.0f, a->normed, d.I, p->out_proj, B, L, d.I, d.D, ps->mm);
+    ssm_pass_matmul(ps, out, d.D, 1.0f, a->normed, d.I, p->out_proj, d.I, d.D);
 }
 
 static void m2_backward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer_params *lg,

@@ -63,10 +63,10 @@ static void mlp_forward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_laye
     const ssm_config *c = ps->c;
     int D = c->d_model, F = c->mlp.d_ff, U = up_rows(c);
     /* u = up(h) */
-    cpu_matmul_forward_exact(la->mlp.u, U, 0.0f, la->normed, D, lp->mlp.up, ps->B, ps->L, D, U, ps->mm);
+    ssm_pass_matmul(ps, la->mlp.u, U, 0.0f, la->normed, D, lp->mlp.up, D, U);
     activate(c, la->mlp.a, la->mlp.u, (int)ps->T);
     /* out += down(a) */
-    cpu_matmul_forward_exact(out, D, 1.0f, la->mlp.a, F, lp->mlp.down, ps->B, ps->L, F, D, ps->mm);
+    ssm_pass_matmul(ps, out, D, 1.0f, la->mlp.a, F, lp->mlp.down, F, D);
 }
 
 static void mlp_backward(const ssm_pass *ps, const ssm_layer_params *lp, ssm_layer_params *lg,

@@ -916,10 +916,59 @@ static void test_cross_entropy(void **st) {
     assert_int_equal(bad, 0);
 }
 
+/* cpu_matmul_forward_exact: each row bit-identical whatever the batch and the thread count
+ * (B sequences at once against each alone, 1 and 2 threads), for lengths under a tile, of
+ * whole tiles and with a partial last tile, narrow and wide outputs,
+ * beta 0 and 1; and within fp32 rounding of the plain product. */
+static void test_matmul_exact(void **unused) {
+    (void)unused;
+    const int lengths[] = {5, 13, 64, 256, 263, 300, 517}, B = 3;
+    const int widths[][2] = {{37, 29}, {19, 4103}}; /* (n_in, n_out) */
+    int bad = 0, threads = omp_get_max_threads();
+    for (size_t li = 0; li < 2 * sizeof lengths / sizeof *lengths; li++) {
+        int L = lengths[li / 2], n_in = widths[li % 2][0], n_out = widths[li % 2][1];
+        size_t T = (size_t)B * L;
+        float *in = malloc(T * n_in * sizeof(float)), *W = malloc((size_t)n_out * n_in * sizeof(float));
+        float *init = malloc(T * n_out * sizeof(float)), *all = malloc(T * n_out * sizeof(float));
+        float *one = malloc(T * n_out * sizeof(float)), *plain = malloc(T * n_out * sizeof(float));
+        float *scratch = malloc(cpu_matmul_exact_scratch(L, n_in, n_out, 2) * sizeof(float));
+        for (size_t i = 0; i < T * n_in; i++) in[i] = (float)(((i * 2654435761u) >> 8) % 2001) / 1000.0f - 1.0f;
+        for (int i = 0; i < n_out * n_in; i++) W[i] = (float)(((i * 40503u) >> 3) % 1999) / 999.0f - 1.0f;
+        for (size_t i = 0; i < T * n_out; i++) init[i] = (float)(i % 7) - 3.0f;
+        for (int beta = 0; beta <= 1; beta++) {
+            memcpy(all, init, T * n_out * sizeof(float));
+            memcpy(one, init, T * n_out * sizeof(float));
+            memcpy(plain, init, T * n_out * sizeof(float));
+            omp_set_num_threads(2);
+            cpu_matmul_forward_exact(all, n_out, (float)beta, in, n_in, W, B, L, n_in, n_out, scratch);
+            omp_set_num_threads(1);
+            for (int b = 0; b < B; b++)
+                cpu_matmul_forward_exact(one + (size_t)b * L * n_out, n_out, (float)beta,
+                                         in + (size_t)b * L * n_in, n_in, W, 1, L, n_in, n_out, scratch);
+            cpu_matmul_forward(plain, n_out, (float)beta, in, n_in, W, (int)T, n_in, n_out);
+            int same = memcmp(all, one, T * n_out * sizeof(float)) == 0;
+            double worst = 0;
+            for (size_t i = 0; i < T * n_out; i++) {
+                double d = fabs((double)all[i] - plain[i]);
+                worst = d > worst ? d : worst;
+            }
+            /* |terms| <= n_in, so 1e-5 n_in is a few ulps of the sum */
+            int close = worst <= 1e-5 * n_in;
+            printf("  matmul exact L %d n_out %d beta %d: batched == alone %d, vs plain %.1e\n", L,
+                   n_out, beta, same, worst);
+            bad += !same + !close;
+        }
+        free(in), free(W), free(init), free(all), free(one), free(plain), free(scratch);
+    }
+    omp_set_num_threads(threads);
+    assert_int_equal(bad, 0);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep the report in order with cmocka's */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul),        cmocka_unit_test(test_embedding),
+        cmocka_unit_test(test_matmul),        cmocka_unit_test(test_matmul_exact),
+        cmocka_unit_test(test_embedding),
         cmocka_unit_test(test_rmsnorm),       cmocka_unit_test(test_conv),
         cmocka_unit_test(test_conv_state),    cmocka_unit_test(test_scan_grad),
         cmocka_unit_test(test_scan_state_and_step), cmocka_unit_test(test_gate),
