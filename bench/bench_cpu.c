@@ -2,7 +2,7 @@
  * DNA shape and the 130M shape, beside the SGEMM rate of this machine measured in the same run,
  * so that each figure comes with its fraction of the BLAS peak.
  *
- *   bench_cpu [--threads N] [--shape dna|small|130m|dna2|130m2|decode|all] [--iters N]
+ *   bench_cpu [--threads N] [--shape dna|small|130m|dna2|130m2|130mh|decode|all] [--iters N]
  *
  * dna: the model of recipes/dna.yaml (4 x 64) at ssm-score's default shape (8 records side by
  * side, windows of 4096): its forward figure is the scoring speed in bases per second.
@@ -25,24 +25,47 @@
 #include "ssm/ssm.h"
 
 /* Matmul flops of one forward token: 2 * (weights of the projections and the head).
- * Mamba-1: in_proj, x_proj, dt_proj, out_proj; Mamba-2: in_proj, out_proj (the SSD's own
- * products are not counted). */
+ * Mamba-1: in_proj, x_proj, dt_proj, out_proj; Mamba-2: in_proj, out_proj; attention: q, k,
+ * v, o; MLP: up (and gate), down. Not counted: the SSD's and the attention's own products
+ * (they grow with L), and MoE layers (none in these shapes). */
 static double matmul_flops_per_token(const ssm_config *c) {
-    double D = c->d_model, E = c->d_inner, N = c->d_state, R = c->dt_rank;
-    double layer = 2 * E * D + (R + 2 * N) * E + E * R + D * E;
-    if (c->layer_kind[0] == SSM_LAYER_MAMBA2) {
-        const ssm_mamba2_config *m = &c->mamba2;
-        double DI = m->d_inner, CD = DI + 2.0 * m->ngroups * m->d_state;
-        layer = (DI + CD + m->nheads) * D + D * DI;
+    double D = c->d_model, E = c->d_inner, N = c->d_state, R = c->dt_rank, sum = 0;
+    for (int i = 0; i < c->n_layer; i++) {
+        switch (c->layer_kind[i]) {
+        case SSM_LAYER_MAMBA1: sum += 2 * E * D + (R + 2 * N) * E + E * R + D * E; break;
+        case SSM_LAYER_MAMBA2: {
+            const ssm_mamba2_config *m = &c->mamba2;
+            double DI = m->d_inner, CD = DI + 2.0 * m->ngroups * m->d_state;
+            sum += (DI + CD + m->nheads) * D + D * DI;
+            break;
+        }
+        case SSM_LAYER_ATTENTION: {
+            const ssm_attention_config *a = &c->attention;
+            double hd = a->head_dim ? a->head_dim : D / a->n_heads;
+            sum += 2 * D * hd * (a->n_heads + a->n_kv_heads);
+            break;
+        }
+        case SSM_LAYER_MLP:
+            sum += (c->mlp.activation == SSM_MLP_SWIGLU ? 3.0 : 2.0) * D * c->mlp.d_ff;
+            break;
+        default: break;
+        }
     }
-    return 2.0 * (c->n_layer * layer + (double)c->vocab_size * D);
+    return 2.0 * (sum + (double)c->vocab_size * D);
 }
 
-/* kind SSM_LAYER_MAMBA2: headdim 64, d_state 128, ngroups 1, chunk 256 (mamba_ssm's defaults) */
-static int run_shape(const char *name, ssm_layer_kind kind, int vocab, int d_model, int n_layer,
-                     int B, int L, int iters, double peak) {
+/* kind SSM_LAYER_MAMBA2: headdim 64, d_state 128, ngroups 1, chunk 256 (mamba_ssm's defaults);
+ * pattern (or NULL: every layer of that kind) as ssm_config_set_pattern reads it, its Mamba
+ * layers of that kind, the other kinds at their defaults (attention: heads of 64, no RoPE;
+ * MLP: relu2, d_ff 4 d_model) */
+static int run_shape(const char *name, ssm_layer_kind kind, const char *pattern, int vocab,
+                     int d_model, int n_layer, int B, int L, int iters, double peak) {
     ssm_config c = ssm_config_default(vocab, d_model, n_layer);
     ssm_config_set_kind(&c, kind);
+    if (pattern && ssm_config_set_pattern(&c, pattern, kind)) {
+        fprintf(stderr, "bench_cpu: %s\n", ssm_last_error());
+        return 1;
+    }
     if (kind == SSM_LAYER_MAMBA2 && d_model < 64) c.mamba2.headdim = 16, c.mamba2.d_state = 32;
     ssm_model *m;
     ssm_adamw *opt;
@@ -248,8 +271,9 @@ int main(int argc, char **argv) {
         else if (o == 's') shape = optarg;
         else if (o == 'i') iters = atoi(optarg);
         else {
-            printf("usage: bench_cpu [--threads N] [--shape dna|small|130m|dna2|130m2|decode|all] [--iters N]\n"
+            printf("usage: bench_cpu [--threads N] [--shape dna|small|130m|dna2|130m2|130mh|decode|all] [--iters N]\n"
                    "  dna2, 130m2: the same shapes with Mamba-2 layers (130m2: headdim 64, d_state 128)\n"
+                   "  130mh: the Mamba-2-Hybrid layout at that width (12 Mamba-2, 2 attention, 14 MLP)\n"
                    "  decode: ssm_step at 130m (B 1 and 8), dna (4 x 64, V 16, B 1) and 130m2 (B 1)\n"
                    "          beside the memory-bandwidth floor measured in the same run\n");
             return o == 'h' ? 0 : 2;
@@ -264,15 +288,20 @@ int main(int argc, char **argv) {
     printf("bench_cpu: %d threads, SGEMM %.1f GFLOP/s (1536^3, best of 5)\n", ssm_get_threads(), peak);
     int rc = 0;
     if (!strcmp(shape, "dna") || !strcmp(shape, "all"))
-        rc |= run_shape("dna", SSM_LAYER_MAMBA1, 12, 64, 4, 8, 4096, iters, peak);
+        rc |= run_shape("dna", SSM_LAYER_MAMBA1, NULL, 12, 64, 4, 8, 4096, iters, peak);
     if (!strcmp(shape, "dna2") || !strcmp(shape, "all"))
-        rc |= run_shape("dna2", SSM_LAYER_MAMBA2, 12, 64, 4, 8, 4096, iters, peak);
+        rc |= run_shape("dna2", SSM_LAYER_MAMBA2, NULL, 12, 64, 4, 8, 4096, iters, peak);
     if (!strcmp(shape, "small") || !strcmp(shape, "all"))
-        rc |= run_shape("small", SSM_LAYER_MAMBA1, 16, 128, 6, 1, 1024, iters, peak) |
-              run_shape("small", SSM_LAYER_MAMBA1, 16, 128, 6, 8, 1024, iters, peak);
+        rc |= run_shape("small", SSM_LAYER_MAMBA1, NULL, 16, 128, 6, 1, 1024, iters, peak) |
+              run_shape("small", SSM_LAYER_MAMBA1, NULL, 16, 128, 6, 8, 1024, iters, peak);
     if (!strcmp(shape, "130m") || !strcmp(shape, "all"))
-        rc |= run_shape("130m", SSM_LAYER_MAMBA1, 50280, 768, 24, 1, 512, iters > 2 ? 2 : iters, peak);
+        rc |= run_shape("130m", SSM_LAYER_MAMBA1, NULL, 50280, 768, 24, 1, 512, iters > 2 ? 2 : iters, peak);
     if (!strcmp(shape, "130m2") || !strcmp(shape, "all"))
-        rc |= run_shape("130m2", SSM_LAYER_MAMBA2, 50280, 768, 24, 1, 512, iters > 2 ? 2 : iters, peak);
+        rc |= run_shape("130m2", SSM_LAYER_MAMBA2, NULL, 50280, 768, 24, 1, 512, iters > 2 ? 2 : iters, peak);
+    /* the Mamba-2-Hybrid layout (NVIDIA's 24 Mamba-2, 4 attention, 28 MLP, scaled): 12 Mamba-2
+     * and 2 attention layers, each followed by an MLP layer */
+    if (!strcmp(shape, "130mh") || !strcmp(shape, "all"))
+        rc |= run_shape("130mh", SSM_LAYER_MAMBA2, "M-M-M-*-M-M-M-M-M-*-M-M-M-M-", 50280, 768, 28,
+                        1, 512, iters > 2 ? 2 : iters, peak);
     return rc;
 }
