@@ -62,14 +62,16 @@ ssm_status ssm_patch_validate(const ssm_config *c) {
 void ssm_patch_init(const ssm_config *c, ssm_rng *rng, float *const *p) {
     ssm_patch_tensor t[SSM_PATCH_TENSORS];
     int n = ssm_patch_tensors(c, t);
-    for (int i = 0; i < n; i += 2) { /* weight (out, in) then its bias, fan_in = in */
-        int64_t out = t[i].shape[0], in = t[i].shape[1];
-        ssm_fill_uniform(rng, p[i], (size_t)(out * in), 1.0 / sqrt((double)in));
-        if (i + 1 < n && t[i + 1].ndim == 1) {
-            ssm_fill_uniform(rng, p[i + 1], (size_t)out, 1.0 / sqrt((double)in));
-        } else { /* the centre's weight has no bias: the score's pair follows it */
-            i--;
-        }
+    double bound = 1; /* a bias takes its weight's: 1/sqrt(the weight's fan_in) */
+    for (int i = 0; i < PATCH_SCORE_W && i < n; i++) {
+        if (t[i].ndim == 2) bound = 1.0 / sqrt((double)t[i].shape[1]);
+        ssm_fill_uniform(rng, p[i], (size_t)(t[i].shape[0] * (t[i].ndim == 2 ? t[i].shape[1] : 1)), bound);
+    }
+    /* the score starts at 0: every group ties, so the first order is the task's (ties go by
+     * index) and every weight sigmoid(0) = 1/2; its gradient is not 0, and training moves it */
+    if (n > PATCH_SCORE_W) {
+        memset(p[PATCH_SCORE_W], 0, (size_t)c->d_model * sizeof(float));
+        p[PATCH_SCORE_B][0] = 0;
     }
 }
 
@@ -80,7 +82,7 @@ int ssm_patch_positions(const ssm_config *c, int L) {
 void ssm_patch_acts_free(ssm_patch_acts *a) {
     if (!a) return;
     free(a->pts), free(a->h1), free(a->z), free(a->h3), free(a->y), free(a->d_a), free(a->d_z);
-    free(a->arg_f), free(a->arg_y), free(a->e), free(a->d_e), free(a->score), free(a->order);
+    free(a->arg_f), free(a->f_max), free(a->arg_y), free(a->e), free(a->d_e), free(a->score), free(a->order);
     free(a);
 }
 
@@ -108,7 +110,8 @@ static ssm_status patch_buffers(ssm_model *m, int B, int L, int k) {
         if (ok) p->cap_points = Tk;
     }
     if (ok && T > p->cap_groups) {
-        ok = grow((void **)&p->arg_f, T * w[1], sizeof(int)) && grow((void **)&p->arg_y, T * D, sizeof(int)) &&
+        ok = grow((void **)&p->arg_f, T * w[1], sizeof(int)) && grow((void **)&p->f_max, T * w[1], sizeof(float)) &&
+             grow((void **)&p->arg_y, T * D, sizeof(int)) &&
              grow((void **)&p->e, T * D, sizeof(float)) && grow((void **)&p->d_e, T * D, sizeof(float)) &&
              grow((void **)&p->score, T, sizeof(float)) && grow((void **)&p->order, T, sizeof(int));
         if (ok) p->cap_groups = T;
@@ -159,9 +162,9 @@ ssm_status ssm_patch_forward(ssm_model *m, const float *x, int B, int L, float *
     relu(a->h1, Tk * w[0]);
     for (size_t r = 0; r < Tk; r++) memcpy(a->z + r * 2 * w1 + w1, P[PATCH_MLP1_2_B], (size_t)w1 * sizeof(float));
     cpu_matmul_forward(a->z + w1, 2 * w1, 1.0f, a->h1, w[0], P[PATCH_MLP1_2_W], (int)Tk, w[0], w1);
-    /* the group's max of f beside each point's f: e is free until its own max below */
-    max_over_points(a->e, a->arg_f, a->z + w1, 2 * w1, T, k, w1);
-    for (size_t r = 0; r < Tk; r++) memcpy(a->z + r * 2 * w1, a->e + (r / k) * w1, (size_t)w1 * sizeof(float));
+    /* the group's max of f beside each point's f */
+    max_over_points(a->f_max, a->arg_f, a->z + w1, 2 * w1, T, k, w1);
+    for (size_t r = 0; r < Tk; r++) memcpy(a->z + r * 2 * w1, a->f_max + (r / k) * w1, (size_t)w1 * sizeof(float));
     /* mlp2 per point, then the max over the group and the centre's embedding */
     cpu_linear_forward(a->h3, a->z, P[PATCH_MLP2_0_W], P[PATCH_MLP2_0_B], (int)Tk, 2 * w1, w[2]);
     relu(a->h3, Tk * w[2]);

@@ -41,6 +41,7 @@ typedef struct ssm_patch_acts {
     float *y;      /* (T k, D) mlp2's output; the backward's d y */
     float *d_a;    /* (T k, max(w0, w2)) scratch of the backward */
     float *d_z;    /* (T k, 2 w1) */
+    float *f_max;  /* (T, w1) the max over each group's f */
     int *arg_f;    /* (T, w1) the point j of each channel's max over f */
     int *arg_y;    /* (T, D)  the point j of each channel's max over y */
     float *e;      /* (T, D) the groups' embeddings (before the sigmoid weight) */

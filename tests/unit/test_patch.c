@@ -29,6 +29,10 @@ static ssm_model *model_for(const char *pattern, int score_order, int both, uint
     ssm_model *m;
     TU_OK(ssm_model_create(&c, &m));
     TU_OK(ssm_model_init(m, seed));
+    float *noise = malloc(m->n_params * sizeof(float)); /* the score too: it starts at 0 */
+    tu_fill_uniform(noise, m->n_params, -0.1f, 0.1f, seed + 1);
+    for (size_t i = 0; i < m->n_params; i++) m->params_blob[i] += noise[i];
+    free(noise);
     return m;
 }
 

@@ -180,7 +180,8 @@ typedef enum ssm_bidirectional {
  *   y_j = mlp2([max_j f ; f_j]) 2 w1 -> w2 -> D, ReLU between
  *   e   = max_j y_j + centre . W_c^T                               (D) the group's embedding
  * order = score: s = e . w + b per group; the groups sorted by s (descending, ties by index),
- * each e scaled by sigmoid(s) (so the score is trained); reading = both: the backbone reads the
+ * each e scaled by sigmoid(s) (so the score is trained; w and b start at 0, i.e. the input's
+ * order); reading = both: the backbone reads the
  * sorted groups, then the same reversed (L = 2 G from G inputs). */
 typedef enum ssm_patch_kind { SSM_PATCH_NONE = 0, SSM_PATCH_POINTNET = 1 } ssm_patch_kind;
 typedef struct ssm_patch_config {
