@@ -88,6 +88,7 @@ static ssm_status read_patch(const ssm_recipe *r, ssm_node *m, ssm_patch_config 
     if (w && !kind)
         return ssm_set_error(SSM_ERR_ARG, "%s: patch_widths without model.patch: pointnet",
                              ssm_node_where(r, w, where, sizeof where));
+    if (!kind) *p = (ssm_patch_config){0}; /* none: as a checkpoint without ssm.patch reads */
     if (!w) return SSM_OK;
     if (w->kind != SSM_NODE_SEQ || w->n != 3)
         return ssm_set_error(SSM_ERR_ARG, "%s: patch_widths must be a list of three widths [w0, w1, "
