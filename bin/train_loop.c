@@ -105,7 +105,7 @@ static ssm_status load_checkpoint(run *r) {
         a->d_state != b->d_state || a->d_conv != b->d_conv || a->d_inner != b->d_inner ||
         a->dt_rank != b->dt_rank || memcmp(a->layer_kind, b->layer_kind, (size_t)a->n_layer) ||
         (mamba2 && memcmp(&a->mamba2, &b->mamba2, sizeof a->mamba2)) ||
-        memcmp(&a->io, &b->io, sizeof a->io))
+        memcmp(&a->io, &b->io, sizeof a->io) || memcmp(&a->patch, &b->patch, sizeof a->patch))
         return ssm_set_error(SSM_ERR_SHAPE, "%s: the saved model does not match the recipe's model "
                              "section", r->path);
     if ((s = ssm_adamw_create(&r->set->adamw, r->model, &r->opt))) return s;

@@ -145,6 +145,13 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
         PUT("ssm.io.loss", "%d", (int)io->loss);
         if (io->bidirectional) PUT("ssm.io.bidirectional", "1");
     }
+    const ssm_patch_config *pc = &c->patch; /* the patch encoder (absent: none) */
+    if (pc->kind == SSM_PATCH_POINTNET) {
+        PUT("ssm.patch", "pointnet");
+        PUT("ssm.patch.widths", "%d,%d,%d", pc->widths[0], pc->widths[1], pc->widths[2]);
+        PUT("ssm.patch.order", "%s", pc->score_order ? "score" : "input");
+        PUT("ssm.patch.reading", "%s", pc->both ? "both" : "forward");
+    }
     /* Caduceus' options (absent: causal) */
     if (c->bidirectional) PUT("ssm.bidirectional", "%s", c->bidirectional == SSM_BIDIR_MUL ? "mul" : "add");
     if (c->rcps) {
@@ -545,6 +552,26 @@ static ssm_status io_from_metadata(const ssm_safetensors *st, const char *file, 
     return SSM_OK;
 }
 
+/* ssm.patch* (absent: no patch encoder) */
+static ssm_status patch_from_metadata(const ssm_safetensors *st, const char *file, ssm_config *c) {
+    const char *kind = ssm_safetensors_meta(st, "ssm.patch"), *w = ssm_safetensors_meta(st, "ssm.patch.widths");
+    if (!kind) return SSM_OK;
+    ssm_patch_config *p = &c->patch;
+    int input, forward;
+    char end;
+    if (strcmp(kind, "pointnet"))
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.patch = '%s' is not pointnet", kind);
+    if (!w || sscanf(w, "%d,%d,%d%c", &p->widths[0], &p->widths[1], &p->widths[2], &end) != 3)
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.patch.widths = '%s' is not three "
+                             "integers w0,w1,w2", w ? w : "(absent)");
+    ssm_status s;
+    if ((s = meta_choice(st, file, "ssm.patch.order", "score", "input", &input)) ||
+        (s = meta_choice(st, file, "ssm.patch.reading", "both", "forward", &forward)))
+        return s;
+    p->kind = SSM_PATCH_POINTNET, p->score_order = !input, p->both = !forward;
+    return SSM_OK;
+}
+
 static ssm_status config_from_metadata(const ssm_safetensors *st, const char *file,
                                        ssm_config *c) {
     int *fields[N_META_INTS] = {&c->vocab_size, &c->d_model, &c->n_layer, &c->d_state,
@@ -582,6 +609,7 @@ static ssm_status config_from_metadata(const ssm_safetensors *st, const char *fi
                     "ssm.d_model = %d * %d", c->d_inner, c->expand, c->d_model);
     ssm_status s = layers_from_metadata(st, file, c);
     if (!s) s = io_from_metadata(st, file, c);
+    if (!s) s = patch_from_metadata(st, file, c);
     return s ? s : ssm_caduceus_from_metadata(st, file, c);
 }
 

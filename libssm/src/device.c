@@ -70,6 +70,9 @@ static ssm_status cuda_forward(ssm_model *m, const int32_t *tokens, const int32_
 
 /* the CUDA backend runs language models: ssm_forward_io is the CPU's */
 static ssm_status cuda_supports(const ssm_config *c) {
+    if (c->patch.kind != SSM_PATCH_NONE)
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend has no patch encoder (model.patch: "
+                             "pointnet runs on the CPU): use --device cpu");
     if (!ssm_io_is_lm(c))
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs token models with the "
                              "tied LM head; this model's float inputs or head run on the CPU: use "

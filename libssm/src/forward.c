@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cpu_ops.h"
+#include "patch.h"
 #include "layers.h"
 
 void ssm_acts_free(ssm_activations *a) {
@@ -23,6 +24,7 @@ void ssm_acts_free(ssm_activations *a) {
     free(a->io_pooled);
     free(a->io_labels);
     free(a->io_values);
+    ssm_patch_acts_free(a->patch);
     free(a);
 }
 

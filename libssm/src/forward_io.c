@@ -2,6 +2,8 @@
  *
  *   r_0 = embedding[tokens]                     tokens
  *       | x . input_proj^T + input_bias         x (T, P F): P steps of F floats per position
+ *       | patch(x)                              config.patch (patch.c): PointNet per group, in
+ *                                               the learned order; (B, 2 L, D) when both ways
  *   h_f = blocks(r_0)                           (T, D)  the block loop of forward.c
  *   LM:         logits (T, V) = h_f . embedding^T,         cross-entropy on targets >= 0
  *   regression: y (T, F')     = h_f . head^T + head_bias,  MSE or MAE on values not NaN
@@ -15,6 +17,7 @@
 
 #include "cpu_ops.h"
 #include "internal.h"
+#include "patch.h"
 
 static ssm_status grow(float **p, size_t n) {
     float *q = realloc(*p, (n ? n : 1) * sizeof(float));
@@ -75,8 +78,10 @@ static ssm_status check_io(const ssm_model *m, const ssm_io *io, int B, int L, f
 ssm_status ssm_forward_io(ssm_model *m, const ssm_io *io, int B, int L, float *loss) {
     if (!m) return ssm_set_error(SSM_ERR_ARG, "ssm_forward_io: model is NULL");
     ssm_status s = check_io(m, io, B, L, loss);
-    if (s || (s = ssm_acts_plan(m, B, L))) return s;
     const ssm_config *c = &m->config;
+    int L_in = L; /* the task's positions; the backbone's are L */
+    L = ssm_patch_positions(c, L_in);
+    if (s || (s = ssm_acts_plan(m, B, L))) return s;
     const ssm_io_config *ioc = &c->io;
     ssm_activations *a = m->acts;
     int D = c->d_model, T = B * L, PF = ioc->patch * ioc->features, F = ioc->outputs;
@@ -85,7 +90,10 @@ ssm_status ssm_forward_io(ssm_model *m, const ssm_io *io, int B, int L, float *l
     if ((s = io_buffers(a, widest, rows, D))) return s;
     const ssm_params *p = &m->params;
 
-    if (ioc->features) { /* r_0 = x . input_proj^T + input_bias */
+    if (c->patch.kind != SSM_PATCH_NONE) { /* r_0 = patch(x) */
+        memcpy(a->io_inputs, io->features, (size_t)B * L_in * PF * sizeof(float));
+        if ((s = ssm_patch_forward(m, a->io_inputs, B, L_in, a->layers[0].resid))) return s;
+    } else if (ioc->features) { /* r_0 = x . input_proj^T + input_bias */
         memcpy(a->io_inputs, io->features, (size_t)T * PF * sizeof(float));
         cpu_linear_forward(a->layers[0].resid, a->io_inputs, p->input_proj, p->input_bias, T, PF, D);
     } else { /* r_0 = embedding[tokens] */
@@ -177,7 +185,9 @@ ssm_status ssm_cpu_io_backward(ssm_model *m) {
     }
     ssm_cpu_blocks_backward(m);
     /* the input: d r_0 (bw->d_resid) into the projection or the embedding */
-    if (ioc->features) {
+    if (c->patch.kind != SSM_PATCH_NONE) {
+        ssm_patch_backward(m, a->io_inputs, bw->d_resid);
+    } else if (ioc->features) {
         int PF = ioc->patch * ioc->features;
         cpu_linear_backward(NULL, g->input_proj, g->input_bias, bw->d_resid, a->io_inputs,
                             p->input_proj, T, PF, D);

@@ -148,6 +148,7 @@ struct ssm_activations {
     float *io_values;     /* (T, F') regression targets */
     size_t io_capacity;   /* floats each of inputs, outputs, values hold */
     float io_count;       /* scored elements of the last loss */
+    struct ssm_patch_acts *patch; /* config.patch's (patch.h), grown as needed */
     float *matmul_scratch; /* (threads, tile rows, widest n_in + n_out) row-exact matmuls */
     int exact;            /* this forward's rows must not depend on B or threads (ssm_pass_matmul) */
     int scratch_threads;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "patch.h"
 
 ssm_config ssm_config_default(int vocab_size, int d_model, int n_layer) {
     ssm_config c = {0};
@@ -239,7 +240,7 @@ ssm_status ssm_config_validate(ssm_config *c) {
     if (c->dt_min <= 0 || c->dt_max < c->dt_min)
         return ssm_set_error(SSM_ERR_ARG, "model dt_min/dt_max = %g/%g must satisfy 0 < min <= max",
                              c->dt_min, c->dt_max);
-    if ((s = validate_io(c))) return s;
+    if ((s = validate_io(c)) || (s = ssm_patch_validate(c))) return s;
     if (uses(c, SSM_LAYER_MAMBA2) && (s = validate_mamba2(c))) return s;
     if (uses(c, SSM_LAYER_ATTENTION) && (s = validate_attention(c))) return s;
     if (uses(c, SSM_LAYER_MLP)) {
@@ -254,7 +255,9 @@ ssm_status ssm_config_validate(ssm_config *c) {
 }
 
 static int n_tensors_of(const ssm_config *c) {
-    int n = 2 + 2 * (c->io.features > 0) + 2 * (c->io.head != SSM_HEAD_LM); /* + io's */
+    ssm_patch_tensor patch[SSM_PATCH_TENSORS];
+    int n_patch = ssm_patch_tensors(c, patch);
+    int n = 2 + 2 * (c->io.features > 0 && !n_patch) + n_patch + 2 * (c->io.head != SSM_HEAD_LM);
     for (int i = 0; i < c->n_layer; i++) n += 1 + ssm_kind_of(c, i)->n_tensors;
     return n;
 }
@@ -304,7 +307,11 @@ static void build_tensor_table(ssm_model *m) {
     add_tensor(m, &off, 0, 1, norm, "backbone.norm_f.weight");
     /* config.io's, after the backbone's so a language model's offsets never move */
     const ssm_io_config *io = &c->io;
-    if (io->features) {
+    ssm_patch_tensor patch[SSM_PATCH_TENSORS];
+    int n_patch = ssm_patch_tensors(c, patch); /* the patch encoder replaces input_proj */
+    for (int i = 0; i < n_patch; i++)
+        add_tensor(m, &off, patch[i].decay, patch[i].ndim, patch[i].shape, patch[i].name);
+    if (io->features && !n_patch) {
         int64_t w[2] = {c->d_model, (int64_t)io->patch * io->features};
         add_tensor(m, &off, 1, 2, w, "backbone.input_proj.weight");
         add_tensor(m, &off, 0, 1, norm, "backbone.input_proj.bias");
@@ -330,7 +337,10 @@ static void bind_params(const ssm_model *m, float *blob, ssm_params *p) {
     }
     p->norm_f = blob + t[k++].offset;
     p->input_proj = p->input_bias = p->head = p->head_bias = NULL;
-    if (m->config.io.features) {
+    ssm_patch_tensor patch[SSM_PATCH_TENSORS];
+    int n_patch = ssm_patch_tensors(&m->config, patch);
+    for (int i = 0; i < SSM_PATCH_TENSORS; i++) p->patch[i] = i < n_patch ? blob + t[k++].offset : NULL;
+    if (m->config.io.features && !n_patch) {
         p->input_proj = blob + t[k++].offset;
         p->input_bias = blob + t[k++].offset;
     }
@@ -411,7 +421,7 @@ ssm_status ssm_model_init(ssm_model *m, uint64_t seed) {
     }
     /* the input projection and the head as torch's nn.Linear: U(+-1/sqrt(fan_in)), bias too */
     const ssm_io_config *io = &c->io;
-    if (io->features) {
+    if (io->features && c->patch.kind == SSM_PATCH_NONE) {
         int fan_in = io->patch * io->features;
         ssm_fill_uniform(&rng, p->input_proj, (size_t)D * fan_in, 1.0 / sqrt(fan_in));
         ssm_fill_uniform(&rng, p->input_bias, (size_t)D, 1.0 / sqrt(fan_in));
@@ -420,5 +430,6 @@ ssm_status ssm_model_init(ssm_model *m, uint64_t seed) {
         ssm_fill_uniform(&rng, p->head, (size_t)io->outputs * D, 1.0 / sqrt(D));
         ssm_fill_uniform(&rng, p->head_bias, (size_t)io->outputs, 1.0 / sqrt(D));
     }
+    ssm_patch_init(c, &rng, p->patch); /* after the others: their draws stay as they were */
     return SSM_OK;
 }

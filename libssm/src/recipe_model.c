@@ -13,7 +13,8 @@ static const char *const model_keys[] = {
     "mixer", "headdim", "ngroups", "chunk_size", "dt_limit", "pattern", "n_heads", "n_kv_heads",
     "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation", "selective",
     "inner_norms", "n_experts", "top_k", "moe_d_ff", "moe_activation", "routing", "norm_topk",
-    "routed_scaling", "aux_loss_coef", "shared_d_ff", "bidirectional", "rcps", NULL};
+    "routed_scaling", "aux_loss_coef", "shared_d_ff", "bidirectional", "rcps", "patch",
+    "patch_widths", "patch_order", "patch_reading", NULL};
 
 /* the mixture-of-experts keys (Jamba's routing by default) */
 static ssm_status read_moe(const ssm_recipe *r, ssm_node *m, int d_model, ssm_moe_config *o) {
@@ -66,6 +67,41 @@ static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer
                                  it->kind == SSM_NODE_SCALAR ? it->value : "(not a name)");
         }
         c->layer_kind[i] = (unsigned char)k;
+    }
+    return SSM_OK;
+}
+
+/* model.patch (none | pointnet), patch_widths [w0, w1, w2], patch_order (score | input),
+ * patch_reading (both | forward): the patch encoder (ssm.h, patch.c) */
+static ssm_status read_patch(const ssm_recipe *r, ssm_node *m, ssm_patch_config *p) {
+    const char *const kinds[] = {"none", "pointnet", NULL}, *const orders[] = {"score", "input", NULL},
+                      *const readings[] = {"both", "forward", NULL};
+    int kind, order, reading;
+    ssm_status s;
+    if ((s = ssm_node_choice(r, m, "patch", kinds, 0, &kind)) ||
+        (s = ssm_node_choice(r, m, "patch_order", orders, 0, &order)) ||
+        (s = ssm_node_choice(r, m, "patch_reading", readings, 0, &reading)))
+        return s;
+    *p = (ssm_patch_config){(ssm_patch_kind)kind, {32, 64, 64}, order == 0, reading == 0};
+    ssm_node *w = m ? ssm_node_get(m, "patch_widths") : NULL;
+    char where[256];
+    if (w && !kind)
+        return ssm_set_error(SSM_ERR_ARG, "%s: patch_widths without model.patch: pointnet",
+                             ssm_node_where(r, w, where, sizeof where));
+    if (!kind) *p = (ssm_patch_config){0}; /* none: as a checkpoint without ssm.patch reads */
+    if (!w) return SSM_OK;
+    if (w->kind != SSM_NODE_SEQ || w->n != 3)
+        return ssm_set_error(SSM_ERR_ARG, "%s: patch_widths must be a list of three widths [w0, w1, "
+                             "w2] (mlp1 3 -> w0 -> w1, mlp2 2 w1 -> w2 -> d_model)",
+                             ssm_node_where(r, w, where, sizeof where));
+    for (int i = 0; i < 3; i++) {
+        ssm_node *it = w->items[i];
+        char *end = NULL;
+        long v = it->kind == SSM_NODE_SCALAR ? strtol(it->value, &end, 10) : 0;
+        if (!end || end == it->value || *end || v < 1 || v > 4096)
+            return ssm_set_error(SSM_ERR_ARG, "%s: a patch width must be an integer in [1, 4096]",
+                                 ssm_node_where(r, it, where, sizeof where));
+        p->widths[i] = (int)v;
     }
     return SSM_OK;
 }
@@ -179,6 +215,8 @@ ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_confi
         return s;
     ssm_node *dl = m ? ssm_node_get(m, "dt_limit") : NULL;
     if (dl && (s = read_dt_limit(r, dl, c.mamba2.dt_limit))) return s;
+    ssm_patch_config patch;
+    if ((s = read_patch(r, m, &patch))) return s;
     if (m && (s = ssm_node_check_unknown(r, m, "model", model_keys))) return s;
 
     c.d_model = (int)d_model;
@@ -199,6 +237,7 @@ ssm_status ssm_config_from_recipe(const ssm_recipe *r, int vocab_size, ssm_confi
         else snprintf(where, sizeof where, "%s", r->path);
         return ssm_set_error(s, "%s: %s", where, msg);
     }
+    c.patch = patch; /* checked with the task's inputs, when the model is made */
     *out = c;
     return SSM_OK;
 }

@@ -151,10 +151,19 @@ static ssm_status read_options(pt_task *t, const ssm_recipe *r, ssm_node *task) 
     double rot;
     int reading;
     ssm_status s;
+    /* model.patch: pointnet orders and reads the groups itself: each group once, here */
+    ssm_node *model = ssm_node_get(r->root, "model"), *patch = model ? ssm_node_get(model, "patch") : NULL;
+    int patched = patch && patch->kind == SSM_NODE_SCALAR && !strcmp(patch->value, "pointnet");
+    char where[256];
+    if (patched && task && ssm_node_get(task, "reading") && strcmp(ssm_node_get(task, "reading")->value, "forward"))
+        return ssm_set_error(SSM_ERR_ARG, "%s: task.reading: both with model.patch: pointnet: the patch "
+                             "encoder sorts the groups and reads them both ways itself "
+                             "(model.patch_reading); use task.reading: forward (its default)",
+                             ssm_node_where(r, ssm_node_get(task, "reading"), where, sizeof where));
     if ((s = ssm_node_int(r, task, "points", 512, 1, 1 << 16, &N)) ||
         (s = ssm_node_int(r, task, "groups", 32, 1, 4096, &G)) ||
         (s = ssm_node_int(r, task, "neighbours", 16, 1, 256, &k)) ||
-        (s = ssm_node_choice(r, task, "reading", readings, 0, &reading)) ||
+        (s = ssm_node_choice(r, task, "reading", readings, patched, &reading)) ||
         (s = ssm_node_strings(r, task, "classes", &t->classes, &t->n_classes)) ||
         (s = ssm_node_float(r, task, "rotate_degrees", 0, 0, 180, &rot)) ||
         (s = ssm_node_float(r, task, "scale_min", 0.8, 0.01, 100, &o->augment.scale_lo)) ||
@@ -165,7 +174,6 @@ static ssm_status read_options(pt_task *t, const ssm_recipe *r, ssm_node *task) 
         return s;
     o->points = (int)N, o->groups = (int)G, o->neighbours = (int)k, o->both_ways = reading == 0;
     o->augment.rotate = rot * M_PI / 180;
-    char where[256];
     if (G * k > N || G > N)
         return ssm_set_error(SSM_ERR_ARG, "%s: task.groups x task.neighbours = %lld x %lld is more than "
                              "task.points = %lld", ssm_node_where(r, task, where, sizeof where), G, k, N);

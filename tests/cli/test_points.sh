@@ -2,7 +2,7 @@
 # test_points.sh: the point-cloud task through the programs: a few training steps on a small
 # copy of data/points (classify head, the accuracy metric), ssm-score on a folder (TSV of the
 # class and the probabilities, the accuracy) and on a list of files, points-nn, and bad input
-# refused naming the file.
+# refused naming the file; the same with the PointNet patch encoder (model.patch).
 # Environment: SSM_BIN (folder of the programs), SSM_SRC (source tree), SSM_POINTS_NN.
 set -u
 BIN=${SSM_BIN:?}; SRC=${SSM_SRC:?}; NN=${SSM_POINTS_NN:?}
@@ -43,6 +43,14 @@ check "a file scores the same alone as in its folder" '[ "$(grep "^test/4/" scor
 
 "$NN" --points 128 train test > nn.txt 2> err
 check "points-nn: the descriptor baseline" '[ $? -eq 0 ] && grep -q "accuracy [0-9.]* (.* of 12 test shapes; 12 training shapes)" nn.txt'
+
+# the PointNet patch encoder and its learned order (model.patch), trained, saved and scored
+"$BIN/ssm-train" tiny.yaml --force --output pn --set model.patch=pointnet --set 'model.patch_widths=[8,16,8]' 2> err
+check "train with model.patch: pointnet" '[ $? -eq 0 ] && grep -q "validation loss .* accuracy" err'
+"$BIN/ssm-score" pn test > pn.tsv 2> err
+check "score the patch encoder's run" '[ $? -eq 0 ] && [ "$(wc -l < pn.tsv)" -eq 13 ] && grep -q "accuracy" err'
+"$BIN/ssm-train" tiny.yaml --force --output pn2 --set model.patch=pointnet --set task.reading=both 2> err
+check "task.reading: both with the patch encoder refused" '[ $? -ne 0 ] && grep -q "task.reading: both with model.patch: pointnet" err'
 
 # bad input: one line naming the file (and the byte or line)
 f=$(ls test/1/* | head -1)

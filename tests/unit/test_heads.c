@@ -90,11 +90,7 @@ static int check_case(const io_case *k) {
     for (int t = 0; t < m->n_tensors; t++) {
         const ssm_tensor_info *ti = &m->tensors[t];
         float *v = malloc(ti->numel * sizeof(float));
-        tu_fill_uniform(v, ti->numel, -1, 1, 100 + t);
-        double vn = 0, an = 0;
-        for (size_t i = 0; i < ti->numel; i++) vn += (double)v[i] * v[i];
-        for (size_t i = 0; i < ti->numel; i++) v[i] /= (float)sqrt(vn);
-        for (size_t i = 0; i < ti->numel; i++) an += (double)grad[ti->offset + i] * v[i];
+        double an = tu_unit_direction(v, ti->numel, grad + ti->offset, 100 + t);
         float *p = m->params_blob + ti->offset;
         const double eps = 2e-3;
         for (size_t i = 0; i < ti->numel; i++) p[i] += (float)(eps * v[i]);

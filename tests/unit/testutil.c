@@ -13,6 +13,15 @@ void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed) {
     }
 }
 
+double tu_unit_direction(float *v, size_t n, const float *grad, uint64_t seed) {
+    tu_fill_uniform(v, n, -1, 1, seed);
+    double vn = 0, an = 0;
+    for (size_t i = 0; i < n; i++) vn += (double)v[i] * v[i];
+    for (size_t i = 0; i < n; i++) v[i] /= (float)sqrt(vn);
+    for (size_t i = 0; i < n; i++) an += (double)grad[i] * v[i];
+    return an;
+}
+
 double tu_rel_err(const float *a, const float *b, size_t n) {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {

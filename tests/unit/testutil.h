@@ -12,6 +12,9 @@
 
 /* Fill x with uniform values in [lo, hi) from a deterministic generator. */
 void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
+/* v (n): a random unit direction, deterministic in seed; returns grad . v (the directional
+ * derivative a finite difference along v checks) */
+double tu_unit_direction(float *v, size_t n, const float *grad, uint64_t seed);
 /* ||a - b|| / ||b|| computed in double. */
 /* n tokens uniform in [0, vocab), deterministic in seed */
 void tu_random_tokens(int32_t *tok, int n, int vocab, uint64_t seed);

@@ -173,6 +173,24 @@ typedef enum ssm_bidirectional {
 } ssm_bidirectional;
 #define SSM_RCPS_MAX_VOCAB 256
 
+/* A trainable patch encoder in the input stage (docs/points.md, 'The PointNet patch encoder';
+ * patch.c): each position's F = 3 + 3 k floats are a group's centre and its k points relative
+ * to it (the points task's layout). PointNet (Point-BERT's two-stage encoder, no batch norm):
+ *   f_j = mlp1(p_j)             3 -> w0 -> w1, ReLU between         per point j of the group
+ *   y_j = mlp2([max_j f ; f_j]) 2 w1 -> w2 -> D, ReLU between
+ *   e   = max_j y_j + centre . W_c^T                               (D) the group's embedding
+ * order = score: s = e . w + b per group; the groups sorted by s (descending, ties by index),
+ * each e scaled by sigmoid(s) (so the score is trained; w and b start at 0, i.e. the input's
+ * order); reading = both: the backbone reads the
+ * sorted groups, then the same reversed (L = 2 G from G inputs). */
+typedef enum ssm_patch_kind { SSM_PATCH_NONE = 0, SSM_PATCH_POINTNET = 1 } ssm_patch_kind;
+typedef struct ssm_patch_config {
+    ssm_patch_kind kind;
+    int widths[3];           /* w0, w1, w2 */
+    int score_order;         /* 1: the learned importance order; 0: the input's order */
+    int both;                /* 1: sorted, then reversed (2 L positions); 0: L */
+} ssm_patch_config;
+
 typedef struct ssm_config {
     int vocab_size; /* rows of the embedding (padded to a multiple of 8 by ssm_config_default) */
     int d_model;    /* D */
@@ -205,6 +223,7 @@ typedef struct ssm_config {
     int rcps;          /* 1: reverse-complement parameter sharing (two strands, tied weights) */
     int rcps_unfused;  /* 1: Caduceus' fused_add_norm false (no half swap in the blocks) */
     unsigned char complement[SSM_RCPS_MAX_VOCAB]; /* (vocab_size) token -> its complement */
+    ssm_patch_config patch; /* kind none: x . input_proj^T + bias (or the embedding) */
 } ssm_config;
 
 /* The reference defaults for a Mamba-1 model of this size (every layer SSM_LAYER_MAMBA1, the
@@ -309,6 +328,7 @@ typedef struct ssm_bimamba_params {
 } ssm_bimamba_params;
 
 #define SSM_MIXER_MAX_TENSORS 20
+#define SSM_PATCH_TENSORS 11
 typedef struct ssm_layer_params {
     float *norm;      /* (D)            backbone.layers.{i}.norm.weight */
     union {           /* the mixer's, by config.layer_kind[i] */
@@ -331,6 +351,7 @@ typedef struct ssm_params {
     float *input_bias;        /* (D)      backbone.input_proj.bias */
     float *head;              /* (F' or C, D) head.weight, regression and classify heads */
     float *head_bias;         /* (F' or C)    head.bias */
+    float *patch[SSM_PATCH_TENSORS]; /* config.patch's, backbone.patch.* (patch.c), else NULL */
 } ssm_params;
 
 /* One named tensor of the parameter blob, in the Hugging Face Mamba naming. */
