@@ -223,6 +223,17 @@ static void free_piece_items(ssm_st_write_item *items, float **bufs, int n) {
     free(bufs);
 }
 
+/* 1 when ssm_checkpoint_write_config writes this model as transformers' NemotronH */
+static int writes_nemotron_h(const ssm_config *c) {
+    /* the order of ssm_checkpoint_write_config: Mamba, Mamba2, then NemotronH */
+    if (!ssm_io_is_lm(c) || c->rcps || ssm_config_all(c, SSM_LAYER_MAMBA1) ||
+        ssm_config_all(c, SSM_LAYER_MAMBA2))
+        return 0;
+    json_t *j = ssm_json_nemotron_h_config(c, 0);
+    json_decref(j);
+    return j != NULL;
+}
+
 ssm_status ssm_checkpoint_save(const ssm_model *model, const char *path,
                                const char *const *meta_kv) {
     if (!model || !path) return ssm_set_error(SSM_ERR_ARG, "ssm_checkpoint_save: NULL argument");
@@ -254,7 +265,7 @@ ssm_status ssm_checkpoint_save(const ssm_model *model, const char *path,
     }
     int n_extra = kv_len(meta_kv);
     const char **kv = calloc((size_t)(2 * n_ours + n_extra + 2), sizeof *kv);
-    ssm_st_write_item *items = calloc((size_t)model->n_tensors, sizeof *items);
+    ssm_st_write_item *items = calloc((size_t)model->n_tensors + 1, sizeof *items);
     if (!s && (!kv || !items)) s = ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", path);
     if (!s) {
         for (int i = 0; i < 2 * n_ours; i++) kv[i] = ours[i];
@@ -268,6 +279,12 @@ ssm_status ssm_checkpoint_save(const ssm_model *model, const char *path,
             items[n].data = model->params_blob + ti->offset;
             n++;
         }
+        /* transformers' NemotronHForCausalLM does not tie its head on load (it reports
+         * lm_head.weight missing and draws it at random), and its own files hold the head:
+         * so do ours */
+        if (writes_nemotron_h(&model->config))
+            items[n++] = (ssm_st_write_item){.name = LM_HEAD, .ndim = 2, .data = model->params.embedding,
+                                             .shape = {model->config.vocab_size, model->config.d_model}};
         s = ssm_safetensors_write(path, items, n, kv);
     }
     for (int i = 0; i < 2 * n_ours; i++) free(ours[i]);
