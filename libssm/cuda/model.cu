@@ -200,8 +200,8 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
                     size_t ckpt, char *base) {
     size_t D = c->d_model, E = c->d_inner, N = c->d_state, R = c->dt_rank, V = c->vocab_size;
     size_t XD = R + 2 * N, rows = a->head_rows;
-    const ssm_mamba2_config *m2 = &c->mamba2;
-    size_t I = m2->d_inner, G = m2->ngroups, CD = I + 2 * G * m2->d_state, ZD = I + CD + m2->nheads;
+    const cuda_mamba2_widths w2 = cuda_mamba2_width(c);
+    const size_t I = w2.I, G = w2.G, CD = w2.CD, ZD = w2.ZD;
     const int has1 = cuda_model_has_kind(c, SSM_LAYER_MAMBA1), has2 = cuda_model_has_kind(c, SSM_LAYER_MAMBA2);
     Carve cv = {base, 0};
     for (int i = 0; i < c->n_layer; i++) {

@@ -20,6 +20,13 @@ struct cuda_mamba2_acts {
     float *rstd;   // (T, G) the gated norm's 1 / rms per group
     bf16 *normed;  // (T, I) RMSNormGated(y, z), input of out_proj
 };
+// Its widths: I, G, CD = I + 2 G N, ZD = I + CD + H
+struct cuda_mamba2_widths { size_t I, G, CD, ZD; };
+static inline cuda_mamba2_widths cuda_mamba2_width(const ssm_config *c) {
+    const ssm_mamba2_config *m = &c->mamba2;
+    size_t I = m->d_inner, G = m->ngroups, CD = I + 2 * G * m->d_state;
+    return {I, G, CD, I + CD + m->nheads};
+}
 // The Mamba-2 backward's scratch, shared by its layers.
 struct cuda_mamba2_scratch {
     bf16 *d_zxbcdt; // (T, ZD)

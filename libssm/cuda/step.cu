@@ -61,8 +61,8 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
     cuda_decode_free(g);
     const ssm_config *c = &m->config;
     size_t D = c->d_model, E = c->d_inner, XD = c->dt_rank + 2 * c->d_state, V = c->vocab_size;
-    const ssm_mamba2_config *m2 = &c->mamba2;
-    size_t I = m2->d_inner, G = m2->ngroups, CD = I + 2 * G * m2->d_state, ZD = I + CD + m2->nheads;
+    const cuda_mamba2_widths w2 = cuda_mamba2_width(c);
+    const size_t I = w2.I, G = w2.G, CD = w2.CD, ZD = w2.ZD;
     const int has2 = cuda_model_has_kind(c, SSM_LAYER_MAMBA2);
     // two passes over the same list: the first counts, the second hands out the pointers
     for (int pass = 0; pass < 2; pass++) {
