@@ -144,7 +144,12 @@ static void test_batch(int V, int D, int n_layer, int B, int L) {
         if (!(e <= worst)) worst = e, worst_name = t->name;
     }
     snprintf(name, sizeof name, "  every gradient (worst: %.40s)", worst_name);
-    check(name, worst, 6e-2);
+    /* Mamba-2 models: 8e-2. Their worst tensors are the per-head dt_bias (and, in the mixed
+     * models, Mamba-1's dt_proj.bias): sums over every row of terms of both signs, so bf16's
+     * rounding of the activations they are computed from is not averaged away (6.5e-2 and
+     * 6.9e-2 measured on the H200, every other tensor below 3e-2); test_gpu_ssd checks the
+     * same sums from equal inputs at 1e-2. */
+    check(name, worst, kinds == KINDS_MAMBA1 ? 6e-2 : 8e-2);
     free(lp_c), free(lp_g), free(h_c), free(h_g), free(tok), free(tgt);
     ssm_model_free(cpu);
     ssm_model_free(gpu);
