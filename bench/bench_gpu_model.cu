@@ -7,10 +7,13 @@
 //            over the whole time (prompt included)
 //   dna1m    the DNA model of the paper's size (6 x 128, V 16), B 1 x L 1,048,576: one training
 //            step, time and peak memory
+//   m2train, m2score, m2generate  the same at the 130M Mamba-2 shape (24 x 768, headdim 64,
+//            N 128, one group; mamba_ssm's defaults)
 // Floors, measured in the same run: matrix flops / the cuBLAS bf16 GEMM rate (8192^3), and for
 // decoding the bf16 weights read per step / the device-to-device copy bandwidth.
 //
-//   bench_gpu_model [train|score|generate|generate1|generate64|dna1m ...]   (default: all)
+//   bench_gpu_model [train|score|generate|generate1|generate64|dna1m|m2train|m2score|m2generate ...]
+//   (default: all)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -73,15 +76,27 @@ static void measure_floors(void) {
     printf("floors: cuBLAS bf16 GEMM %.0f TFLOP/s, copy %.0f GB/s\n", gemm_rate / 1e12, copy_bw / 1e9);
 }
 
+static int mamba2 = 0; // the models' layers: Mamba-1, or Mamba-2 (m2train, m2score, m2generate)
+
 // Matrix flops of one forward per token: the layers' projections and the tied head.
 static double forward_flops_per_token(const ssm_config *c) {
     double D = c->d_model, E = c->d_inner, R = c->dt_rank, XD = R + 2 * c->d_state;
     double layer = 2 * E * D + XD * E + E * R + D * E;
+    if (mamba2) { // in_proj (I + CD + H rows) and out_proj
+        const ssm_mamba2_config *m = &c->mamba2;
+        double I = m->d_inner, CD = I + 2.0 * m->ngroups * m->d_state;
+        layer = (I + CD + m->nheads) * D + D * I;
+    }
     return 2.0 * (c->n_layer * layer + (double)c->vocab_size * D);
 }
 
 static ssm_model *model_on_gpu(int V, int D, int n_layer, ssm_adamw **opt) {
     ssm_config c = ssm_config_default(V, D, n_layer);
+    if (mamba2) { // mamba_ssm's Mamba2 defaults: headdim 64, N 128, one group
+        ssm_config_set_kind(&c, SSM_LAYER_MAMBA2);
+        c.mamba2.d_inner = 0, c.mamba2.nheads = 0;
+        OK(ssm_config_validate(&c));
+    }
     ssm_model *m;
     OK(ssm_model_create(&c, &m));
     OK(ssm_model_init(m, 1));
@@ -153,8 +168,8 @@ static void score(int reps) {
         OK(ssm_forward_score(m, tok, tgt, B, L, NULL, lp, NULL));
     }
     double dt = (now() - t0) / reps, flops = forward_flops_per_token(&m->config) * T;
-    printf("score     130M, B %d x L %d: %.2f ms, %.0f tokens/s (reference 771000: %.2fx); matrix floor "
-           "%.2f ms (%.0f%%); peak %.2f GiB; mean log p %.3f\n", B, L, dt * 1e3, T / dt, T / dt / 771000,
+    printf("score     130M%s, B %d x L %d: %.2f ms, %.0f tokens/s (Mamba-1 reference 771000: %.2fx); matrix floor "
+           "%.2f ms (%.0f%%); peak %.2f GiB; mean log p %.3f\n", mamba2 ? " Mamba-2" : "", B, L, dt * 1e3, T / dt, T / dt / 771000,
            flops / gemm_rate * 1e3, 100 * flops / gemm_rate / dt, gib(ssm_model_device_peak(m)), lp[0]);
     free(tok), free(tgt), free(lp);
     ssm_model_free(m);
@@ -175,8 +190,8 @@ static void generate(int B, double ref) {
         best = dt < best ? dt : best;
     }
     double step_floor = m->n_params * 2.0 / copy_bw; // bf16 weights read once per step
-    printf("generate  130M, batch %2d, prompt %d + %d new: %.1f ms, %.0f tokens/s (reference %.0f: %.2fx); "
-           "%.3f ms/token step vs weight-read floor %.3f ms\n", B, P, n_new, best * 1e3, B * n_new / best, ref,
+    printf("generate  130M%s, batch %2d, prompt %d + %d new: %.1f ms, %.0f tokens/s (Mamba-1 reference %.0f: %.2fx); "
+           "%.3f ms/token step vs weight-read floor %.3f ms\n", mamba2 ? " Mamba-2" : "", B, P, n_new, best * 1e3, B * n_new / best, ref,
            B * n_new / best / ref, best * 1e3 / n_new, step_floor * 1e3);
     free(prompt), free(out), free(tgt);
     ssm_model_free(m);
@@ -199,6 +214,11 @@ int main(int argc, char **argv) {
         if (all || !strcmp(w, "generate") || !strcmp(w, "generate1")) generate(1, 1150);
         if (all || !strcmp(w, "generate") || !strcmp(w, "generate64")) generate(64, 62400);
         if (all || !strcmp(w, "dna1m")) train("dna1m", 16, 128, 6, 1, 1 << 20, 2, 0);
+        mamba2 = 1;
+        if (all || !strcmp(w, "m2train")) train("m2train", 50280, 768, 24, 8, 2048, 4, 0);
+        if (all || !strcmp(w, "m2score")) score(4);
+        if (all || !strcmp(w, "m2generate")) generate(1, 1150), generate(64, 62400);
+        mamba2 = 0;
     }
     return 0;
 }

@@ -20,11 +20,9 @@ static ssm_scan_args scan_args(const ssm_config *c, const ssm_layer_params *p,
     return s;
 }
 
-// The layers and the final norm over tokens already in a.tokens: a.resid_f, a.normed_f.
-// conv_state (n_layer, B, E, K) and ssm_state (n_layer, B, E, N) device pointers or NULL.
-// save: a training forward, whose scan saves the states its backward needs (la->ckpt).
-static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, float *ssm_state,
-                                 int save) {
+// The Mamba-1 mixer of layer i, fused: from la->normed, r_{i+1} = next = r_i + mixer(h).
+static ssm_status mamba1_forward(ssm_model *m, int i, int B, int L, float *cs, float *ss, int save,
+                                 float *next) {
     ssm_cuda_model *g = m->cuda;
     cuda_acts *a = &g->a;
     const ssm_config *c = &m->config;
@@ -32,34 +30,55 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
     int T = B * L, D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv,
         R = c->dt_rank, XD = R + 2 * N;
     const ssm_dtype BF = SSM_DTYPE_BF16;
+    const ssm_layer_params *p = &g->p.layers[i];
+    cuda_layer_acts *la = &a->layers[i];
+    // [x | z] = in_proj(h)
+    SSM_TRY(cuda_matmul_forward(g->blas, la->xz, 2 * E, BF, 0.0f, la->normed, D, w16(g, p->mamba1.in_proj), T, D, 2 * E));
+    // u = silu(conv1d(x) + bias)
+    SSM_TRY(cuda_conv_forward(la->u, la->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, cs, B, L, E, K, BF, st));
+    if (cs) SSM_TRY(cuda_conv_state_update(cs, la->xz, 2 * E, B, L, E, K, BF, st));
+    // [dt | B | C] = x_proj(u)
+    SSM_TRY(cuda_matmul_forward(g->blas, la->x_dbl, XD, BF, 0.0f, la->u, E, w16(g, p->mamba1.x_proj), T, E, XD));
+    // dt = dt_proj(dt) without its bias
+    SSM_TRY(cuda_matmul_forward(g->blas, la->dt, E, BF, 0.0f, la->x_dbl, XD, w16(g, p->mamba1.dt_proj_w), T, R, E));
+    // gated = (scan(u, softplus(dt + bias), A, B, C) + D u) * silu(z)
+    ssm_scan_args sa = scan_args(c, p, la, B, L);
+    sa.ckpt = save ? la->ckpt : NULL;
+    SSM_TRY(cuda_scan_forward(&sa, la->gated, ss, a->work, a->work_bytes, st));
+    // r_{i+1} = r_i + out_proj(gated): the residual add is the GEMM's beta = 1
+    SSM_TRY(cuda_matmul_forward(g->blas, next, D, SSM_DTYPE_F32, 1.0f, la->gated, E, w16(g, p->mamba1.out_proj), T, E, D));
+    return SSM_OK;
+}
+
+// The layers and the final norm over tokens already in a.tokens: a.resid_f, a.normed_f.
+// conv_state and ssm_state: device state buffers in ssm_state's layout (cuda_state_slots), or
+// NULL. save: a training forward, whose Mamba-1 scan saves the states its backward needs.
+static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, float *ssm_state,
+                                 int save) {
+    ssm_cuda_model *g = m->cuda;
+    cuda_acts *a = &g->a;
+    const ssm_config *c = &m->config;
+    cudaStream_t st = g->stream;
+    int T = B * L, D = c->d_model;
+    const ssm_dtype BF = SSM_DTYPE_BF16;
     // r_0 = embedding[tokens]
     SSM_TRY(cuda_embedding_forward(a->layers[0].resid, a->tokens, g->p.embedding, T, D, st));
     for (int i = 0; i < c->n_layer; i++) {
         const ssm_layer_params *p = &g->p.layers[i];
         cuda_layer_acts *la = &a->layers[i];
-        float *cs = conv_state ? conv_state + (size_t)i * B * E * K : NULL;
-        float *ss = ssm_state ? ssm_state + (size_t)i * B * E * N : NULL;
+        size_t co, so;
+        cuda_state_slots(c, B, i, &co, &so);
+        float *cs = conv_state ? conv_state + co : NULL;
+        float *ss = ssm_state ? ssm_state + so : NULL;
         // h = RMSNorm(r) * w
         SSM_TRY(cuda_rmsnorm_forward(la->normed, la->rstd, la->resid, p->norm, T, D, c->norm_eps, BF, st));
-        // [x | z] = in_proj(h)
-        SSM_TRY(cuda_matmul_forward(g->blas, la->xz, 2 * E, BF, 0.0f, la->normed, D, w16(g, p->mamba1.in_proj), T, D, 2 * E));
-        // u = silu(conv1d(x) + bias)
-        SSM_TRY(cuda_conv_forward(la->u, la->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, cs, B, L, E, K, BF, st));
-        if (cs) SSM_TRY(cuda_conv_state_update(cs, la->xz, 2 * E, B, L, E, K, BF, st));
-        // [dt | B | C] = x_proj(u)
-        SSM_TRY(cuda_matmul_forward(g->blas, la->x_dbl, XD, BF, 0.0f, la->u, E, w16(g, p->mamba1.x_proj), T, E, XD));
-        // dt = dt_proj(dt) without its bias
-        SSM_TRY(cuda_matmul_forward(g->blas, la->dt, E, BF, 0.0f, la->x_dbl, XD, w16(g, p->mamba1.dt_proj_w), T, R, E));
-        // gated = (scan(u, softplus(dt + bias), A, B, C) + D u) * silu(z)
-        ssm_scan_args sa = scan_args(c, p, la, B, L);
-        sa.ckpt = save ? la->ckpt : NULL;
-        SSM_TRY(cuda_scan_forward(&sa, la->gated, ss, a->work, a->work_bytes, st));
-        // r_{i+1} = r_i + out_proj(gated): the residual add is the GEMM's beta = 1 (in place when
-        // no backward needs r_i: the plan then gives every layer the same buffer)
+        // r_{i+1} = r_i + mixer(h) (in place when no backward needs r_i: the plan then gives
+        // every layer the same buffer)
         float *next = i + 1 < c->n_layer ? a->layers[i + 1].resid : a->resid_f;
         if (next != la->resid)
             CUDA_TRY(cudaMemcpyAsync(next, la->resid, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice, st), "the residual stream");
-        SSM_TRY(cuda_matmul_forward(g->blas, next, D, SSM_DTYPE_F32, 1.0f, la->gated, E, w16(g, p->mamba1.out_proj), T, E, D));
+        if (c->layer_kind[i] == SSM_LAYER_MAMBA2) SSM_TRY(cuda_mamba2_forward(m, i, B, L, cs, ss, next));
+        else SSM_TRY(mamba1_forward(m, i, B, L, cs, ss, save, next));
     }
     return cuda_rmsnorm_forward(a->normed_f, a->rstd_f, a->resid_f, g->p.norm_f, T, D, c->norm_eps, BF, st);
 }
@@ -171,6 +190,8 @@ extern "C" const float *cuda_model_logits(ssm_model *m) {
     return g->has_targets ? NULL : g->host_logits;
 }
 
+static ssm_status mamba1_backward(ssm_model *m, int i);
+
 extern "C" ssm_status cuda_model_backward(ssm_model *m) {
     ssm_cuda_model *g = m->cuda;
     cuda_acts *a = &g->a;
@@ -184,9 +205,7 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
     SSM_TRY(cuda_model_enter(g));
     const ssm_config *c = &m->config;
     cudaStream_t st = g->stream;
-    int B = a->B, L = a->L, T = B * L;
-    int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
-        XD = R + 2 * N;
+    int B = a->B, L = a->L, T = B * L, D = c->d_model;
     const ssm_dtype BF = SSM_DTYPE_BF16;
     // the head's backward ran in the forward: d normed_f is in d_normed, d embedding in head_dw
     const float one = 1.0f;
@@ -198,35 +217,53 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
                                   a->rstd_f, T, D, BF, a->work, a->work_bytes, st));
     for (int i = c->n_layer - 1; i >= 0; i--) {
         const ssm_layer_params *p = &g->p.layers[i];
-        ssm_layer_params *gr = &g->g.layers[i];
         cuda_layer_acts *la = &a->layers[i];
-        // r_{i+1} = r_i + out_proj(gated): d gated = d r . out_proj; d out_proj += d r^T . gated
+        // r_{i+1} = r_i + mixer(h): d h from d r (the GEMMs take its bf16 copy)
         SSM_TRY(cuda_to_bf16(a->d_resid16, a->d_resid, (size_t)T * D, st));
-        SSM_TRY(cuda_matmul_backward(g->blas, a->d_gated, E, BF, 0.0f, gr->mamba1.out_proj, a->d_resid16, D,
-                                     la->gated, E, w16(g, p->mamba1.out_proj), T, E, D));
-        // the scan with its gate: d u, d dt, d B, d C, d z and the scan's own parameters
-        ssm_scan_args sa = scan_args(c, p, la, B, L);
-        sa.ckpt = la->ckpt; // saved by the training forward
-        SSM_TRY(cuda_scan_backward(&sa, a->d_gated, a->d_u, a->d_dt, a->d_x_dbl + R, a->d_x_dbl + R + N,
-                                   a->d_xz + E, gr->mamba1.dt_proj_b, gr->mamba1.A_log, gr->mamba1.D, a->work, a->work_bytes, st));
-        // dt = dt_proj(x_dbl[:, :R])
-        SSM_TRY(cuda_matmul_backward(g->blas, a->d_x_dbl, XD, BF, 0.0f, gr->mamba1.dt_proj_w, a->d_dt, E,
-                                     la->x_dbl, XD, w16(g, p->mamba1.dt_proj_w), T, R, E));
-        // x_dbl = x_proj(u): d u += d x_dbl . x_proj
-        SSM_TRY(cuda_matmul_backward(g->blas, a->d_u, E, BF, 1.0f, gr->mamba1.x_proj, a->d_x_dbl, XD, la->u, E,
-                                     w16(g, p->mamba1.x_proj), T, E, XD));
-        // u = silu(conv1d(x))
-        SSM_TRY(cuda_conv_backward(a->d_xz, gr->mamba1.conv_w, gr->mamba1.conv_b, a->d_u, la->xz, 2 * E, p->mamba1.conv_w,
-                                   p->mamba1.conv_b, B, L, E, K, BF, a->work, a->work_bytes, st));
-        // [x | z] = in_proj(h)
-        SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed, D, BF, 0.0f, gr->mamba1.in_proj, a->d_xz, 2 * E,
-                                     la->normed, D, w16(g, p->mamba1.in_proj), T, D, 2 * E));
+        if (c->layer_kind[i] == SSM_LAYER_MAMBA2) SSM_TRY(cuda_mamba2_backward(m, i));
+        else SSM_TRY(mamba1_backward(m, i));
         // h = RMSNorm(r): d r += ... (the residual path keeps its gradient)
-        SSM_TRY(cuda_rmsnorm_backward(a->d_resid, gr->norm, a->d_normed, la->resid, p->norm, la->rstd,
+        SSM_TRY(cuda_rmsnorm_backward(a->d_resid, g->g.layers[i].norm, a->d_normed, la->resid, p->norm, la->rstd,
                                       T, D, BF, a->work, a->work_bytes, st));
     }
     SSM_TRY(cuda_embedding_backward(g->g.embedding, a->tokens, a->d_resid, T, D, st));
     g->backward_ready = 0;
+    return SSM_OK;
+}
+
+// The fused Mamba-1 mixer's backward, layer i: from d r (a->d_resid16) to d h (a->d_normed).
+static ssm_status mamba1_backward(ssm_model *m, int i) {
+    ssm_cuda_model *g = m->cuda;
+    cuda_acts *a = &g->a;
+    const ssm_config *c = &m->config;
+    cudaStream_t st = g->stream;
+    int B = a->B, L = a->L, T = B * L;
+    int D = c->d_model, E = c->d_inner, N = c->d_state, K = c->d_conv, R = c->dt_rank,
+        XD = R + 2 * N;
+    const ssm_dtype BF = SSM_DTYPE_BF16;
+    const ssm_layer_params *p = &g->p.layers[i];
+    ssm_layer_params *gr = &g->g.layers[i];
+    cuda_layer_acts *la = &a->layers[i];
+    // r_{i+1} = r_i + out_proj(gated): d gated = d r . out_proj; d out_proj += d r^T . gated
+    SSM_TRY(cuda_matmul_backward(g->blas, a->d_gated, E, BF, 0.0f, gr->mamba1.out_proj, a->d_resid16, D,
+                                 la->gated, E, w16(g, p->mamba1.out_proj), T, E, D));
+    // the scan with its gate: d u, d dt, d B, d C, d z and the scan's own parameters
+    ssm_scan_args sa = scan_args(c, p, la, B, L);
+    sa.ckpt = la->ckpt; // saved by the training forward
+    SSM_TRY(cuda_scan_backward(&sa, a->d_gated, a->d_u, a->d_dt, a->d_x_dbl + R, a->d_x_dbl + R + N,
+                               a->d_xz + E, gr->mamba1.dt_proj_b, gr->mamba1.A_log, gr->mamba1.D, a->work, a->work_bytes, st));
+    // dt = dt_proj(x_dbl[:, :R])
+    SSM_TRY(cuda_matmul_backward(g->blas, a->d_x_dbl, XD, BF, 0.0f, gr->mamba1.dt_proj_w, a->d_dt, E,
+                                 la->x_dbl, XD, w16(g, p->mamba1.dt_proj_w), T, R, E));
+    // x_dbl = x_proj(u): d u += d x_dbl . x_proj
+    SSM_TRY(cuda_matmul_backward(g->blas, a->d_u, E, BF, 1.0f, gr->mamba1.x_proj, a->d_x_dbl, XD, la->u, E,
+                                 w16(g, p->mamba1.x_proj), T, E, XD));
+    // u = silu(conv1d(x))
+    SSM_TRY(cuda_conv_backward(a->d_xz, gr->mamba1.conv_w, gr->mamba1.conv_b, a->d_u, la->xz, 2 * E, p->mamba1.conv_w,
+                               p->mamba1.conv_b, B, L, E, K, BF, a->work, a->work_bytes, st));
+    // [x | z] = in_proj(h)
+    SSM_TRY(cuda_matmul_backward(g->blas, a->d_normed, D, BF, 0.0f, gr->mamba1.in_proj, a->d_xz, 2 * E,
+                                 la->normed, D, w16(g, p->mamba1.in_proj), T, D, 2 * E));
     return SSM_OK;
 }
 

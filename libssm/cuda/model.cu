@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "model.cuh"
+extern "C" {
+#include "../src/layers.h" // the kinds' state slot sizes
+}
 
 static const size_t BLAS_WORK_BYTES = 32u << 20;
 
@@ -109,13 +112,17 @@ extern "C" void cuda_model_detach(ssm_model *m) {
 // What this backend can run, decided from the config before anything is allocated.
 extern "C" ssm_status cuda_model_supports(const ssm_config *c) {
     for (int i = 0; i < c->n_layer; i++)
-        if (c->layer_kind[i] != SSM_LAYER_MAMBA1)
-            return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1 layers only; layer %d "
-                                 "is %s: use --device cpu for this model", i,
+        if (!ssm_kind_of(c, i)->cuda)
+            return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1 and Mamba-2 layers; "
+                                 "layer %d is %s: use --device cpu for this model", i,
                                  ssm_layer_kind_name(c->layer_kind[i]));
-    if (c->d_state > 32)
+    if (cuda_model_has_kind(c, SSM_LAYER_MAMBA1) && c->d_state > 32)
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend supports d_state <= 32 (the model has %d): "
                              "use --device cpu for this model", c->d_state);
+    if (cuda_model_has_kind(c, SSM_LAYER_MAMBA2) && (c->mamba2.d_state > 128 || c->mamba2.d_conv > 64))
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend supports Mamba-2 with d_state <= 128 and "
+                             "d_conv <= 64 (the model has %d and %d): use --device cpu for this model",
+                             c->mamba2.d_state, c->mamba2.d_conv);
     return SSM_OK;
 }
 
@@ -193,22 +200,37 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
                     size_t ckpt, char *base) {
     size_t D = c->d_model, E = c->d_inner, N = c->d_state, R = c->dt_rank, V = c->vocab_size;
     size_t XD = R + 2 * N, rows = a->head_rows;
+    const cuda_mamba2_widths w2 = cuda_mamba2_width(c);
+    const size_t I = w2.I, G = w2.G, CD = w2.CD, ZD = w2.ZD;
+    const int has1 = cuda_model_has_kind(c, SSM_LAYER_MAMBA1), has2 = cuda_model_has_kind(c, SSM_LAYER_MAMBA2);
     Carve cv = {base, 0};
     for (int i = 0; i < c->n_layer; i++) {
         cuda_layer_acts *la = &a->layers[i];
         if (!training && i > 0) { // nothing is kept for a backward: every layer reuses layer 0's
-            *la = a->layers[0];   // buffers, and the residual stream adds in place
-            continue;
+            *la = a->layers[0];   // buffers (those of every kind present), and the residual
+            continue;             // stream adds in place
         }
         la->resid = cv.take<float>(T * D);
         la->normed = cv.take<bf16>(T * D);
         la->rstd = cv.take<float>(T);
-        la->xz = cv.take<bf16>(T * 2 * E);
-        la->u = cv.take<bf16>(T * E);
-        la->x_dbl = cv.take<bf16>(T * XD);
-        la->dt = cv.take<bf16>(T * E);
-        la->gated = cv.take<bf16>(T * E);
-        if (training && ckpt) la->ckpt = cv.take<float>(ckpt / sizeof(float));
+        // the kind's own: layer i's in training, every kind present's otherwise
+        int kind = c->layer_kind[i];
+        if (training ? kind == SSM_LAYER_MAMBA1 : has1) {
+            la->xz = cv.take<bf16>(T * 2 * E);
+            la->u = cv.take<bf16>(T * E);
+            la->x_dbl = cv.take<bf16>(T * XD);
+            la->dt = cv.take<bf16>(T * E);
+            la->gated = cv.take<bf16>(T * E);
+            if (training && ckpt) la->ckpt = cv.take<float>(ckpt / sizeof(float));
+        }
+        if (training ? kind == SSM_LAYER_MAMBA2 : has2) {
+            cuda_mamba2_acts *q = &la->mamba2;
+            q->zxbcdt = cv.take<bf16>(T * ZD);
+            q->xbc = cv.take<bf16>(T * CD);
+            q->y = cv.take<bf16>(T * I);
+            q->rstd = cv.take<float>(T * G);
+            q->normed = cv.take<bf16>(T * I);
+        }
     }
     a->resid_f = training ? cv.take<float>(T * D) : a->layers[0].resid;
     a->normed_f = cv.take<bf16>(T * D);
@@ -226,11 +248,19 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
         a->d_resid = cv.take<float>(T * D);
         a->d_resid16 = cv.take<bf16>(T * D);
         a->d_normed = cv.take<bf16>(T * D);
-        a->d_xz = cv.take<bf16>(T * 2 * E);
-        a->d_u = cv.take<bf16>(T * E);
-        a->d_x_dbl = cv.take<bf16>(T * XD);
-        a->d_dt = cv.take<bf16>(T * E);
-        a->d_gated = cv.take<bf16>(T * E);
+        if (has1) {
+            a->d_xz = cv.take<bf16>(T * 2 * E);
+            a->d_u = cv.take<bf16>(T * E);
+            a->d_x_dbl = cv.take<bf16>(T * XD);
+            a->d_dt = cv.take<bf16>(T * E);
+            a->d_gated = cv.take<bf16>(T * E);
+        }
+        if (has2) {
+            a->mamba2.d_zxbcdt = cv.take<bf16>(T * ZD);
+            a->mamba2.d_xbc = cv.take<bf16>(T * CD);
+            a->mamba2.d_y = cv.take<bf16>(T * I);
+            a->mamba2.d_normed = cv.take<bf16>(T * I);
+        }
     }
     return cv.off;
 }
@@ -255,11 +285,15 @@ static size_t work_bytes(const ssm_model *m, int B, int L, int training) {
     // the backward reads the forward's saved states: its workspace then has no room for them
     static float ck_dummy[1];
     if (training && cuda_scan_checkpoint_bytes(&sa)) sa.ckpt = ck_dummy;
-    size_t T = (size_t)B * L, w = cuda_scan_forward_workspace(&sa);
+    const int has1 = cuda_model_has_kind(c, SSM_LAYER_MAMBA1);
+    size_t T = (size_t)B * L, w = has1 ? cuda_scan_forward_workspace(&sa) : 0;
     w = max_z(w, cuda_sum_workspace(T));
+    if (cuda_model_has_kind(c, SSM_LAYER_MAMBA2)) w = max_z(w, cuda_mamba2_work_bytes(c, B, L, training));
     if (training) {
-        w = max_z(w, cuda_scan_backward_workspace(&sa));
-        w = max_z(w, cuda_conv_backward_workspace(B, L, c->d_inner, c->d_conv));
+        if (has1) {
+            w = max_z(w, cuda_scan_backward_workspace(&sa));
+            w = max_z(w, cuda_conv_backward_workspace(B, L, c->d_inner, c->d_conv));
+        }
         w = max_z(w, cuda_rmsnorm_backward_workspace((int)T, c->d_model));
         w = max_z(w, cuda_sumsq_workspace(m->n_params));
     }
@@ -280,7 +314,7 @@ ssm_status cuda_acts_plan(ssm_model *m, int B, int L, int training) {
     if (!next.layers) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
     size_t work = work_bytes(m, B, L, training);
     ssm_scan_args sa = scan_shape(c, B, L);
-    size_t ckpt = cuda_scan_checkpoint_bytes(&sa);
+    size_t ckpt = cuda_model_has_kind(c, SSM_LAYER_MAMBA1) ? cuda_scan_checkpoint_bytes(&sa) : 0;
     size_t need = carve(&next, c, T, training, work, ckpt, NULL);
     if (a->blob && need <= a->bytes) { // a smaller shape fits: re-carve in place
         next.blob = a->blob, next.bytes = a->bytes;
@@ -316,13 +350,20 @@ struct cuda_state_buf {
     float *conv, *ssm;
 };
 
-static size_t state_floats(const ssm_state *s, int per) {
-    return (size_t)s->n_layer * s->batch * s->d_inner * per;
+void cuda_state_slots(const ssm_config *c, int B, int layer, size_t *conv_off, size_t *ssm_off) {
+    size_t co = 0, so = 0;
+    for (int i = 0; i < layer; i++) {
+        size_t conv, ssm;
+        int channels;
+        ssm_kind_of(c, i)->state_size(c, &conv, &ssm, &channels);
+        co += conv * B, so += ssm * B;
+    }
+    *conv_off = co, *ssm_off = so;
 }
 
 ssm_status cuda_state_device(ssm_cuda_model *g, ssm_state *s, float **conv, float **ssm) {
     cuda_state_buf *d = (cuda_state_buf *)s->cuda;
-    size_t nc = state_floats(s, s->d_conv), ns = state_floats(s, s->d_state);
+    size_t nc = s->conv_total, ns = s->ssm_total;
     if (d && d->device != g->device) {
         SSM_TRY(ssm_state_to_host(s));
         cuda_state_free(s);
@@ -351,8 +392,8 @@ extern "C" ssm_status cuda_state_to_host(ssm_state *s) {
     if (!d || !s->on_device) return SSM_OK;
     CUDA_TRY(cudaSetDevice(d->device), "selecting the GPU");
     CUDA_TRY(cudaDeviceSynchronize(), "finishing GPU work");
-    CUDA_TRY(cudaMemcpy(s->conv, d->conv, state_floats(s, s->d_conv) * sizeof(float), cudaMemcpyDeviceToHost), "downloading a state");
-    CUDA_TRY(cudaMemcpy(s->ssm, d->ssm, state_floats(s, s->d_state) * sizeof(float), cudaMemcpyDeviceToHost), "downloading a state");
+    CUDA_TRY(cudaMemcpy(s->conv, d->conv, s->conv_total * sizeof(float), cudaMemcpyDeviceToHost), "downloading a state");
+    CUDA_TRY(cudaMemcpy(s->ssm, d->ssm, s->ssm_total * sizeof(float), cudaMemcpyDeviceToHost), "downloading a state");
     s->on_device = 0;
     return SSM_OK;
 }

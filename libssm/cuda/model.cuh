@@ -11,8 +11,38 @@
 
 typedef __nv_bfloat16 bf16;
 
+// A Mamba-2 layer's activations (mamba2.cu; libssm/src/mamba2.c's ssm_mamba2_acts): T rows,
+// I = d_inner, G groups, CD = I + 2 G N (the conv's channels), ZD = I + CD + H.
+struct cuda_mamba2_acts {
+    bf16 *zxbcdt;  // (T, ZD) in_proj output [z | xBC | dt]
+    bf16 *xbc;     // (T, CD) silu(conv1d(xBC)) = [x | B | C]
+    bf16 *y;       // (T, I) SSD output (D skip included)
+    float *rstd;   // (T, G) the gated norm's 1 / rms per group
+    bf16 *normed;  // (T, I) RMSNormGated(y, z), input of out_proj
+};
+// Its widths: I, G, CD = I + 2 G N, ZD = I + CD + H
+struct cuda_mamba2_widths { size_t I, G, CD, ZD; };
+static inline cuda_mamba2_widths cuda_mamba2_width(const ssm_config *c) {
+    const ssm_mamba2_config *m = &c->mamba2;
+    size_t I = m->d_inner, G = m->ngroups, CD = I + 2 * G * m->d_state;
+    return {I, G, CD, I + CD + m->nheads};
+}
+// The Mamba-2 backward's scratch, shared by its layers.
+struct cuda_mamba2_scratch {
+    bf16 *d_zxbcdt; // (T, ZD)
+    bf16 *d_xbc;    // (T, CD)
+    bf16 *d_y;      // (T, I)
+    bf16 *d_normed; // (T, I)
+};
+// The Mamba-2 decode buffers for B rows (the block's h, r, rstd are cuda_decode's).
+struct cuda_mamba2_decode {
+    bf16 *zxbcdt, *xbc, *y, *normed; // (B, ZD), (B, CD), (B, I), (B, I)
+    float *rstd;                     // (B, G)
+};
+
 // Activations kept by the forward for the backward: bf16 except the residual stream and rstd
-// (fp32). T = B * L rows; D, E, N, R, XD = R + 2N as in forward.c.
+// (fp32). T = B * L rows; D, E, N, R, XD = R + 2N as in forward.c. The block's first three;
+// then the Mamba-1 layer's (the fused path) or the Mamba-2 layer's, as the layer's kind says.
 struct cuda_layer_acts {
     float *resid;  // (T, D) fp32 residual stream entering the layer
     bf16 *normed;  // (T, D) input of in_proj
@@ -23,6 +53,7 @@ struct cuda_layer_acts {
     bf16 *dt;      // (T, E) dt_proj output without its bias
     bf16 *gated;   // (T, E) scan output y * silu(z), input of out_proj
     float *ckpt;   // training: the scan's saved states (cuda_scan_checkpoint_bytes), or NULL
+    cuda_mamba2_acts mamba2;
 };
 
 // Without training (scoring, prompts) nothing is kept for a backward: every layer gets layer 0's
@@ -50,6 +81,7 @@ struct cuda_acts {
     bf16 *d_x_dbl;             // (T, XD)
     bf16 *d_dt;                // (T, E)
     bf16 *d_gated;             // (T, E)
+    cuda_mamba2_scratch mamba2; // Mamba-2 layers' (when the model has them)
     void *work;                // scan, conv, rmsnorm and reduction workspace
     size_t work_bytes;
     double *sum;               // (1) reductions' results
@@ -67,6 +99,7 @@ struct cuda_decode {
     bf16 *xz;              // (B, 2E)
     bf16 *u, *dt, *y;      // (B, E)
     bf16 *x_dbl;           // (B, XD)
+    cuda_mamba2_decode mamba2; // Mamba-2 layers' (when the model has them)
     float *logits;         // (B, V)
     int32_t *out;          // (B, out_cap) greedy tokens
     int out_cap;
@@ -143,6 +176,22 @@ ssm_status cuda_state_device(ssm_cuda_model *g, ssm_state *s, float **conv, floa
 // head's gradients (d normed_f into d_normed, d embedding into head_dw), or all logits to the host
 ssm_status cuda_head(ssm_model *m, int T, int mode);
 enum { HEAD_LOSS = 0, HEAD_SCORE = 1, HEAD_TRAIN = 2, HEAD_LOGITS = 3 };
+
+// ---- Mamba-2 layers (mamba2.cu) ----------------------------------------------------------
+// r (T, D) += mixer_i(la->normed); conv (B, CD, K) and ssm (B, H, P, N) the layer's state
+// slots or NULL (zero start)
+ssm_status cuda_mamba2_forward(ssm_model *m, int i, int B, int L, float *conv, float *ssm, float *r);
+// from a.d_resid16 (d r, bf16): d normed into a.d_normed, the layer's gradients added to
+ssm_status cuda_mamba2_backward(ssm_model *m, int i);
+// decode: dec.r (B, D) += mixer_i(dec.h), the state slots updated
+ssm_status cuda_mamba2_step(ssm_model *m, int i, float *conv, float *ssm);
+// workspace bytes of the Mamba-2 ops for (B, L)
+size_t cuda_mamba2_work_bytes(const ssm_config *c, int B, int L, int training);
+// whether the model has a layer of this kind
+int cuda_model_has_kind(const ssm_config *c, int kind);
+// offsets (floats) of layer i's conv and SSM state slots in state buffers for B sequences,
+// the layout of ssm_state (layer i = n_layer: the totals)
+void cuda_state_slots(const ssm_config *c, int B, int i, size_t *conv_off, size_t *ssm_off);
 
 #define CUDA_TRY(call, where)                                         \
     do {                                                              \

@@ -42,6 +42,7 @@ static int gemv_fits_model(const ssm_model *m, int B) {
     a.norm_w = g->p.norm_f;
     if (!cuda_gemv_fits(&a)) return 0;
     for (int i = 0; i < c->n_layer; i++) {
+        if (c->layer_kind[i] != SSM_LAYER_MAMBA1) continue; // Mamba-2's step runs on cuBLAS
         const ssm_layer_params *p = &g->p.layers[i];
         cuda_gemv_args in = gemv_args(NULL, 0, SSM_DTYPE_BF16, act, D, w16(g, p->mamba1.in_proj), B, D, 2 * E);
         in.norm_w = p->norm;
@@ -60,6 +61,9 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
     cuda_decode_free(g);
     const ssm_config *c = &m->config;
     size_t D = c->d_model, E = c->d_inner, XD = c->dt_rank + 2 * c->d_state, V = c->vocab_size;
+    const cuda_mamba2_widths w2 = cuda_mamba2_width(c);
+    const size_t I = w2.I, G = w2.G, CD = w2.CD, ZD = w2.ZD;
+    const int has2 = cuda_model_has_kind(c, SSM_LAYER_MAMBA2);
     // two passes over the same list: the first counts, the second hands out the pointers
     for (int pass = 0; pass < 2; pass++) {
         Carve cv = {(char *)d->blob, 0};
@@ -72,6 +76,13 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
         d->dt = cv.take<bf16>(B * E);
         d->y = cv.take<bf16>(B * E);
         d->x_dbl = cv.take<bf16>(B * XD);
+        if (has2) {
+            d->mamba2.zxbcdt = cv.take<bf16>(B * ZD);
+            d->mamba2.xbc = cv.take<bf16>(B * CD);
+            d->mamba2.y = cv.take<bf16>(B * I);
+            d->mamba2.normed = cv.take<bf16>(B * I);
+            d->mamba2.rstd = cv.take<float>(B * G);
+        }
         d->logits = cv.take<float>(B * V);
         d->out = cv.take<int32_t>((size_t)B * (out_cap > 0 ? out_cap : 1));
         d->counter = cv.take<int>(1);
@@ -86,7 +97,7 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
     return SSM_OK;
 }
 
-// One step: d.tokens (B) -> d.logits (B, V), states (n_layer, B, E, K) and (n_layer, B, E, N).
+// One step: d.tokens (B) -> d.logits (B, V), the states in ssm_state's layout (cuda_state_slots).
 static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
     ssm_cuda_model *g = m->cuda;
     cuda_decode *d = &g->dec;
@@ -98,7 +109,14 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
     SSM_TRY(cuda_embedding_forward(d->r, d->tokens, g->p.embedding, B, D, st));
     for (int i = 0; i < c->n_layer; i++) {
         const ssm_layer_params *p = &g->p.layers[i];
-        float *conv_i = conv + (size_t)i * B * E * K;
+        size_t co, so;
+        cuda_state_slots(c, B, i, &co, &so);
+        float *conv_i = conv + co;
+        if (c->layer_kind[i] == SSM_LAYER_MAMBA2) { // h = RMSNorm(r); r += mixer(h)
+            SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, p->norm, B, D, c->norm_eps, BF, st));
+            SSM_TRY(cuda_mamba2_step(m, i, conv_i, ssm + so));
+            continue;
+        }
         if (d->gemv) { // RMSNorm + in_proj + conv step in one launch, then x_proj
             cuda_gemv_args in = gemv_args(d->xz, 2 * E, BF, d->r, D, w16(g, p->mamba1.in_proj), B, D, 2 * E);
             in.norm_w = p->norm, in.eps = c->norm_eps;
@@ -124,7 +142,7 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
         }
         sa.z = d->xz + E, sa.ld_z = 2 * E;
         sa.dt_bias = p->mamba1.dt_proj_b, sa.A_log = p->mamba1.A_log, sa.D = p->mamba1.D;
-        SSM_TRY(cuda_scan_step(&sa, d->y, ssm + (size_t)i * B * E * N, st));
+        SSM_TRY(cuda_scan_step(&sa, d->y, ssm + so, st));
         if (d->gemv) {
             cuda_gemv_args op = gemv_args(d->r, D, SSM_DTYPE_F32, d->y, E, w16(g, p->mamba1.out_proj), B, E, D);
             op.beta = 1.0f;
@@ -211,11 +229,12 @@ extern "C" ssm_status cuda_model_generate_greedy(ssm_model *m, const int32_t *pr
     SSM_TRY(decode_plan(m, B, n_new));
     cuda_decode *d = &g->dec;
     // the generation's own state, zero at the start, never leaves the device
-    size_t per = (size_t)c->n_layer * B * c->d_inner;
-    size_t state_bytes = per * (c->d_conv + c->d_state) * sizeof(float);
+    size_t conv_total, ssm_total;
+    cuda_state_slots(c, B, c->n_layer, &conv_total, &ssm_total);
+    size_t state_bytes = (conv_total + ssm_total) * sizeof(float);
     float *conv = NULL;
     SSM_TRY(cuda_model_alloc(g, (void **)&conv, state_bytes, "the generation state"));
-    float *ssm = conv + per * c->d_conv;
+    float *ssm = conv + conv_total;
     ssm_status s = SSM_OK;
     cudaError_t e = cudaMemsetAsync(conv, 0, state_bytes, g->stream);
     if (!e) e = cudaMemsetAsync(d->counter, 0, sizeof(int), g->stream);

@@ -1,5 +1,6 @@
 /* test_gpu_model.c: the whole model on the GPU (libssm/cuda/forward.cu, step.cu, model.cu)
- * against the CPU backend, through the public API only:
+ * against the CPU backend, through the public API only, for Mamba-1 models, Mamba-2 models and
+ * models of both kinds of layer:
  *   - logits, loss, per-position scores and every parameter gradient of one batch;
  *   - carried state: two windows with the state carried = one window of both;
  *   - step mode against the parallel forward, on the GPU;
@@ -20,6 +21,11 @@
 #include "internal.h" /* the state's host arrays, to check them */
 
 static int checks, failures;
+
+/* The layers' kinds of the models made: Mamba-1, Mamba-2 (headdim 16, d_state 32, two groups),
+ * or both, alternating from a Mamba-1 layer. */
+enum { KINDS_MAMBA1, KINDS_MAMBA2, KINDS_MIXED };
+static int kinds = KINDS_MAMBA1;
 
 #define OK(call)                                                                                \
     do {                                                                                        \
@@ -53,6 +59,14 @@ static double rel_err(const float *a, const float *b, size_t n) {
 /* A model with random (non-default) parameters, so that every path carries signal. */
 static ssm_model *make_model(int V, int D, int n_layer, uint64_t seed) {
     ssm_config c = ssm_config_default(V, D, n_layer);
+    if (kinds != KINDS_MAMBA1) {
+        ssm_config_set_kind(&c, SSM_LAYER_MAMBA2);
+        c.mamba2.headdim = 16, c.mamba2.d_state = 32, c.mamba2.ngroups = 2;
+        c.mamba2.d_inner = 0, c.mamba2.nheads = 0; /* derived by the validator */
+        if (kinds == KINDS_MIXED)
+            for (int i = 0; i < n_layer; i += 2) c.layer_kind[i] = SSM_LAYER_MAMBA1;
+        OK(ssm_config_validate(&c));
+    }
     ssm_model *m;
     OK(ssm_model_create(&c, &m));
     OK(ssm_model_init(m, seed));
@@ -130,7 +144,12 @@ static void test_batch(int V, int D, int n_layer, int B, int L) {
         if (!(e <= worst)) worst = e, worst_name = t->name;
     }
     snprintf(name, sizeof name, "  every gradient (worst: %.40s)", worst_name);
-    check(name, worst, 6e-2);
+    /* Mamba-2 models: 8e-2. Their worst tensors are the per-head dt_bias (and, in the mixed
+     * models, Mamba-1's dt_proj.bias): sums over every row of terms of both signs, so bf16's
+     * rounding of the activations they are computed from is not averaged away (6.5e-2 and
+     * 6.9e-2 measured on the H200, every other tensor below 3e-2); test_gpu_ssd checks the
+     * same sums from equal inputs at 1e-2. */
+    check(name, worst, kinds == KINDS_MAMBA1 ? 6e-2 : 8e-2);
     free(lp_c), free(lp_g), free(h_c), free(h_g), free(tok), free(tgt);
     ssm_model_free(cpu);
     ssm_model_free(gpu);
@@ -174,7 +193,7 @@ static void test_state_and_step(int V, int D, int n_layer, int B, int L1, int L2
     check(name, rel_err(got, full, T * V), 1e-2);
     OK(ssm_state_to_host(st));
     int finite = 1;
-    for (size_t i = 0; i < (size_t)n_layer * B * m->config.d_inner * m->config.d_state; i++)
+    for (size_t i = 0; i < st->ssm_total; i++)
         finite &= isfinite(st->ssm[i]) != 0;
     check("  the state comes back to the host, finite", finite ? 0 : 1, 0);
     ssm_state_free(st);
@@ -283,6 +302,17 @@ int main(void) {
     test_greedy(16, 64, 2, 3, 9, 24);
     test_greedy(256, 64, 2, 1, 1, 16);
     test_training(16, 64, 2, 4, 128, 20);
+    /* the same checks over Mamba-2 layers, and over Mamba-1 and Mamba-2 layers in one model */
+    for (kinds = KINDS_MAMBA2; kinds <= KINDS_MIXED; kinds++) {
+        printf("-- %s\n", kinds == KINDS_MAMBA2 ? "Mamba-2" : "Mamba-1 and Mamba-2 layers");
+        test_batch(16, 64, 2, 3, 77);
+        test_batch(37, 48, 3, 2, 1);
+        test_batch(256, 128, 3, 4, 300);
+        test_state_and_step(16, 64, 3, 3, 50, 29, 7);
+        test_state_and_step(40, 48, 2, 1, 1, 1, 3);
+        test_greedy(16, 64, 2, 3, 9, 24);
+        test_training(16, 64, 2, 4, 128, 20);
+    }
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }

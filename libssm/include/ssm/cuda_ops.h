@@ -90,6 +90,55 @@ ssm_status cuda_matmul_backward(cublasHandle_t blas, void *d_in, int ld_din, ssm
                                 float beta_in, float *d_w, const void *d_out, int ld_dout,
                                 const void *in, int ld_in, const void *w, int T, int k, int n);
 
+/* ---- ssd.cu: the state space op of the Mamba-2 mixer, the twin of libssm/cpu/ssd.c ------
+ * (its equations: dt = clamp(softplus(dt_raw + dt_bias), dt_min, dt_max), A = -exp(A_log),
+ *  S_t = exp(dt A) S_{t-1} + dt x_t B_t^T, y_t = S_t C_t + D x_t; head h reads group
+ *  h / (H / G)). The fields are cpu_ssd_args' (libssm/cpu/ssd.h), the activations bf16 (x, B, C,
+ *  dt, y and their gradients), the parameters and the state fp32. N <= 128. */
+typedef struct cuda_ssd_args {
+    int B, L;             /* T = B * L rows, row t = b * L + l */
+    int H, P, G, N;       /* heads, headdim, groups, d_state */
+    float dt_min, dt_max; /* dt_limit */
+    const void *x, *Bm, *Cm; /* (T, H*P), (T, G*N), (T, G*N) bf16, row stride ld_x */
+    int ld_x;
+    const void *dt;       /* (T, H) bf16, row stride ld_dt: raw dt */
+    int ld_dt;
+    const float *dt_bias, *A_log, *Dskip; /* (H) each */
+    void *y;              /* (T, H*P) bf16, row stride ld_y */
+    int ld_y;
+    float *state;         /* (B, H, P, N) or NULL: initial state read, final state written */
+    /* backward: dy (stride ld_y) in; dx, dBm, dCm (stride ld_x), ddt (stride ld_dt) written;
+     * d_dt_bias, dA_log, dD (H) ADDED to */
+    const void *dy;
+    void *dx, *dBm, *dCm, *ddt;
+    float *d_dt_bias, *dA_log, *dD;
+} cuda_ssd_args;
+/* y; the state carried when args->state is set. No workspace. */
+ssm_status cuda_ssd_forward(const cuda_ssd_args *args, cudaStream_t stream);
+/* From zero initial state (state must be NULL): recomputes the states forward, then runs the
+ * adjoint recurrence backward. workspace: cuda_ssd_backward_workspace(args) bytes. */
+size_t cuda_ssd_backward_workspace(const cuda_ssd_args *args);
+ssm_status cuda_ssd_backward(const cuda_ssd_args *args, void *workspace, size_t workspace_bytes,
+                             cudaStream_t stream);
+/* L == 1, state set: one token per sequence (row b), the state updated in place. */
+ssm_status cuda_ssd_step(const cuda_ssd_args *args, cudaStream_t stream);
+
+/* ---- gated_norm.cu: Mamba-2's gated RMSNorm, the twin of libssm/cpu/gated_norm.c -------
+ *   v = y * silu(z);  out = v * rstd * w,  rstd = 1 / sqrt(mean over each group of I / G
+ *   contiguous channels of v^2 + eps).   y, z, out, d_out, dy, dz bf16; w, dw, rstd fp32. */
+ssm_status cuda_gated_rmsnorm_forward(void *out, int ld_out, float *rstd /* (T, G) */,
+                                      const void *y, int ld_y, const void *z, int ld_z,
+                                      const float *w, int T, int channels, int G, float eps,
+                                      cudaStream_t stream);
+/* dy, dz written; dw (I) ADDED to. Deterministic (partial sums in the workspace). */
+size_t cuda_gated_rmsnorm_backward_workspace(int T, int channels);
+ssm_status cuda_gated_rmsnorm_backward(void *dy, int ld_dy, void *dz, int ld_dz, float *dw,
+                                       const void *d_out, int ld_dout, const void *y, int ld_y,
+                                       const void *z, int ld_z, const float *w,
+                                       const float *rstd, int T, int channels, int G,
+                                       void *workspace, size_t workspace_bytes,
+                                       cudaStream_t stream);
+
 /* ---- embedding.cu ----------------------------------------------------------------------- */
 /* out (T, D) fp32 = table[tokens[t]], table (V, D) fp32, tokens (T) int32 on the device. */
 ssm_status cuda_embedding_forward(float *out, const int32_t *tokens, const float *table, int T,
