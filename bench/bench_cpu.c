@@ -171,22 +171,44 @@ static double state_floats(const ssm_config *c) {
     return per;
 }
 
+/* Parameters the step's products read from the bf16 copy when it is on
+ * (ssm_model_set_decode_weights): the Mamba-1 / Mamba-2 projections and the tied head. */
+static double bf16_params(const ssm_model *m) {
+    static const char *const suffix[] = {"in_proj.weight", "x_proj.weight", "dt_proj.weight",
+                                         "out_proj.weight", "embeddings.weight"};
+    double n = 0;
+    for (int t = 0; t < m->n_tensors; t++) {
+        size_t len = strlen(m->tensors[t].name);
+        for (int j = 0; j < 5; j++) {
+            size_t ls = strlen(suffix[j]);
+            if (len >= ls && !strcmp(m->tensors[t].name + len - ls, suffix[j])) {
+                n += (double)m->tensors[t].numel;
+                break;
+            }
+        }
+    }
+    return n;
+}
+
 typedef struct decode_result {
     const char *name;
+    int bf16; /* the step's weights: 0 fp32, 1 bf16 */
     int n_layer, d_model, V, B;
     double params, step_s, bytes; /* best step time; bytes a step must move */
 } decode_result;
 
 /* ssm_step at batch B: best over `reps` runs of `steps` steps (after 4 warm-up steps) of the
  * mean step time, each step followed by the argmax of its logits (as greedy generation does).
- * bytes: the weights once + the state read and written. */
+ * bytes: the weights once (2 bytes for those read from the bf16 copy when bf16) + the state
+ * read and written. */
 static int run_decode(const char *name, ssm_layer_kind kind, int vocab, int d_model, int n_layer,
-                      int B, int reps, decode_result *res) {
+                      int B, int bf16, int reps, decode_result *res) {
     ssm_config c = ssm_config_default(vocab, d_model, n_layer);
     ssm_config_set_kind(&c, kind);
     ssm_model *m;
     ssm_state *st;
-    if (ssm_model_create(&c, &m) || ssm_model_init(m, 1) || ssm_state_create(&m->config, B, &st)) {
+    if (ssm_model_create(&c, &m) || ssm_model_init(m, 1) || ssm_state_create(&m->config, B, &st) ||
+        ssm_model_set_decode_weights(m, bf16 ? SSM_DECODE_BF16 : SSM_DECODE_F32)) {
         fprintf(stderr, "bench_cpu: %s\n", ssm_last_error());
         return 1;
     }
@@ -216,8 +238,9 @@ static int run_decode(const char *name, ssm_layer_kind kind, int vocab, int d_mo
         double t = (now() - t0) / steps;
         best = t < best ? t : best;
     }
-    *res = (decode_result){name, n_layer, d_model, V, B, m->n_params / 1e6, best,
-                           4.0 * m->n_params + 2.0 * 4.0 * state_floats(&m->config) * B};
+    double half = bf16 ? bf16_params(m) : 0;
+    *res = (decode_result){name, bf16, n_layer, d_model, V, B, m->n_params / 1e6, best,
+                           4.0 * m->n_params - 2.0 * half + 2.0 * 4.0 * state_floats(&m->config) * B};
     free(logits), free(tok);
     ssm_state_free(st);
     ssm_model_free(m);
@@ -227,7 +250,7 @@ static int run_decode(const char *name, ssm_layer_kind kind, int vocab, int d_mo
 /* The bandwidth is measured before each model and after the last, and the floor takes the
  * best of them (on a shared machine the other jobs take some of it at times). */
 static int run_decode_all(int iters) {
-    enum { N_RUNS = 4 };
+    enum { N_RUNS = 8 }; /* each model with fp32, then bf16 weights */
     int reps = 4 * (iters > 5 ? iters : 5), rc = 0;
     decode_result res[N_RUNS];
     double bw = 0, copy_bw = 0;
@@ -239,10 +262,11 @@ static int run_decode_all(int iters) {
         copy_bw = cb > copy_bw ? cb : copy_bw;
         printf(" %.1f", b / 1e9);
         fflush(stdout);
-        if (k == 0) rc |= run_decode("130m", SSM_LAYER_MAMBA1, 50280, 768, 24, 1, reps, &res[0]);
-        if (k == 1) rc |= run_decode("130m", SSM_LAYER_MAMBA1, 50280, 768, 24, 8, reps, &res[1]);
-        if (k == 2) rc |= run_decode("dna", SSM_LAYER_MAMBA1, 12, 64, 4, 1, reps, &res[2]);
-        if (k == 3) rc |= run_decode("130m2", SSM_LAYER_MAMBA2, 50280, 768, 24, 1, reps, &res[3]);
+        int bf16 = k % 2;
+        if (k / 2 == 0) rc |= run_decode("130m", SSM_LAYER_MAMBA1, 50280, 768, 24, 1, bf16, reps, &res[k]);
+        if (k / 2 == 1) rc |= run_decode("130m", SSM_LAYER_MAMBA1, 50280, 768, 24, 8, bf16, reps, &res[k]);
+        if (k / 2 == 2) rc |= run_decode("dna", SSM_LAYER_MAMBA1, 12, 64, 4, 1, bf16, reps, &res[k]);
+        if (k / 2 == 3) rc |= run_decode("130m2", SSM_LAYER_MAMBA2, 50280, 768, 24, 1, bf16, reps, &res[k]);
         if (rc) return rc;
     }
     printf("\ndecode: floor at %.1f GB/s (memcpy %.1f GB/s read + write); best of %d runs of 2 steps "
@@ -250,9 +274,9 @@ static int run_decode_all(int iters) {
     for (int k = 0; k < N_RUNS; k++) {
         const decode_result *r = &res[k];
         double floor_s = r->bytes / bw;
-        printf("%-6s %3dx%-4d V=%-6d B=%d  params %6.2fM  step %8.3f ms  %9.1f tok/s | floor %7.3f ms "
+        printf("%-6s %-4s %3dx%-4d V=%-6d B=%d  params %6.2fM  step %8.3f ms  %9.1f tok/s | floor %7.3f ms "
                "(%6.1f MB) -> %5.2fx the floor\n",
-               r->name, r->n_layer, r->d_model, r->V, r->B, r->params, r->step_s * 1e3,
+               r->name, r->bf16 ? "bf16" : "f32", r->n_layer, r->d_model, r->V, r->B, r->params, r->step_s * 1e3,
                r->B / r->step_s, floor_s * 1e3, r->bytes / 1e6, r->step_s / floor_s);
     }
     return rc;

@@ -83,6 +83,10 @@ static void usage(void) {
            "  --top-k K           sample among the K most likely tokens (0 = all)\n"
            "  --top-p P           nucleus sampling: the smallest set with mass >= P (default 1)\n"
            "  --seed S            random seed (default 1)\n"
+           "  --weights f32|bf16  the CPU step's weights: bf16 reads a bf16 copy of the projections\n"
+           "                      and the head: fewer bytes a token (batch 1 about 1.3x faster),\n"
+           "                      logits within bf16 rounding\n"
+           "                      (default f32; the GPU ignores it)\n"
            "  --threads N, --device DEV, --quiet\n"
            "\nExamples (run from the source tree):\n"
            "  ssm-generate runs/try --length 200 --seed 2\n"
@@ -99,9 +103,11 @@ int main(int argc, char **argv) {
         {"threads", required_argument, 0, 't'}, {"device", required_argument, 0, 'd'},
         {"quiet", no_argument, 0, 'q'},         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},       {"input", required_argument, 0, 'i'},
+        {"weights", required_argument, 0, 'w'},
         {0, 0, 0, 0}};
     const char *prompt = NULL, *prompt_file = NULL, *device = "auto", *input = NULL;
     long length = 256, samples = 1, seed = 1, threads = 0;
+    ssm_decode_weights weights = SSM_DECODE_F32;
     sampler sm = {.temperature = 1, .top_p = 1, .top_k = 0};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         char *end = NULL;
@@ -117,6 +123,11 @@ int main(int argc, char **argv) {
         case 's': seed = strtol(optarg, &end, 10); if (*end) return cli_usage("--seed takes an integer"); break;
         case 't': threads = strtol(optarg, &end, 10); if (*end || threads < 0) return cli_usage("--threads takes an integer >= 0"); break;
         case 'd': device = optarg; break;
+        case 'w':
+            if (!strcmp(optarg, "f32")) weights = SSM_DECODE_F32;
+            else if (!strcmp(optarg, "bf16")) weights = SSM_DECODE_BF16;
+            else return cli_usage("--weights takes f32 or bf16");
+            break;
         case 'q': cli_quiet = 1; break;
         case 'h': usage(); return 0;
         case 'V': printf("ssm-generate %s\n", SSM_VERSION); return 0;
@@ -138,7 +149,8 @@ int main(int argc, char **argv) {
         return rc;
     }
     cli_device_fallback(device, &tr.model->config, &dev, NULL);
-    if (dev >= 0 && ssm_model_use_device(tr.model, NULL, dev)) {
+    if ((dev >= 0 && ssm_model_use_device(tr.model, NULL, dev)) ||
+        (dev < 0 && ssm_model_set_decode_weights(tr.model, weights))) {
         cli_trained_free(&tr);
         return cli_fail();
     }

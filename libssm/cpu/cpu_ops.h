@@ -47,6 +47,18 @@ void cpu_matmul_forward_exact(float *out, int ld_out, float beta, const float *i
  * of the row or the thread count. Threads over blocks of W's rows when the product is large. */
 void cpu_matmul_rows(float *out, int ld_out, float beta, const float *in, int ld_in,
                      const float *W, int B, int n_in, int n_out);
+/* The same from bf16 weights (the decode step's opt-in copy, ssm_model_set_decode_weights):
+ * W packed by cpu_bf16_pack_rows, each element widened to fp32 on the fly, products and sums
+ * in fp32 in cpu_matmul_rows' order, so each output is bitwise cpu_matmul_rows' on the fp32
+ * values of bf16(W), and just as deterministic. */
+void cpu_matmul_rows_bf16(float *out, int ld_out, float beta, const float *in, int ld_in,
+                          const uint16_t *W, int B, int n_in, int n_out);
+/* dst (rows, n_in) = bf16(W) rounded to nearest even, in the layout cpu_matmul_rows_bf16 reads
+ * (within each row, groups of 32 elements interleaved: matmul.c) */
+void cpu_bf16_pack_rows(uint16_t *dst, const float *W, size_t rows, int n_in);
+/* fp32 -> bf16 rounded to nearest even (NaN stays NaN), and back (exact) */
+uint16_t cpu_bf16_from_float(float x);
+float cpu_bf16_to_float(uint16_t h);
 /* d_in (T, n_in) = beta * d_in + d_out . W (skipped when d_in is NULL);
  * dW (n_out, n_in) += d_out^T . in. */
 void cpu_matmul_backward(float *d_in, int ld_din, float beta, float *dW, const float *d_out,

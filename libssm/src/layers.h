@@ -30,11 +30,23 @@ typedef struct ssm_pass {
 
 /* One recurrent-state slot pair of a layer for a batch: conv (B, conv_channels, K) holds the
  * last K mixer inputs of the conv (oldest first); ssm (B, ssm_floats) the SSM state. */
+typedef struct ssm_step_weights ssm_step_weights;
 typedef struct ssm_layer_state {
     float *conv;
     float *ssm;
     const int64_t *pos; /* (B) positions seen before this pass (a KV cache's length) */
+    const ssm_step_weights *weights; /* the step's products' weights (NULL: fp32) */
 } ssm_layer_state;
+
+/* Where the decode step's products read W (ssm_model_set_decode_weights, decode_weights.c):
+ * bf16 NULL: W itself; else element (W - blob) onwards of the bf16 copy of the blob.
+ * ssm_step_rows: cpu_matmul_rows from there (sw NULL: fp32). */
+struct ssm_step_weights {
+    const float *blob;
+    const uint16_t *bf16;
+};
+void ssm_step_rows(const ssm_step_weights *sw, float *out, int ld_out, float beta,
+                   const float *in, int ld_in, const float *W, int B, int n_in, int n_out);
 
 typedef struct ssm_layer_kind_ops {
     const char *name;           /* as recipes and ssm.* metadata write it */

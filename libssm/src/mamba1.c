@@ -223,18 +223,18 @@ static void m1_step(const ssm_config *c, const ssm_layer_params *lp, const float
     float *xz = work, *u = xz + (size_t)B * 2 * E, *dt = u + (size_t)B * E,
           *y = dt + (size_t)B * E, *gated = y + (size_t)B * E, *x_dbl = gated + (size_t)B * E,
           *x_raw = x_dbl + (size_t)B * XD, *rstd = x_raw + (size_t)B * XD;
-    /* the products read each weight once for the B rows (cpu_matmul_rows) */
-    cpu_matmul_rows(xz, 2 * E, 0.0f, h, D, p->in_proj, B, D, 2 * E);
+    /* the products read each weight once for the B rows (ssm_step_rows) */
+    ssm_step_rows(st->weights, xz, 2 * E, 0.0f, h, D, p->in_proj, B, D, 2 * E);
     cpu_conv_step(u, st->conv, xz, 2 * E, p->conv_w, p->conv_b, B, E, K);
     if (!c->inner_norms) x_raw = x_dbl;
     if (c->non_selective) m1_fixed_x_dbl(x_raw, p->x_proj, (size_t)B, E, XD);
-    else cpu_matmul_rows(x_raw, XD, 0.0f, u, E, p->x_proj, B, E, XD);
+    else ssm_step_rows(st->weights, x_raw, XD, 0.0f, u, E, p->x_proj, B, E, XD);
     if (c->inner_norms) m1_inner_norms(c, p, x_dbl, rstd, x_raw, B);
-    cpu_matmul_rows(dt, E, 0.0f, x_dbl, XD, p->dt_proj_w, B, R, E);
+    ssm_step_rows(st->weights, dt, E, 0.0f, x_dbl, XD, p->dt_proj_w, B, R, E);
     ssm_scan_args sa = m1_scan_args(c, p, u, dt, x_dbl, B, 1);
     cpu_scan_step(&sa, y, st->ssm);
     cpu_gate_forward(gated, y, xz + E, 2 * E, B, E);
-    cpu_matmul_rows(r, D, 1.0f, gated, E, p->out_proj, B, E, D);
+    ssm_step_rows(st->weights, r, D, 1.0f, gated, E, p->out_proj, B, E, D);
 }
 
 const ssm_layer_kind_ops ssm_mamba1_kind = {

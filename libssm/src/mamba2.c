@@ -181,8 +181,8 @@ static void m2_step(const ssm_config *c, const ssm_layer_params *lp, const float
     m2_dims d = dims(c);
     float *zxbcdt = work, *xbc = zxbcdt + (size_t)B * d.ZD, *y = xbc + (size_t)B * d.CD,
           *normed = y + (size_t)B * d.I, *rstd = normed + (size_t)B * d.I;
-    /* the products read each weight once for the B rows (cpu_matmul_rows) */
-    cpu_matmul_rows(zxbcdt, d.ZD, 0.0f, h, d.D, p->in_proj, B, d.D, d.ZD);
+    /* the products read each weight once for the B rows (ssm_step_rows) */
+    ssm_step_rows(st->weights, zxbcdt, d.ZD, 0.0f, h, d.D, p->in_proj, B, d.D, d.ZD);
     /* conv_state rolls left and takes the raw xBC; xbc = silu(conv) */
     cpu_conv_step(xbc, st->conv, zxbcdt + d.I, d.ZD, p->conv_w, p->conv_b, B, d.CD, d.K);
     cpu_ssd_args s = ssd_args(c, B, 1, zxbcdt, xbc, p, y);
@@ -190,7 +190,7 @@ static void m2_step(const ssm_config *c, const ssm_layer_params *lp, const float
     cpu_ssd_step(&s);
     cpu_gated_rmsnorm_forward(normed, d.I, rstd, y, d.I, zxbcdt, d.ZD, p->norm, B, d.I, d.G,
                               M2_NORM_EPS);
-    cpu_matmul_rows(r, d.D, 1.0f, normed, d.I, p->out_proj, B, d.I, d.D);
+    ssm_step_rows(st->weights, r, d.D, 1.0f, normed, d.I, p->out_proj, B, d.I, d.D);
 }
 
 const ssm_layer_kind_ops ssm_mamba2_kind = {

@@ -390,6 +390,7 @@ void ssm_model_free(ssm_model *m) {
     free(m->grads.layers);
     free(m->params_blob);
     free(m->grads_blob);
+    free(m->decode_bf16);
     free(m);
 }
 

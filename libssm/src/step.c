@@ -48,17 +48,20 @@ ssm_status ssm_cpu_step(ssm_model *m, ssm_state *state, const int32_t *tokens, f
         state->step_work_floats = need;
     }
     float *r = state->step_work, *h = r + rows, *rstd = h + rows, *w = rstd + rstd_n;
+    /* the products' weights: fp32, or the bf16 copy (ssm_model_set_decode_weights) */
+    ssm_step_weights sw = {m->params_blob, m->decode_bf16};
 
     cpu_embedding_forward(r, tokens, m->params.embedding, B, D);
     for (int i = 0; i < c->n_layer; i++) {
         const ssm_layer_params *p = &m->params.layers[i];
         ssm_layer_state ls = ssm_state_layer(state, i);
+        ls.weights = &sw;
         /* h = RMSNorm(r); r += mixer(h) */
         cpu_rmsnorm_forward(h, rstd, r, p->norm, B, D, c->norm_eps);
         ssm_kind_of(c, i)->step(c, p, h, r, &ls, B, w);
     }
     cpu_rmsnorm_forward(h, rstd, r, m->params.norm_f, B, D, c->norm_eps);
     /* the head (tied to the embedding): V x D read once for the B rows */
-    cpu_matmul_rows(logits, V, 0.0f, h, D, m->params.embedding, B, D, V);
+    ssm_step_rows(&sw, logits, V, 0.0f, h, D, m->params.embedding, B, D, V);
     return SSM_OK;
 }

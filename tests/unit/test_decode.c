@@ -2,7 +2,8 @@
  * conv, scan and SSD steps): the step equals the parallel forward for Mamba-1, Mamba-2 and mixed
  * stacks at B = 1 and B = 3; cpu_matmul_rows (one weight pass for the B rows) equals the SGEMM
  * product to rounding; a sequence's step does not depend on the batch beside it nor on the
- * thread count (bitwise); the step's work buffer lives in the state and steps allocate nothing. */
+ * thread count (bitwise); the step's work buffer lives in the state and steps allocate nothing;
+ * the bf16 decode weights: the kernel against plain loops, the step against fp32's. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -383,6 +384,180 @@ static void test_step_keeps_its_work_buffer(void **unused) {
     }
 }
 
+/* ---- bf16 decode weights (ssm_model_set_decode_weights) --------------------------------- */
+
+/* Rounding to nearest even, NaN kept, and the exact widening back. */
+static void test_bf16_rounding(void **unused) {
+    (void)unused;
+    static const uint32_t in[] = {0x3f800000, 0x3f808000, 0x3f818000, 0x3f808001, 0x7f800000,
+                                  0xff800000, 0x7fc00001, 0x80000000, 0x7f7fffff};
+    static const uint16_t want[] = {0x3f80, 0x3f80, 0x3f82, 0x3f81, 0x7f80, 0xff80, 0x7fc0, 0x8000,
+                                    0x7f80 /* rounds up to infinity */};
+    for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) {
+        float x;
+        memcpy(&x, &in[i], sizeof x);
+        assert_int_equal(cpu_bf16_from_float(x), want[i]);
+        uint32_t back;
+        float y = cpu_bf16_to_float(want[i]);
+        memcpy(&back, &y, sizeof back);
+        assert_int_equal(back, (uint32_t)want[i] << 16);
+    }
+    float nan;
+    memcpy(&nan, &(uint32_t){0x7f800001}, sizeof nan); /* a NaN whose top half is infinity's */
+    assert_true(isnan(cpu_bf16_to_float(cpu_bf16_from_float(nan))));
+}
+
+/* cpu_matmul_rows_bf16 at sizes that are not multiples of the 16 lanes, the 32-element packed
+ * groups or the 4-row blocks: bitwise cpu_matmul_rows on the widened weights; within fp32
+ * rounding of a plain double loop over bf16(W); within bf16's rounding (2^-8 of sum |w x|) of
+ * the fp32 product; each row alone = in the batch. */
+static void test_bf16_rows(void **unused) {
+    (void)unused;
+    static const int cases[][3] = {{1, 1, 9},     {1, 13, 7},   {1, 31, 130},  {1, 33, 5},
+                                   {1, 48, 1536}, {1, 47, 21},  {1, 768, 321}, {2, 37, 21},
+                                   {3, 96, 384},  {5, 17, 1},   {8, 768, 50},  {8, 200, 999},
+                                   {7, 1536, 80}, {11, 100, 37}, {9, 65, 2}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int B = cases[c][0], n_in = cases[c][1], n_out = cases[c][2];
+        int ld_in = n_in + 3, ld_out = n_out + 5;
+        size_t nw = (size_t)n_out * n_in, no = (size_t)B * ld_out;
+        float *W = malloc(nw * sizeof(float)), *Ww = malloc(nw * sizeof(float));
+        uint16_t *packed = malloc(nw * sizeof(uint16_t));
+        float *in = malloc((size_t)B * ld_in * sizeof(float)), *init = malloc(no * sizeof(float));
+        float *a = malloc(no * sizeof(float)), *b = malloc(no * sizeof(float));
+        float *one = malloc((size_t)ld_out * sizeof(float));
+        tu_fill_uniform(W, nw, -1, 1, 400 + c);
+        tu_fill_uniform(in, (size_t)B * ld_in, -1, 1, 500 + c);
+        tu_fill_uniform(init, no, -1, 1, 600 + c);
+        cpu_bf16_pack_rows(packed, W, (size_t)n_out, n_in);
+        for (size_t i = 0; i < nw; i++) Ww[i] = cpu_bf16_to_float(cpu_bf16_from_float(W[i]));
+        double worst_exact = 0, worst_f32 = 0;
+        for (int beta = 0; beta <= 1; beta++) {
+            memcpy(a, init, no * sizeof(float));
+            memcpy(b, init, no * sizeof(float));
+            cpu_matmul_rows_bf16(a, ld_out, (float)beta, in, ld_in, packed, B, n_in, n_out);
+            cpu_matmul_rows(b, ld_out, (float)beta, in, ld_in, Ww, B, n_in, n_out);
+            assert_memory_equal(a, b, no * sizeof(float)); /* the padding too */
+            for (int r = 0; r < B; r++)
+                for (int o = 0; o < n_out; o++) {
+                    const float *x = in + (size_t)r * ld_in;
+                    double s16 = 0, s32 = 0, mag = 0, base = beta * init[(size_t)r * ld_out + o];
+                    for (int k = 0; k < n_in; k++) {
+                        s16 += (double)Ww[(size_t)o * n_in + k] * x[k];
+                        s32 += (double)W[(size_t)o * n_in + k] * x[k];
+                        mag += fabs((double)W[(size_t)o * n_in + k] * x[k]);
+                    }
+                    double got = a[(size_t)r * ld_out + o], scale = mag + fabs(base);
+                    double e16 = fabs(got - (s16 + base)) / scale, e32 = fabs(got - (s32 + base)) / scale;
+                    worst_exact = e16 > worst_exact ? e16 : worst_exact;
+                    worst_f32 = e32 > worst_f32 ? e32 : worst_f32;
+                    /* fp32 sums of n_in terms: n_in 2^-24 of sum |w x| at most */
+                    assert_true(e16 <= (n_in + 2) * 0x1p-24);
+                    assert_true(e32 <= 0x1p-8 + (n_in + 2) * 0x1p-24);
+                }
+            for (int r = 0; r < B; r++) {
+                memcpy(one, init + (size_t)r * ld_out, ld_out * sizeof(float));
+                cpu_matmul_rows_bf16(one, ld_out, (float)beta, in + (size_t)r * ld_in, ld_in,
+                                     packed, 1, n_in, n_out);
+                assert_memory_equal(one, a + (size_t)r * ld_out, n_out * sizeof(float));
+            }
+        }
+        print_message("B %2d, %4d -> %4d: bf16 rows = rows on bf16(W) (bitwise); err vs bf16(W) "
+                      "%.1e, vs W %.1e of sum |w x| (bound 2^-8 = 3.9e-03)\n", B, n_in, n_out,
+                      worst_exact, worst_f32);
+        free(W), free(Ww), free(packed), free(in), free(init), free(a), free(b), free(one);
+    }
+}
+
+/* The step with bf16 weights against fp32's, teacher-forced over L steps: the logits within
+ * the weights' rounding, the greedy tokens agree wherever fp32's top-2 margin exceeds twice
+ * the logits' error bound; a sequence of a batch of 3 equals the sequence alone (bitwise);
+ * back to F32 gives fp32's bits again; bf16 steps allocate nothing. */
+static void test_bf16_step(void **unused) {
+    (void)unused;
+    enum { B = 3, L = 24 };
+    /* Each product carries at most 2^-8 of its sum |w x| (bf16 keeps 8 significant bits);
+     * through a few layers and the head these add up to a few times 2^-8 of the logits' scale
+     * (measured: printed below, 4e-3 to 1.3e-2). */
+    const double tol = 8 * 0x1p-8;
+    const int which[] = {0, 1, 2, 4, 5, 6};
+    for (size_t i = 0; i < sizeof which / sizeof which[0]; i++) {
+        const shape *s = &SHAPES[which[i]];
+        ssm_model *m = model_of(s, 11);
+        int V = m->config.vocab_size;
+        int32_t tok[B * L];
+        tu_random_tokens(tok, B * L, s->vocab, 12);
+        size_t n = (size_t)B * L * V;
+        float *f32 = malloc(n * sizeof(float)), *b16 = malloc(n * sizeof(float));
+        float *alone = malloc((size_t)L * V * sizeof(float));
+        ssm_state *st;
+        TU_OK(ssm_state_create(&m->config, B, &st));
+        step_logits(m, st, tok, B, L, f32);
+        ssm_state_free(st);
+        TU_OK(ssm_model_set_decode_weights(m, SSM_DECODE_BF16));
+        TU_OK(ssm_state_create(&m->config, B, &st));
+        step_logits(m, st, tok, B, L, b16);
+        ssm_state_free(st);
+        for (int b = 0; b < B; b++) {
+            TU_OK(ssm_state_create(&m->config, 1, &st));
+            step_logits(m, st, tok + b * L, 1, L, alone);
+            ssm_state_free(st);
+            assert_memory_equal(alone, b16 + (size_t)b * L * V, (size_t)L * V * sizeof(float));
+        }
+        /* the error relative to each position's largest |logit| */
+        double worst = 0;
+        int agree = 0, decided = 0;
+        for (int t = 0; t < B * L; t++) {
+            const float *x = f32 + (size_t)t * V, *y = b16 + (size_t)t * V;
+            double big = 0, err = 0;
+            int a1 = 0, a2 = -1, g = 0;
+            for (int v = 0; v < V; v++) {
+                big = fabs(x[v]) > big ? fabs(x[v]) : big;
+                err = fabs(x[v] - y[v]) > err ? fabs(x[v] - y[v]) : err;
+                if (x[v] > x[a1]) a1 = v;
+                if (y[v] > y[g]) g = v;
+            }
+            for (int v = 0; v < V; v++)
+                if (v != a1 && (a2 < 0 || x[v] > x[a2])) a2 = v;
+            double rel = err / big;
+            worst = rel > worst ? rel : worst;
+            assert_true(rel <= tol);
+            agree += g == a1;
+            if (x[a1] - x[a2] > 2 * tol * big) {
+                decided++;
+                assert_int_equal(g, a1);
+            }
+        }
+        print_message("%-36s: bf16 vs fp32 logits %.1e of max |logit| (bound %.1e); argmax agrees "
+                      "at %d of %d positions (all %d with a clear margin)\n", s->name, worst, tol,
+                      agree, B * L, decided);
+        /* back to fp32: fp32's bits */
+        TU_OK(ssm_model_set_decode_weights(m, SSM_DECODE_F32));
+        assert_null(m->decode_bf16);
+        TU_OK(ssm_state_create(&m->config, B, &st));
+        step_logits(m, st, tok, B, L, b16);
+        ssm_state_free(st);
+        assert_memory_equal(b16, f32, n * sizeof(float));
+#if COUNT_ALLOCS
+        TU_OK(ssm_model_set_decode_weights(m, SSM_DECODE_BF16));
+        TU_OK(ssm_state_create(&m->config, B, &st));
+        float *lg = malloc((size_t)B * V * sizeof(float));
+        TU_OK(ssm_step(m, st, tok, lg));
+        TU_OK(ssm_step(m, st, tok, lg));
+        n_allocs = 0;
+        __atomic_store_n(&counting, 1, __ATOMIC_RELAXED);
+        for (int k = 0; k < 20; k++) TU_OK(ssm_step(m, st, tok, lg));
+        __atomic_store_n(&counting, 0, __ATOMIC_RELAXED);
+        assert_int_equal(n_allocs, 0);
+        free(lg);
+        ssm_state_free(st);
+#endif
+        free(f32), free(b16), free(alone);
+        ssm_model_free(m);
+    }
+    assert_int_equal(ssm_model_set_decode_weights(NULL, SSM_DECODE_BF16), SSM_ERR_ARG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_equals_parallel),
@@ -391,6 +566,9 @@ int main(void) {
         cmocka_unit_test(test_step_batch_independent),
         cmocka_unit_test(test_step_threads_deterministic),
         cmocka_unit_test(test_step_keeps_its_work_buffer),
+        cmocka_unit_test(test_bf16_rounding),
+        cmocka_unit_test(test_bf16_rows),
+        cmocka_unit_test(test_bf16_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

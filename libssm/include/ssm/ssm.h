@@ -382,6 +382,8 @@ typedef struct ssm_model {
     int device;           /* -1: the CPU backend; N >= 0: CUDA device N (ssm_model_use_device) */
     ssm_cuda_model *cuda; /* the GPU copy when device >= 0 */
     const ssm_backend *backend; /* private: the backend that runs it (CPU or CUDA) */
+    uint16_t *decode_bf16;      /* (n_params) bf16 copy of params_blob for the CPU step, or NULL
+                                 * (ssm_model_set_decode_weights) */
 } ssm_model;
 
 /* Allocate a model for this config with all parameters zero. */
@@ -432,6 +434,17 @@ SSM_API ssm_status ssm_backward(ssm_model *model);
 /* One token per sequence: tokens (B) -> logits (B, V), updating state. */
 SSM_API ssm_status ssm_step(ssm_model *model, ssm_state *state, const int32_t *tokens,
                             float *logits);
+/* The weights the CPU step reads (ssm_step, and ssm_generate_greedy's steps). F32, the
+ * default: the parameters themselves. BF16: the projections of the Mamba-1 and Mamba-2 layers
+ * (in_proj, x_proj, dt_proj, out_proj) and the tied LM head read a bf16 copy of the weights,
+ * made by this call (2 bytes a parameter), widened to fp32 as they are read; every sum, the
+ * state, the scan and the norms stay fp32. A step then moves about half the bytes (decode is
+ * bound by memory bandwidth), and its logits differ from fp32's by the weights' rounding
+ * (relative 2^-8 each at most; docs/decode.md). The copy is of the weights at this call:
+ * call again after changing them (training, loading). F32 frees it. The parallel forward, the
+ * other layer kinds and the GPU backend ignore the setting. */
+typedef enum ssm_decode_weights { SSM_DECODE_F32 = 0, SSM_DECODE_BF16 = 1 } ssm_decode_weights;
+SSM_API ssm_status ssm_model_set_decode_weights(ssm_model *model, ssm_decode_weights weights);
 
 /* Per position t of a forward (B, L): logp[t] = log p(targets[t]) in nats (NaN where
  * targets[t] < 0) and, when entropy != NULL, the entropy (nats) of the predicted distribution.
