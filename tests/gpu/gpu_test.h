@@ -132,4 +132,19 @@ static inline double rel_err(const float *a, const float *b, size_t n) {
     return rel_err2(a, 0, b, 0, 1, n);
 }
 
+/* The op tests' tally: report() prints one error beside its bound and counts it; end_case()
+ * ends the case's line; main returns gpu_test_result(). */
+static int failures = 0, checks = 0;
+static inline void report(const char *name, double err, double bound, int *case_ok) {
+    int ok = err <= bound; /* NaN fails */
+    checks++;
+    if (!ok) failures++, *case_ok = 0;
+    printf(" %s %.2e%s", name, err, ok ? "" : " FAIL");
+}
+static inline void end_case(int ok) { printf("%s\n", ok ? "  ok" : ""); }
+static inline int gpu_test_result(void) {
+    printf("%d checks, %d failed\n", checks, failures);
+    return failures ? 1 : 0;
+}
+
 #endif

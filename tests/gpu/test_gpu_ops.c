@@ -25,15 +25,6 @@
 #include "gpu_test.h"
 #include "ssm/cuda_ops.h"
 
-static int failures = 0, checks = 0;
-
-static void report(const char *name, double err, double bound, int *case_ok) {
-    int ok = err <= bound; /* NaN fails */
-    checks++;
-    if (!ok) failures++, *case_ok = 0;
-    printf(" %s %.2e%s", name, err, ok ? "" : " FAIL");
-}
-static void end_case(int ok) { printf("%s\n", ok ? "  ok" : ""); }
 
 static const char *dtname(ssm_dtype d) { return d == SSM_DTYPE_F32 ? "f32" : "bf16"; }
 
@@ -470,6 +461,5 @@ int main(void) {
     test_to_bf16(1000003, 0, 0);
     test_to_bf16(1000003, 1, 0);
     test_to_bf16(4099, 0, 3);
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return gpu_test_result();
 }

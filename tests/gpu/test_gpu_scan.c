@@ -31,15 +31,6 @@
 #include "gpu_test.h"
 #include "ssm/cuda_ops.h"
 
-static int failures = 0, checks = 0;
-
-static void report(const char *what, const char *name, double err, double bound, int *case_ok) {
-    int ok = err < bound; /* NaN fails */
-    checks++;
-    if (!ok) failures++, *case_ok = 0;
-    printf(" %s %.2e%s", name, err, ok ? "" : " FAIL");
-    (void)what;
-}
 
 static const char *dtname(ssm_dtype d) { return d == SSM_DTYPE_F32 ? "f32" : "bf16"; }
 
@@ -170,13 +161,13 @@ static void test_scan_forward(int B, int L, int E, int N, int regime, int gate, 
         printf("scan_forward  %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d carry=%d chunk=%-4d "
                "split=%d ws=%zuB:", dtname(dt), B, L, E, N, regime, gate, carry, chunk, split, wsb);
         double bound = dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2;
-        report("scan_forward", "out", rel_err(gy, out, T * E), bound, &ok);
+        report("out", rel_err(gy, out, T * E), bound, &ok);
         if (carry) {
             float *gs = from_dev(dst, (size_t)B * E * N, SSM_DTYPE_F32);
-            report("scan_forward", "state", rel_err(gs, st, (size_t)B * E * N), bound, &ok);
+            report("state", rel_err(gs, st, (size_t)B * E * N), bound, &ok);
             free(gs);
         }
-        printf("%s\n", ok ? "  ok" : "");
+        end_case(ok);
         free(gy);
         cudaFree(dy), cudaFree(dst), cudaFree(ws);
     }
@@ -252,15 +243,15 @@ static void test_scan_backward(int B, int L, int E, int N, int regime, int gate,
     printf("scan_backward %-4s B=%d L=%-7d E=%-4d N=%-2d regime=%d gate=%d chunk=%-4d ws=%zuB%s%s:",
            dtname(dt), B, L, E, N, regime, gate, chunk, wsb, ckb ? " saved" : "",
            g_bwd_split == 1 ? " split=1" : g_bwd_split == 2 ? " split=2" : "");
-    report("", "du", rel_err(h_du, du, T * E), bound, &ok);
-    report("", "ddt", rel_err(h_ddt, ddt, T * E), bound, &ok);
-    report("", "dB", rel_err2(h_dx + p.R, p.ld, dxdbl + p.R, p.ld, T, N), bound, &ok);
-    report("", "dC", rel_err2(h_dx + p.R + N, p.ld, dxdbl + p.R + N, p.ld, T, N), bound, &ok);
-    if (gate) report("", "dz", rel_err2(h_dxz + E, p.ldz, dxz + E, p.ldz, T, E), bound, &ok);
-    report("", "d_dt_bias", rel_err(h_dbias, dbias, E), bound, &ok);
-    report("", "dA_log", rel_err(h_dAlog, dAlog, (size_t)E * N), bound, &ok);
-    report("", "dD", rel_err(h_dD, dD, E), bound, &ok);
-    printf("%s\n", ok ? "  ok" : "");
+    report("du", rel_err(h_du, du, T * E), bound, &ok);
+    report("ddt", rel_err(h_ddt, ddt, T * E), bound, &ok);
+    report("dB", rel_err2(h_dx + p.R, p.ld, dxdbl + p.R, p.ld, T, N), bound, &ok);
+    report("dC", rel_err2(h_dx + p.R + N, p.ld, dxdbl + p.R + N, p.ld, T, N), bound, &ok);
+    if (gate) report("dz", rel_err2(h_dxz + E, p.ldz, dxz + E, p.ldz, T, E), bound, &ok);
+    report("d_dt_bias", rel_err(h_dbias, dbias, E), bound, &ok);
+    report("dA_log", rel_err(h_dAlog, dAlog, (size_t)E * N), bound, &ok);
+    report("dD", rel_err(h_dD, dD, E), bound, &ok);
+    end_case(ok);
     free(dout), free(y), free(dy), free(dxz), free(du), free(ddt), free(dxdbl);
     free(dbias0), free(dAlog0), free(dD0), free(dbias), free(dAlog), free(dD);
     free(h_du), free(h_ddt), free(h_dx), free(h_dxz), free(h_dbias), free(h_dAlog), free(h_dD);
@@ -329,11 +320,11 @@ static void test_scan_step(int B, int E, int N, int S, int gate, ssm_dtype dt) {
     int ok = 1;
     double bound = dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2;
     printf("scan_step     %-4s B=%d steps=%d E=%-4d N=%-2d gate=%d:", dtname(dt), B, S, E, N, gate);
-    report("", "out/cpu", rel_err(ygpu, ycpu, (size_t)S * B * E), bound, &ok);
-    report("", "state/cpu", rel_err(gst, st, (size_t)B * E * N), bound, &ok);
-    report("", "out/parallel", rel_err(ygpu, ypt, (size_t)S * B * E), bound, &ok);
-    report("", "state/parallel", rel_err(gst, gst2, (size_t)B * E * N), 1e-5, &ok);
-    printf("%s\n", ok ? "  ok" : "");
+    report("out/cpu", rel_err(ygpu, ycpu, (size_t)S * B * E), bound, &ok);
+    report("state/cpu", rel_err(gst, st, (size_t)B * E * N), bound, &ok);
+    report("out/parallel", rel_err(ygpu, ypt, (size_t)S * B * E), bound, &ok);
+    report("state/parallel", rel_err(gst, gst2, (size_t)B * E * N), 1e-5, &ok);
+    end_case(ok);
     free(st0), free(st), free(us), free(dts), free(bc), free(zs), free(ys), free(ycpu), free(ygpu);
     free(yp), free(ypt), free(gst), free(gst2);
     cudaFree(g_st), cudaFree(g_st2), cudaFree(g_y), cudaFree(g_yp), cudaFree(ws);
@@ -370,13 +361,13 @@ static void test_conv(int B, int L, int E, int K, int carry, ssm_dtype dt) {
     int ok = 1;
     double bound = dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2;
     printf("conv_forward  %-4s B=%d L=%-7d E=%-4d K=%d carry=%d:", dtname(dt), B, L, E, K, carry);
-    report("", "u", rel_err(gu, u, T * E), bound, &ok);
+    report("u", rel_err(gu, u, T * E), bound, &ok);
     if (carry) {
         float *gs = from_dev(g_st, (size_t)B * E * K, SSM_DTYPE_F32);
-        report("", "state", rel_err(gs, st, (size_t)B * E * K), 1e-6, &ok);
+        report("state", rel_err(gs, st, (size_t)B * E * K), 1e-6, &ok);
         free(gs);
     }
-    printf("%s\n", ok ? "  ok" : "");
+    end_case(ok);
     /* backward (zero initial state) */
     if (!carry) {
         float *du = falloc(T * E), *dx = falloc(T * ld_x);
@@ -398,10 +389,10 @@ static void test_conv(int B, int L, int E, int K, int carry, ssm_dtype dt) {
         ok = 1;
         double bb = dt == SSM_DTYPE_F32 ? 1e-4 : 1e-2;
         printf("conv_backward %-4s B=%d L=%-7d E=%-4d K=%d:", dtname(dt), B, L, E, K);
-        report("", "dx", rel_err2(hdx, ld_x, dx, ld_x, T, E), bb, &ok);
-        report("", "dw", rel_err(hdw, dw, (size_t)E * K), bb, &ok);
-        report("", "db", rel_err(hdb, db, E), bb, &ok);
-        printf("%s\n", ok ? "  ok" : "");
+        report("dx", rel_err2(hdx, ld_x, dx, ld_x, T, E), bb, &ok);
+        report("dw", rel_err(hdw, dw, (size_t)E * K), bb, &ok);
+        report("db", rel_err(hdb, db, E), bb, &ok);
+        end_case(ok);
         free(du), free(dx), free(dw0), free(db0), free(dw), free(db), free(hdx), free(hdw), free(hdb);
         cudaFree(g_du), cudaFree(g_dx), cudaFree(g_dw), cudaFree(g_db), cudaFree(ws);
     }
@@ -451,11 +442,11 @@ static void test_conv_step(int B, int E, int K, int S, ssm_dtype dt) {
     int ok = 1;
     double bound = dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2;
     printf("conv_step     %-4s B=%d steps=%d E=%-4d K=%d:", dtname(dt), B, S, E, K);
-    report("", "u/cpu", rel_err(ugpu, ucpu, (size_t)S * B * E), bound, &ok);
-    report("", "state/cpu", rel_err(gst, st, (size_t)B * E * K), 1e-6, &ok);
-    report("", "u/parallel", rel_err(ugpu, upt, (size_t)S * B * E), bound, &ok);
-    report("", "state/parallel", rel_err(gst, gst2, (size_t)B * E * K), 1e-6, &ok);
-    printf("%s\n", ok ? "  ok" : "");
+    report("u/cpu", rel_err(ugpu, ucpu, (size_t)S * B * E), bound, &ok);
+    report("state/cpu", rel_err(gst, st, (size_t)B * E * K), 1e-6, &ok);
+    report("u/parallel", rel_err(ugpu, upt, (size_t)S * B * E), bound, &ok);
+    report("state/parallel", rel_err(gst, gst2, (size_t)B * E * K), 1e-6, &ok);
+    end_case(ok);
     free(x), free(w), free(b), free(st0), free(st), free(xs), free(us), free(ucpu), free(ugpu);
     free(up), free(upt), free(gst), free(gst2);
     cudaFree(g_w), cudaFree(g_b), cudaFree(g_st), cudaFree(g_u), cudaFree(g_x), cudaFree(g_up);
@@ -536,6 +527,5 @@ int main(int argc, char **argv) {
         test_scan_forward(1, 1048576, 37, 16, 0, 1, 1, 0, SSM_DTYPE_F32);
         test_scan_forward(1, 1048576, 37, 16, 1, 0, 0, 0, SSM_DTYPE_BF16);
     }
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return gpu_test_result();
 }

@@ -26,14 +26,6 @@
 #include "ssd.h"
 #include "ssm/cuda_ops.h"
 
-static int failures = 0, checks = 0;
-
-static void report(const char *name, double err, double bound, int *case_ok) {
-    int ok = err <= bound; /* NaN fails */
-    checks++;
-    if (!ok) failures++, *case_ok = 0;
-    printf(" %s %.2e%s", name, err, ok ? "" : " FAIL");
-}
 
 static float *rand_bf16(size_t n, float lo, float hi) {
     float *x = falloc(n);
@@ -151,7 +143,7 @@ static void test_ssd(int B, int L, int H, int P, int G, int N, float dt_min, flo
         report(pn[k], rel_err(v, pc[k], H), 1e-2, &ok);
         free(v);
     }
-    printf("%s\n", ok ? "  ok" : "");
+    end_case(ok);
     free(dx_g), free(ddt_g), free(dxbc_c), free(ddt_c);
     cudaFree(ws), cudaFree(d_dy), cudaFree(d_dxbc), cudaFree(d_ddt), cudaFree(d_p0), cudaFree(d_p1), cudaFree(d_p2);
     cudaFree(d_xbc), cudaFree(d_dt), cudaFree(d_bias), cudaFree(d_alog), cudaFree(d_D), cudaFree(d_y), cudaFree(d_state);
@@ -194,7 +186,7 @@ static void test_gated_norm(int T, int I, int G) {
     report("dy", rel_err(dy_g, dy_c, (size_t)T * I), 1e-2, &ok);
     report("dz", rel_err2(dz_g, ld_z, dz_c, ld_z, T, I), 1e-2, &ok);
     report("dw", rel_err(dw_g, dw_c, I), 1e-3, &ok);
-    printf("%s\n", ok ? "  ok" : "");
+    end_case(ok);
     free(y), free(z), free(w), free(gout), free(out_c), free(rstd_c), free(out_g), free(rstd_g);
     free(dy_c), free(dz_c), free(dw_c), free(dw_init), free(dy_g), free(dz_g), free(dw_g);
     cudaFree(d_y), cudaFree(d_z), cudaFree(d_w), cudaFree(d_out), cudaFree(d_rstd), cudaFree(d_g);
@@ -220,6 +212,5 @@ int main(void) {
     test_gated_norm(37, 96, 2);
     test_gated_norm(37, 99, 3);
     test_gated_norm(300, 1536, 1);
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures ? 1 : 0;
+    return gpu_test_result();
 }

@@ -21,12 +21,7 @@ typedef struct io_case {
 
 static ssm_model *model_for(const io_case *k, uint64_t seed) {
     ssm_config c = ssm_config_default(11, 16, 2);
-    c.d_state = 4;
-    c.d_conv = 3;
-    c.dt_rank = 2;
-    c.attention.n_heads = c.attention.n_kv_heads = 2;
-    c.attention.head_dim = 8;
-    c.mlp.d_ff = 24;
+    tu_tiny_options(&c);
     TU_OK(ssm_config_set_pattern(&c, k->pattern, SSM_LAYER_MAMBA1));
     c.io = k->io;
     ssm_model *m;

@@ -17,12 +17,7 @@ enum { B = 2, G = 5, K = 4, F = 3 + 3 * K, D = 16, C = 3 };
 
 static ssm_model *model_for(const char *pattern, int score_order, int both, uint64_t seed) {
     ssm_config c = ssm_config_default(8, D, 2);
-    c.d_state = 4;
-    c.d_conv = 3;
-    c.dt_rank = 2;
-    c.attention.n_heads = c.attention.n_kv_heads = 2;
-    c.attention.head_dim = 8;
-    c.mlp.d_ff = 24;
+    tu_tiny_options(&c);
     TU_OK(ssm_config_set_pattern(&c, pattern, SSM_LAYER_MAMBA1));
     c.io = (ssm_io_config){.features = F, .head = SSM_HEAD_CLASSIFY, .outputs = C, .pool = SSM_POOL_MEAN};
     c.patch = (ssm_patch_config){SSM_PATCH_POINTNET, {8, 12, 10}, score_order, both};

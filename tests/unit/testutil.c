@@ -64,3 +64,12 @@ void tu_random_tokens(int32_t *tok, int n, int vocab, uint64_t seed) {
     for (int i = 0; i < n; i++) tok[i] = (int32_t)r[i] % vocab;
     free(r);
 }
+
+void tu_tiny_options(ssm_config *c) {
+    c->d_state = 4;
+    c->d_conv = 3;
+    c->dt_rank = 2;
+    c->attention.n_heads = c->attention.n_kv_heads = 2;
+    c->attention.head_dim = 8;
+    c->mlp.d_ff = 24;
+}

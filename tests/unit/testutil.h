@@ -15,6 +15,9 @@ void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
 /* v (n): a random unit direction, deterministic in seed; returns grad . v (the directional
  * derivative a finite difference along v checks) */
 double tu_unit_direction(float *v, size_t n, const float *grad, uint64_t seed);
+/* The small options the fast model tests share: d_state 4, d_conv 3, dt_rank 2, attention 2
+ * heads of 8, MLP d_ff 24. */
+void tu_tiny_options(ssm_config *c);
 /* ||a - b|| / ||b|| computed in double. */
 /* n tokens uniform in [0, vocab), deterministic in seed */
 void tu_random_tokens(int32_t *tok, int n, int vocab, uint64_t seed);
