@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "benchutil.h"
 #include "gated_norm.h"
 #include "ssd.h"
 
@@ -27,7 +28,7 @@ void openblas_set_num_threads(int n) __attribute__((weak));
  * OMP_WAIT_POLICY=passive, so that threads waiting at a barrier do not count) */
 static int use_cpu_time = 0, n_thr = 1;
 
-static double now(void) {
+static double bench_clock(void) {
     struct timespec ts;
     clock_gettime(use_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &ts);
     return (ts.tv_sec + ts.tv_nsec * 1e-9) / (use_cpu_time ? n_thr : 1);
@@ -47,35 +48,20 @@ static float *fbuf(size_t n, unsigned seed) {
     return p;
 }
 
-/* SGEMM GFLOP/s on square matrices, all threads (the ceiling of the GEMM-bound parts) */
-static double sgemm_gflops(int n) {
-    float *a = fbuf((size_t)n * n, 1), *b = fbuf((size_t)n * n, 2), *c = fbuf((size_t)n * n, 3);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double best = 0;
-    for (int r = 0; r < 5; r++) {
-        double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double g = 2.0 * n * n * n / (now() - t0) / 1e9;
-        best = g > best ? g : best;
-    }
-    free(a), free(b), free(c);
-    return best;
-}
-
 /* memcpy GB/s (bytes read + written), the threads copying their parts of 256 MiB */
 static double memcpy_gbs(void) {
     size_t n = (size_t)64 << 20; /* floats */
     float *a = fbuf(n, 4), *b = fbuf(n, 5);
     double best = 0;
     for (int r = 0; r < 6; r++) {
-        double t0 = now();
+        double t0 = bench_clock();
 #pragma omp parallel
         {
             int k = omp_get_thread_num(), m = omp_get_num_threads();
             size_t lo = n * k / m, hi = n * (k + 1) / m;
             memcpy(b + lo, a + lo, (hi - lo) * sizeof(float));
         }
-        double g = 2.0 * n * sizeof(float) / (now() - t0) / 1e9;
+        double g = 2.0 * n * sizeof(float) / (bench_clock() - t0) / 1e9;
         if (r) best = g > best ? g : best; /* the first one faults the pages in */
     }
     free(a), free(b);
@@ -159,9 +145,9 @@ static double time_it(void (*fn)(const cpu_ssd_args *), const cpu_ssd_args *a, i
     fn(a);
     double best = 1e30;
     for (int i = 0; i < iters; i++) {
-        double t0 = now();
+        double t0 = bench_clock();
         fn(a);
-        double t = now() - t0;
+        double t = bench_clock() - t0;
         best = t < best ? t : best;
     }
     return best;
@@ -213,11 +199,11 @@ static void run_shape(int B, int L, const int *chunks, int n_chunks, const machi
         float *z = fbuf(T * DI, 21), *out = fbuf(T * DI, 22), *rstd = fbuf(T, 23), *w = fbuf(DI, 24), *dw = fbuf(DI, 25);
         double best_f = 1e30, best_b = 1e30;
         for (int i = 0; i <= m->iters; i++) {
-            double t0 = now();
+            double t0 = bench_clock();
             cpu_gated_rmsnorm_forward(out, DI, rstd, y, DI, z, DI, w, (int)T, DI, 1, 1e-5f);
-            double t1 = now();
+            double t1 = bench_clock();
             cpu_gated_rmsnorm_backward(dxbc, ld_x, dy, DI, dw, out, DI, y, DI, z, DI, w, rstd, (int)T, DI, 1);
-            double t2 = now();
+            double t2 = bench_clock();
             if (i) best_f = fmin(best_f, t1 - t0), best_b = fmin(best_b, t2 - t1);
         }
         double bf = 4.0 * T * DI * 3, bb = 4.0 * T * DI * 5; /* y, z -> out; y, z, d_out -> dy, dz */
@@ -253,7 +239,8 @@ int main(int argc, char **argv) {
     n_thr = threads;
     omp_set_num_threads(threads);
     if (openblas_set_num_threads) openblas_set_num_threads(threads);
-    machine m = {sgemm_gflops(2048), memcpy_gbs(), iters};
+    /* the ceilings of the GEMM-bound and the memory-bound parts, on this benchmark's clock */
+    machine m = {sgemm_gflops_clock(2048, bench_clock), memcpy_gbs(), iters};
     printf("bench_ssd: %d threads, SGEMM %.1f GFLOP/s (2048^3, best of 5), memcpy %.1f GB/s (read + write)%s\n"
            "130M Mamba-2 shape: H = 24, P = 64, N = 128, G = 1 (d_inner 1536)\n", threads, m.peak, m.bw,
            use_cpu_time ? "; times: CPU time / threads" : "");
