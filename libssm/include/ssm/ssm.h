@@ -189,6 +189,7 @@ typedef struct ssm_patch_config {
     int widths[3];           /* w0, w1, w2 */
     int score_order;         /* 1: the learned importance order; 0: the input's order */
     int both;                /* 1: sorted, then reversed (2 L positions); 0: L */
+    int attention;           /* 1: f_j += Wo softmax(q k^T / sqrt(w1)) v over the group's k points */
 } ssm_patch_config;
 
 typedef struct ssm_config {
@@ -328,7 +329,7 @@ typedef struct ssm_bimamba_params {
 } ssm_bimamba_params;
 
 #define SSM_MIXER_MAX_TENSORS 20
-#define SSM_PATCH_TENSORS 11
+#define SSM_PATCH_TENSORS 15
 typedef struct ssm_layer_params {
     float *norm;      /* (D)            backbone.layers.{i}.norm.weight */
     union {           /* the mixer's, by config.layer_kind[i] */
