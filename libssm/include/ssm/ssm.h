@@ -177,6 +177,8 @@ typedef enum ssm_bidirectional {
  * patch.c): each position's F = 3 + 3 k floats are a group's centre and its k points relative
  * to it (the points task's layout). PointNet (Point-BERT's two-stage encoder, no batch norm):
  *   f_j = mlp1(p_j)             3 -> w0 -> w1, ReLU between         per point j of the group
+ *   f_j += Wo softmax_i(q_j . k_i / sqrt(w1)) v_i                  attention only: over the group's
+ *          points, q, k, v = Wq f, Wk f, Wv f (no positions: the max stays order-free)
  *   y_j = mlp2([max_j f ; f_j]) 2 w1 -> w2 -> D, ReLU between
  *   e   = max_j y_j + centre . W_c^T                               (D) the group's embedding
  * order = score: s = e . w + b per group; the groups sorted by s (descending, ties by index),
