@@ -53,6 +53,20 @@ template <int W> __device__ __forceinline__ void st_vec(__nv_bfloat16 *p, const 
         p[0] = __float2bfloat16_rn(v[0]);
 }
 
+// ---- reductions ---------------------------------------------------------------------------
+
+// The sum of v over a block of NT threads (a multiple of 32), in a fixed order (deterministic);
+// every thread gets it. sh: NT / 32 floats of shared memory, free again on return.
+template <int NT> __device__ __forceinline__ float block_sum(float v, float *sh) {
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int w = 0; w < NT / 32; w++) t += sh[w];
+    __syncthreads();
+    return t;
+}
+
 // ---- special functions -------------------------------------------------------------------
 
 // 2^x on the special-function unit (MUFU.EX2): ~2 ulp, 0 below -126 (flushed).

@@ -37,8 +37,9 @@ static ssm_status mamba1_forward(ssm_model *m, int i, int B, int L, float *cs, f
     // u = silu(conv1d(x) + bias)
     SSM_TRY(cuda_conv_forward(la->u, la->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, cs, B, L, E, K, BF, st));
     if (cs) SSM_TRY(cuda_conv_state_update(cs, la->xz, 2 * E, B, L, E, K, BF, st));
-    // [dt | B | C] = x_proj(u)
-    SSM_TRY(cuda_matmul_forward(g->blas, la->x_dbl, XD, BF, 0.0f, la->u, E, w16(g, p->mamba1.x_proj), T, E, XD));
+    // [dt | B | C] = x_proj(u), or x_proj(1) without selection
+    if (c->non_selective) SSM_TRY(cuda_fixed_x_dbl_forward(la->x_dbl, XD, p->mamba1.x_proj, T, E, XD, st));
+    else SSM_TRY(cuda_matmul_forward(g->blas, la->x_dbl, XD, BF, 0.0f, la->u, E, w16(g, p->mamba1.x_proj), T, E, XD));
     // dt = dt_proj(dt) without its bias
     SSM_TRY(cuda_matmul_forward(g->blas, la->dt, E, BF, 0.0f, la->x_dbl, XD, w16(g, p->mamba1.dt_proj_w), T, R, E));
     // gated = (scan(u, softplus(dt + bias), A, B, C) + D u) * silu(z)
@@ -255,9 +256,10 @@ static ssm_status mamba1_backward(ssm_model *m, int i) {
     // dt = dt_proj(x_dbl[:, :R])
     SSM_TRY(cuda_matmul_backward(g->blas, a->d_x_dbl, XD, BF, 0.0f, gr->mamba1.dt_proj_w, a->d_dt, E,
                                  la->x_dbl, XD, w16(g, p->mamba1.dt_proj_w), T, R, E));
-    // x_dbl = x_proj(u): d u += d x_dbl . x_proj
-    SSM_TRY(cuda_matmul_backward(g->blas, a->d_u, E, BF, 1.0f, gr->mamba1.x_proj, a->d_x_dbl, XD, la->u, E,
-                                 w16(g, p->mamba1.x_proj), T, E, XD));
+    // x_dbl = x_proj(u): d u += d x_dbl . x_proj (without selection x_dbl does not see u)
+    if (c->non_selective) SSM_TRY(cuda_fixed_x_dbl_backward(gr->mamba1.x_proj, a->d_x_dbl, XD, T, E, XD, st));
+    else SSM_TRY(cuda_matmul_backward(g->blas, a->d_u, E, BF, 1.0f, gr->mamba1.x_proj, a->d_x_dbl, XD, la->u, E,
+                                      w16(g, p->mamba1.x_proj), T, E, XD));
     // u = silu(conv1d(x))
     SSM_TRY(cuda_conv_backward(a->d_xz, gr->mamba1.conv_w, gr->mamba1.conv_b, a->d_u, la->xz, 2 * E, p->mamba1.conv_w,
                                p->mamba1.conv_b, B, L, E, K, BF, a->work, a->work_bytes, st));

@@ -10,16 +10,6 @@ namespace {
 typedef __nv_bfloat16 bf16;
 constexpr int NT = 256, RT = 64;
 
-__device__ float block_sum(float v, float *sh) {
-    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
-    __syncthreads();
-    float t = 0.0f;
-    for (int w = 0; w < NT / 32; w++) t += sh[w];
-    __syncthreads();
-    return t;
-}
-
 __global__ void __launch_bounds__(NT) gnorm_fwd(bf16 *out, int ld_out, float *rstd, const bf16 *y, int ld_y,
                                                 const bf16 *z, int ld_z, const float *w, int I, int G, float eps) {
     __shared__ float sh[NT / 32];
@@ -32,7 +22,7 @@ __global__ void __launch_bounds__(NT) gnorm_fwd(bf16 *out, int ld_out, float *rs
         ss = fmaf(v, v, ss);
     }
     // rstd = 1 / sqrt(mean(v^2) + eps) over the group
-    const float r = 1.0f / sqrtf(block_sum(ss, sh) / gs + eps);
+    const float r = 1.0f / sqrtf(block_sum<NT>(ss, sh) / gs + eps);
     if (threadIdx.x == 0) rstd[t * G + g] = r;
     for (int i = i0 + threadIdx.x; i < i0 + gs; i += NT) {
         const float v = __bfloat162float(y[t * ld_y + i]) * siluf(__bfloat162float(z[t * ld_z + i]));
@@ -54,7 +44,7 @@ __global__ void __launch_bounds__(NT) gnorm_bwd(bf16 *dy, int ld_dy, bf16 *dz, i
         dot = fmaf(__bfloat162float(gout[t * ld_g + i]) * w[i], v, dot);
     }
     // dv = rstd (g w) - v rstd^3 mean(g w v)
-    const float c = block_sum(dot, sh) / gs * r * r * r;
+    const float c = block_sum<NT>(dot, sh) / gs * r * r * r;
     for (int i = i0 + threadIdx.x; i < i0 + gs; i += NT) {
         const float yv = __bfloat162float(y[t * ld_y + i]), zv = __bfloat162float(z[t * ld_z + i]);
         const float s = sigmoidf_(zv), v = yv * zv * s;

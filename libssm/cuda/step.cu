@@ -123,12 +123,18 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
             in.u = d->u, in.conv_state = conv_i, in.conv_w = p->mamba1.conv_w, in.conv_b = p->mamba1.conv_b;
             in.E = E, in.K = K;
             SSM_TRY(run_gemv(d, in, st));
-            cuda_gemv_args xp = gemv_args(d->x_dbl, XD, BF, d->u, E, w16(g, p->mamba1.x_proj), B, E, XD);
-            SSM_TRY(run_gemv(d, xp, st));
         } else {
             SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, p->norm, B, D, c->norm_eps, BF, st));
             SSM_TRY(cuda_matmul_forward(g->blas, d->xz, 2 * E, BF, 0.0f, d->h, D, w16(g, p->mamba1.in_proj), B, D, 2 * E));
             SSM_TRY(cuda_conv_step(d->u, conv_i, d->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, B, E, K, BF, st));
+        }
+        // [dt | B | C] = x_proj(u), or x_proj(1) without selection
+        if (c->non_selective) {
+            SSM_TRY(cuda_fixed_x_dbl_forward(d->x_dbl, XD, p->mamba1.x_proj, B, E, XD, st));
+        } else if (d->gemv) {
+            cuda_gemv_args xp = gemv_args(d->x_dbl, XD, BF, d->u, E, w16(g, p->mamba1.x_proj), B, E, XD);
+            SSM_TRY(run_gemv(d, xp, st));
+        } else {
             SSM_TRY(cuda_matmul_forward(g->blas, d->x_dbl, XD, BF, 0.0f, d->u, E, w16(g, p->mamba1.x_proj), B, E, XD));
         }
         ssm_scan_args sa = {};

@@ -102,12 +102,8 @@ const ssm_backend ssm_backend_cuda = {
 #endif
 
 #ifdef SSM_WITH_CUDA
-/* the CUDA backend's fused Mamba-1 path has no non-selective ablation and no Jamba inner
- * norms (mamba1.c) */
-static ssm_status cuda_selective_only(const ssm_config *c) {
-    if (c->non_selective)
-        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs selective Mamba-1 "
-                             "layers only; this model has model.selective = false: use --device cpu");
+/* the CUDA backend's fused Mamba-1 path has no Jamba inner norms (mamba1.c) */
+static ssm_status cuda_without_inner_norms(const ssm_config *c) {
     if (c->inner_norms)
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1 layers without "
                              "Jamba's inner dt/B/C norms; this model has model.inner_norms = true: "
@@ -120,7 +116,7 @@ ssm_status ssm_device_supports(int device, const ssm_config *c) {
     if (!c) return ssm_set_error(SSM_ERR_ARG, "ssm_device_supports: config is NULL");
     if (device < 0) return ssm_backend_cpu.supports(c);
 #ifdef SSM_WITH_CUDA
-    if (cuda_selective_only(c)) return SSM_ERR_UNSUPPORTED;
+    if (cuda_without_inner_norms(c)) return SSM_ERR_UNSUPPORTED;
     return ssm_backend_cuda.supports(c);
 #else
     return check_device("cuda", device);
@@ -147,7 +143,7 @@ ssm_status ssm_model_use_device(ssm_model *m, ssm_adamw *opt, int device) {
     snprintf(name, sizeof name, "cuda:%d", device);
     if ((s = check_device(name, device))) return s;
     if (m->cuda && m->device == device) return SSM_OK;
-    if ((s = cuda_selective_only(&m->config)) || (s = ssm_backend_cuda.supports(&m->config))) return s;
+    if ((s = cuda_without_inner_norms(&m->config)) || (s = ssm_backend_cuda.supports(&m->config))) return s;
     if (m->cuda) { /* on another GPU: bring it home first, then over */
         if ((s = cuda_model_sync_host(m, opt))) return s;
         cuda_model_detach(m);

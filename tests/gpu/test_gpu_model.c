@@ -1,6 +1,6 @@
 /* test_gpu_model.c: the whole model on the GPU (libssm/cuda/forward.cu, step.cu, model.cu)
- * against the CPU backend, through the public API only, for Mamba-1 models, Mamba-2 models and
- * models of both kinds of layer:
+ * against the CPU backend, through the public API only, for Mamba-1 models, Mamba-2 models,
+ * models of both kinds of layer and Mamba-1 models without selection (the paper's ablation):
  *   - logits, loss, per-position scores and every parameter gradient of one batch;
  *   - carried state: two windows with the state carried = one window of both;
  *   - step mode against the parallel forward, on the GPU;
@@ -23,8 +23,9 @@
 static int checks, failures;
 
 /* The layers' kinds of the models made: Mamba-1, Mamba-2 (headdim 16, d_state 32, two groups),
- * or both, alternating from a Mamba-1 layer. */
-enum { KINDS_MAMBA1, KINDS_MAMBA2, KINDS_MIXED };
+ * both, alternating from a Mamba-1 layer, or Mamba-1 without selection (model.selective: false,
+ * libssm/cuda/fixed_x_dbl.cu). */
+enum { KINDS_MAMBA1, KINDS_MAMBA2, KINDS_MIXED, KINDS_NON_SELECTIVE };
 static int kinds = KINDS_MAMBA1;
 
 #define OK(call)                                                                                \
@@ -59,7 +60,8 @@ static double rel_err(const float *a, const float *b, size_t n) {
 /* A model with random (non-default) parameters, so that every path carries signal. */
 static ssm_model *make_model(int V, int D, int n_layer, uint64_t seed) {
     ssm_config c = ssm_config_default(V, D, n_layer);
-    if (kinds != KINDS_MAMBA1) {
+    c.non_selective = kinds == KINDS_NON_SELECTIVE;
+    if (kinds == KINDS_MAMBA2 || kinds == KINDS_MIXED) {
         ssm_config_set_kind(&c, SSM_LAYER_MAMBA2);
         c.mamba2.headdim = 16, c.mamba2.d_state = 32, c.mamba2.ngroups = 2;
         c.mamba2.d_inner = 0, c.mamba2.nheads = 0; /* derived by the validator */
@@ -303,8 +305,10 @@ int main(void) {
     test_greedy(256, 64, 2, 1, 1, 16);
     test_training(16, 64, 2, 4, 128, 20);
     /* the same checks over Mamba-2 layers, and over Mamba-1 and Mamba-2 layers in one model */
-    for (kinds = KINDS_MAMBA2; kinds <= KINDS_MIXED; kinds++) {
-        printf("-- %s\n", kinds == KINDS_MAMBA2 ? "Mamba-2" : "Mamba-1 and Mamba-2 layers");
+    static const char *const kind_names[] = {"", "Mamba-2", "Mamba-1 and Mamba-2 layers",
+                                             "Mamba-1 without selection"};
+    for (kinds = KINDS_MAMBA2; kinds <= KINDS_NON_SELECTIVE; kinds++) {
+        printf("-- %s\n", kind_names[kinds]);
         test_batch(16, 64, 2, 3, 77);
         test_batch(37, 48, 3, 2, 1);
         test_batch(256, 128, 3, 4, 300);

@@ -49,7 +49,8 @@ static void test_batches(void **state) {
     int early = 0, late = 0; /* where the first trigger falls: both halves are drawn */
     for (int i = 0; i < 5; i++) {
         int L = lengths[i];
-        ssm_batch b = {B, L, tok, tgt}, b2 = {B, L, tok2, tgt2};
+        ssm_batch b = {.B = B, .L = L, .tokens = tok, .targets = tgt},
+                  b2 = {.B = B, .L = L, .tokens = tok2, .targets = tgt2};
         ssm_rng again = rng;
         TU_OK(f.ops->next_batch(f.task, SSM_SPLIT_VALID, &rng, &b));
         TU_OK(f.ops->next_batch(f.task, SSM_SPLIT_VALID, &again, &b2)); /* same rng, same batch */
@@ -76,7 +77,7 @@ static void test_batches(void **state) {
         }
     }
     assert_true(early > 0 && late > 0);
-    ssm_batch shorter = {1, 2, tok, tgt};
+    ssm_batch shorter = {.B = 1, .L = 2, .tokens = tok, .targets = tgt};
     assert_int_equal(f.ops->next_batch(f.task, SSM_SPLIT_TRAIN, &rng, &shorter), SSM_ERR_ARG);
     assert_non_null(strstr(ssm_last_error(), "at least 3"));
     close_task(&f);

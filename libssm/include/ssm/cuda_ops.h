@@ -139,6 +139,14 @@ ssm_status cuda_gated_rmsnorm_backward(void *dy, int ld_dy, void *dz, int ld_dz,
                                        void *workspace, size_t workspace_bytes,
                                        cudaStream_t stream);
 
+/* ---- fixed_x_dbl.cu: x_dbl without selection (model.selective: false), the twin of
+ * m1_fixed_x_dbl in mamba1.c: x_dbl (T, XD) bf16 = x_proj (XD, E) fp32 applied to ones, the
+ * same row at every t; the backward ADDS sum_t d_x_dbl[t, j] to every g_x_proj[j, e]. */
+ssm_status cuda_fixed_x_dbl_forward(void *x_dbl, int ld, const float *x_proj, int T, int E,
+                                    int XD, cudaStream_t stream);
+ssm_status cuda_fixed_x_dbl_backward(float *g_x_proj, const void *d_x_dbl, int ld, int T, int E,
+                                     int XD, cudaStream_t stream);
+
 /* ---- embedding.cu ----------------------------------------------------------------------- */
 /* out (T, D) fp32 = table[tokens[t]], table (V, D) fp32, tokens (T) int32 on the device. */
 ssm_status cuda_embedding_forward(float *out, const int32_t *tokens, const float *table, int T,
