@@ -151,6 +151,7 @@ static ssm_status config_metadata(const ssm_config *c, char *kv[2 * META_MAX], i
         PUT("ssm.patch.widths", "%d,%d,%d", pc->widths[0], pc->widths[1], pc->widths[2]);
         PUT("ssm.patch.order", "%s", pc->score_order ? "score" : "input");
         PUT("ssm.patch.reading", "%s", pc->both ? "both" : "forward");
+        if (pc->attention) PUT("ssm.patch.attention", "1"); /* absent: none (older files) */
     }
     /* Caduceus' options (absent: causal) */
     if (c->bidirectional) PUT("ssm.bidirectional", "%s", c->bidirectional == SSM_BIDIR_MUL ? "mul" : "add");
@@ -586,6 +587,10 @@ static ssm_status patch_from_metadata(const ssm_safetensors *st, const char *fil
         (s = meta_choice(st, file, "ssm.patch.reading", "both", "forward", &forward)))
         return s;
     p->kind = SSM_PATCH_POINTNET, p->score_order = !input, p->both = !forward;
+    const char *att = ssm_safetensors_meta(st, "ssm.patch.attention");
+    if (att && strcmp(att, "1"))
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "metadata ssm.patch.attention = '%s' is not 1", att);
+    p->attention = att != NULL;
     return SSM_OK;
 }
 

@@ -339,7 +339,8 @@ static void bind_params(const ssm_model *m, float *blob, ssm_params *p) {
     p->input_proj = p->input_bias = p->head = p->head_bias = NULL;
     ssm_patch_tensor patch[SSM_PATCH_TENSORS];
     int n_patch = ssm_patch_tensors(&m->config, patch);
-    for (int i = 0; i < SSM_PATCH_TENSORS; i++) p->patch[i] = i < n_patch ? blob + t[k++].offset : NULL;
+    for (int i = 0; i < SSM_PATCH_TENSORS; i++) p->patch[i] = NULL;
+    for (int i = 0; i < n_patch; i++) p->patch[patch[i].slot] = blob + t[k++].offset;
     if (m->config.io.features && !n_patch) {
         p->input_proj = blob + t[k++].offset;
         p->input_bias = blob + t[k++].offset;

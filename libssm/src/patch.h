@@ -5,7 +5,8 @@
 
 #include "internal.h"
 
-/* The tensors, in table order (backbone.patch.*); the score's two only with score_order. */
+/* The tensors' slots in ssm_params.patch (backbone.patch.*); the score's two only with
+ * score_order, the attention's four only with attention. */
 enum {
     PATCH_MLP1_0_W, PATCH_MLP1_0_B, /* (w0, 3), (w0) */
     PATCH_MLP1_2_W, PATCH_MLP1_2_B, /* (w1, w0), (w1) */
@@ -13,16 +14,19 @@ enum {
     PATCH_MLP2_2_W, PATCH_MLP2_2_B, /* (D, w2), (D) */
     PATCH_CENTRE_W,                 /* (D, 3) */
     PATCH_SCORE_W, PATCH_SCORE_B,   /* (1, D), (1) */
+    PATCH_ATT_Q, PATCH_ATT_K, PATCH_ATT_V, PATCH_ATT_O, /* (w1, w1) each, no biases */
 };
+_Static_assert(PATCH_ATT_O + 1 == SSM_PATCH_TENSORS, "the slots fill ssm_params.patch");
 
 typedef struct ssm_patch_tensor {
     const char *name;
     int ndim;
     int64_t shape[2];
     int decay;
+    int slot; /* PATCH_*: where ssm_params.patch points at it */
 } ssm_patch_tensor;
 
-/* The tensors of config.patch into out (SSM_PATCH_TENSORS), their number (0: no encoder). */
+/* The tensors of config.patch into out (SSM_PATCH_TENSORS), in table order, their number (0: no encoder). */
 int ssm_patch_tensors(const ssm_config *c, ssm_patch_tensor *out);
 ssm_status ssm_patch_validate(const ssm_config *c);
 /* as torch's nn.Linear: U(+-1/sqrt(fan_in)), weights and biases */
@@ -41,6 +45,13 @@ typedef struct ssm_patch_acts {
     float *y;      /* (T k, D) mlp2's output; the backward's d y */
     float *d_a;    /* (T k, max(w0, w2)) scratch of the backward */
     float *d_z;    /* (T k, 2 w1) */
+    /* attention only: f_j = f0_j + Wo o_j, o_j = sum_i p_ji v_i over the group's points */
+    float *f0;     /* (T k, w1) mlp1's output, the attention's input */
+    float *qkv;    /* (T k, 3 w1) q, k, v per point */
+    float *prob;   /* (T, k, k) p_ji = softmax_i(q_j . k_i / sqrt(w1)) */
+    float *o;      /* (T k, w1) */
+    float *d_qkv;  /* (T k, 3 w1) */
+    float *d_o;    /* (T k, w1) */
     float *f_max;  /* (T, w1) the max over each group's f */
     int *arg_f;    /* (T, w1) the point j of each channel's max over f */
     int *arg_y;    /* (T, D)  the point j of each channel's max over y */

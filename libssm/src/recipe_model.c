@@ -14,7 +14,7 @@ static const char *const model_keys[] = {
     "head_dim", "rotary_dim", "rope_base", "max_context", "d_ff", "mlp_activation", "selective",
     "inner_norms", "n_experts", "top_k", "moe_d_ff", "moe_activation", "routing", "norm_topk",
     "routed_scaling", "aux_loss_coef", "shared_d_ff", "bidirectional", "rcps", "patch",
-    "patch_widths", "patch_order", "patch_reading", NULL};
+    "patch_widths", "patch_order", "patch_reading", "patch_attention", NULL};
 
 /* the mixture-of-experts keys (Jamba's routing by default) */
 static ssm_status read_moe(const ssm_recipe *r, ssm_node *m, int d_model, ssm_moe_config *o) {
@@ -72,22 +72,26 @@ static ssm_status read_layers(const ssm_recipe *r, ssm_node *layers, int n_layer
 }
 
 /* model.patch (none | pointnet), patch_widths [w0, w1, w2], patch_order (score | input),
- * patch_reading (both | forward): the patch encoder (ssm.h, patch.c) */
+ * patch_reading (both | forward), patch_attention (false | true): the patch encoder (ssm.h, patch.c) */
 static ssm_status read_patch(const ssm_recipe *r, ssm_node *m, ssm_patch_config *p) {
     const char *const kinds[] = {"none", "pointnet", NULL}, *const orders[] = {"score", "input", NULL},
                       *const readings[] = {"both", "forward", NULL};
-    int kind, order, reading;
+    int kind, order, reading, attention;
     ssm_status s;
     if ((s = ssm_node_choice(r, m, "patch", kinds, 0, &kind)) ||
         (s = ssm_node_choice(r, m, "patch_order", orders, 0, &order)) ||
-        (s = ssm_node_choice(r, m, "patch_reading", readings, 0, &reading)))
+        (s = ssm_node_choice(r, m, "patch_reading", readings, 0, &reading)) ||
+        (s = ssm_node_bool(r, m, "patch_attention", 0, &attention)))
         return s;
-    *p = (ssm_patch_config){(ssm_patch_kind)kind, {32, 64, 64}, order == 0, reading == 0};
+    *p = (ssm_patch_config){(ssm_patch_kind)kind, {32, 64, 64}, order == 0, reading == 0, attention};
     ssm_node *w = m ? ssm_node_get(m, "patch_widths") : NULL;
     char where[256];
     if (w && !kind)
         return ssm_set_error(SSM_ERR_ARG, "%s: patch_widths without model.patch: pointnet",
                              ssm_node_where(r, w, where, sizeof where));
+    if (attention && !kind)
+        return ssm_set_error(SSM_ERR_ARG, "%s: patch_attention without model.patch: pointnet",
+                             ssm_node_where(r, ssm_node_get(m, "patch_attention"), where, sizeof where));
     if (!kind) *p = (ssm_patch_config){0}; /* none: as a checkpoint without ssm.patch reads */
     if (!w) return SSM_OK;
     if (w->kind != SSM_NODE_SEQ || w->n != 3)

@@ -1,6 +1,7 @@
 /* test_patch.c: the PointNet patch encoder and its learned importance order (config.patch,
  * libssm/src/patch.c) through ssm_forward_io: every tensor's gradient against central finite
- * differences (the score's weight element by element too, and nonzero), the order a
+ * differences (the score's and the group attention's weights element by element too, and
+ * nonzero), the order a
  * permutation sorted by the score with ties by index, the reversed second half, the embedding
  * invariant to the order of a group's points, a checkpoint round trip, bad configs refused. */
 #include <math.h>
@@ -15,12 +16,12 @@
 
 enum { B = 2, G = 5, K = 4, F = 3 + 3 * K, D = 16, C = 3 };
 
-static ssm_model *model_for(const char *pattern, int score_order, int both, uint64_t seed) {
+static ssm_model *model_for(const char *pattern, int score_order, int both, int attention, uint64_t seed) {
     ssm_config c = ssm_config_default(8, D, 2);
     tu_tiny_options(&c);
     TU_OK(ssm_config_set_pattern(&c, pattern, SSM_LAYER_MAMBA1));
     c.io = (ssm_io_config){.features = F, .head = SSM_HEAD_CLASSIFY, .outputs = C, .pool = SSM_POOL_MEAN};
-    c.patch = (ssm_patch_config){SSM_PATCH_POINTNET, {8, 12, 10}, score_order, both};
+    c.patch = (ssm_patch_config){SSM_PATCH_POINTNET, {8, 12, 10}, score_order, both, attention};
     ssm_model *m;
     TU_OK(ssm_model_create(&c, &m));
     TU_OK(ssm_model_init(m, seed));
@@ -28,6 +29,9 @@ static ssm_model *model_for(const char *pattern, int score_order, int both, uint
     tu_fill_uniform(noise, m->n_params, -0.1f, 0.1f, seed + 1);
     for (size_t i = 0; i < m->n_params; i++) m->params_blob[i] += noise[i];
     free(noise);
+    if (attention) /* sharper scores: q's and k's gradients well above the float loss's resolution */
+        for (int t = PATCH_ATT_Q; t <= PATCH_ATT_K; t++)
+            for (int i = 0; i < 12 * 12; i++) m->params.patch[t][i] *= 6;
     return m;
 }
 
@@ -110,27 +114,35 @@ static int check_model(const char *name, ssm_model *m) {
             bad++;
         }
     }
-    const ssm_tensor_info *sw = ssm_model_find_tensor(m, "backbone.patch.score.weight");
-    if (sw) { /* the learned score: each element, and the gradient is not zero */
+    /* the learned score and the group attention: each element, and the gradient is not zero */
+    const char *const each[] = {"score.weight", "attn.q.weight", "attn.k.weight", "attn.v.weight",
+                                "attn.o.weight"};
+    int element_kinks = 0;
+    for (int n = 0; n < (int)(sizeof each / sizeof *each); n++) {
+        char name[64];
+        snprintf(name, sizeof name, "backbone.patch.%s", each[n]);
+        const ssm_tensor_info *ti = ssm_model_find_tensor(m, name);
+        if (!ti) continue;
         double norm = 0;
-        for (int d = 0; d < D; d++) {
-            double an = grad[sw->offset + d];
+        for (size_t d = 0; d < ti->numel; d++) {
+            double an = grad[ti->offset + d];
             float one = 1;
-            double fd = quotient(m, &b, m->params_blob + sw->offset + d, &one, 1, at);
+            double fd = quotient(m, &b, m->params_blob + ti->offset + d, &one, 1, at);
             if (isnan(fd)) {
-                kinks++;
-            } else if (!(fabs(fd - an) < 2e-2 * fabs(an) + 3e-5)) {
-                printf("  score.weight[%d] analytic % .6e  numeric % .6e\n", d, an, fd);
+                element_kinks++;
+            } else if (!(fabs(fd - an) < 2e-2 * fabs(an) + 6e-5)) { /* 2 steps of the float loss / 2h */
+                printf("  %s[%zu] analytic % .6e  numeric % .6e\n", each[n], d, an, fd);
                 bad++;
             }
             norm += an * an;
         }
-        printf("  |d loss / d score.weight| = %.3e\n", sqrt(norm));
+        printf("  |d loss / d %s| = %.3e\n", each[n], sqrt(norm));
         assert_true(sqrt(norm) > 1e-6);
     }
-    printf("  %d tensors, %d off, %d checks left out (a kink within the smallest step)\n",
-           m->n_tensors, bad, kinks);
+    printf("  %d tensors, %d off, %d + %d element checks left out (a kink within the smallest step)\n",
+           m->n_tensors, bad, kinks, element_kinks);
     assert_true(kinks <= 2);
+    assert_true(element_kinks <= 20);
     free(grad);
     return bad;
 }
@@ -138,11 +150,15 @@ static int check_model(const char *name, ssm_model *m) {
 static void test_patch_gradients(void **st) {
     (void)st;
     int bad = 0;
-    ssm_model *m = model_for("*M", 1, 1, 3);
+    ssm_model *m = model_for("*M", 1, 1, 0, 3);
     bad += check_model("pointnet, score order, both ways (*M)", m);
     ssm_model_free(m);
-    m = model_for("M-", 0, 0, 4);
+    m = model_for("M-", 0, 0, 0, 4);
     bad += check_model("pointnet, input order, forward (M-)", m);
+    ssm_model_free(m);
+    m = model_for("*M", 1, 1, 1, 5);
+    assert_non_null(ssm_model_find_tensor(m, "backbone.patch.attn.o.weight"));
+    bad += check_model("pointnet with attention in the groups, score order, both ways (*M)", m);
     ssm_model_free(m);
     assert_int_equal(bad, 0);
 }
@@ -152,7 +168,7 @@ static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* r_0 is the groups sorted by score, each times sigmoid(score), then the same reversed */
 static void test_patch_order(void **st) {
     (void)st;
-    ssm_model *m = model_for("M", 1, 1, 7);
+    ssm_model *m = model_for("M", 1, 1, 0, 7);
     batch b;
     make_batch(&b, 9);
     loss_at(m, &b);
@@ -184,10 +200,10 @@ static void test_patch_order(void **st) {
     ssm_model_free(m);
 }
 
-/* PointNet's max pooling: a group's embedding does not depend on the order of its points */
-static void test_patch_point_order_invariant(void **st) {
-    (void)st;
-    ssm_model *m = model_for("M", 0, 0, 8);
+/* PointNet's max pooling: a group's embedding does not depend on the order of its points (the
+ * attention within a group has no positions: it keeps this) */
+static void point_order_invariant(int attention) {
+    ssm_model *m = model_for("M", 0, 0, attention, 8);
     batch b;
     make_batch(&b, 10);
     loss_at(m, &b);
@@ -207,9 +223,14 @@ static void test_patch_point_order_invariant(void **st) {
     ssm_model_free(m);
 }
 
-static void test_patch_checkpoint(void **st) {
+static void test_patch_point_order_invariant(void **st) {
     (void)st;
-    ssm_model *m = model_for("*M", 1, 1, 11), *back;
+    point_order_invariant(0);
+    point_order_invariant(1);
+}
+
+static void patch_checkpoint(int attention) {
+    ssm_model *m = model_for("*M", 1, 1, attention, 11), *back;
     batch b;
     make_batch(&b, 12);
     double l1 = loss_at(m, &b);
@@ -223,16 +244,24 @@ static void test_patch_checkpoint(void **st) {
     assert_int_equal(back->config.patch.widths[1], 12);
     assert_int_equal(back->config.patch.score_order, 1);
     assert_int_equal(back->config.patch.both, 1);
+    assert_int_equal(back->config.patch.attention, attention);
+    assert_true(!ssm_model_find_tensor(back, "backbone.patch.attn.q.weight") == !attention);
     assert_int_equal(back->n_params, m->n_params);
     assert_true(loss_at(back, &b) == l1);
     ssm_model_free(back);
     ssm_model_free(m);
 }
 
+static void test_patch_checkpoint(void **st) {
+    (void)st;
+    patch_checkpoint(0);
+    patch_checkpoint(1);
+}
+
 static void test_patch_bad_configs(void **st) {
     (void)st;
     ssm_config c = ssm_config_default(8, D, 1);
-    c.patch = (ssm_patch_config){SSM_PATCH_POINTNET, {8, 12, 10}, 1, 1};
+    c.patch = (ssm_patch_config){SSM_PATCH_POINTNET, {8, 12, 10}, 1, 1, 0};
     ssm_model *m = NULL;
     c.io = (ssm_io_config){.features = 7, .head = SSM_HEAD_CLASSIFY, .outputs = 2};
     assert_int_equal(ssm_model_create(&c, &m), SSM_ERR_ARG);
@@ -244,6 +273,9 @@ static void test_patch_bad_configs(void **st) {
     c.patch.widths[2] = 0;
     assert_int_equal(ssm_model_create(&c, &m), SSM_ERR_ARG);
     assert_non_null(strstr(ssm_last_error(), "patch_widths[2]"));
+    c.patch = (ssm_patch_config){SSM_PATCH_NONE, {0}, 0, 0, 1}; /* attention without the encoder */
+    assert_int_equal(ssm_model_create(&c, &m), SSM_ERR_ARG);
+    assert_non_null(strstr(ssm_last_error(), "patch_attention needs model patch: pointnet"));
 }
 
 int main(void) {

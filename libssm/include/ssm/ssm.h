@@ -177,6 +177,8 @@ typedef enum ssm_bidirectional {
  * patch.c): each position's F = 3 + 3 k floats are a group's centre and its k points relative
  * to it (the points task's layout). PointNet (Point-BERT's two-stage encoder, no batch norm):
  *   f_j = mlp1(p_j)             3 -> w0 -> w1, ReLU between         per point j of the group
+ *   f_j += Wo softmax_i(q_j . k_i / sqrt(w1)) v_i                  attention only: over the group's
+ *          points, q, k, v = Wq f, Wk f, Wv f (no positions: the max stays order-free)
  *   y_j = mlp2([max_j f ; f_j]) 2 w1 -> w2 -> D, ReLU between
  *   e   = max_j y_j + centre . W_c^T                               (D) the group's embedding
  * order = score: s = e . w + b per group; the groups sorted by s (descending, ties by index),
@@ -189,6 +191,7 @@ typedef struct ssm_patch_config {
     int widths[3];           /* w0, w1, w2 */
     int score_order;         /* 1: the learned importance order; 0: the input's order */
     int both;                /* 1: sorted, then reversed (2 L positions); 0: L */
+    int attention;           /* 1: f_j += Wo softmax(q k^T / sqrt(w1)) v over the group's k points */
 } ssm_patch_config;
 
 typedef struct ssm_config {
@@ -328,7 +331,7 @@ typedef struct ssm_bimamba_params {
 } ssm_bimamba_params;
 
 #define SSM_MIXER_MAX_TENSORS 20
-#define SSM_PATCH_TENSORS 11
+#define SSM_PATCH_TENSORS 15
 typedef struct ssm_layer_params {
     float *norm;      /* (D)            backbone.layers.{i}.norm.weight */
     union {           /* the mixer's, by config.layer_kind[i] */
