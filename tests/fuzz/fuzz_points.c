@@ -17,43 +17,26 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../../loaders/points/points.h"
 #include "fuzz_driver.h"
 
-static const char *const exts[] = {"ply", "off", "xyz"};
-static char workdir[256], paths[3][300];
+static const char *const files[] = {"in.ply", "in.off", "in.xyz"}, *const exts[] = {"ply", "off", "xyz"};
 static long n_read;
 
-static void remove_workdir(void) {
-    for (int k = 0; k < 3; k++) unlink(paths[k]);
-    rmdir(workdir);
-}
-
-static void setup(void) {
-    if (workdir[0]) return;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(workdir, sizeof workdir, "%s/fuzz_points.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    CHECK(mkdtemp(workdir) != NULL, "mkdtemp %s", workdir);
-    for (int k = 0; k < 3; k++) snprintf(paths[k], sizeof paths[k], "%s/in.%s", workdir, exts[k]);
-    atexit(remove_workdir);
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    setup();
     for (int k = 0; k < 3; k++) {
-        FILE *f = fopen(paths[k], "wb");
-        CHECK(f && (size == 0 || fwrite(data, 1, size, f) == size) && fclose(f) == 0, "write %s", paths[k]);
+        const char *path = fuzz_temp_path("fuzz_points", files[k]);
+        fuzz_write_file(path, data, size);
         point_set set;
-        ssm_status s = points_read(paths[k], &set);
+        ssm_status s = points_read(path, &set);
         if (s) {
             FAILED(s);
             continue;
         }
         CHECK(set.n > 0 && set.xyz, "%s: %d points", exts[k], set.n);
         for (long i = 0; i < 3L * set.n; i++) CHECK(isfinite(set.xyz[i]), "%s: coordinate %ld", exts[k], i);
-        s = points_normalize(paths[k], &set);
+        s = points_normalize(path, &set);
         if (s) FAILED(s);
         else
             for (int i = 0; i < set.n; i++) {
@@ -68,17 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifdef SSM_FUZZ_STANDALONE
-static const char punct[] = " \n\r#-.eE0123456789plyformatelementpropertyfloatuchar\xff";
-
-static size_t mutate(const fuzz_input *in, const fuzz_input *other, unsigned char *buf, size_t cap) {
-    return fuzz_mutate_bytes(in, other, buf, cap, punct, sizeof punct - 1);
-}
-
-static void summary(int n, int generated, long runs) {
-    (void)generated;
-    printf("fuzz_points: %d inputs, %ld runs, %ld reads succeeded, no failure\n", n, runs, n_read);
-}
-
-const fuzz_target fuzz_this_target = {.name = "fuzz_points", .mutations = 200, .truncations = 48,
-                                      .mutate = mutate, .summary = summary};
+const fuzz_target fuzz_this_target = {
+    .name = "fuzz_points", .mutations = 200, .truncations = 48, .reads = &n_read,
+    .punct = " \n\r#-.eE0123456789plyformatelementpropertyfloatuchar\xff"};
 #endif
