@@ -18,9 +18,10 @@ ssize_t bed_find_contig(const bed_contig *contigs, size_t n, const char *id) {
     return c ? c - contigs : -1;
 }
 
-/* a non-negative integer of the whole field */
+/* a non-negative integer of the whole field (digits only: strtoull alone would take leading
+ * blanks such as \v or \f, and a sign after them) */
 static int parse_size(const char *s, size_t *out) {
-    if (!*s || *s == '-' || *s == '+') return -1;
+    if (*s < '0' || *s > '9') return -1;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
