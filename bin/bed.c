@@ -76,6 +76,10 @@ ssm_status bed_read(const char *path, const bed_contig *contigs, size_t n_contig
     while (!s && (len = getline(&line, &cap, f)) >= 0) {
         no++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (memchr(line, 0, (size_t)len)) { /* the fields would end there, the rest unread */
+            s = ssm_set_error(SSM_ERR_FORMAT, "%s:%ld: a NUL byte in the line (a binary file?)", path, no);
+            break;
+        }
         char *p = line + strspn(line, " \t");
         if (!*p || *p == '#' || header_line(p, "track") || header_line(p, "browser")) continue;
         char *field[4] = {0};

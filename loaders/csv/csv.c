@@ -49,6 +49,10 @@ static void on_field(void *s, size_t len, void *data) {
         if (!c) { r->status = ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", r->path); return; }
         r->cells = c, r->cap_cells = cap;
     }
+    if (s && memchr(s, 0, len)) { /* the text would end there: "1\0abc" would read as 1 */
+        fail(r, r->line, r->n_cells + 1, "a NUL byte in the field (a binary file?)%s%s", "", "");
+        return;
+    }
     char *text = malloc(len + 1);
     if (!text) { r->status = ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", r->path); return; }
     memcpy(text, s ? s : "", s ? len : 0);

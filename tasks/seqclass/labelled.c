@@ -174,6 +174,12 @@ static ssm_status read_fasta(reader *r, const char *text, size_t size) {
                                    line + 1);
                 break;
             }
+            const char *nul = memchr(p + 1, 0, w - 1); /* the name would end there */
+            if (nul) {
+                st = ssm_set_error(SSM_ERR_FORMAT, "%s:%d:%d: byte 0x00 in the record's name", r->s->path,
+                                   line + 1, (int)(nul - p) + 1);
+                break;
+            }
             rec_line = line + 1;
             size_t ln;
             int col;
