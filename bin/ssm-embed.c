@@ -26,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bed.h"
 #include "cli.h"
 #include "ssm/checkpoint.h"
 
@@ -59,17 +60,6 @@ typedef struct row_info {
     size_t start, end;
 } row_info;
 
-typedef struct contig {
-    char *id;
-    size_t length;
-    int file;
-} contig;
-
-typedef struct region {
-    size_t contig, start, end;
-    char *name; /* the BED's 4th column, or NULL */
-} region;
-
 typedef struct embedder {
     cli_trained tr;
     int B, C, layer, pool, mode, both, alone, format;
@@ -87,11 +77,9 @@ typedef struct embedder {
     row_info *rows;
     size_t n_rows, cap_rows, rows_done;
     /* --regions */
-    contig *contigs; /* sorted by id */
+    bed_contig *contigs; /* sorted by id */
     size_t n_contigs;
-    region *regions; /* in the BED's order: region i is row i */
-    size_t n_regions;
-    size_t *by_contig, *contig_first; /* regions of contig c: by_contig[contig_first[c]..[c + 1]) */
+    bed_set bed;         /* in the BED's order: region i is row i */
     /* jobs waiting for a row */
     job *queue;
     size_t q_head, q_n, q_cap;
@@ -240,16 +228,6 @@ static int names_file(const char *id, const char *path) {
     return strpbrk(path, "*?[") && !fnmatch(path, id, FNM_PATHNAME);
 }
 
-static int by_id(const void *a, const void *b) {
-    return strcmp(((const contig *)a)->id, ((const contig *)b)->id);
-}
-
-static ssize_t find_contig(const embedder *e, const char *id) {
-    contig key = {.id = (char *)id};
-    const contig *c = bsearch(&key, e->contigs, e->n_contigs, sizeof key, by_id);
-    return c ? c - e->contigs : -1;
-}
-
 /* Read the next record and queue its jobs; *eof when every file is read. Records without a
  * region (with --regions) are skipped. */
 static ssm_status refill(embedder *e) {
@@ -265,11 +243,11 @@ static ssm_status refill(embedder *e) {
         const char *id = rec.id ? rec.id : "";
         const char *path = e->files[e->file];
         if (e->mode == MODE_REGIONS) {
-            ssize_t c = find_contig(e, id);
+            ssize_t c = bed_find_contig(e->contigs, e->n_contigs, id);
             if (c < 0)
                 return ssm_set_error(SSM_ERR_ARG, "%s: the record %s was not there when the regions "
                                      "were checked (did the file change?)", shown(path), id);
-            size_t a = e->contig_first[c], b = e->contig_first[c + 1];
+            size_t a = e->bed.contig_first[c], b = e->bed.contig_first[c + 1];
             if (a == b) continue; /* no region on this record */
             if (e->contigs[c].length != rec.length)
                 return ssm_set_error(SSM_ERR_ARG, "%s: the record %s changed length since the regions "
@@ -277,8 +255,8 @@ static ssm_status refill(embedder *e) {
             seg *segs = malloc((b - a) * sizeof *segs);
             if (!segs) return ssm_set_error(SSM_ERR_NOMEM, "out of memory for %zu regions", b - a);
             for (size_t k = a; k < b; k++) {
-                const region *r = &e->regions[e->by_contig[k]];
-                segs[k - a] = (seg){r->start, r->end, e->by_contig[k]};
+                const bed_region *r = &e->bed.regions[e->bed.by_contig[k]];
+                segs[k - a] = (seg){r->start, r->end, e->bed.by_contig[k]};
             }
             s = push_record(e, &rec, segs, b - a);
             free(segs);
@@ -498,14 +476,14 @@ static int read_contigs(embedder *e) {
             if (eof) break;
             if (e->n_contigs == cap) {
                 cap = cap ? 2 * cap : 64;
-                contig *v = realloc(e->contigs, cap * sizeof *v);
+                bed_contig *v = realloc(e->contigs, cap * sizeof *v);
                 if (!v) {
                     e->tr.ops->close_records(reader);
                     return cli_error("out of memory for the record names");
                 }
                 e->contigs = v;
             }
-            contig *c = &e->contigs[e->n_contigs];
+            bed_contig *c = &e->contigs[e->n_contigs];
             c->id = strdup(rec.id ? rec.id : "");
             c->length = rec.length;
             c->file = f;
@@ -517,7 +495,7 @@ static int read_contigs(embedder *e) {
         }
         e->tr.ops->close_records(reader);
     }
-    qsort(e->contigs, e->n_contigs, sizeof *e->contigs, by_id);
+    bed_sort_contigs(e->contigs, e->n_contigs);
     for (size_t i = 1; i < e->n_contigs; i++)
         if (!strcmp(e->contigs[i].id, e->contigs[i - 1].id)) {
             const char *a = e->files[e->contigs[i - 1].file], *b = e->files[e->contigs[i].file];
@@ -529,115 +507,19 @@ static int read_contigs(embedder *e) {
     return 0;
 }
 
-/* a non-negative integer of the whole field */
-static int parse_size(const char *s, size_t *out) {
-    if (!*s || *s == '-' || *s == '+') return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno) return -1;
-    *out = (size_t)v;
-    return 0;
-}
-
-/* a UCSC header line: the word, then a blank or the end */
-static int header_line(const char *p, const char *word) {
-    size_t n = strlen(word);
-    return !strncmp(p, word, n) && (!p[n] || p[n] == ' ' || p[n] == '\t');
-}
-
-/* The BED file: chrom, start, end (0-based, half-open) and an optional name; further columns
- * are ignored; blank lines, '#' comments and track/browser lines are skipped. Every interval
- * must lie on a record of the input files: an unknown record or an interval past its end is an
- * error naming the line. */
+/* The BED file (bed.h), checked against the records; the output rows are its intervals, named
+ * by their contigs. */
 static int read_bed(embedder *e) {
-    const char *path = e->bed_path;
-    FILE *f = fopen(path, "r");
-    if (!f) return cli_error("%s: cannot open: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0, rcap = 0;
-    ssize_t len;
-    long no = 0;
+    if (bed_read(e->bed_path, e->contigs, e->n_contigs, e->tr.ops->symbol, &e->bed)) return cli_fail();
     int rc = 0;
-    while (!rc && (len = getline(&line, &cap, f)) >= 0) {
-        no++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        char *p = line + strspn(line, " \t");
-        if (!*p || *p == '#' || header_line(p, "track") || header_line(p, "browser")) continue;
-        char *field[4] = {0};
-        int nf = 0;
-        char *save = NULL;
-        for (char *t = strtok_r(line, "\t ", &save); t && nf < 4; t = strtok_r(NULL, "\t ", &save))
-            field[nf++] = t;
-        size_t start, end;
-        if (nf < 3) {
-            rc = cli_error("%s:%ld: needs chrom, start and end (tab-separated), got %d field%s", path,
-                           no, nf, nf == 1 ? "" : "s");
-            break;
-        }
-        if (parse_size(field[1], &start) || parse_size(field[2], &end)) {
-            rc = cli_error("%s:%ld: start and end must be integers >= 0, got '%s' and '%s'", path, no,
-                           field[1], field[2]);
-            break;
-        }
-        if (end <= start) {
-            rc = cli_error("%s:%ld: %s:%zu-%zu is empty or reversed (end must be > start; BED is "
-                           "0-based, half-open)", path, no, field[0], start, end);
-            break;
-        }
-        ssize_t c = find_contig(e, field[0]);
-        if (c < 0) {
-            rc = cli_error("%s:%ld: no record named '%s' in the input files (%zu record%s, e.g. '%s')",
-                           path, no, field[0], e->n_contigs, e->n_contigs == 1 ? "" : "s",
-                           e->n_contigs ? e->contigs[0].id : "");
-            break;
-        }
-        if (end > e->contigs[c].length) {
-            rc = cli_error("%s:%ld: %s:%zu-%zu ends past the end of %s (%zu %ss)", path, no, field[0],
-                           start, end, field[0], e->contigs[c].length, e->tr.ops->symbol);
-            break;
-        }
-        if (e->n_regions == rcap) {
-            rcap = rcap ? 2 * rcap : 256;
-            region *v = realloc(e->regions, rcap * sizeof *v);
-            if (!v) {
-                rc = cli_error("out of memory for the regions");
-                break;
-            }
-            e->regions = v;
-        }
-        region *r = &e->regions[e->n_regions++];
-        *r = (region){(size_t)c, start, end, field[3] ? strdup(field[3]) : NULL};
-    }
-    if (!rc && ferror(f)) rc = cli_error("%s: cannot read: %s", path, strerror(errno));
-    free(line);
-    fclose(f);
-    if (!rc && e->n_regions == 0) rc = cli_error("%s: lists no interval", path);
-    if (rc) return rc;
-    /* the regions of each contig, in the BED's order */
-    e->contig_first = calloc(e->n_contigs + 1, sizeof(size_t));
-    e->by_contig = malloc(e->n_regions * sizeof(size_t));
-    size_t *fill = calloc(e->n_contigs + 1, sizeof(size_t));
-    if (!e->contig_first || !e->by_contig || !fill) {
-        free(fill);
-        return cli_error("out of memory for the regions");
-    }
-    for (size_t i = 0; i < e->n_regions; i++) e->contig_first[e->regions[i].contig + 1]++;
-    for (size_t c = 0; c < e->n_contigs; c++) e->contig_first[c + 1] += e->contig_first[c];
-    for (size_t i = 0; i < e->n_regions; i++) {
-        size_t c = e->regions[i].contig;
-        e->by_contig[e->contig_first[c] + fill[c]++] = i;
-    }
-    free(fill);
-    /* the names are the contigs; region i is row i */
     for (size_t c = 0; c < e->n_contigs && !rc; c++) {
         size_t ni;
         if (add_name(e, e->contigs[c].id, &ni)) rc = cli_fail();
     }
-    if (!rc && reserve_rows(e, e->n_regions)) rc = cli_fail();
-    for (size_t i = 0; i < e->n_regions && !rc; i++)
-        e->rows[i] = (row_info){e->regions[i].contig, e->regions[i].start, e->regions[i].end};
-    if (!rc) e->n_rows = e->n_regions;
+    if (!rc && reserve_rows(e, e->bed.n)) rc = cli_fail();
+    for (size_t i = 0; i < e->bed.n && !rc; i++)
+        e->rows[i] = (row_info){e->bed.regions[i].contig, e->bed.regions[i].start, e->bed.regions[i].end};
+    if (!rc) e->n_rows = e->bed.n;
     return rc;
 }
 
@@ -687,7 +569,7 @@ static int write_tsv(const embedder *e, const char *path) {
         const row_info *r = &e->rows[i];
         fprintf(f, "%zu\t%s\t%zu\t%zu\t%zu\t%s", i, e->names[r->name], r->start, r->end,
                 r->end - r->start, e->both ? "both" : "forward");
-        if (regions) fprintf(f, "\t%s", e->regions[i].name ? e->regions[i].name : ".");
+        if (regions) fprintf(f, "\t%s", e->bed.regions[i].name ? e->bed.regions[i].name : ".");
         fputc('\n', f);
     }
     int bad = ferror(f) || fflush(f) || fsync(fileno(f));
@@ -875,10 +757,7 @@ static void embedder_free(embedder *e) {
     free(e->names);
     for (size_t i = 0; i < e->n_contigs; i++) free(e->contigs[i].id);
     free(e->contigs);
-    for (size_t i = 0; i < e->n_regions; i++) free(e->regions[i].name);
-    free(e->regions);
-    free(e->by_contig);
-    free(e->contig_first);
+    bed_set_free(&e->bed);
     free(e->out);
     free(e->rows);
     cli_trained_free(&e->tr);

@@ -646,9 +646,19 @@ ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int require
         *out = dflt;
         return SSM_OK;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX)
-        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be a positive integer", key);
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > SSM_JSON_INT_MAX)
+        return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be a positive integer (at most %d)",
+                             key, SSM_JSON_INT_MAX);
     *out = (int)json_integer_value(v);
+    return SSM_OK;
+}
+
+ssm_status json_times(const char *cpath, const char *key, int a, int b, int *out) {
+    long long p = (long long)a * b;
+    if (p > SSM_JSON_INT_MAX)
+        return ssm_fail_file(cpath, SSM_ERR_UNSUPPORTED, "\"%s\": a width of %d x %d is more than %d",
+                             key, a, b, SSM_JSON_INT_MAX);
+    *out = (int)p;
     return SSM_OK;
 }
 
@@ -656,7 +666,7 @@ ssm_status json_int_from(json_t *cfg, const char *cpath, const char *key, int df
                          int *out) {
     json_t *v = json_object_get(cfg, key);
     if (!v || json_is_null(v)) return *out = dflt, SSM_OK;
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > (1 << 24))
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > SSM_JSON_INT_MAX)
         return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be an integer >= %d", key, lo);
     *out = (int)json_integer_value(v);
     return SSM_OK;
@@ -733,7 +743,8 @@ static ssm_status json_mamba2_fields(json_t *cfg, const char *cpath, ssm_config 
                              c->d_model);
     m->d_inner = 0, m->nheads = heads;
     /* the Mamba-1 options follow d_model, so that the config saves and loads consistently */
-    c->d_inner = c->expand * c->d_model, c->dt_rank = (c->d_model + 15) / 16;
+    if ((s = json_times(cpath, "hidden_size", c->expand, c->d_model, &c->d_inner))) return s;
+    c->dt_rank = (c->d_model + 15) / 16;
     json_t *lim = json_object_get(cfg, "time_step_limit");
     if (lim) {
         double lo, hi;
@@ -785,7 +796,9 @@ static ssm_status json_model_fields(json_t *cfg, const char *cpath, ssm_config *
         (s = json_int(cfg, cpath, "conv_kernel", 0, 4, &c->d_conv)) ||
         (s = json_int(cfg, cpath, "expand", 0, 2, &c->expand)))
         return s;
-    if ((s = json_int(cfg, cpath, "intermediate_size", 0, c->expand * c->d_model, &c->d_inner)))
+    int width = 0;
+    if ((s = json_times(cpath, "expand", c->expand, c->d_model, &width)) ||
+        (s = json_int(cfg, cpath, "intermediate_size", 0, width, &c->d_inner)))
         return s;
     /* transformers sizes everything by intermediate_size; expand only sets its default */
     if (c->d_inner % c->d_model != 0)

@@ -128,7 +128,7 @@ ssm_status ssm_json_caduceus(json_t *cfg, const char *cpath, ssm_config *c) {
         return ssm_fail_file(cpath, SSM_ERR_UNSUPPORTED, "\"ssm_cfg\": conv_bias false or bias true "
                              "is not supported (ssm's Mamba-1 has a conv1d bias and no in_proj/"
                              "out_proj biases)");
-    c->d_inner = c->expand * c->d_model;
+    if ((s = json_times(cpath, "expand", c->expand, c->d_model, &c->d_inner))) return s;
     ssm_config_set_kind(c, SSM_LAYER_MAMBA1);
     if (bidir) {
         const char *how = "add";

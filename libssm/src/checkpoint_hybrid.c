@@ -12,7 +12,7 @@
 static ssm_status json_count(json_t *cfg, const char *cpath, const char *key, int dflt, int *out) {
     json_t *v = json_object_get(cfg, key);
     if (!v || json_is_null(v)) return *out = dflt, SSM_OK;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (1 << 24))
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > SSM_JSON_INT_MAX)
         return ssm_fail_file(cpath, SSM_ERR_FORMAT, "\"%s\" must be an integer >= 0", key);
     *out = (int)json_integer_value(v);
     return SSM_OK;
@@ -149,8 +149,8 @@ ssm_status ssm_json_nemotron_h(json_t *cfg, const char *cpath, ssm_config *c) {
         m->dt_limit[0] = (float)lo, m->dt_limit[1] = (float)hi;
     }
     /* the Mamba-1 options follow d_model, so that the config saves and loads consistently */
-    c->d_inner = c->expand * c->d_model, c->dt_rank = (c->d_model + 15) / 16;
-    return SSM_OK;
+    c->dt_rank = (c->d_model + 15) / 16;
+    return json_times(cpath, "hidden_size", c->expand, c->d_model, &c->d_inner);
 }
 
 json_t *ssm_json_nemotron_h_config(const ssm_config *c, int bos_token_id) {

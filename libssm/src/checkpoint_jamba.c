@@ -69,7 +69,7 @@ ssm_status ssm_json_jamba(json_t *cfg, const char *cpath, ssm_config *c) {
     *p = '\0';
     if ((s = ssm_config_set_pattern(c, pattern, SSM_LAYER_MAMBA1)))
         return ssm_fail_file(cpath, SSM_ERR_FORMAT, "the layer layout: %s", ssm_last_error());
-    c->d_inner = c->expand * c->d_model;
+    if ((s = json_times(cpath, "mamba_expand", c->expand, c->d_model, &c->d_inner))) return s;
     c->inner_norms = 1;
     c->attention = (ssm_attention_config){.n_heads = heads, .n_kv_heads = kv,
                                           .head_dim = c->d_model / heads, .rotary_dim = 0,

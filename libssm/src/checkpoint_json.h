@@ -8,12 +8,18 @@
 #include "internal.h"
 #include "ssm/checkpoint.h"
 
-/* An integer key >= 1: required, or dflt when absent. */
+/* The largest integer a config key may hold: sizes past it are not models ssm makes, and the
+ * arithmetic on them (a width times expand, a vocabulary padded up) stays inside an int. */
+#define SSM_JSON_INT_MAX (1 << 24)
+/* An integer key in [1, SSM_JSON_INT_MAX]: required, or dflt when absent. */
 ssm_status json_int(json_t *cfg, const char *cpath, const char *key, int required, int dflt,
                     int *out);
-/* An integer key in [lo, 2^24]: dflt when absent or null. */
+/* An integer key in [lo, SSM_JSON_INT_MAX]: dflt when absent or null. */
 ssm_status json_int_from(json_t *cfg, const char *cpath, const char *key, int dflt, int lo,
                          int *out);
+/* a x b (each in [1, SSM_JSON_INT_MAX]), a width of the model: past SSM_JSON_INT_MAX it is
+ * refused, naming key. */
+ssm_status json_times(const char *cpath, const char *key, int a, int b, int *out);
 /* A boolean key that must be absent or equal want (why: what ssm lacks). */
 ssm_status json_bool_must(json_t *cfg, const char *cpath, const char *key, int want,
                           const char *why);

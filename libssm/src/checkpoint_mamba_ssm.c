@@ -216,8 +216,7 @@ ssm_status ssm_json_mamba_ssm(json_t *cfg, const char *cpath, ssm_config *c) {
     c->mlp = (ssm_mlp_config){(d_int + MLP_MULTIPLE - 1) / MLP_MULTIPLE * MLP_MULTIPLE,
                               SSM_MLP_SWIGLU};
     if (!d_int) c->mlp.d_ff = 4 * c->d_model; /* unused */
-    c->d_inner = c->expand * c->d_model;
-    return SSM_OK;
+    return json_times(cpath, "expand", c->expand, c->d_model, &c->d_inner);
 }
 
 /* The MixerModel layout: [mixer (+ MLP)] blocks, the mixers one Mamba kind or attention, the

@@ -49,6 +49,10 @@ static void on_field(void *s, size_t len, void *data) {
         if (!c) { r->status = ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", r->path); return; }
         r->cells = c, r->cap_cells = cap;
     }
+    if (s && memchr(s, 0, len)) { /* the text would end there: "1\0abc" would read as 1 */
+        fail(r, r->line, r->n_cells + 1, "a NUL byte in the field (a binary file?)%s%s", "", "");
+        return;
+    }
     char *text = malloc(len + 1);
     if (!text) { r->status = ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", r->path); return; }
     memcpy(text, s ? s : "", s ? len : 0);
@@ -61,15 +65,26 @@ static int is_missing(const char *t) {
     return !*t || !strcasecmp(t, "NA") || !strcasecmp(t, "NaN") || !strcmp(t, "?");
 }
 
+/* The header column of that name, or -1; a name the header holds twice is an error (which of
+ * the two is meant?), at the second. */
+static int find_column(reader *r, const char *name, const char *what) {
+    int found = -1;
+    for (int i = 0; i < r->n_header && !r->status; i++)
+        if (!strcmp(r->header[i], name)) {
+            if (found >= 0) fail(r, r->row_line, i + 1, "the header names '%s' twice (%s)", name, what);
+            found = i;
+        }
+    return r->status ? -1 : found;
+}
+
 /* the header: find the date and value columns */
 static void take_header(reader *r) {
     const csv_options *o = r->opt;
     r->header = r->cells, r->n_header = r->n_cells;
     r->cells = NULL, r->n_cells = r->cap_cells = 0;
     r->header_done = 1;
-    r->date_index = -1;
-    for (int i = 0; i < r->n_header; i++)
-        if (o->date_column && !strcmp(r->header[i], o->date_column)) r->date_index = i;
+    r->date_index = o->date_column ? find_column(r, o->date_column, "the date column") : -1;
+    if (r->status) return;
     if (o->date_column && r->date_index < 0) {
         fail(r, r->row_line, 1, "no column named '%s' (the date column)%s", o->date_column, "");
         return;
@@ -80,11 +95,13 @@ static void take_header(reader *r) {
     r->pick = malloc((size_t)(want ? want : 1) * sizeof(int));
     if (!r->pick) { r->status = ssm_set_error(SSM_ERR_NOMEM, "%s: out of memory", r->path); return; }
     for (int i = 0; i < r->n_header && !o->columns; i++)
-        if (i != r->date_index) r->pick[r->cols++] = i;
+        if (i != r->date_index) {
+            if (find_column(r, r->header[i], "a value column") < 0) return;
+            r->pick[r->cols++] = i;
+        }
     for (int k = 0; o->columns && o->columns[k]; k++) {
-        int found = -1;
-        for (int i = 0; i < r->n_header; i++)
-            if (!strcmp(r->header[i], o->columns[k])) found = i;
+        int found = find_column(r, o->columns[k], "task.columns");
+        if (r->status) return;
         if (found < 0) {
             fail(r, r->row_line, 1, "no column named '%s' (task.columns)%s", o->columns[k], "");
             return;

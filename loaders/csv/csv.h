@@ -1,5 +1,6 @@
 /* csv.h: a table of numbers from a CSV or TSV file, through libcsv (Debian's libcsv-dev).
- * The first row names the columns. Errors name the file, the line and the column (the field's
+ * The first row names the columns; a name the reader looks up (the date column, the value
+ * columns) may stand there only once. Errors name the file, the line and the column (the field's
  * number, from 1): "series.csv:14:3: 'abc' in column 'temp' is not a number". */
 #ifndef SSM_LOADERS_CSV_H
 #define SSM_LOADERS_CSV_H

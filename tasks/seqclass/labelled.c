@@ -153,7 +153,7 @@ static ssm_status read_fasta(reader *r, const char *text, size_t size) {
         const char *p = text + at, *nl = at < size ? memchr(p, '\n', size - at) : NULL;
         size_t n = at < size ? (nl ? (size_t)(nl - p) : size - at) : 0;
         int eof = at >= size;
-        at += n + 1;
+        at += n + (nl != NULL); /* a last line without a newline: the next turn is the end */
         while (n && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t')) n--;
         if (eof || (n && p[0] == '>')) { /* the record before ends here */
             if (id) {
@@ -172,6 +172,12 @@ static ssm_status read_fasta(reader *r, const char *text, size_t size) {
             if (w == 1) {
                 st = ssm_set_error(SSM_ERR_FORMAT, "%s:%d:2: a FASTA header without a name", r->s->path,
                                    line + 1);
+                break;
+            }
+            const char *nul = memchr(p + 1, 0, w - 1); /* the name would end there */
+            if (nul) {
+                st = ssm_set_error(SSM_ERR_FORMAT, "%s:%d:%d: byte 0x00 in the record's name", r->s->path,
+                                   line + 1, (int)(nul - p) + 1);
                 break;
             }
             rec_line = line + 1;

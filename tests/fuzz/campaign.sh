@@ -16,7 +16,8 @@ while getopts "t:j:o:b:" o; do
 done
 shift $((OPTIND - 1))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(recipe checkpoint config text fasta wav vcf)
+# default: every target, one per seed corpus (tests/fuzz/NAME_corpus)
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cd "$src/tests/fuzz" && ls -d *_corpus | sed 's/_corpus$//')
 "$src/tests/fuzz/libfuzzer.sh" "$build" >/dev/null || exit 1
 [[ $build = /* ]] || build="$src/$build"
 mkdir -p "$work" && work=$(cd "$work" && pwd)

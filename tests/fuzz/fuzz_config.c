@@ -12,7 +12,10 @@
  * Built with -DSSM_FUZZ_STANDALONE (the meson test 'fuzz_config'), the standalone driver runs
  * the config.json that ssm_checkpoint_write_config writes for both models, the files of
  * tests/fuzz/config_corpus, and deterministic mutations of each (SSM_FUZZ_MUTATIONS, default
- * 300; SSM_FUZZ_SEED). */
+ * 300; SSM_FUZZ_SEED). The corpus holds a config of each dialect the loader reads: transformers'
+ * Mamba, Mamba2, Jamba and NemotronH, Caduceus, mamba_ssm's MixerModel (the last four are read
+ * through to the end of their dialect's reader, then refused at the tensors, which are neither
+ * model's), and the inputs that overflowed an int before (overflow_*.json). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

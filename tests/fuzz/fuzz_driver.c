@@ -152,12 +152,16 @@ int main(int argc, char **argv) {
             run_copy(ins[i].data, len), runs++;
         }
         for (long m = 0; m < mutations; m++) {
-            size_t len = t->mutate(&ins[i], &ins[fuzz_next() % (uint64_t)n], buf, cap);
+            const fuzz_input *other = &ins[fuzz_next() % (uint64_t)n];
+            size_t len = t->mutate ? t->mutate(&ins[i], other, buf, cap)
+                                   : fuzz_mutate_bytes(&ins[i], other, buf, cap, t->punct, strlen(t->punct));
             run_copy(buf, len), runs++;
         }
     }
     if (t->summary)
         t->summary(n, generated, runs);
+    else if (t->reads)
+        printf("%s: %d inputs, %ld runs, %ld reads succeeded, no failure\n", t->name, n, runs, *t->reads);
     else
         printf("%s: %d inputs, %ld runs, no failure\n", t->name, n, runs);
     for (int i = 0; i < n; i++) free(ins[i].data);

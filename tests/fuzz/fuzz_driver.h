@@ -25,10 +25,14 @@ typedef struct fuzz_target {
     size_t truncations;  /* per input, spread over it (the short ones all) */
     /* optional: inputs made at startup, added with fuzz_add_file/fuzz_add_input */
     void (*seeds)(fuzz_input **ins, int *n);
-    /* one mutation of in into buf (cap bytes), other for splices; returns the new length */
+    /* one mutation of in into buf (cap bytes), other for splices; returns the new length;
+     * NULL: fuzz_mutate_bytes with the bytes of punct */
     size_t (*mutate)(const fuzz_input *in, const fuzz_input *other, unsigned char *buf, size_t cap);
-    /* optional: the last line printed (default "NAME: N inputs, R runs, no failure"), and
-     * what to free at the end */
+    const char *punct;
+    /* optional: the count of inputs the reader took, for the last line ("NAME: N inputs, R
+     * runs, K reads succeeded, no failure"; without it the K part is left out) */
+    const long *reads;
+    /* optional: a last line of the target's own instead, and what to free at the end */
     void (*summary)(int n, int generated, long runs);
     void (*cleanup)(void);
 } fuzz_target;
@@ -44,6 +48,13 @@ void fuzz_add_path(const char *path, fuzz_input **ins, int *n);
  * insertion (mostly of punct), deleted span, repeated span, truncation, splice of other. */
 size_t fuzz_mutate_bytes(const fuzz_input *in, const fuzz_input *other, unsigned char *buf,
                          size_t cap, const char *punct, size_t n_punct);
+
+/* The path of file in a temporary directory of the target's own (prefix.XXXXXX under $TMPDIR,
+ * else /tmp; fuzz_tmp.c), made on the first call. The directory and the files named through
+ * here are removed at exit; a failed check aborts and leaves them, the failing input in them. */
+const char *fuzz_temp_path(const char *prefix, const char *file);
+/* Write data (size bytes) to path, replacing it. */
+void fuzz_write_file(const char *path, const uint8_t *data, size_t size);
 
 /* Abort (the fuzzer's crash) when a promise of the code under test is broken. */
 #define CHECK(cond, ...)                                                                   \
