@@ -235,9 +235,11 @@ static inline __attribute__((always_inline)) void rows_blocks(float *out, int ld
                                                               int n_in, int n_out, int o0, int R) {
     int b = 0;
     /* the first pass over the block's rows prefetches the block after next (the same columns,
-     * 8 rows on): with several rows of in per W vector, the loads alone no longer run far
-     * enough ahead of the multiply-adds to keep the memory busy */
-    long pf = B > 1 && o0 + 3 * CPU_ROWS_R <= n_out ? 2L * CPU_ROWS_R * n_in : 0;
+     * 8 rows on): the hardware prefetchers alone keep too few lines in flight for one core's
+     * share of the memory's bandwidth, with several rows of in per W vector (fp32) and at one
+     * row with bf16 W (half the bytes per multiply-add; 130M step at B=1: 11.9 -> 7.8 ms,
+     * bench/RESULTS.md) */
+    long pf = o0 + 3 * CPU_ROWS_R <= n_out ? 2L * CPU_ROWS_R * n_in : 0;
     if (R == CPU_ROWS_R) {
         for (; b + 8 <= B; b += 8, pf = 0) {
             rows_block(out, ld_out, beta, in, ld_in, W, bf16, n_in, o0, 2, b, 8, pf);

@@ -256,19 +256,21 @@ static inline void scan_transpose16(scan_v16 r[16]) {
 }
 
 /* A = -exp(A_log) for channels e0 .. e0 + ne - 1 (-1 in the lanes past them), values
- * n0 .. n0 + nn - 1, as A[n][j] */
-static inline void scan_step_A(float (*A)[BL], const float *A_log, int e0, int ne, int N, int n0,
-                               int nn) {
+ * n0 .. n0 + nn - 1, as A[n][j]; Ac: A already taken (E, N), or NULL */
+static inline void scan_step_A(float (*A)[BL], const float *A_log, const float *Ac, int e0, int ne,
+                               int N, int n0, int nn) {
     for (int j = 0; j < BL; j++)
-        for (int n = 0; n < nn; n++)
-            A[n][j] = j < ne ? -expf(A_log[(size_t)(e0 + j) * N + n0 + n]) : -1.0f;
+        for (int n = 0; n < nn; n++) {
+            const size_t i = (size_t)(e0 + j) * N + n0 + n;
+            A[n][j] = j >= ne ? -1.0f : Ac ? Ac[i] : -expf(A_log[i]);
+        }
 }
 
 /* sequence b, channels e0 .. e0 + BL - 1; Aall: the block's A (N <= SCAN_STEP_NMAX) or NULL */
 static inline void scan_step_seq(float *y, float *state, const float *u, const float *dt,
-                                 const float *dt_bias, const float *A_log, const float *Bm,
-                                 const float *Cm, int ld_bc, const float *Dskip, int E, int N,
-                                 int b, int e0, float (*Aall)[BL]) {
+                                 const float *dt_bias, const float *A_log, const float *Ac,
+                                 const float *Bm, const float *Cm, int ld_bc, const float *Dskip,
+                                 int E, int N, int b, int e0, float (*Aall)[BL]) {
     const int ne = E - e0 < BL ? E - e0 : BL;
     const float *Bt = Bm + (size_t)b * ld_bc, *Ct = Cm + (size_t)b * ld_bc;
     float *hb = state + ((size_t)b * E + e0) * N; /* (ne, N) */
@@ -286,7 +288,7 @@ static inline void scan_step_seq(float *y, float *state, const float *u, const f
         const int nn = N - n0 < SCAN_STEP_NC ? N - n0 : SCAN_STEP_NC;
         float h[SCAN_STEP_NC][BL] __attribute__((aligned(64))), Abuf[SCAN_STEP_NC][BL], (*A)[BL] = Abuf;
         if (Aall) A = Aall + n0;
-        else scan_step_A(Abuf, A_log, e0, ne, N, n0, nn); /* A = -exp(A_log) */
+        else scan_step_A(Abuf, A_log, Ac, e0, ne, N, n0, nn); /* A = -exp(A_log) */
         const int whole = nn == SCAN_STEP_NC && ne == BL; /* a 16 x 16 tile: in registers */
         if (whole) {
             scan_v16 r[16];
@@ -321,14 +323,14 @@ static inline void scan_step_seq(float *y, float *state, const float *u, const f
 
 /* channels e0 .. e0 + BL - 1 of every sequence */
 static inline void scan_step_block(float *y, float *state, const float *u, const float *dt,
-                                   const float *dt_bias, const float *A_log, const float *Bm,
-                                   const float *Cm, int ld_bc, const float *Dskip, int B, int E,
-                                   int N, int e0) {
+                                   const float *dt_bias, const float *A_log, const float *Ac,
+                                   const float *Bm, const float *Cm, int ld_bc,
+                                   const float *Dskip, int B, int E, int N, int e0) {
     float Aall[SCAN_STEP_NMAX][BL];
     int keep = N <= SCAN_STEP_NMAX;
-    if (keep) scan_step_A(Aall, A_log, e0, E - e0 < BL ? E - e0 : BL, N, 0, N);
+    if (keep) scan_step_A(Aall, A_log, Ac, e0, E - e0 < BL ? E - e0 : BL, N, 0, N);
     for (int b = 0; b < B; b++)
-        scan_step_seq(y, state, u, dt, dt_bias, A_log, Bm, Cm, ld_bc, Dskip, E, N, b, e0,
+        scan_step_seq(y, state, u, dt, dt_bias, A_log, Ac, Bm, Cm, ld_bc, Dskip, E, N, b, e0,
                       keep ? Aall : NULL);
 }
 
@@ -337,5 +339,6 @@ void cpu_scan_step(const ssm_scan_args *a, float *y, float *state) {
     /* mamba_ssm's selective_state_update: one step of the recurrence per (b, e) */
     const int n_blocks = (E + BL - 1) / BL;
     CPU_FOR(blk, n_blocks, (double)B * E * N, SCAN_STEP_PARALLEL_MIN, 0,
-            scan_step_block(y, state, u, dt, dt_bias, A_log, Bm, Cm, ld_bc, Dskip, B, E, N, (int)blk * BL));
+            scan_step_block(y, state, u, dt, dt_bias, A_log, a->A, Bm, Cm, ld_bc, Dskip, B, E, N,
+                            (int)blk * BL));
 }

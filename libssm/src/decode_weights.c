@@ -1,5 +1,6 @@
 /* decode_weights.c: the weights the CPU step's products read (ssm_model_set_decode_weights):
  * the fp32 parameters, or a bf16 copy of them that halves the bytes a decode step streams. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "cpu_ops.h"
@@ -10,7 +11,9 @@ ssm_status ssm_model_set_decode_weights(ssm_model *m, ssm_decode_weights weights
         return ssm_set_error(SSM_ERR_ARG, "ssm_model_set_decode_weights: need a model and "
                              "SSM_DECODE_F32 or SSM_DECODE_BF16");
     free(m->decode_bf16);
+    free(m->decode_A);
     m->decode_bf16 = NULL;
+    m->decode_A = NULL;
     if (weights == SSM_DECODE_F32) return SSM_OK;
     /* a copy of the whole blob, so that a weight's copy sits at the weight's own offset; the
      * matrices' rows in the layout cpu_matmul_rows_bf16 reads, the rest in order (unread) */
@@ -25,7 +28,22 @@ ssm_status ssm_model_set_decode_weights(ssm_model *m, ssm_decode_weights weights
             cpu_bf16_pack_rows(bits + ti->offset, p + ti->offset, (size_t)ti->shape[0],
                                (int)ti->shape[1]);
     }
+    /* and A = -exp(A_log) of the Mamba-1 layers, the same expf as the scan's (bitwise the
+     * same step), so that a step makes none: (n_layer, E, N), the rows of other kinds unused */
+    const ssm_config *c = &m->config;
+    const size_t EN = (size_t)c->d_inner * c->d_state;
+    int mamba1 = 0;
+    for (int i = 0; i < c->n_layer; i++) mamba1 |= c->layer_kind[i] == SSM_LAYER_MAMBA1;
+    float *A = mamba1 ? malloc((size_t)c->n_layer * EN * sizeof *A) : NULL;
+    if (mamba1 && !A) {
+        free(bits);
+        return ssm_set_error(SSM_ERR_NOMEM, "out of memory for the bf16 decode weights");
+    }
+    for (int i = 0; A && i < c->n_layer; i++)
+        if (c->layer_kind[i] == SSM_LAYER_MAMBA1)
+            for (size_t j = 0; j < EN; j++) A[i * EN + j] = -expf(m->params.layers[i].mamba1.A_log[j]);
     m->decode_bf16 = bits;
+    m->decode_A = A;
     return SSM_OK;
 }
 

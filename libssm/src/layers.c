@@ -137,7 +137,8 @@ void ssm_state_advance(ssm_state *s, int L) {
 }
 
 ssm_layer_state ssm_state_layer(const ssm_state *s, int layer) {
-    return (ssm_layer_state){s->conv + s->conv_off[layer], s->ssm + s->ssm_off[layer], s->pos, NULL};
+    return (ssm_layer_state){s->conv + s->conv_off[layer], s->ssm + s->ssm_off[layer], s->pos, NULL,
+                             layer};
 }
 
 int ssm_state_fits(const ssm_state *s, const ssm_config *c) {

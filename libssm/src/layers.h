@@ -36,6 +36,7 @@ typedef struct ssm_layer_state {
     float *ssm;
     const int64_t *pos; /* (B) positions seen before this pass (a KV cache's length) */
     const ssm_step_weights *weights; /* the step's products' weights (NULL: fp32) */
+    int layer;          /* its index in the model */
 } ssm_layer_state;
 
 /* Where the decode step's products read W (ssm_model_set_decode_weights, decode_weights.c):
@@ -44,6 +45,7 @@ typedef struct ssm_layer_state {
 struct ssm_step_weights {
     const float *blob;
     const uint16_t *bf16;
+    const float *A; /* NULL, or with bf16: (n_layer, E, N) -exp(A_log) of the Mamba-1 layers */
 };
 void ssm_step_rows(const ssm_step_weights *sw, float *out, int ld_out, float beta,
                    const float *in, int ld_in, const float *W, int B, int n_in, int n_out);

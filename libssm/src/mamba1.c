@@ -232,6 +232,8 @@ static void m1_step(const ssm_config *c, const ssm_layer_params *lp, const float
     if (c->inner_norms) m1_inner_norms(c, p, x_dbl, rstd, x_raw, B);
     ssm_step_rows(st->weights, dt, E, 0.0f, x_dbl, XD, p->dt_proj_w, B, R, E);
     ssm_scan_args sa = m1_scan_args(c, p, u, dt, x_dbl, B, 1);
+    if (st->weights && st->weights->A) /* A = -exp(A_log), taken with the decode weights */
+        sa.A = st->weights->A + (size_t)st->layer * E * N;
     cpu_scan_step(&sa, y, st->ssm);
     cpu_gate_forward(gated, y, xz + E, 2 * E, B, E);
     ssm_step_rows(st->weights, r, D, 1.0f, gated, E, p->out_proj, B, E, D);

@@ -392,6 +392,7 @@ void ssm_model_free(ssm_model *m) {
     free(m->params_blob);
     free(m->grads_blob);
     free(m->decode_bf16);
+    free(m->decode_A);
     free(m);
 }
 

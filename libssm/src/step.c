@@ -49,7 +49,7 @@ ssm_status ssm_cpu_step(ssm_model *m, ssm_state *state, const int32_t *tokens, f
     }
     float *r = state->step_work, *h = r + rows, *rstd = h + rows, *w = rstd + rstd_n;
     /* the products' weights: fp32, or the bf16 copy (ssm_model_set_decode_weights) */
-    ssm_step_weights sw = {m->params_blob, m->decode_bf16};
+    ssm_step_weights sw = {m->params_blob, m->decode_bf16, m->decode_A};
 
     cpu_embedding_forward(r, tokens, m->params.embedding, B, D);
     for (int i = 0; i < c->n_layer; i++) {

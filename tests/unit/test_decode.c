@@ -472,7 +472,8 @@ static void test_bf16_rows(void **unused) {
 /* The step with bf16 weights against fp32's, teacher-forced over L steps: the logits within
  * the weights' rounding, the greedy tokens agree wherever fp32's top-2 margin exceeds twice
  * the logits' error bound; a sequence of a batch of 3 equals the sequence alone (bitwise);
- * back to F32 gives fp32's bits again; bf16 steps allocate nothing. */
+ * the copy of A taken with the weights changes no bit; back to F32 gives fp32's bits again;
+ * bf16 steps allocate nothing. */
 static void test_bf16_step(void **unused) {
     (void)unused;
     enum { B = 3, L = 24 };
@@ -504,6 +505,17 @@ static void test_bf16_step(void **unused) {
             ssm_state_free(st);
             assert_memory_equal(alone, b16 + (size_t)b * L * V, (size_t)L * V * sizeof(float));
         }
+        /* the copy of A = -exp(A_log) taken with the bf16 weights changes no bit: the step
+         * without it (taking expf itself) gives the same logits */
+        assert_true((m->decode_A != NULL) == (s->kind != 2)); /* a Mamba-1 layer or none */
+        float *A = m->decode_A, *noA = malloc(n * sizeof(float));
+        m->decode_A = NULL;
+        TU_OK(ssm_state_create(&m->config, B, &st));
+        step_logits(m, st, tok, B, L, noA);
+        ssm_state_free(st);
+        m->decode_A = A;
+        assert_memory_equal(noA, b16, n * sizeof(float));
+        free(noA);
         /* the error relative to each position's largest |logit| */
         double worst = 0;
         int agree = 0, decided = 0;
@@ -534,6 +546,7 @@ static void test_bf16_step(void **unused) {
         /* back to fp32: fp32's bits */
         TU_OK(ssm_model_set_decode_weights(m, SSM_DECODE_F32));
         assert_null(m->decode_bf16);
+        assert_null(m->decode_A);
         TU_OK(ssm_state_create(&m->config, B, &st));
         step_logits(m, st, tok, B, L, b16);
         ssm_state_free(st);

@@ -17,7 +17,7 @@ typedef enum ssm_dtype {
     SSM_DTYPE_BF16 = 1,
 } ssm_dtype;
 
-/* The CPU twin reads the fields up to D (fp32 only: dtype F32, z NULL); the others are the CUDA
+/* The CPU twin reads the fields up to A (fp32 only: dtype F32, z NULL); the others are the CUDA
  * twin's (its fused gate, its tuning and its saved states), left 0 / NULL on the CPU. */
 typedef struct ssm_scan_args {
     int B, L, E, N;        /* the step ignores L (1): rows are sequences */
@@ -29,6 +29,8 @@ typedef struct ssm_scan_args {
     const float *dt_bias;  /* (E) */
     const float *A_log;    /* (E, N) */
     const float *D;        /* (E) */
+    const float *A;        /* CPU step only, or NULL: (E, N) = -exp(A_log) already taken (the
+                              decode weights' copy, so that a step makes no expf calls) */
     /* ---- CUDA only ---- */
     const void *z;         /* (T, E) row stride ld_z, or NULL: no gate */
     int ld_z;

@@ -387,6 +387,8 @@ typedef struct ssm_model {
     const ssm_backend *backend; /* private: the backend that runs it (CPU or CUDA) */
     uint16_t *decode_bf16;      /* (n_params) bf16 copy of params_blob for the CPU step, or NULL
                                  * (ssm_model_set_decode_weights) */
+    float *decode_A;            /* (n_layer, d_inner, d_state) A = -exp(A_log) of the Mamba-1
+                                 * layers, taken with decode_bf16 for the CPU step, or NULL */
 } ssm_model;
 
 /* Allocate a model for this config with all parameters zero. */
