@@ -1212,6 +1212,22 @@ static ssm_status read_pieces(const ssm_safetensors *st, const char *file, ssm_m
     return SSM_OK;
 }
 
+/* A config that declares far more parameters than the file holds values is refused before the
+ * model is allocated (a config.json of billions of parameters beside a small file). The model
+ * may exceed the file by a little (a vocabulary padded up), never by twice. */
+static ssm_status check_file_holds(const ssm_safetensors *st, const char *file, const ssm_config *c) {
+    ssm_config v = *c;
+    if (ssm_config_validate(&v)) return SSM_OK; /* create_model reports it */
+    size_t held = 0;
+    for (int i = 0; i < ssm_safetensors_count(st); i++) held += ssm_safetensors_tensor(st, i)->numel;
+    size_t need = ssm_config_n_params(&v);
+    if (need > 2 * held + (size_t)128 * v.d_model)
+        return ssm_fail_file(file, SSM_ERR_FORMAT, "the config declares a model of %zu parameters, "
+                             "but the file holds %zu values: the config does not belong to these "
+                             "tensors", need, held);
+    return SSM_OK;
+}
+
 /* ssm_model_create's config errors, reported as a malformed file. */
 static ssm_status create_model(const char *file, const ssm_config *c, ssm_model **out) {
     ssm_status s = ssm_model_create(c, out);
@@ -1234,6 +1250,7 @@ ssm_status ssm_checkpoint_load(const char *path, ssm_model **out) {
     ssm_status s = resolve_paths(path, &file, &dir);
     if (!s) s = ssm_safetensors_open(file, &st);
     if (!s) s = load_config(st, file, dir, &c, &names);
+    if (!s) s = check_file_holds(st, file, &c);
     if (!s) s = create_model(file, &c, &m);
     if (!s) s = names == SSM_NAMES_OWN ? check_tensors(st, file, m) : check_pieces(st, file, m, names);
     if (!s) s = names == SSM_NAMES_OWN ? read_params(st, file, m) : read_pieces(st, file, m, names);

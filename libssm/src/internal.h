@@ -235,6 +235,9 @@ ssm_status ssm_cpu_io_backward(ssm_model *m);
 ssm_status ssm_acts_plan(ssm_model *model, int B, int L);
 /* Floats ssm_acts_plan would allocate for a validated config (0 when out of memory). */
 size_t ssm_acts_floats(const ssm_config *config, int B, int L, int threads);
+/* The parameters a model of this (validated) config has, without allocating them; 0 when even
+ * its tensor table cannot be allocated. */
+size_t ssm_config_n_params(const ssm_config *config);
 void ssm_acts_free(ssm_activations *acts);
 
 

@@ -351,6 +351,15 @@ static void bind_params(const ssm_model *m, float *blob, ssm_params *p) {
     }
 }
 
+size_t ssm_config_n_params(const ssm_config *c) {
+    ssm_model m = {.config = *c};
+    m.tensors = calloc((size_t)n_tensors_of(c), sizeof *m.tensors);
+    if (!m.tensors) return 0;
+    build_tensor_table(&m);
+    free(m.tensors);
+    return m.n_params;
+}
+
 ssm_status ssm_model_create(const ssm_config *config, ssm_model **out) {
     if (!out) return ssm_set_error(SSM_ERR_ARG, "ssm_model_create: out is NULL");
     *out = NULL;

@@ -72,7 +72,9 @@ ssm_status points_read_off(const char *path, const char *data, size_t size, poin
         if (!next_line(&c, &s, &e)) return ssm_set_error(SSM_ERR_FORMAT, "%s:%d: no counts after 'OFF'", path, c.line);
         n = line_numbers(s, e, v, 3, &bad, &bad_len);
     }
-    if (n < 2 || v[0] < 0 || v[1] < 0 || v[0] != (long long)v[0] || v[1] != (long long)v[1])
+    /* in range before the casts (a count past 2^53, or NaN, would be undefined behaviour) */
+    if (n < 2 || !(v[0] >= 0 && v[0] <= 0x1p53) || !(v[1] >= 0 && v[1] <= 0x1p53) ||
+        v[0] != (long long)v[0] || v[1] != (long long)v[1])
         return ssm_set_error(SSM_ERR_FORMAT, "%s:%d: expected the counts 'vertices faces edges'", path, c.line);
     long long nv = (long long)v[0], nf = (long long)v[1];
     if ((unsigned long long)nv > size / 6 + 1 || (unsigned long long)nf > size / 4 + 1)
