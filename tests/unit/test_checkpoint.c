@@ -378,6 +378,11 @@ static void test_config_json_errors(void **state) {
     expect_load_error(tpath("bias"), SSM_ERR_SHAPE,
                       "tensor backbone.layers.0.mixer.x_proj.weight has shape [34, 48], "
                       "expected [35, 48] from the config");
+    /* a config of billions of parameters beside these few thousand: refused before the model
+     * is allocated (calloc of 2 x 24 GB would be attempted otherwise) */
+    write_text(tpath("bias/config.json"),
+               "{\"vocab_size\": 13, \"hidden_size\": 16384, \"num_hidden_layers\": 48}");
+    expect_load_error(tpath("bias"), SSM_ERR_FORMAT, "the config does not belong to these tensors");
     ssm_model_free(m);
 }
 
