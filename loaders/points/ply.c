@@ -140,7 +140,7 @@ static ssm_status read_value(ply_reader *r, const ply_element *el, long long ite
             return ssm_set_error(SSM_ERR_FORMAT, "%s:%d: element '%s' item %lld ends before its %d "
                                  "properties do (the header's properties or counts do not match the data)",
                                  r->path, r->item_line, el->name, item + 1, el->n_props);
-        if (!text_number(tok, len, v) || (types[t].integer && *v != (double)(long long)*v))
+        if (!text_number(tok, len, v) || (types[t].integer && !text_whole(*v, -0x1p63, 0x1p63)))
             return ssm_set_error(SSM_ERR_FORMAT, "%s:%d: '%.*s' in element '%s' item %lld is not %s %s",
                                  r->path, line, (int)(len < 40 ? len : 40), tok, el->name, item + 1,
                                  types[t].integer ? "an integer of type" : "a number of type", types[t].name);
@@ -219,7 +219,7 @@ ssm_status points_read_ply(const char *path, const char *data, size_t size, poin
                     continue;
                 }
                 if ((s = read_value(r, el, item, pr->count_type, &v))) break;
-                if (v < 0 || v > 1e6) {
+                if (!(v >= 0 && v <= 1e6)) { /* NaN too */
                     where(r, at, sizeof at);
                     s = ssm_set_error(SSM_ERR_FORMAT, "%s:%s: element '%s' item %lld: a list of %g values "
                                       "(the header's counts may not match the data)", path, at, el->name,

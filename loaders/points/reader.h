@@ -2,6 +2,7 @@
 #ifndef SSM_LOADERS_POINTS_READER_H
 #define SSM_LOADERS_POINTS_READER_H
 
+#include <math.h>
 #include <stddef.h>
 
 #include "points.h"
@@ -22,6 +23,11 @@ void text_skip(text_cursor *c);
 int text_token(text_cursor *c, const char **tok, size_t *len, int *line_of);
 /* The token as a number (finite or not: the caller checks); 0 when it is not one. */
 int text_number(const char *tok, size_t len, double *out);
+/* x is a whole number in [lo, hi] (NaN is not), tested without a cast: casting a double outside
+ * long long's range to it is undefined behaviour. */
+static inline int text_whole(double x, double lo, double hi) {
+    return x >= lo && x <= hi && x == floor(x);
+}
 /* A vertex's coordinates into set->xyz[i]; refuses a non-finite one with "where: ...". */
 ssm_status points_store(const char *path, const char *where, point_set *set, int i,
                         const double v[3]);

@@ -72,9 +72,7 @@ ssm_status points_read_off(const char *path, const char *data, size_t size, poin
         if (!next_line(&c, &s, &e)) return ssm_set_error(SSM_ERR_FORMAT, "%s:%d: no counts after 'OFF'", path, c.line);
         n = line_numbers(s, e, v, 3, &bad, &bad_len);
     }
-    /* in range before the casts (a count past 2^53, or NaN, would be undefined behaviour) */
-    if (n < 2 || !(v[0] >= 0 && v[0] <= 0x1p53) || !(v[1] >= 0 && v[1] <= 0x1p53) ||
-        v[0] != (long long)v[0] || v[1] != (long long)v[1])
+    if (n < 2 || !text_whole(v[0], 0, 0x1p53) || !text_whole(v[1], 0, 0x1p53))
         return ssm_set_error(SSM_ERR_FORMAT, "%s:%d: expected the counts 'vertices faces edges'", path, c.line);
     long long nv = (long long)v[0], nf = (long long)v[1];
     if ((unsigned long long)nv > size / 6 + 1 || (unsigned long long)nf > size / 4 + 1)
@@ -97,13 +95,13 @@ ssm_status points_read_off(const char *path, const char *data, size_t size, poin
             continue;
         }
         double k;
-        if (line_numbers(s, e, &k, 1, &bad, &bad_len) < 1 || k < 1 || k != (long long)k)
+        if (line_numbers(s, e, &k, 1, &bad, &bad_len) < 1 || !text_whole(k, 1, 0x1p53))
             return ssm_set_error(SSM_ERR_FORMAT, "%s:%d: face %lld: expected 'k i_1 .. i_k' (the counts "
                                  "may not match the data)", path, c.line, i - nv + 1);
         double idx[64];
         int m = k <= 64 ? (int)k : 64, got = line_numbers(s, e, idx, m + 1, &bad, &bad_len) - 1;
         for (int j = 0; j < got; j++)
-            if (idx[j + 1] < 0 || idx[j + 1] >= nv || idx[j + 1] != (long long)idx[j + 1]) got = -1;
+            if (!text_whole(idx[j + 1], 0, (double)(nv - 1))) got = -1;
         if (got < m)
             return ssm_set_error(SSM_ERR_FORMAT, "%s:%d: face %lld: expected %lld vertex indices in [0, %lld) "
                                  "(the counts may not match the data)", path, c.line, i - nv + 1, (long long)k, nv);
