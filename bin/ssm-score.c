@@ -822,6 +822,19 @@ int main(int argc, char **argv) {
     }
     rc = CLI_EXIT_INPUT;
     char out_tmp[4200] = "", bed_tmp[4200] = "";
+    /* what the model cannot score is refused before a device is chosen, in one line */
+    if (!sc.tr.ops->score_file) {
+        if (!sc.tr.ops->open_records) {
+            rc = cli_error("the task '%s' cannot score files", sc.tr.ops->name);
+            goto done;
+        }
+        if (!ssm_config_causal(&sc.tr.model->config)) { /* next-symbol scores, state carried */
+            rc = cli_error("%s: the model is bidirectional (%s): each position sees the symbols it "
+                           "would predict, so it has no next-symbol scores and no carried state",
+                           argv[optind], sc.tr.model->config.rcps ? "RCPS" : "bimamba layers");
+            goto done;
+        }
+    }
     cli_device_fallback(device, &sc.tr.model->config, &dev, NULL);
     if (dev >= 0 && ssm_model_use_device(sc.tr.model, NULL, dev)) {
         rc = cli_fail();
@@ -832,16 +845,6 @@ int main(int argc, char **argv) {
         rc = 0;
         for (int i = 0; i < sc.n_files && !rc; i++)
             if (sc.tr.ops->score_file(sc.tr.task, sc.tr.model, sc.files[i], sc.out)) rc = cli_fail();
-        goto done;
-    }
-    if (!sc.tr.ops->open_records) {
-        rc = cli_error("the task '%s' cannot score files", sc.tr.ops->name);
-        goto done;
-    }
-    if (!ssm_config_causal(&sc.tr.model->config)) { /* next-symbol scores, state carried */
-        rc = cli_error("%s: the model is bidirectional (%s): each position sees the symbols it "
-                       "would predict, so it has no next-symbol scores and no carried state",
-                       argv[optind], sc.tr.model->config.rcps ? "RCPS" : "bimamba layers");
         goto done;
     }
     sc.symbol = sc.tr.ops->symbol;
