@@ -78,8 +78,11 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
         float *next = i + 1 < c->n_layer ? a->layers[i + 1].resid : a->resid_f;
         if (next != la->resid)
             CUDA_TRY(cudaMemcpyAsync(next, la->resid, (size_t)T * D * sizeof(float), cudaMemcpyDeviceToDevice, st), "the residual stream");
-        if (c->layer_kind[i] == SSM_LAYER_MAMBA2) SSM_TRY(cuda_mamba2_forward(m, i, B, L, cs, ss, next));
-        else SSM_TRY(mamba1_forward(m, i, B, L, cs, ss, save, next));
+        switch (c->layer_kind[i]) {
+        case SSM_LAYER_MAMBA2: SSM_TRY(cuda_mamba2_forward(m, i, B, L, cs, ss, next)); break;
+        case SSM_LAYER_MLP: SSM_TRY(cuda_mlp_forward(m, i, T, next)); break;
+        default: SSM_TRY(mamba1_forward(m, i, B, L, cs, ss, save, next)); // cuda_model_supports
+        }
     }
     return cuda_rmsnorm_forward(a->normed_f, a->rstd_f, a->resid_f, g->p.norm_f, T, D, c->norm_eps, BF, st);
 }
@@ -221,8 +224,11 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
         cuda_layer_acts *la = &a->layers[i];
         // r_{i+1} = r_i + mixer(h): d h from d r (the GEMMs take its bf16 copy)
         SSM_TRY(cuda_to_bf16(a->d_resid16, a->d_resid, (size_t)T * D, st));
-        if (c->layer_kind[i] == SSM_LAYER_MAMBA2) SSM_TRY(cuda_mamba2_backward(m, i));
-        else SSM_TRY(mamba1_backward(m, i));
+        switch (c->layer_kind[i]) {
+        case SSM_LAYER_MAMBA2: SSM_TRY(cuda_mamba2_backward(m, i)); break;
+        case SSM_LAYER_MLP: SSM_TRY(cuda_mlp_backward(m, i)); break;
+        default: SSM_TRY(mamba1_backward(m, i));
+        }
         // h = RMSNorm(r): d r += ... (the residual path keeps its gradient)
         SSM_TRY(cuda_rmsnorm_backward(a->d_resid, g->g.layers[i].norm, a->d_normed, la->resid, p->norm, la->rstd,
                                       T, D, BF, a->work, a->work_bytes, st));

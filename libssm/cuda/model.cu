@@ -50,10 +50,9 @@ static void bind_device(const ssm_model *m, const ssm_params *host, const float 
     MOVE(embedding);
     MOVE(norm_f);
     for (int i = 0; i < m->config.n_layer; i++) {
-        MOVE(layers[i].norm); MOVE(layers[i].mamba1.in_proj); MOVE(layers[i].mamba1.conv_w);
-        MOVE(layers[i].mamba1.conv_b); MOVE(layers[i].mamba1.x_proj); MOVE(layers[i].mamba1.dt_proj_w);
-        MOVE(layers[i].mamba1.dt_proj_b); MOVE(layers[i].mamba1.A_log); MOVE(layers[i].mamba1.D);
-        MOVE(layers[i].mamba1.out_proj);
+        MOVE(layers[i].norm);
+        // the mixer's tensors, in its kind's table order (mixer[] aliases every kind's struct)
+        for (int k = 0; k < ssm_kind_of(&m->config, i)->n_tensors; k++) MOVE(layers[i].mixer[k]);
     }
 #undef MOVE
 }
@@ -113,7 +112,7 @@ extern "C" void cuda_model_detach(ssm_model *m) {
 extern "C" ssm_status cuda_model_supports(const ssm_config *c) {
     for (int i = 0; i < c->n_layer; i++)
         if (!ssm_kind_of(c, i)->cuda)
-            return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1 and Mamba-2 layers; "
+            return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1, Mamba-2 and MLP layers; "
                                  "layer %d is %s: use --device cpu for this model", i,
                                  ssm_layer_kind_name(c->layer_kind[i]));
     if (cuda_model_has_kind(c, SSM_LAYER_MAMBA1) && c->d_state > 32)
@@ -202,7 +201,9 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
     size_t XD = R + 2 * N, rows = a->head_rows;
     const cuda_mamba2_widths w2 = cuda_mamba2_width(c);
     const size_t I = w2.I, G = w2.G, CD = w2.CD, ZD = w2.ZD;
+    const cuda_mlp_widths wm = cuda_mlp_width(c);
     const int has1 = cuda_model_has_kind(c, SSM_LAYER_MAMBA1), has2 = cuda_model_has_kind(c, SSM_LAYER_MAMBA2);
+    const int has_mlp = cuda_model_has_kind(c, SSM_LAYER_MLP);
     Carve cv = {base, 0};
     for (int i = 0; i < c->n_layer; i++) {
         cuda_layer_acts *la = &a->layers[i];
@@ -230,6 +231,10 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
             q->y = cv.take<bf16>(T * I);
             q->rstd = cv.take<float>(T * G);
             q->normed = cv.take<bf16>(T * I);
+        }
+        if (training ? kind == SSM_LAYER_MLP : has_mlp) {
+            la->mlp.u = cv.take<bf16>(T * wm.U);
+            la->mlp.a = cv.take<bf16>(T * wm.F);
         }
     }
     a->resid_f = training ? cv.take<float>(T * D) : a->layers[0].resid;
@@ -260,6 +265,10 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
             a->mamba2.d_xbc = cv.take<bf16>(T * CD);
             a->mamba2.d_y = cv.take<bf16>(T * I);
             a->mamba2.d_normed = cv.take<bf16>(T * I);
+        }
+        if (has_mlp) {
+            a->d_mlp.u = cv.take<bf16>(T * wm.U);
+            a->d_mlp.a = cv.take<bf16>(T * wm.F);
         }
     }
     return cv.off;

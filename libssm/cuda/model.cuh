@@ -40,6 +40,18 @@ struct cuda_mamba2_decode {
     float *rstd;                     // (B, G)
 };
 
+// An MLP layer's activations (mlp.cu; libssm/src/mlp.c's): U = F, or 2F for swiglu.
+struct cuda_mlp_acts {
+    bf16 *u; // (T, U) up(h) (swiglu: [y | g])
+    bf16 *a; // (T, F) act(u), input of down
+};
+// Its widths: F = d_ff, U = up's rows
+struct cuda_mlp_widths { size_t F, U; };
+static inline cuda_mlp_widths cuda_mlp_width(const ssm_config *c) {
+    size_t F = c->mlp.d_ff;
+    return {F, (c->mlp.activation == SSM_MLP_SWIGLU ? 2 : 1) * F};
+}
+
 // Activations kept by the forward for the backward: bf16 except the residual stream and rstd
 // (fp32). T = B * L rows; D, E, N, R, XD = R + 2N as in forward.c. The block's first three;
 // then the Mamba-1 layer's (the fused path) or the Mamba-2 layer's, as the layer's kind says.
@@ -54,6 +66,7 @@ struct cuda_layer_acts {
     bf16 *gated;   // (T, E) scan output y * silu(z), input of out_proj
     float *ckpt;   // training: the scan's saved states (cuda_scan_checkpoint_bytes), or NULL
     cuda_mamba2_acts mamba2;
+    cuda_mlp_acts mlp;
 };
 
 // Without training (scoring, prompts) nothing is kept for a backward: every layer gets layer 0's
@@ -82,6 +95,7 @@ struct cuda_acts {
     bf16 *d_dt;                // (T, E)
     bf16 *d_gated;             // (T, E)
     cuda_mamba2_scratch mamba2; // Mamba-2 layers' (when the model has them)
+    cuda_mlp_acts d_mlp;       // MLP layers' d u (T, U), d a (T, F)
     void *work;                // scan, conv, rmsnorm and reduction workspace
     size_t work_bytes;
     double *sum;               // (1) reductions' results
@@ -100,6 +114,7 @@ struct cuda_decode {
     bf16 *u, *dt, *y;      // (B, E)
     bf16 *x_dbl;           // (B, XD)
     cuda_mamba2_decode mamba2; // Mamba-2 layers' (when the model has them)
+    cuda_mlp_acts mlp;     // MLP layers' u (B, U), a (B, F)
     float *logits;         // (B, V)
     int32_t *out;          // (B, out_cap) greedy tokens
     int out_cap;
@@ -187,6 +202,14 @@ ssm_status cuda_mamba2_backward(ssm_model *m, int i);
 ssm_status cuda_mamba2_step(ssm_model *m, int i, float *conv, float *ssm);
 // workspace bytes of the Mamba-2 ops for (B, L)
 size_t cuda_mamba2_work_bytes(const ssm_config *c, int B, int L, int training);
+// ---- MLP layers (mlp.cu) -------------------------------------------------------------------
+// r (T, D) += mlp_i(la->normed)
+ssm_status cuda_mlp_forward(ssm_model *m, int i, int T, float *r);
+// from a.d_resid16 (d r, bf16): d normed into a.d_normed, the layer's gradients added to
+ssm_status cuda_mlp_backward(ssm_model *m, int i);
+// decode: dec.r (B, D) += mlp_i(dec.h)
+ssm_status cuda_mlp_step(ssm_model *m, int i);
+
 // whether the model has a layer of this kind
 int cuda_model_has_kind(const ssm_config *c, int kind);
 // offsets (floats) of layer i's conv and SSM state slots in state buffers for B sequences,

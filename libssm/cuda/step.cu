@@ -63,7 +63,8 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
     size_t D = c->d_model, E = c->d_inner, XD = c->dt_rank + 2 * c->d_state, V = c->vocab_size;
     const cuda_mamba2_widths w2 = cuda_mamba2_width(c);
     const size_t I = w2.I, G = w2.G, CD = w2.CD, ZD = w2.ZD;
-    const int has2 = cuda_model_has_kind(c, SSM_LAYER_MAMBA2);
+    const cuda_mlp_widths wm = cuda_mlp_width(c);
+    const int has2 = cuda_model_has_kind(c, SSM_LAYER_MAMBA2), has_mlp = cuda_model_has_kind(c, SSM_LAYER_MLP);
     // two passes over the same list: the first counts, the second hands out the pointers
     for (int pass = 0; pass < 2; pass++) {
         Carve cv = {(char *)d->blob, 0};
@@ -82,6 +83,10 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
             d->mamba2.y = cv.take<bf16>(B * I);
             d->mamba2.normed = cv.take<bf16>(B * I);
             d->mamba2.rstd = cv.take<float>(B * G);
+        }
+        if (has_mlp) {
+            d->mlp.u = cv.take<bf16>(B * wm.U);
+            d->mlp.a = cv.take<bf16>(B * wm.F);
         }
         d->logits = cv.take<float>(B * V);
         d->out = cv.take<int32_t>((size_t)B * (out_cap > 0 ? out_cap : 1));
@@ -112,9 +117,10 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
         size_t co, so;
         cuda_state_slots(c, B, i, &co, &so);
         float *conv_i = conv + co;
-        if (c->layer_kind[i] == SSM_LAYER_MAMBA2) { // h = RMSNorm(r); r += mixer(h)
+        if (c->layer_kind[i] != SSM_LAYER_MAMBA1) { // h = RMSNorm(r); r += mixer(h)
             SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, p->norm, B, D, c->norm_eps, BF, st));
-            SSM_TRY(cuda_mamba2_step(m, i, conv_i, ssm + so));
+            if (c->layer_kind[i] == SSM_LAYER_MLP) SSM_TRY(cuda_mlp_step(m, i));
+            else SSM_TRY(cuda_mamba2_step(m, i, conv_i, ssm + so));
             continue;
         }
         if (d->gemv) { // RMSNorm + in_proj + conv step in one launch, then x_proj

@@ -1,6 +1,8 @@
 /* test_gpu_model.c: the whole model on the GPU (libssm/cuda/forward.cu, step.cu, model.cu)
  * against the CPU backend, through the public API only, for Mamba-1 models, Mamba-2 models,
- * models of both kinds of layer and Mamba-1 models without selection (the paper's ablation):
+ * models of both kinds of layer, Mamba-1 models without selection (the paper's ablation), and
+ * hybrids with MLP layers (NemotronH's relu2 MLP layers between Mamba-2 ones; Mamba-1 blocks
+ * with mamba_ssm's SwiGLU MLP as each block's second sublayer):
  *   - logits, loss, per-position scores and every parameter gradient of one batch;
  *   - carried state: two windows with the state carried = one window of both;
  *   - step mode against the parallel forward, on the GPU;
@@ -23,9 +25,11 @@
 static int checks, failures;
 
 /* The layers' kinds of the models made: Mamba-1, Mamba-2 (headdim 16, d_state 32, two groups),
- * both, alternating from a Mamba-1 layer, or Mamba-1 without selection (model.selective: false,
- * libssm/cuda/fixed_x_dbl.cu). */
-enum { KINDS_MAMBA1, KINDS_MAMBA2, KINDS_MIXED, KINDS_NON_SELECTIVE };
+ * both, alternating from a Mamba-1 layer, Mamba-1 without selection (model.selective: false,
+ * libssm/cuda/fixed_x_dbl.cu), Mamba-2 and relu2 MLP layers alternating ("M-M..."), or
+ * Mamba-1 blocks each with a SwiGLU MLP sublayer ("M+-M..."); d_ff 72 (not a multiple of 8:
+ * odd GEMM strides). */
+enum { KINDS_MAMBA1, KINDS_MAMBA2, KINDS_MIXED, KINDS_NON_SELECTIVE, KINDS_MLP_RELU2, KINDS_MLP_SWIGLU };
 static int kinds = KINDS_MAMBA1;
 
 #define OK(call)                                                                                \
@@ -61,6 +65,16 @@ static double rel_err(const float *a, const float *b, size_t n) {
 static ssm_model *make_model(int V, int D, int n_layer, uint64_t seed) {
     ssm_config c = ssm_config_default(V, D, n_layer);
     c.non_selective = kinds == KINDS_NON_SELECTIVE;
+    if (kinds == KINDS_MLP_RELU2 || kinds == KINDS_MLP_SWIGLU) {
+        char pattern[2 * SSM_MAX_LAYERS + 1] = ""; /* n_layer layers: Mamba, MLP, Mamba, ... */
+        for (int i = 0; i < n_layer; i++) strcat(pattern, i % 2 == 0 ? "M" : kinds == KINDS_MLP_RELU2 ? "-" : "+-");
+        OK(ssm_config_set_pattern(&c, pattern, kinds == KINDS_MLP_RELU2 ? SSM_LAYER_MAMBA2 : SSM_LAYER_MAMBA1));
+        c.mlp.d_ff = 72;
+        c.mlp.activation = kinds == KINDS_MLP_RELU2 ? SSM_MLP_RELU2 : SSM_MLP_SWIGLU;
+        c.mamba2.headdim = 16, c.mamba2.d_state = 32, c.mamba2.ngroups = 2;
+        c.mamba2.d_inner = 0, c.mamba2.nheads = 0;
+        OK(ssm_config_validate(&c));
+    }
     if (kinds == KINDS_MAMBA2 || kinds == KINDS_MIXED) {
         ssm_config_set_kind(&c, SSM_LAYER_MAMBA2);
         c.mamba2.headdim = 16, c.mamba2.d_state = 32, c.mamba2.ngroups = 2;
@@ -306,8 +320,10 @@ int main(void) {
     test_training(16, 64, 2, 4, 128, 20);
     /* the same checks over Mamba-2 layers, and over Mamba-1 and Mamba-2 layers in one model */
     static const char *const kind_names[] = {"", "Mamba-2", "Mamba-1 and Mamba-2 layers",
-                                             "Mamba-1 without selection"};
-    for (kinds = KINDS_MAMBA2; kinds <= KINDS_NON_SELECTIVE; kinds++) {
+                                             "Mamba-1 without selection",
+                                             "Mamba-2 and relu2 MLP layers",
+                                             "Mamba-1 blocks with a SwiGLU MLP sublayer"};
+    for (kinds = KINDS_MAMBA2; kinds <= KINDS_MLP_SWIGLU; kinds++) {
         printf("-- %s\n", kind_names[kinds]);
         test_batch(16, 64, 2, 3, 77);
         test_batch(37, 48, 3, 2, 1);

@@ -1,6 +1,7 @@
-/* test_gpu_ops.c: the CUDA embedding, RMSNorm, cross-entropy, argmax, sum, sumsq, AdamW and
- * bf16 conversion ops (libssm/cuda/embedding.cu, rmsnorm.cu, cross_entropy.cu, adamw.cu)
- * against the CPU ops (libssm/cpu/embedding.c, rmsnorm.c) or plain double loops (softmax,
+/* test_gpu_ops.c: the CUDA embedding, RMSNorm, MLP activation (relu2, SwiGLU), cross-entropy,
+ * argmax, sum, sumsq, AdamW and bf16 conversion ops (libssm/cuda/embedding.cu, rmsnorm.cu,
+ * activation.cu, cross_entropy.cu, adamw.cu) against the CPU ops (libssm/cpu/embedding.c,
+ * rmsnorm.c, activation.c) or plain double loops (softmax,
  * sums, ssm_adamw_step's arithmetic) on fresh random inputs of awkward sizes: T = 1 and 37,
  * D = 13 (the scalar paths) and 768, 4097, 8192, V = 16 and 50280 with 3 and 1000 rows, a row
  * stride above V, logits aliased by their gradient, repeated tokens, argmax ties, misaligned
@@ -21,6 +22,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "activation.h"
 #include "cpu_ops.h"
 #include "gpu_test.h"
 #include "ssm/cuda_ops.h"
@@ -96,6 +98,51 @@ static void test_rmsnorm(int T, int D, ssm_dtype dt) {
     free(h_out), free(h_rstd), free(h_dx), free(h_dw);
     cudaFree(g_x), cudaFree(g_w), cudaFree(g_g), cudaFree(g_dx), cudaFree(g_dw), cudaFree(g_out);
     cudaFree(g_rstd), cudaFree(ws);
+}
+
+/* ---- MLP activations ------------------------------------------------------------------------ */
+
+/* T rows of F at row strides F + pad (a, d a) and U + pad (u, d u), U = F or 2F (swiglu); the
+ * CPU twin on the same (bf16-rounded) inputs, packed */
+static void test_activation(int swiglu, int T, int F, int pad, ssm_dtype dt) {
+    const int U = swiglu ? 2 * F : F, lda = F + pad, ldu = U + pad;
+    float *u = falloc((size_t)T * ldu), *da = falloc((size_t)T * lda);
+    fill(u, (size_t)T * ldu, -4, 4), fill(da, (size_t)T * lda, -1, 1);
+    for (int i = 0; i < T * ldu; i += 11) u[i] = 0.0f; /* relu's kink */
+    if (dt == SSM_DTYPE_BF16) round_bf16(u, (size_t)T * ldu), round_bf16(da, (size_t)T * lda);
+    float *up = falloc((size_t)T * U), *dap = falloc((size_t)T * F);
+    for (int t = 0; t < T; t++) {
+        memcpy(up + (size_t)t * U, u + (size_t)t * ldu, U * sizeof(float));
+        memcpy(dap + (size_t)t * F, da + (size_t)t * lda, F * sizeof(float));
+    }
+    float *a = falloc((size_t)T * F), *du = falloc((size_t)T * U);
+    if (swiglu) cpu_swiglu_forward(a, up, T, F), cpu_swiglu_backward(du, dap, up, T, F);
+    else cpu_relu2_forward(a, up, T, F), cpu_relu2_backward(du, dap, up, T, F);
+    void *g_u = to_dev(u, (size_t)T * ldu, dt), *g_da = to_dev(da, (size_t)T * lda, dt);
+    void *g_a = dev_poisoned((size_t)T * lda, dt), *g_du = dev_poisoned((size_t)T * ldu, dt);
+    if (swiglu) {
+        OK(cuda_swiglu_forward(g_a, lda, g_u, ldu, T, F, dt, 0));
+        OK(cuda_swiglu_backward(g_du, ldu, g_da, lda, g_u, ldu, T, F, dt, 0));
+    } else {
+        OK(cuda_relu2_forward(g_a, lda, g_u, ldu, T, F, dt, 0));
+        OK(cuda_relu2_backward(g_du, ldu, g_da, lda, g_u, ldu, T, F, dt, 0));
+    }
+    float *h_a = from_dev(g_a, (size_t)T * lda, dt), *h_du = from_dev(g_du, (size_t)T * ldu, dt);
+    /* the padding stays untouched (poisoned) */
+    size_t touched = 0;
+    for (int t = 0; t < T; t++) {
+        for (int f = F; f < lda; f++) touched += !isnan(h_a[(size_t)t * lda + f]);
+        for (int f = U; f < ldu; f++) touched += !isnan(h_du[(size_t)t * ldu + f]);
+    }
+    const double bound = dt == SSM_DTYPE_F32 ? 1e-5 : 1e-2;
+    int ok = 1;
+    printf("%-13s %-4s T=%-5d F=%-5d ld+%d:", swiglu ? "swiglu" : "relu2", dtname(dt), T, F, pad);
+    report("a", rel_err2(h_a, lda, a, F, T, F), bound, &ok);
+    report("du", rel_err2(h_du, ldu, du, U, T, U), bound, &ok);
+    report("padding written", (double)touched, 0, &ok);
+    end_case(ok);
+    free(u), free(da), free(up), free(dap), free(a), free(du), free(h_a), free(h_du);
+    cudaFree(g_u), cudaFree(g_da), cudaFree(g_a), cudaFree(g_du);
 }
 
 /* ---- cross-entropy, argmax ------------------------------------------------------------------ */
@@ -391,6 +438,9 @@ static void test_arguments(void) {
     a.bc1 = 0;
     expect_arg_error("adamw bc1=0", cuda_adamw(f, NULL, f, f, f, (cuda_adamw_tensor *)f, 1, (double *)f, &a, 0), &ok);
     expect_arg_error("to_bf16 NULL", cuda_to_bf16(NULL, f, 4, 0), &ok);
+    expect_arg_error("relu2 ld<F", cuda_relu2_forward(f, 4, f, 8, 1, 8, SSM_DTYPE_F32, 0), &ok);
+    expect_arg_error("swiglu ld<2F", cuda_swiglu_forward(f, 8, f, 8, 1, 8, SSM_DTYPE_F32, 0), &ok);
+    expect_arg_error("swiglu dtype", cuda_swiglu_backward(f, 16, f, 8, f, 16, 1, 8, (ssm_dtype)7, 0), &ok);
     end_case(ok);
     CK(cudaDeviceSynchronize());
     cudaFree(f);
@@ -424,6 +474,13 @@ int main(void) {
         test_rmsnorm(37, 1100, dt);   /* 8 columns a thread, vector */
         test_rmsnorm(37, 4097, dt);   /* odd: 32 columns a thread, scalar */
         test_rmsnorm(37, 8192, dt);
+        /* MLP activations: T, F, row padding */
+        for (int swiglu = 0; swiglu < 2; swiglu++) {
+            test_activation(swiglu, 1, 1, 0, dt);
+            test_activation(swiglu, 37, 72, 3, dt);
+            test_activation(swiglu, 300, 3072, 0, dt);
+            test_activation(swiglu, 5, 4099, 1, dt);
+        }
         /* cross-entropy: rows, V, ld, alias */
         test_cross_entropy(3, 16, 16, dt, 0);
         test_cross_entropy(1000, 16, 16, dt, 0);

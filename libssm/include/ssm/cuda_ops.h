@@ -139,6 +139,20 @@ ssm_status cuda_gated_rmsnorm_backward(void *dy, int ld_dy, void *dz, int ld_dz,
                                        void *workspace, size_t workspace_bytes,
                                        cudaStream_t stream);
 
+/* ---- activation.cu: the MLP layers' activations, the twins of libssm/cpu/activation.c ---
+ * T rows of F hidden channels at row strides ld_*; u, a, d_a, d_u in dtype (fp32 or bf16).
+ * relu2 (NemotronH): a = relu(u)^2, u (T, F).  swiglu (mamba_ssm's GatedMLP): a = y * silu(g),
+ * u = yg (T, 2F) rows [y | g]. The backward WRITES d u (its rows as wide as u's). */
+ssm_status cuda_relu2_forward(void *a, int ld_a, const void *u, int ld_u, int T, int F,
+                              ssm_dtype dtype, cudaStream_t stream);
+ssm_status cuda_relu2_backward(void *du, int ld_du, const void *da, int ld_da, const void *u,
+                               int ld_u, int T, int F, ssm_dtype dtype, cudaStream_t stream);
+ssm_status cuda_swiglu_forward(void *a, int ld_a, const void *yg, int ld_yg, int T, int F,
+                               ssm_dtype dtype, cudaStream_t stream);
+ssm_status cuda_swiglu_backward(void *d_yg, int ld_dyg, const void *da, int ld_da,
+                                const void *yg, int ld_yg, int T, int F, ssm_dtype dtype,
+                                cudaStream_t stream);
+
 /* ---- fixed_x_dbl.cu: x_dbl without selection (model.selective: false), the twin of
  * m1_fixed_x_dbl in mamba1.c: x_dbl (T, XD) bf16 = x_proj (XD, E) fp32 applied to ones, the
  * same row at every t; the backward ADDS sum_t d_x_dbl[t, j] to every g_x_proj[j, e]. */
