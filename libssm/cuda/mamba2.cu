@@ -128,7 +128,9 @@ ssm_status cuda_mamba2_step(ssm_model *m, int i, float *conv, float *ssm) {
     m2_dims d = dims(c);
     const int B = dc->batch;
     const ssm_dtype BF = SSM_DTYPE_BF16;
-    SSM_TRY(cuda_matmul_forward(g->blas, a->zxbcdt, d.ZD, BF, 0.0f, dc->h, d.D, w16(g, p->in_proj), B, d.D, d.ZD));
+    // [z | xBC | dt] = in_proj(RMSNorm(r))
+    SSM_TRY(cuda_step_project(m, a->zxbcdt, d.ZD, BF, 0.0f, dc->r, d.D, g->p.layers[i].norm, w16(g, p->in_proj), d.D,
+                              d.ZD));
     // conv_state rolls left and takes the raw xBC; xbc = silu(conv)
     SSM_TRY(cuda_conv_step(a->xbc, conv, a->zxbcdt + d.I, d.ZD, p->conv_w, p->conv_b, B, d.CD, d.K, BF, st));
     cuda_ssd_args s = ssd_args(c, B, 1, a->zxbcdt, a->xbc, p, a->y);
@@ -136,5 +138,5 @@ ssm_status cuda_mamba2_step(ssm_model *m, int i, float *conv, float *ssm) {
     SSM_TRY(cuda_ssd_step(&s, st));
     SSM_TRY(cuda_gated_rmsnorm_forward(a->normed, d.I, a->rstd, a->y, d.I, a->zxbcdt, d.ZD, p->norm, B, d.I, d.G,
                                        M2_NORM_EPS, st));
-    return cuda_matmul_forward(g->blas, dc->r, d.D, SSM_DTYPE_F32, 1.0f, a->normed, d.I, w16(g, p->out_proj), B, d.I, d.D);
+    return cuda_step_project(m, dc->r, d.D, SSM_DTYPE_F32, 1.0f, a->normed, d.I, NULL, w16(g, p->out_proj), d.I, d.D);
 }

@@ -63,5 +63,12 @@ ssm_status cuda_mlp_backward(ssm_model *m, int i) {
 ssm_status cuda_mlp_step(ssm_model *m, int i) {
     ssm_cuda_model *g = m->cuda;
     cuda_decode *dc = &g->dec;
-    return mlp(g, &m->config, &g->p.layers[i].mlp, dc->h, dc->mlp.u, dc->mlp.a, dc->batch, dc->r);
+    const ssm_config *c = &m->config;
+    const ssm_mlp_params *p = &g->p.layers[i].mlp;
+    const cuda_mlp_widths w = cuda_mlp_width(c);
+    const int D = c->d_model, F = (int)w.F, U = (int)w.U;
+    // u = up(RMSNorm(r)); r += down(act(u))
+    SSM_TRY(cuda_step_project(m, dc->mlp.u, U, SSM_DTYPE_BF16, 0.0f, dc->r, D, g->p.layers[i].norm, w16(g, p->up), D, U));
+    SSM_TRY(activate(c, dc->mlp.a, dc->mlp.u, dc->batch, g->stream));
+    return cuda_step_project(m, dc->r, D, SSM_DTYPE_F32, 1.0f, dc->mlp.a, F, NULL, w16(g, p->down), F, D);
 }

@@ -176,6 +176,13 @@ struct cuda_gemv_args {
 extern "C" bool cuda_gemv_fits(const cuda_gemv_args *a);
 extern "C" ssm_status cuda_gemv(const cuda_gemv_args *a, cudaStream_t st);
 
+// A projection of the decode step (step.cu): out (B, n) = beta * out + x . w^T over dec.batch
+// rows, x the bf16 rows in (B, k) or, with norm_w, RMSNorm(norm_eps, norm_w) of the fp32 rows
+// in; through cuda_gemv where the step's plan takes it and the shape fits, else cuBLAS (the
+// norm then into dec.h first).
+ssm_status cuda_step_project(ssm_model *m, void *out, int ld_out, ssm_dtype out_dtype, float beta, const void *in,
+                             int ld_in, const float *norm_w, const bf16 *w, int k, int n);
+
 // device allocation counted in bytes/peak
 ssm_status cuda_model_alloc(ssm_cuda_model *g, void **ptr, size_t bytes, const char *what);
 void cuda_model_release(ssm_cuda_model *g, void *ptr, size_t bytes);
@@ -198,7 +205,7 @@ enum { HEAD_LOSS = 0, HEAD_SCORE = 1, HEAD_TRAIN = 2, HEAD_LOGITS = 3 };
 ssm_status cuda_mamba2_forward(ssm_model *m, int i, int B, int L, float *conv, float *ssm, float *r);
 // from a.d_resid16 (d r, bf16): d normed into a.d_normed, the layer's gradients added to
 ssm_status cuda_mamba2_backward(ssm_model *m, int i);
-// decode: dec.r (B, D) += mixer_i(dec.h), the state slots updated
+// decode: dec.r (B, D) += mixer_i(RMSNorm(dec.r)), the state slots updated
 ssm_status cuda_mamba2_step(ssm_model *m, int i, float *conv, float *ssm);
 // workspace bytes of the Mamba-2 ops for (B, L)
 size_t cuda_mamba2_work_bytes(const ssm_config *c, int B, int L, int training);
@@ -207,7 +214,7 @@ size_t cuda_mamba2_work_bytes(const ssm_config *c, int B, int L, int training);
 ssm_status cuda_mlp_forward(ssm_model *m, int i, int T, float *r);
 // from a.d_resid16 (d r, bf16): d normed into a.d_normed, the layer's gradients added to
 ssm_status cuda_mlp_backward(ssm_model *m, int i);
-// decode: dec.r (B, D) += mlp_i(dec.h)
+// decode: dec.r (B, D) += mlp_i(RMSNorm(dec.r))
 ssm_status cuda_mlp_step(ssm_model *m, int i);
 
 // whether the model has a layer of this kind

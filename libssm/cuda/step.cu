@@ -23,6 +23,22 @@ static ssm_status run_gemv(const cuda_decode *d, cuda_gemv_args a, cudaStream_t 
     return cuda_gemv(&a, st);
 }
 
+ssm_status cuda_step_project(ssm_model *m, void *out, int ld_out, ssm_dtype out_dtype, float beta, const void *in,
+                             int ld_in, const float *norm_w, const bf16 *w, int k, int n) {
+    ssm_cuda_model *g = m->cuda;
+    cuda_decode *d = &g->dec;
+    const int B = d->batch;
+    cuda_gemv_args a = gemv_args(out, ld_out, out_dtype, in, ld_in, w, B, k, n);
+    a.beta = beta, a.norm_w = norm_w, a.eps = m->config.norm_eps;
+    if (d->gemv && cuda_gemv_fits(&a)) return run_gemv(d, a, g->stream);
+    if (norm_w) { // the norm into dec.h first, then the GEMM from it
+        SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, (const float *)in, norm_w, B, k, m->config.norm_eps,
+                                     SSM_DTYPE_BF16, g->stream));
+        in = d->h, ld_in = k;
+    }
+    return cuda_matmul_forward(g->blas, out, ld_out, out_dtype, beta, in, ld_in, w, B, k, n);
+}
+
 // Whether every projection of the step fits cuda_gemv at batch B (the shapes and the weights'
 // alignment; the decode buffers are 256-byte aligned): 2 (with programmatic dependent launch,
 // sm_90 and later), 1, or 0. SSM_CUDA_DECODE=cublas keeps cuBLAS, =gemv-serial launches
@@ -117,8 +133,7 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
         size_t co, so;
         cuda_state_slots(c, B, i, &co, &so);
         float *conv_i = conv + co;
-        if (c->layer_kind[i] != SSM_LAYER_MAMBA1) { // h = RMSNorm(r); r += mixer(h)
-            SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, p->norm, B, D, c->norm_eps, BF, st));
+        if (c->layer_kind[i] != SSM_LAYER_MAMBA1) { // r += mixer(RMSNorm(r))
             if (c->layer_kind[i] == SSM_LAYER_MLP) SSM_TRY(cuda_mlp_step(m, i));
             else SSM_TRY(cuda_mamba2_step(m, i, conv_i, ssm + so));
             continue;
@@ -135,14 +150,8 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
             SSM_TRY(cuda_conv_step(d->u, conv_i, d->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, B, E, K, BF, st));
         }
         // [dt | B | C] = x_proj(u), or x_proj(1) without selection
-        if (c->non_selective) {
-            SSM_TRY(cuda_fixed_x_dbl_forward(d->x_dbl, XD, p->mamba1.x_proj, B, E, XD, st));
-        } else if (d->gemv) {
-            cuda_gemv_args xp = gemv_args(d->x_dbl, XD, BF, d->u, E, w16(g, p->mamba1.x_proj), B, E, XD);
-            SSM_TRY(run_gemv(d, xp, st));
-        } else {
-            SSM_TRY(cuda_matmul_forward(g->blas, d->x_dbl, XD, BF, 0.0f, d->u, E, w16(g, p->mamba1.x_proj), B, E, XD));
-        }
+        if (c->non_selective) SSM_TRY(cuda_fixed_x_dbl_forward(d->x_dbl, XD, p->mamba1.x_proj, B, E, XD, st));
+        else SSM_TRY(cuda_step_project(m, d->x_dbl, XD, BF, 0.0f, d->u, E, NULL, w16(g, p->mamba1.x_proj), E, XD));
         ssm_scan_args sa = {};
         sa.B = B, sa.L = 1, sa.E = E, sa.N = N, sa.dtype = BF;
         sa.u = d->u, sa.Bm = d->x_dbl + R, sa.Cm = d->x_dbl + R + N, sa.ld_bc = XD;
@@ -155,21 +164,10 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
         sa.z = d->xz + E, sa.ld_z = 2 * E;
         sa.dt_bias = p->mamba1.dt_proj_b, sa.A_log = p->mamba1.A_log, sa.D = p->mamba1.D;
         SSM_TRY(cuda_scan_step(&sa, d->y, ssm + so, st));
-        if (d->gemv) {
-            cuda_gemv_args op = gemv_args(d->r, D, SSM_DTYPE_F32, d->y, E, w16(g, p->mamba1.out_proj), B, E, D);
-            op.beta = 1.0f;
-            SSM_TRY(run_gemv(d, op, st));
-        } else {
-            SSM_TRY(cuda_matmul_forward(g->blas, d->r, D, SSM_DTYPE_F32, 1.0f, d->y, E, w16(g, p->mamba1.out_proj), B, E, D));
-        }
+        SSM_TRY(cuda_step_project(m, d->r, D, SSM_DTYPE_F32, 1.0f, d->y, E, NULL, w16(g, p->mamba1.out_proj), E, D));
     }
-    if (d->gemv) { // the final RMSNorm and the tied head in one launch
-        cuda_gemv_args hd = gemv_args(d->logits, V, SSM_DTYPE_F32, d->r, D, w16(g, g->p.embedding), B, D, V);
-        hd.norm_w = g->p.norm_f, hd.eps = c->norm_eps;
-        return run_gemv(d, hd, st);
-    }
-    SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, g->p.norm_f, B, D, c->norm_eps, BF, st));
-    return cuda_matmul_forward(g->blas, d->logits, V, SSM_DTYPE_F32, 0.0f, d->h, D, w16(g, g->p.embedding), B, D, V);
+    // the final RMSNorm and the tied head (one launch on the gemv path)
+    return cuda_step_project(m, d->logits, V, SSM_DTYPE_F32, 0.0f, d->r, D, g->p.norm_f, w16(g, g->p.embedding), D, V);
 }
 
 // out[b, *counter] = tokens[b]; then *counter += 1 (one block: B is a decode batch)
