@@ -233,7 +233,7 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
         SSM_TRY(cuda_rmsnorm_backward(a->d_resid, g->g.layers[i].norm, a->d_normed, la->resid, p->norm, la->rstd,
                                       T, D, BF, a->work, a->work_bytes, st));
     }
-    SSM_TRY(cuda_embedding_backward(g->g.embedding, a->tokens, a->d_resid, T, D, st));
+    SSM_TRY(cuda_embedding_backward(g->g.embedding, a->tokens, a->d_resid, T, D, a->work, a->work_bytes, st));
     g->backward_ready = 0;
     return SSM_OK;
 }

@@ -304,6 +304,7 @@ static size_t work_bytes(const ssm_model *m, int B, int L, int training) {
             w = max_z(w, cuda_conv_backward_workspace(B, L, c->d_inner, c->d_conv));
         }
         w = max_z(w, cuda_rmsnorm_backward_workspace((int)T, c->d_model));
+        w = max_z(w, cuda_embedding_backward_workspace((int)T, c->d_model));
         w = max_z(w, cuda_sumsq_workspace(m->n_params));
     }
     return w;

@@ -4,7 +4,8 @@
  * rmsnorm.c, activation.c) or plain double loops (softmax,
  * sums, ssm_adamw_step's arithmetic) on fresh random inputs of awkward sizes: T = 1 and 37,
  * D = 13 (the scalar paths) and 768, 4097, 8192, V = 16 and 50280 with 3 and 1000 rows, a row
- * stride above V, logits aliased by their gradient, repeated tokens, argmax ties, misaligned
+ * stride above V, logits aliased by their gradient, repeated tokens (runs of one token over
+ * many of the embedding backward's chunks, and the same bits on a second run), argmax ties, misaligned
  * sums, AdamW with and without clipping and with a non-finite norm.
  *
  * Each GPU output is poisoned with all-ones bytes (NaN in fp32 and bf16) before each run, so
@@ -44,20 +45,29 @@ static void test_embedding(int T, int D, int V) {
     float *g_table = to_dev(table, (size_t)V * D, SSM_DTYPE_F32);
     float *g_dout = to_dev(dout, (size_t)T * D, SSM_DTYPE_F32);
     float *g_dtab = to_dev(dtab, (size_t)V * D, SSM_DTYPE_F32);
+    float *h_dtab0 = falloc((size_t)V * D);
+    memcpy(h_dtab0, dtab, (size_t)V * D * 4);
     float *g_out = dev_poisoned((size_t)T * D, SSM_DTYPE_F32);
+    const size_t wsb = cuda_embedding_backward_workspace(T, D);
+    void *ws = dev_poisoned(wsb, SSM_DTYPE_F32); /* wsb floats: more than enough, all NaN */
     OK(cuda_embedding_forward(g_out, g_tok, g_table, T, D, 0));
-    OK(cuda_embedding_backward(g_dtab, g_tok, g_dout, T, D, 0));
+    OK(cuda_embedding_backward(g_dtab, g_tok, g_dout, T, D, ws, wsb, 0));
     cpu_embedding_forward(out, tok, table, T, D);
     cpu_embedding_backward(dtab, tok, dout, T, D);
     float *h_out = from_dev(g_out, (size_t)T * D, SSM_DTYPE_F32);
     float *h_dtab = from_dev(g_dtab, (size_t)V * D, SSM_DTYPE_F32);
+    /* deterministic: the same start again gives the same bits */
+    CK(cudaMemcpy(g_dtab, h_dtab0, (size_t)V * D * 4, cudaMemcpyHostToDevice));
+    OK(cuda_embedding_backward(g_dtab, g_tok, g_dout, T, D, ws, wsb, 0));
+    float *h_dtab2 = from_dev(g_dtab, (size_t)V * D, SSM_DTYPE_F32);
     int ok = 1;
     printf("embedding     T=%-5d D=%-5d V=%-4d:", T, D, V);
     report("out", rel_err(h_out, out, (size_t)T * D), 0.0, &ok);
     report("d_table", rel_err(h_dtab, dtab, (size_t)V * D), 1e-5, &ok);
+    report("d_table bits on a second run", memcmp(h_dtab, h_dtab2, (size_t)V * D * 4) ? 1 : 0, 0, &ok);
     end_case(ok);
-    free(tok), free(table), free(dout), free(dtab), free(out), free(h_out), free(h_dtab);
-    cudaFree(g_tok), cudaFree(g_table), cudaFree(g_dout), cudaFree(g_dtab), cudaFree(g_out);
+    free(tok), free(table), free(dout), free(dtab), free(out), free(h_out), free(h_dtab), free(h_dtab0), free(h_dtab2);
+    cudaFree(g_tok), cudaFree(g_table), cudaFree(g_dout), cudaFree(g_dtab), cudaFree(g_out), cudaFree(ws);
 }
 
 /* ---- rmsnorm ------------------------------------------------------------------------------- */
@@ -425,7 +435,8 @@ static void test_arguments(void) {
     cuda_adamw_args a = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 0.1f, 0.05f};
     printf("arguments:");
     expect_arg_error("embedding T=0", cuda_embedding_forward(f, i32, f, 0, 4, 0), &ok);
-    expect_arg_error("embedding NULL", cuda_embedding_backward(NULL, i32, f, 1, 4, 0), &ok);
+    expect_arg_error("embedding NULL", cuda_embedding_backward(NULL, i32, f, 1, 4, f, 4096, 0), &ok);
+    expect_arg_error("embedding workspace", cuda_embedding_backward(f, i32, f, 64, 4, f, 16, 0), &ok);
     expect_arg_error("rmsnorm dtype", cuda_rmsnorm_forward(f, f, f, f, 1, 4, 1e-5f, (ssm_dtype)7, 0), &ok);
     expect_arg_error("rmsnorm workspace",
                      cuda_rmsnorm_backward(f, f, f, f, f, f, 64, 8, SSM_DTYPE_F32, f, 4, 0), &ok);
@@ -462,6 +473,8 @@ int main(void) {
     test_embedding(37, 13, 5);
     test_embedding(37, 768, 50280);
     test_embedding(4096, 768, 16);
+    test_embedding(70000, 13, 4);   /* runs of ~17500 rows: many chunks each, odd D */
+    test_embedding(300, 257, 300);  /* mostly single rows; D over one column tile */
     const ssm_dtype dts[2] = {SSM_DTYPE_F32, SSM_DTYPE_BF16};
     for (int di = 0; di < 2; di++) {
         const ssm_dtype dt = dts[di];

@@ -165,9 +165,13 @@ ssm_status cuda_fixed_x_dbl_backward(float *g_x_proj, const void *d_x_dbl, int l
 /* out (T, D) fp32 = table[tokens[t]], table (V, D) fp32, tokens (T) int32 on the device. */
 ssm_status cuda_embedding_forward(float *out, const int32_t *tokens, const float *table, int T,
                                   int D, cudaStream_t stream);
-/* d_table (V, D) += sum over the rows t with tokens[t] == v of d_out[t] (fp32). */
+/* d_table (V, D) += sum over the rows t with tokens[t] == v of d_out[t] (fp32), each token's
+ * rows added in order of t in chunks of 256 (deterministic: no atomics). workspace:
+ * cuda_embedding_backward_workspace(T, D) bytes (about T (D + 3) floats). */
+size_t cuda_embedding_backward_workspace(int T, int D);
 ssm_status cuda_embedding_backward(float *d_table, const int32_t *tokens, const float *d_out,
-                                   int T, int D, cudaStream_t stream);
+                                   int T, int D, void *workspace, size_t workspace_bytes,
+                                   cudaStream_t stream);
 
 /* ---- rmsnorm.cu: y = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps), fp32 arithmetic ---- */
 /* x (T, D) fp32 (the residual stream); out (T, D) in dtype; rstd (T) fp32. */
