@@ -18,24 +18,20 @@ ssm_status activate(const ssm_config *c, bf16 *a, const bf16 *u, int T, cudaStre
     return cuda_relu2_forward(a, F, u, U, T, F, SSM_DTYPE_BF16, st);
 }
 
-// r (T, D) += down(act(up(h))), through the buffers u and a
-ssm_status mlp(ssm_cuda_model *g, const ssm_config *c, const ssm_mlp_params *p, const bf16 *h, bf16 *u, bf16 *a,
-               int T, float *r) {
-    const cuda_mlp_widths w = cuda_mlp_width(c);
-    const int D = c->d_model, F = (int)w.F, U = (int)w.U;
-    // u = up(h)
-    SSM_TRY(cuda_matmul_forward(g->blas, u, U, SSM_DTYPE_BF16, 0.0f, h, D, w16(g, p->up), T, D, U));
-    SSM_TRY(activate(c, a, u, T, g->stream));
-    // r += down(a): the residual add is the GEMM's beta = 1
-    return cuda_matmul_forward(g->blas, r, D, SSM_DTYPE_F32, 1.0f, a, F, w16(g, p->down), T, F, D);
-}
-
 } // namespace
 
 ssm_status cuda_mlp_forward(ssm_model *m, int i, int T, float *r) {
     ssm_cuda_model *g = m->cuda;
+    const ssm_config *c = &m->config;
+    const ssm_mlp_params *p = &g->p.layers[i].mlp;
     cuda_layer_acts *la = &g->a.layers[i];
-    return mlp(g, &m->config, &g->p.layers[i].mlp, la->normed, la->mlp.u, la->mlp.a, T, r);
+    const cuda_mlp_widths w = cuda_mlp_width(c);
+    const int D = c->d_model, F = (int)w.F, U = (int)w.U;
+    // u = up(h)
+    SSM_TRY(cuda_matmul_forward(g->blas, la->mlp.u, U, SSM_DTYPE_BF16, 0.0f, la->normed, D, w16(g, p->up), T, D, U));
+    SSM_TRY(activate(c, la->mlp.a, la->mlp.u, T, g->stream));
+    // r += down(a): the residual add is the GEMM's beta = 1
+    return cuda_matmul_forward(g->blas, r, D, SSM_DTYPE_F32, 1.0f, la->mlp.a, F, w16(g, p->down), T, F, D);
 }
 
 ssm_status cuda_mlp_backward(ssm_model *m, int i) {

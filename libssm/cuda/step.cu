@@ -145,8 +145,7 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
             in.E = E, in.K = K;
             SSM_TRY(run_gemv(d, in, st));
         } else {
-            SSM_TRY(cuda_rmsnorm_forward(d->h, d->rstd, d->r, p->norm, B, D, c->norm_eps, BF, st));
-            SSM_TRY(cuda_matmul_forward(g->blas, d->xz, 2 * E, BF, 0.0f, d->h, D, w16(g, p->mamba1.in_proj), B, D, 2 * E));
+            SSM_TRY(cuda_step_project(m, d->xz, 2 * E, BF, 0.0f, d->r, D, p->norm, w16(g, p->mamba1.in_proj), D, 2 * E));
             SSM_TRY(cuda_conv_step(d->u, conv_i, d->xz, 2 * E, p->mamba1.conv_w, p->mamba1.conv_b, B, E, K, BF, st));
         }
         // [dt | B | C] = x_proj(u), or x_proj(1) without selection
