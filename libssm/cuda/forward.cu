@@ -53,7 +53,7 @@ static ssm_status mamba1_forward(ssm_model *m, int i, int B, int L, float *cs, f
 
 // The layers and the final norm over tokens already in a.tokens: a.resid_f, a.normed_f.
 // conv_state and ssm_state: device state buffers in ssm_state's layout (cuda_state_slots), or
-// NULL. save: a training forward, whose Mamba-1 scan saves the states its backward needs.
+// NULL; with them, a.pos holds each sequence's position (the KV caches' lengths). save: a training forward, whose Mamba-1 scan saves the states its backward needs.
 static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, float *ssm_state,
                                  int save) {
     ssm_cuda_model *g = m->cuda;
@@ -81,6 +81,7 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
         switch (c->layer_kind[i]) {
         case SSM_LAYER_MAMBA2: SSM_TRY(cuda_mamba2_forward(m, i, B, L, cs, ss, next)); break;
         case SSM_LAYER_MLP: SSM_TRY(cuda_mlp_forward(m, i, T, next)); break;
+        case SSM_LAYER_ATTENTION: SSM_TRY(cuda_attention_layer_forward(m, i, B, L, ss, a->pos, next)); break;
         default: SSM_TRY(mamba1_forward(m, i, B, L, cs, ss, save, next)); // cuda_model_supports
         }
     }
@@ -154,7 +155,11 @@ extern "C" ssm_status cuda_model_forward(ssm_model *m, const int32_t *tokens, co
     if (targets)
         CUDA_TRY(cudaMemcpyAsync(a->targets, targets, T * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream), "uploading targets");
     float *conv = NULL, *ssm = NULL;
-    if (state) SSM_TRY(cuda_state_device(g, state, &conv, &ssm));
+    if (state) {
+        SSM_TRY(cuda_state_device(g, state, &conv, &ssm));
+        CUDA_TRY(cudaMemcpyAsync(a->pos, state->pos, (size_t)B * sizeof(int64_t), cudaMemcpyHostToDevice, g->stream),
+                 "uploading positions");
+    }
     SSM_TRY(forward_layers(m, B, L, conv, ssm, mode == HEAD_TRAIN));
     if (mode == HEAD_LOGITS && g->host_logits_cap < T * V) {
         free(g->host_logits);
@@ -227,6 +232,7 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
         switch (c->layer_kind[i]) {
         case SSM_LAYER_MAMBA2: SSM_TRY(cuda_mamba2_backward(m, i)); break;
         case SSM_LAYER_MLP: SSM_TRY(cuda_mlp_backward(m, i)); break;
+        case SSM_LAYER_ATTENTION: SSM_TRY(cuda_attention_layer_backward(m, i)); break;
         default: SSM_TRY(mamba1_backward(m, i));
         }
         // h = RMSNorm(r): d r += ... (the residual path keeps its gradient)
@@ -284,5 +290,6 @@ ssm_status cuda_forward_prompt(ssm_model *m, const int32_t *tokens, int B, int L
                              g->stream), "uploading tokens");
     g->backward_ready = 0;
     g->has_targets = 1; // no logits to show
+    CUDA_TRY(cudaMemsetAsync(g->a.pos, 0, (size_t)B * sizeof(int64_t), g->stream), "the prompt's positions");
     return forward_layers(m, B, L, conv, ssm, 0);
 }

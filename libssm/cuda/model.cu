@@ -112,7 +112,7 @@ extern "C" void cuda_model_detach(ssm_model *m) {
 extern "C" ssm_status cuda_model_supports(const ssm_config *c) {
     for (int i = 0; i < c->n_layer; i++)
         if (!ssm_kind_of(c, i)->cuda)
-            return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1, Mamba-2 and MLP layers; "
+            return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1, Mamba-2, MLP and attention layers; "
                                  "layer %d is %s: use --device cpu for this model", i,
                                  ssm_layer_kind_name(c->layer_kind[i]));
     if (cuda_model_has_kind(c, SSM_LAYER_MAMBA1) && c->d_state > 32)
@@ -122,6 +122,9 @@ extern "C" ssm_status cuda_model_supports(const ssm_config *c) {
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend supports Mamba-2 with d_state <= 128 and "
                              "d_conv <= 64 (the model has %d and %d): use --device cpu for this model",
                              c->mamba2.d_state, c->mamba2.d_conv);
+    if (cuda_model_has_kind(c, SSM_LAYER_ATTENTION) && c->attention.head_dim > 128)
+        return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend supports attention with head_dim <= 128 (the "
+                             "model has %d): use --device cpu for this model", c->attention.head_dim);
     return SSM_OK;
 }
 
@@ -204,6 +207,9 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
     const cuda_mlp_widths wm = cuda_mlp_width(c);
     const int has1 = cuda_model_has_kind(c, SSM_LAYER_MAMBA1), has2 = cuda_model_has_kind(c, SSM_LAYER_MAMBA2);
     const int has_mlp = cuda_model_has_kind(c, SSM_LAYER_MLP);
+    const int has_att = cuda_model_has_kind(c, SSM_LAYER_ATTENTION);
+    const size_t QD = (size_t)c->attention.n_heads * c->attention.head_dim;
+    const size_t KD = (size_t)c->attention.n_kv_heads * c->attention.head_dim;
     Carve cv = {base, 0};
     for (int i = 0; i < c->n_layer; i++) {
         cuda_layer_acts *la = &a->layers[i];
@@ -236,12 +242,19 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
             la->mlp.u = cv.take<bf16>(T * wm.U);
             la->mlp.a = cv.take<bf16>(T * wm.F);
         }
+        if (training ? kind == SSM_LAYER_ATTENTION : has_att) {
+            cuda_attention_acts *q = &la->attention;
+            q->q = cv.take<bf16>(T * QD), q->k = cv.take<bf16>(T * KD), q->v = cv.take<bf16>(T * KD);
+            q->o = cv.take<bf16>(T * QD);
+            q->lse = cv.take<float>(T * c->attention.n_heads);
+        }
     }
     a->resid_f = training ? cv.take<float>(T * D) : a->layers[0].resid;
     a->normed_f = cv.take<bf16>(T * D);
     a->rstd_f = cv.take<float>(T);
     a->tokens = cv.take<int32_t>(T);
     a->targets = cv.take<int32_t>(T);
+    a->pos = cv.take<int64_t>(T); // B <= T entries
     a->nll = cv.take<float>(T);
     a->entropy = cv.take<float>(T);
     a->logits = cv.take<float>(rows * V);
@@ -269,6 +282,11 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
         if (has_mlp) {
             a->d_mlp.u = cv.take<bf16>(T * wm.U);
             a->d_mlp.a = cv.take<bf16>(T * wm.F);
+        }
+        if (has_att) {
+            cuda_attention_acts *q = &a->d_attention;
+            q->q = cv.take<bf16>(T * QD), q->k = cv.take<bf16>(T * KD), q->v = cv.take<bf16>(T * KD);
+            q->o = cv.take<bf16>(T * QD);
         }
     }
     return cv.off;
@@ -306,6 +324,7 @@ static size_t work_bytes(const ssm_model *m, int B, int L, int training) {
         w = max_z(w, cuda_rmsnorm_backward_workspace((int)T, c->d_model));
         w = max_z(w, cuda_embedding_backward_workspace((int)T, c->d_model));
         w = max_z(w, cuda_sumsq_workspace(m->n_params));
+        if (cuda_model_has_kind(c, SSM_LAYER_ATTENTION)) w = max_z(w, cuda_attention_work_bytes(c, B, L));
     }
     return w;
 }

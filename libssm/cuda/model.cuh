@@ -52,6 +52,14 @@ static inline cuda_mlp_widths cuda_mlp_width(const ssm_config *c) {
     return {F, (c->mlp.activation == SSM_MLP_SWIGLU ? 2 : 1) * F};
 }
 
+// An attention layer's activations (attention_layer.cu; libssm/src/attention.c's): QD = H hd,
+// KD = Hkv hd. The backward's scratch has the same shape (d q, d k, d v, d o; no lse).
+struct cuda_attention_acts {
+    bf16 *q, *k, *v; // (T, QD), (T, KD), (T, KD) projections, q and k rotated
+    bf16 *o;         // (T, QD) attention output, input of o_proj
+    float *lse;      // (B, H, L) the softmax's log-sum-exp per query row
+};
+
 // Activations kept by the forward for the backward: bf16 except the residual stream and rstd
 // (fp32). T = B * L rows; D, E, N, R, XD = R + 2N as in forward.c. The block's first three;
 // then the Mamba-1 layer's (the fused path) or the Mamba-2 layer's, as the layer's kind says.
@@ -67,6 +75,7 @@ struct cuda_layer_acts {
     float *ckpt;   // training: the scan's saved states (cuda_scan_checkpoint_bytes), or NULL
     cuda_mamba2_acts mamba2;
     cuda_mlp_acts mlp;
+    cuda_attention_acts attention;
 };
 
 // Without training (scoring, prompts) nothing is kept for a backward: every layer gets layer 0's
@@ -80,6 +89,7 @@ struct cuda_acts {
     bf16 *normed_f;            // (T, D)
     float *rstd_f;             // (T)
     int32_t *tokens, *targets; // (T)
+    int64_t *pos;              // (B) a carried state's positions (attention's KV cache lengths)
     float *nll, *entropy;      // (T) per-position losses of the head
     int head_rows;             // rows of logits the head computes at once
     float *logits;             // (head_rows, V) fp32
@@ -96,6 +106,7 @@ struct cuda_acts {
     bf16 *d_gated;             // (T, E)
     cuda_mamba2_scratch mamba2; // Mamba-2 layers' (when the model has them)
     cuda_mlp_acts d_mlp;       // MLP layers' d u (T, U), d a (T, F)
+    cuda_attention_acts d_attention; // attention layers' d q, d k, d v, d o
     void *work;                // scan, conv, rmsnorm and reduction workspace
     size_t work_bytes;
     double *sum;               // (1) reductions' results
@@ -115,6 +126,8 @@ struct cuda_decode {
     bf16 *x_dbl;           // (B, XD)
     cuda_mamba2_decode mamba2; // Mamba-2 layers' (when the model has them)
     cuda_mlp_acts mlp;     // MLP layers' u (B, U), a (B, F)
+    cuda_attention_acts attention; // attention layers' q, k, v, o (B rows; no lse)
+    int64_t *pos;          // (B) positions of the step's tokens (the KV caches' lengths)
     float *logits;         // (B, V)
     int32_t *out;          // (B, out_cap) greedy tokens
     int out_cap;
@@ -216,6 +229,18 @@ ssm_status cuda_mlp_forward(ssm_model *m, int i, int T, float *r);
 ssm_status cuda_mlp_backward(ssm_model *m, int i);
 // decode: dec.r (B, D) += mlp_i(RMSNorm(dec.r))
 ssm_status cuda_mlp_step(ssm_model *m, int i);
+
+// ---- attention layers (attention_layer.cu) ---------------------------------------------------
+// r (T, D) += attention_i(la->normed); cache: the layer's state slot (B, 2, cap, KD) with pos
+// (device, B) its lengths, or NULL (keys of this pass only)
+ssm_status cuda_attention_layer_forward(ssm_model *m, int i, int B, int L, float *cache, const int64_t *pos,
+                                        float *r);
+// from a.d_resid16 (d r, bf16): d normed into a.d_normed, the layer's gradients added to
+ssm_status cuda_attention_layer_backward(ssm_model *m, int i);
+// decode: dec.r (B, D) += attention_i(RMSNorm(dec.r)) at positions dec.pos, the cache appended to
+ssm_status cuda_attention_layer_step(ssm_model *m, int i, float *cache);
+// workspace bytes of the attention backward for (B, L)
+size_t cuda_attention_work_bytes(const ssm_config *c, int B, int L);
 
 // whether the model has a layer of this kind
 int cuda_model_has_kind(const ssm_config *c, int kind);

@@ -81,6 +81,9 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
     const size_t I = w2.I, G = w2.G, CD = w2.CD, ZD = w2.ZD;
     const cuda_mlp_widths wm = cuda_mlp_width(c);
     const int has2 = cuda_model_has_kind(c, SSM_LAYER_MAMBA2), has_mlp = cuda_model_has_kind(c, SSM_LAYER_MLP);
+    const int has_att = cuda_model_has_kind(c, SSM_LAYER_ATTENTION);
+    const size_t QD = (size_t)c->attention.n_heads * c->attention.head_dim;
+    const size_t KD = (size_t)c->attention.n_kv_heads * c->attention.head_dim;
     // two passes over the same list: the first counts, the second hands out the pointers
     for (int pass = 0; pass < 2; pass++) {
         Carve cv = {(char *)d->blob, 0};
@@ -104,6 +107,11 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
             d->mlp.u = cv.take<bf16>(B * wm.U);
             d->mlp.a = cv.take<bf16>(B * wm.F);
         }
+        if (has_att) {
+            d->attention.q = cv.take<bf16>(B * QD), d->attention.k = cv.take<bf16>(B * KD);
+            d->attention.v = cv.take<bf16>(B * KD), d->attention.o = cv.take<bf16>(B * QD);
+        }
+        d->pos = cv.take<int64_t>(B);
         d->logits = cv.take<float>(B * V);
         d->out = cv.take<int32_t>((size_t)B * (out_cap > 0 ? out_cap : 1));
         d->counter = cv.take<int>(1);
@@ -135,6 +143,7 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
         float *conv_i = conv + co;
         if (c->layer_kind[i] != SSM_LAYER_MAMBA1) { // r += mixer(RMSNorm(r))
             if (c->layer_kind[i] == SSM_LAYER_MLP) SSM_TRY(cuda_mlp_step(m, i));
+            else if (c->layer_kind[i] == SSM_LAYER_ATTENTION) SSM_TRY(cuda_attention_layer_step(m, i, ssm + so));
             else SSM_TRY(cuda_mamba2_step(m, i, conv_i, ssm + so));
             continue;
         }
@@ -169,12 +178,23 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
     return cuda_step_project(m, d->logits, V, SSM_DTYPE_F32, 0.0f, d->r, D, g->p.norm_f, w16(g, g->p.embedding), D, V);
 }
 
-// out[b, *counter] = tokens[b]; then *counter += 1 (one block: B is a decode batch)
-__global__ void append_tokens(int32_t *out, int cap, int *counter, const int32_t *tokens, int B) {
+// out[b, *counter] = tokens[b]; then *counter += 1 (one block: B is a decode batch),
+// and each sequence's position moves on by one (the next step's KV cache length)
+__global__ void append_tokens(int32_t *out, int cap, int *counter, const int32_t *tokens, int64_t *pos, int B) {
     int c = *counter;
-    for (int b = threadIdx.x; b < B; b += blockDim.x) out[(size_t)b * cap + c] = tokens[b];
+    for (int b = threadIdx.x; b < B; b += blockDim.x) out[(size_t)b * cap + c] = tokens[b], pos[b] += 1;
     __syncthreads();
     if (threadIdx.x == 0) *counter = c + 1;
+}
+
+// pos[b] = P for every sequence (after a prompt of P tokens)
+__global__ void fill_positions(int64_t *pos, int B, int64_t P) {
+    for (int b = threadIdx.x; b < B; b += blockDim.x) pos[b] = P;
+}
+static ssm_status set_positions(int64_t *pos, int B, int P, cudaStream_t st) {
+    fill_positions<<<1, 128, 0, st>>>(pos, B, P);
+    SSM_CUDA_CHECK_LAUNCH("the positions");
+    return SSM_OK;
 }
 
 static ssm_status enqueue_greedy(ssm_model *m, float *conv, float *ssm) {
@@ -183,7 +203,7 @@ static ssm_status enqueue_greedy(ssm_model *m, float *conv, float *ssm) {
     SSM_TRY(enqueue_step(m, conv, ssm));
     int V = m->config.vocab_size;
     SSM_TRY(cuda_argmax(d->tokens, d->logits, V, d->batch, V, g->stream));
-    append_tokens<<<1, 128, 0, g->stream>>>(d->out, d->out_cap, d->counter, d->tokens, d->batch);
+    append_tokens<<<1, 128, 0, g->stream>>>(d->out, d->out_cap, d->counter, d->tokens, d->pos, d->batch);
     SSM_CUDA_CHECK_LAUNCH("append_tokens");
     return SSM_OK;
 }
@@ -223,6 +243,7 @@ extern "C" ssm_status cuda_model_step(ssm_model *m, ssm_state *state, const int3
         d->graph_state = conv;
     }
     CUDA_TRY(cudaMemcpyAsync(d->tokens, tokens, B * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream), "uploading tokens");
+    CUDA_TRY(cudaMemcpyAsync(d->pos, state->pos, B * sizeof(int64_t), cudaMemcpyHostToDevice, g->stream), "uploading positions");
     CUDA_TRY(cudaGraphLaunch(d->step_graph, g->stream), "the decode step");
     CUDA_TRY(cudaMemcpyAsync(logits, d->logits, (size_t)B * V * sizeof(float), cudaMemcpyDeviceToHost, g->stream), "downloading logits");
     CUDA_TRY(cudaStreamSynchronize(g->stream), "the decode step");
@@ -235,6 +256,11 @@ extern "C" ssm_status cuda_model_generate_greedy(ssm_model *m, const int32_t *pr
     SSM_TRY(cuda_model_enter(g));
     const ssm_config *c = &m->config;
     int D = c->d_model, V = c->vocab_size;
+    // the prompt and every new token but the last enter the KV caches (as ssm_step would check)
+    if (cuda_model_has_kind(c, SSM_LAYER_ATTENTION) && (int64_t)P + n_new - 1 > c->attention.max_context)
+        return ssm_set_error(SSM_ERR_ARG, "a prompt of %d and %d new tokens would reach %lld positions, past the "
+                             "attention layers' KV cache of attention.max_context = %d positions", P, n_new,
+                             (long long)P + n_new - 1, c->attention.max_context);
     SSM_TRY(decode_plan(m, B, n_new));
     cuda_decode *d = &g->dec;
     // the generation's own state, zero at the start, never leaves the device
@@ -255,9 +281,11 @@ extern "C" ssm_status cuda_model_generate_greedy(ssm_model *m, const int32_t *pr
                                     w16(g, g->p.embedding), B, D, V);
     if (!s) s = cuda_argmax(d->tokens, d->logits, V, B, V, g->stream);
     if (!s) {
-        append_tokens<<<1, 128, 0, g->stream>>>(d->out, d->out_cap, d->counter, d->tokens, B);
+        append_tokens<<<1, 128, 0, g->stream>>>(d->out, d->out_cap, d->counter, d->tokens, d->pos, B);
         if ((e = cudaGetLastError())) s = ssm_cuda_fail(e, "append_tokens");
     }
+    // the first step's token sits at position P (append_tokens moves pos on after each step)
+    if (!s) s = set_positions(d->pos, B, P, g->stream);
     // then each further token: one graph launch (captured once for this state)
     cudaGraphExec_t exec = NULL;
     if (!s && n_new > 1) s = capture(m, enqueue_greedy, conv, ssm, &exec);

@@ -29,8 +29,11 @@ static int checks, failures;
  * both, alternating from a Mamba-1 layer, Mamba-1 without selection (model.selective: false,
  * libssm/cuda/fixed_x_dbl.cu), Mamba-2 and relu2 MLP layers alternating ("M-M..."), or
  * Mamba-1 blocks each with a SwiGLU MLP sublayer ("M+-M..."); d_ff 72 (not a multiple of 8:
- * odd GEMM strides). */
-enum { KINDS_MAMBA1, KINDS_MAMBA2, KINDS_MIXED, KINDS_NON_SELECTIVE, KINDS_MLP_RELU2, KINDS_MLP_SWIGLU };
+ * odd GEMM strides); Mamba-2 and attention layers alternating ("M*M...": 4 query heads, 2 kv
+ * heads, RoPE on half of each head: NemotronH's and mamba_ssm's MHA), or Mamba-1 and attention
+ * layers (4 heads, no rotation: Jamba's). Head dims 12, 16 and 32 (d_model / 4). */
+enum { KINDS_MAMBA1, KINDS_MAMBA2, KINDS_MIXED, KINDS_NON_SELECTIVE, KINDS_MLP_RELU2, KINDS_MLP_SWIGLU,
+       KINDS_ATTENTION_GQA, KINDS_ATTENTION_MHA };
 static int kinds = KINDS_MAMBA1;
 
 #define OK(call)                                                                                \
@@ -72,6 +75,18 @@ static ssm_model *make_model(int V, int D, int n_layer, uint64_t seed) {
         OK(ssm_config_set_pattern(&c, pattern, kinds == KINDS_MLP_RELU2 ? SSM_LAYER_MAMBA2 : SSM_LAYER_MAMBA1));
         c.mlp.d_ff = 72;
         c.mlp.activation = kinds == KINDS_MLP_RELU2 ? SSM_MLP_RELU2 : SSM_MLP_SWIGLU;
+        c.mamba2.headdim = 16, c.mamba2.d_state = 32, c.mamba2.ngroups = 2;
+        c.mamba2.d_inner = 0, c.mamba2.nheads = 0;
+        OK(ssm_config_validate(&c));
+    }
+    if (kinds == KINDS_ATTENTION_GQA || kinds == KINDS_ATTENTION_MHA) {
+        char pattern[SSM_MAX_LAYERS + 1] = "";
+        for (int i = 0; i < n_layer; i++) strcat(pattern, i % 2 == 0 ? "M" : "*");
+        const int gqa = kinds == KINDS_ATTENTION_GQA;
+        OK(ssm_config_set_pattern(&c, pattern, gqa ? SSM_LAYER_MAMBA2 : SSM_LAYER_MAMBA1));
+        c.attention.n_heads = 4, c.attention.n_kv_heads = gqa ? 2 : 4, c.attention.head_dim = 0;
+        c.attention.rotary_dim = gqa ? D / 8 : 0; /* half of each head */
+        c.attention.max_context = 512;
         c.mamba2.headdim = 16, c.mamba2.d_state = 32, c.mamba2.ngroups = 2;
         c.mamba2.d_inner = 0, c.mamba2.nheads = 0;
         OK(ssm_config_validate(&c));
@@ -349,8 +364,10 @@ int main(void) {
     static const char *const kind_names[] = {"", "Mamba-2", "Mamba-1 and Mamba-2 layers",
                                              "Mamba-1 without selection",
                                              "Mamba-2 and relu2 MLP layers",
-                                             "Mamba-1 blocks with a SwiGLU MLP sublayer"};
-    for (kinds = KINDS_MAMBA2; kinds <= KINDS_MLP_SWIGLU; kinds++) {
+                                             "Mamba-1 blocks with a SwiGLU MLP sublayer",
+                                             "Mamba-2 and attention layers (GQA, RoPE)",
+                                             "Mamba-1 and attention layers (MHA)"};
+    for (kinds = KINDS_MAMBA2; kinds <= KINDS_ATTENTION_MHA; kinds++) {
         printf("-- %s\n", kind_names[kinds]);
         test_batch(16, 64, 2, 3, 77);
         test_batch(37, 48, 3, 4, 1);

@@ -282,7 +282,7 @@ static void test_validate(void **st) {
     assert_non_null(strstr(ssm_last_error(), "E = mixture of experts"));
     TU_OK(ssm_config_set_pattern(&p, "ME", SSM_LAYER_MAMBA1));
     assert_int_equal(p.layer_kind[1], SSM_LAYER_MOE);
-    /* the CUDA backend runs Mamba-1, Mamba-2 and MLP layers only: a MoE model is refused first */
+    /* the CUDA backend runs Mamba-1, Mamba-2, MLP and attention layers only: a MoE model is refused first */
     if (ssm_device_count() > 0) {
         assert_int_not_equal(ssm_device_supports(0, &p), SSM_OK);
         assert_non_null(strstr(ssm_last_error(), "moe"));

@@ -153,6 +153,44 @@ ssm_status cuda_swiglu_backward(void *d_yg, int ld_dyg, const void *da, int ld_d
                                 const void *yg, int ld_yg, int T, int F, ssm_dtype dtype,
                                 cudaStream_t stream);
 
+/* ---- attention.cu: causal self-attention with GQA, the twin of libssm/cpu/attention.c -----
+ * The shapes and masks of cpu_attention_args (libssm/cpu/attention.h): B sequences of L query
+ * rows, H query heads and Hkv kv heads of hd <= 128 channels; query l of sequence b (absolute
+ * position prefix[b] + l) attends to keys 0 .. prefix[b] + l. q, out, d_out, dq, dk, dv bf16;
+ * k, v bf16 (this pass's keys) or fp32 (a KV cache: kv_dtype); lse (B, H, L) fp32. */
+typedef struct cuda_attention_args {
+    int B, L, H, Hkv, hd;
+    float scale;              /* usually 1 / sqrt(hd) */
+    const void *q;            /* (T, H hd) row stride ld_q */
+    int ld_q;
+    const void *k, *v;        /* sequence b's keys: rows of k + b * kv_batch_stride, stride ld_kv */
+    int ld_kv;
+    size_t kv_batch_stride;   /* elements: L * ld_kv for this pass's keys, cap * ld_kv for a cache */
+    ssm_dtype kv_dtype;
+    const int64_t *prefix;    /* device (B) keys before this pass's first query, or NULL = 0 */
+    void *out;                /* (T, H hd) row stride ld_out */
+    int ld_out;
+    float *lse;               /* (B, H, L) natural-log sums of the scaled scores, or NULL */
+    /* backward only (prefix NULL, bf16 keys of this pass): d_out (stride ld_out), out (the
+     * forward's), lse; writes dq (stride ld_q), dk, dv (the layout of k, v) */
+    const void *d_out;
+    void *dq, *dk, *dv;
+} cuda_attention_args;
+/* out and lse (when non-NULL). Also the decode step: L = 1, prefix = the caches' lengths, the
+ * new keys and values already in the cache. */
+ssm_status cuda_attention_forward(const cuda_attention_args *args, cudaStream_t stream);
+/* dq, dk, dv of J = sum(out * d_out); deterministic (no atomics). Workspace: B H L floats. */
+size_t cuda_attention_backward_workspace(const cuda_attention_args *args);
+ssm_status cuda_attention_backward(const cuda_attention_args *args, void *workspace, size_t workspace_bytes,
+                                   cudaStream_t stream);
+
+/* ---- rope.cu: rotary embedding, GPT-NeoX halves, the twin of libssm/cpu/rope.c -------------
+ * x (T, n_heads hd) bf16, row stride ld, in place; rows of sequence b at positions pos0[b] + l
+ * (pos0: device (B), or NULL = 0); inverse = 1 rotates back (the backward). rot_dim even,
+ * <= hd, rot_dim / 2 <= 64. */
+ssm_status cuda_rope_apply(void *x, int ld, int B, int L, int n_heads, int hd, int rot_dim, float base,
+                           const int64_t *pos0, int inverse, cudaStream_t stream);
+
 /* ---- fixed_x_dbl.cu: x_dbl without selection (model.selective: false), the twin of
  * m1_fixed_x_dbl in mamba1.c: x_dbl (T, XD) bf16 = x_proj (XD, E) fp32 applied to ones, the
  * same row at every t; the backward ADDS sum_t d_x_dbl[t, j] to every g_x_proj[j, e]. */

@@ -507,7 +507,7 @@ SSM_API double ssm_model_aux_loss(const ssm_model *model);
  * when a GPU is present; "cuda" on a machine (or build) without one is an error. */
 SSM_API ssm_status ssm_parse_device(const char *text, int *device);
 /* SSM_OK when device (-1: the CPU, N: CUDA device N) can run a model of this config; else
- * why not, in one message (the CUDA backend runs Mamba-1, Mamba-2 and MLP layers, for now). */
+ * why not, in one message (the CUDA backend runs Mamba-1, Mamba-2, MLP and attention layers, for now). */
 SSM_API ssm_status ssm_device_supports(int device, const ssm_config *config);
 /* Number of CUDA devices this build can use (0 without CUDA). */
 SSM_API int ssm_device_count(void);
