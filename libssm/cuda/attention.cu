@@ -386,11 +386,26 @@ ssm_status check_args(const cuda_attention_args *x, int backward) {
 
 int padded(int hd) { return hd <= 32 ? 32 : hd <= 64 ? 64 : 128; }
 
-template <typename K> ssm_status launch(K kernel, dim3 grid, size_t smem, const Args &a, cudaStream_t st,
-                                        const char *what) {
-    // above 48 KiB of dynamic shared memory a kernel must ask for it (once is enough; cheap)
+// Above 48 KiB of dynamic shared memory a kernel must ask for it, once per device: before a
+// CUDA graph captures it (cuda_attention_prepare, from cuda_model_attach), or at its first launch.
+// (a kernel and device once set stay set; setting one twice is harmless)
+struct SmemSet { const void *kernel; int device; };
+SmemSet smem_set[256];
+int n_smem_set;
+ssm_status allow_smem(void (*kernel)(const Args), size_t smem, const char *what) {
+    int dev = 0;
+    cudaGetDevice(&dev);
+    for (int i = 0; i < n_smem_set; i++)
+        if (smem_set[i].kernel == (const void *)kernel && smem_set[i].device == dev) return SSM_OK;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return ssm_cuda_fail(e, what);
+    if (n_smem_set < 256) smem_set[n_smem_set++] = {(const void *)kernel, dev};
+    return SSM_OK;
+}
+
+template <typename K> ssm_status launch(K kernel, dim3 grid, size_t smem, const Args &a, cudaStream_t st,
+                                        const char *what) {
+    SSM_TRY(allow_smem(kernel, smem, what));
     kernel<<<grid, NT, smem, st>>>(a);
     SSM_CUDA_CHECK_LAUNCH(what);
     return SSM_OK;
@@ -409,6 +424,19 @@ template <int HDP> ssm_status backward_as(const Args &a, cudaStream_t st) {
 }
 
 } // namespace
+
+template <int HDP> ssm_status prepare_as() {
+    SSM_TRY(allow_smem(attention_forward_kernel<bf16, HDP>, fwd_smem<bf16, HDP>(), "cuda_attention_prepare"));
+    SSM_TRY(allow_smem(attention_forward_kernel<float, HDP>, fwd_smem<float, HDP>(), "cuda_attention_prepare"));
+    SSM_TRY(allow_smem(attention_dq_kernel<HDP>, bwd_smem<HDP>(), "cuda_attention_prepare"));
+    return allow_smem(attention_dkdv_kernel<HDP>, bwd_smem<HDP>(), "cuda_attention_prepare");
+}
+
+extern "C" ssm_status cuda_attention_prepare(void) {
+    SSM_TRY(prepare_as<32>());
+    SSM_TRY(prepare_as<64>());
+    return prepare_as<128>();
+}
 
 extern "C" ssm_status cuda_attention_forward(const cuda_attention_args *x, cudaStream_t st) {
     SSM_TRY(check_args(x, 0));

@@ -168,6 +168,7 @@ extern "C" ssm_status cuda_model_attach(ssm_model *m, ssm_adamw *opt, int device
         free(t);
     }
     if (!s) s = cuda_to_bf16(g->params16, g->params, n, g->stream);
+    if (!s && cuda_model_has_kind(&m->config, SSM_LAYER_ATTENTION)) s = cuda_attention_prepare();
     if (!s && opt) s = alloc_training(m, opt);
     if (!s && (e = cudaStreamSynchronize(g->stream))) s = ssm_cuda_fail(e, "uploading the parameters");
     if (s) cuda_model_detach(m);

@@ -179,6 +179,9 @@ typedef struct cuda_attention_args {
 /* out and lse (when non-NULL). Also the decode step: L = 1, prefix = the caches' lengths, the
  * new keys and values already in the cache. */
 ssm_status cuda_attention_forward(const cuda_attention_args *args, cudaStream_t stream);
+/* The kernels' shared-memory limits raised on the current device (done by the first launch
+ * otherwise): call before capturing a CUDA graph that launches them. */
+ssm_status cuda_attention_prepare(void);
 /* dq, dk, dv of J = sum(out * d_out); deterministic (no atomics). Workspace: B H L floats. */
 size_t cuda_attention_backward_workspace(const cuda_attention_args *args);
 ssm_status cuda_attention_backward(const cuda_attention_args *args, void *workspace, size_t workspace_bytes,
