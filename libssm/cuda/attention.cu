@@ -33,8 +33,26 @@ template <typename T> __device__ __forceinline__ bf16 to_bf(T v) { return __floa
 
 // A tile of `rows` rows of n <= HDP columns from global (row stride ld; rows from r0, up to
 // r_end exclusive) into shared bf16 (row stride lds), zeros past the rows or the columns.
+// Rows and columns 16-byte aligned (n and ld multiples of 8 bf16 or 4 floats): vector loads.
 template <typename T, int HDP>
 __device__ void load_tile(bf16 *dst, int lds, const T *src, size_t ld, int r0, int r_end, int n, int rows) {
+    constexpr int W = 16 / sizeof(T); // elements per 16 bytes
+    if (n % W == 0 && ld % W == 0 && ((uintptr_t)src & 15) == 0) {
+        for (int i = threadIdx.x; i < rows * (HDP / W); i += NT) {
+            const int r = i / (HDP / W), c = i % (HDP / W) * W;
+            const bool in = r0 + r < r_end && c < n;
+            if constexpr (sizeof(T) == 2) {
+                uint4 v = in ? *(const uint4 *)(src + (size_t)(r0 + r) * ld + c) : make_uint4(0, 0, 0, 0);
+                *(uint4 *)(dst + r * lds + c) = v;
+            } else {
+                float4 v = in ? *(const float4 *)(src + (size_t)(r0 + r) * ld + c) : make_float4(0, 0, 0, 0);
+                __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+                *(__nv_bfloat162 *)(dst + r * lds + c) = lo;
+                *(__nv_bfloat162 *)(dst + r * lds + c + 2) = hi;
+            }
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < rows * HDP; i += NT) {
         int r = i / HDP, c = i % HDP;
         bf16 v = __float2bfloat16(0.0f);
@@ -152,7 +170,8 @@ __global__ void __launch_bounds__(NT) attention_forward_kernel(const Args a) {
     float *Os = sh.take<float>(BQ * D::O);
     float *ms = sh.take<float>(BQ), *ls = sh.take<float>(BQ), *unused = sh.take<float>(BQ);
     (void)unused;
-    const int l0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z, g = h / (a.H / a.Hkv);
+    // the last query tiles (the most keys) first: the causal grid's tail is then short ones
+    const int l0 = (gridDim.x - 1 - blockIdx.x) * BQ, h = blockIdx.y, b = blockIdx.z, g = h / (a.H / a.Hkv);
     const int64_t pre = a.prefix ? a.prefix[b] : 0;
     const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
     const size_t row0 = (size_t)b * a.L;
@@ -277,7 +296,7 @@ __global__ void __launch_bounds__(NT) attention_dq_kernel(const Args a) {
     sh.take<bf16>(BQ * D::P);
     float *Os = sh.take<float>(BQ * D::O);
     float *lse2 = sh.take<float>(BQ), *Dr = sh.take<float>(BQ);
-    const int l0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z, g = h / (a.H / a.Hkv);
+    const int l0 = (gridDim.x - 1 - blockIdx.x) * BQ, h = blockIdx.y, b = blockIdx.z, g = h / (a.H / a.Hkv);
     const size_t row0 = (size_t)b * a.L;
     load_tile<bf16, HDP>(Qs, D::H, a.q + row0 * a.ld_q + (size_t)h * a.hd, a.ld_q, l0, a.L, a.hd, BQ);
     load_tile<bf16, HDP>(dOs, D::H, a.d_out + row0 * a.ld_out + (size_t)h * a.hd, a.ld_out, l0, a.L, a.hd, BQ);

@@ -168,11 +168,25 @@ static void test_batch(int V, int D, int n_layer, int B, int L) {
     OK(ssm_backward(gpu));
     OK(ssm_model_sync_host(gpu, NULL));
     check("  loss", fabs(loss_g - loss_c) / loss_c, 1e-2);
+    /* Each tensor's error relative to its own gradient's norm, or to a thousandth of the
+     * model's largest one where its own is smaller: a gradient that is zero but for rounding
+     * (attention's q_proj and k_proj at L = 1: one key, so the softmax is constantly 1) is
+     * rounding noise on both sides, checked against the model's scale instead. */
+    double top = 0;
+    for (int k = 0; k < cpu->n_tensors; k++) {
+        const ssm_tensor_info *t = &cpu->tensors[k];
+        double n2 = 0;
+        for (size_t j = 0; j < t->numel; j++) n2 += (double)cpu->grads_blob[t->offset + j] * cpu->grads_blob[t->offset + j];
+        top = sqrt(n2) > top ? sqrt(n2) : top;
+    }
     double worst = 0;
     const char *worst_name = "";
     for (int k = 0; k < cpu->n_tensors; k++) {
         const ssm_tensor_info *t = &cpu->tensors[k];
-        double e = rel_err(gpu->grads_blob + t->offset, cpu->grads_blob + t->offset, t->numel);
+        const float *gg = gpu->grads_blob + t->offset, *gc = cpu->grads_blob + t->offset;
+        double d2 = 0, c2 = 0;
+        for (size_t j = 0; j < t->numel; j++) d2 += ((double)gg[j] - gc[j]) * ((double)gg[j] - gc[j]), c2 += (double)gc[j] * gc[j];
+        double e = sqrt(d2) / fmax(sqrt(c2), 1e-3 * top);
         if (!(e <= worst)) worst = e, worst_name = t->name;
     }
     snprintf(name, sizeof name, "  every gradient (worst: %.40s)", worst_name);
