@@ -117,12 +117,15 @@ template <int HDP> struct Acc {
     }
 };
 
-// Shared memory carved in 128-byte pieces (WMMA wants 32-byte aligned tiles).
+__host__ __device__ constexpr size_t pad128(size_t b) { return (b + 127) / 128 * 128; }
+// Shared memory carved in 128-byte pieces (WMMA wants 32-byte aligned tiles); carved from a
+// null base on the host, it counts the bytes a kernel asks for.
 struct Shm {
-    char *p;
-    template <typename T> __device__ T *take(size_t n) {
-        T *r = (T *)p;
-        p += (n * sizeof(T) + 127) / 128 * 128;
+    char *base;
+    size_t off;
+    template <typename T> __host__ __device__ T *take(size_t n) {
+        T *r = (T *)((uintptr_t)base + off);
+        off += pad128(n * sizeof(T));
         return r;
     }
 };
@@ -132,8 +135,6 @@ template <int HDP> struct Ld {
     static constexpr int P = BK + 8;    // bf16 rows of probabilities
     static constexpr int O = HDP + 4;   // fp32 rows of outputs
 };
-__host__ __device__ constexpr size_t pad128(size_t b) { return (b + 127) / 128 * 128; }
-
 struct Args {
     int B, L, H, Hkv, hd;
     float sl2;               // scale * log2 e
@@ -152,10 +153,39 @@ struct Args {
     const float *delta;      // (B, H, L) do . o
 };
 
-template <typename KV, int HDP> constexpr size_t fwd_smem() {
+// The forward's tiles: q, k, v (bf16), scores (fp32), p (bf16), the output accumulator (fp32),
+// the rows' running max and sum
+template <int HDP> struct FwdTiles {
     using D = Ld<HDP>;
-    return pad128(BQ * D::H * 2) + 2 * pad128(BK * D::H * 2) + pad128(BQ * D::S * 4) + pad128(BQ * D::P * 2) +
-           pad128(BQ * D::O * 4) + 3 * pad128(BQ * 4);
+    bf16 *Q, *K, *V;
+    float *S;
+    bf16 *P;
+    float *O, *m, *l;
+    __host__ __device__ explicit FwdTiles(Shm &sh)
+        : Q(sh.take<bf16>(BQ * D::H)), K(sh.take<bf16>(BK * D::H)), V(sh.take<bf16>(BK * D::H)),
+          S(sh.take<float>(BQ * D::S)), P(sh.take<bf16>(BQ * D::P)), O(sh.take<float>(BQ * D::O)),
+          m(sh.take<float>(BQ)), l(sh.take<float>(BQ)) {}
+};
+// The backward's: q, do, k, v (bf16), s, dp (fp32), ds, p (bf16), an fp32 output tile, the rows'
+// lse (base 2) and D
+template <int HDP> struct BwdTiles {
+    using D = Ld<HDP>;
+    bf16 *Q, *dO, *K, *V;
+    float *S, *dP;
+    bf16 *dS, *P;
+    float *O, *lse2, *Dr;
+    __host__ __device__ explicit BwdTiles(Shm &sh)
+        : Q(sh.take<bf16>(BQ * D::H)), dO(sh.take<bf16>(BQ * D::H)), K(sh.take<bf16>(BK * D::H)),
+          V(sh.take<bf16>(BK * D::H)), S(sh.take<float>(BQ * D::S)), dP(sh.take<float>(BQ * D::S)),
+          dS(sh.take<bf16>(BQ * D::P)), P(sh.take<bf16>(BQ * D::P)), O(sh.take<float>(BQ * D::O)),
+          lse2(sh.take<float>(BQ)), Dr(sh.take<float>(BQ)) {}
+};
+// bytes of dynamic shared memory of a kernel whose tiles are Tiles
+template <typename Tiles> size_t smem_bytes() {
+    Shm sh = {NULL, 0};
+    Tiles t(sh);
+    (void)t;
+    return sh.off;
 }
 
 // Grid (query tiles, H, B): one block per 64 query rows of head h of sequence b.
@@ -163,13 +193,10 @@ template <typename KV, int HDP>
 __global__ void __launch_bounds__(NT) attention_forward_kernel(const Args a) {
     using D = Ld<HDP>;
     extern __shared__ __align__(128) char smem[];
-    Shm sh = {smem};
-    bf16 *Qs = sh.take<bf16>(BQ * D::H), *Ks = sh.take<bf16>(BK * D::H), *Vs = sh.take<bf16>(BK * D::H);
-    float *Ss = sh.take<float>(BQ * D::S);
-    bf16 *Ps = sh.take<bf16>(BQ * D::P);
-    float *Os = sh.take<float>(BQ * D::O);
-    float *ms = sh.take<float>(BQ), *ls = sh.take<float>(BQ), *unused = sh.take<float>(BQ);
-    (void)unused;
+    Shm sh = {smem, 0};
+    const FwdTiles<HDP> t(sh);
+    bf16 *Qs = t.Q, *Ks = t.K, *Vs = t.V, *Ps = t.P;
+    float *Ss = t.S, *Os = t.O, *ms = t.m, *ls = t.l;
     // the last query tiles (the most keys) first: the causal grid's tail is then short ones
     const int l0 = (gridDim.x - 1 - blockIdx.x) * BQ, h = blockIdx.y, b = blockIdx.z, g = h / (a.H / a.Hkv);
     const int64_t pre = a.prefix ? a.prefix[b] : 0;
@@ -277,25 +304,15 @@ __device__ void load_rows(float *lse2, float *Dr, const Args &a, int b, int h, i
     }
 }
 
-template <int HDP> constexpr size_t bwd_smem() {
-    using D = Ld<HDP>;
-    return 4 * pad128(BQ * D::H * 2) + 2 * pad128(BQ * D::S * 4) + 2 * pad128(BQ * D::P * 2) +
-           pad128(BQ * D::O * 4) + 2 * pad128(BQ * 4);
-}
-
 // dq: grid (query tiles, H, B); the keys of this pass (no prefix)
 template <int HDP>
 __global__ void __launch_bounds__(NT) attention_dq_kernel(const Args a) {
     using D = Ld<HDP>;
     extern __shared__ __align__(128) char smem[];
-    Shm sh = {smem};
-    bf16 *Qs = sh.take<bf16>(BQ * D::H), *dOs = sh.take<bf16>(BQ * D::H);
-    bf16 *Ks = sh.take<bf16>(BK * D::H), *Vs = sh.take<bf16>(BK * D::H);
-    float *Ss = sh.take<float>(BQ * D::S), *dPs = sh.take<float>(BQ * D::S);
-    bf16 *dSs = sh.take<bf16>(BQ * D::P);
-    sh.take<bf16>(BQ * D::P);
-    float *Os = sh.take<float>(BQ * D::O);
-    float *lse2 = sh.take<float>(BQ), *Dr = sh.take<float>(BQ);
+    Shm sh = {smem, 0};
+    const BwdTiles<HDP> t(sh);
+    bf16 *Qs = t.Q, *dOs = t.dO, *Ks = t.K, *Vs = t.V, *dSs = t.dS;
+    float *Ss = t.S, *dPs = t.dP, *Os = t.O, *lse2 = t.lse2, *Dr = t.Dr;
     const int l0 = (gridDim.x - 1 - blockIdx.x) * BQ, h = blockIdx.y, b = blockIdx.z, g = h / (a.H / a.Hkv);
     const size_t row0 = (size_t)b * a.L;
     load_tile<bf16, HDP>(Qs, D::H, a.q + row0 * a.ld_q + (size_t)h * a.hd, a.ld_q, l0, a.L, a.hd, BQ);
@@ -332,13 +349,10 @@ template <int HDP>
 __global__ void __launch_bounds__(NT) attention_dkdv_kernel(const Args a) {
     using D = Ld<HDP>;
     extern __shared__ __align__(128) char smem[];
-    Shm sh = {smem};
-    bf16 *Qs = sh.take<bf16>(BQ * D::H), *dOs = sh.take<bf16>(BQ * D::H);
-    bf16 *Ks = sh.take<bf16>(BK * D::H), *Vs = sh.take<bf16>(BK * D::H);
-    float *Ss = sh.take<float>(BQ * D::S), *dPs = sh.take<float>(BQ * D::S);
-    bf16 *dSs = sh.take<bf16>(BQ * D::P), *Ps = sh.take<bf16>(BQ * D::P);
-    float *Os = sh.take<float>(BQ * D::O);
-    float *lse2 = sh.take<float>(BQ), *Dr = sh.take<float>(BQ);
+    Shm sh = {smem, 0};
+    const BwdTiles<HDP> t(sh);
+    bf16 *Qs = t.Q, *dOs = t.dO, *Ks = t.K, *Vs = t.V, *dSs = t.dS, *Ps = t.P;
+    float *Ss = t.S, *dPs = t.dP, *Os = t.O, *lse2 = t.lse2, *Dr = t.Dr;
     const int j0 = blockIdx.x * BK, g = blockIdx.y, b = blockIdx.z, group = a.H / a.Hkv;
     const size_t row0 = (size_t)b * a.L;
     const bf16 *kb = (const bf16 *)a.k + (size_t)b * a.kv_bs + (size_t)g * a.hd;
@@ -432,23 +446,23 @@ template <typename K> ssm_status launch(K kernel, dim3 grid, size_t smem, const 
 
 template <typename KV, int HDP> ssm_status forward_as(const Args &a, cudaStream_t st) {
     dim3 grid((a.L + BQ - 1) / BQ, a.H, a.B);
-    return launch(attention_forward_kernel<KV, HDP>, grid, fwd_smem<KV, HDP>(), a, st, "cuda_attention_forward");
+    return launch(attention_forward_kernel<KV, HDP>, grid, smem_bytes<FwdTiles<HDP>>(), a, st, "cuda_attention_forward");
 }
 
 template <int HDP> ssm_status backward_as(const Args &a, cudaStream_t st) {
-    SSM_TRY(launch(attention_dq_kernel<HDP>, dim3((a.L + BQ - 1) / BQ, a.H, a.B), bwd_smem<HDP>(), a, st,
+    SSM_TRY(launch(attention_dq_kernel<HDP>, dim3((a.L + BQ - 1) / BQ, a.H, a.B), smem_bytes<BwdTiles<HDP>>(), a, st,
                    "cuda_attention_backward (dq)"));
-    return launch(attention_dkdv_kernel<HDP>, dim3((a.L + BK - 1) / BK, a.Hkv, a.B), bwd_smem<HDP>(), a, st,
+    return launch(attention_dkdv_kernel<HDP>, dim3((a.L + BK - 1) / BK, a.Hkv, a.B), smem_bytes<BwdTiles<HDP>>(), a, st,
                   "cuda_attention_backward (dk, dv)");
 }
 
 } // namespace
 
 template <int HDP> ssm_status prepare_as() {
-    SSM_TRY(allow_smem(attention_forward_kernel<bf16, HDP>, fwd_smem<bf16, HDP>(), "cuda_attention_prepare"));
-    SSM_TRY(allow_smem(attention_forward_kernel<float, HDP>, fwd_smem<float, HDP>(), "cuda_attention_prepare"));
-    SSM_TRY(allow_smem(attention_dq_kernel<HDP>, bwd_smem<HDP>(), "cuda_attention_prepare"));
-    return allow_smem(attention_dkdv_kernel<HDP>, bwd_smem<HDP>(), "cuda_attention_prepare");
+    SSM_TRY(allow_smem(attention_forward_kernel<bf16, HDP>, smem_bytes<FwdTiles<HDP>>(), "cuda_attention_prepare"));
+    SSM_TRY(allow_smem(attention_forward_kernel<float, HDP>, smem_bytes<FwdTiles<HDP>>(), "cuda_attention_prepare"));
+    SSM_TRY(allow_smem(attention_dq_kernel<HDP>, smem_bytes<BwdTiles<HDP>>(), "cuda_attention_prepare"));
+    return allow_smem(attention_dkdv_kernel<HDP>, smem_bytes<BwdTiles<HDP>>(), "cuda_attention_prepare");
 }
 
 extern "C" ssm_status cuda_attention_prepare(void) {
