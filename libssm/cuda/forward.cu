@@ -64,6 +64,9 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
     const ssm_dtype BF = SSM_DTYPE_BF16;
     // r_0 = embedding[tokens]
     SSM_TRY(cuda_embedding_forward(a->layers[0].resid, a->tokens, g->p.embedding, T, D, st));
+    if (a->moe_stats) // the layers that are not MoE count nothing
+        CUDA_TRY(cudaMemsetAsync(a->moe_stats, 0, (size_t)c->n_layer * 2 * c->moe.n_experts * sizeof(float), st),
+                 "the MoE statistics");
     for (int i = 0; i < c->n_layer; i++) {
         const ssm_layer_params *p = &g->p.layers[i];
         cuda_layer_acts *la = &a->layers[i];
@@ -81,10 +84,13 @@ static ssm_status forward_layers(ssm_model *m, int B, int L, float *conv_state, 
         switch (c->layer_kind[i]) {
         case SSM_LAYER_MAMBA2: SSM_TRY(cuda_mamba2_forward(m, i, B, L, cs, ss, next)); break;
         case SSM_LAYER_MLP: SSM_TRY(cuda_mlp_forward(m, i, T, next)); break;
+        case SSM_LAYER_MOE: SSM_TRY(cuda_moe_forward(m, i, T, next)); break;
         case SSM_LAYER_ATTENTION: SSM_TRY(cuda_attention_layer_forward(m, i, B, L, ss, a->pos, next)); break;
         default: SSM_TRY(mamba1_forward(m, i, B, L, cs, ss, save, next)); // cuda_model_supports
         }
     }
+    // the MoE layers' Switch auxiliary loss (and its gradient for the backward)
+    SSM_TRY(cuda_moe_aux_loss(m, T));
     return cuda_rmsnorm_forward(a->normed_f, a->rstd_f, a->resid_f, g->p.norm_f, T, D, c->norm_eps, BF, st);
 }
 
@@ -170,15 +176,18 @@ extern "C" ssm_status cuda_model_forward(ssm_model *m, const int32_t *tokens, co
     SSM_TRY(cuda_head(m, (int)T, mode));
     if (state) SSM_TRY(cuda_state_to_host(state)); // the host copy stays the current one
     if (mode == HEAD_LOSS || mode == HEAD_TRAIN) {
-        double sum = 0;
+        double sum = 0, aux = 0;
         SSM_TRY(cuda_sum(a->sum, a->nll, T, a->work, a->work_bytes, g->stream));
         CUDA_TRY(cudaMemcpyAsync(&sum, a->sum, sizeof sum, cudaMemcpyDeviceToHost, g->stream), "the loss");
+        const ssm_config *c = &m->config;
+        if (a->moe_aux && c->moe.routing == SSM_MOE_SOFTMAX) // loss += coef * the Switch loss
+            CUDA_TRY(cudaMemcpyAsync(&aux, a->moe_aux, sizeof aux, cudaMemcpyDeviceToHost, g->stream), "the loss");
         CUDA_TRY(cudaStreamSynchronize(g->stream), "the loss");
         double l = g->count ? sum / (double)g->count : 0.0;
         if (!isfinite(l))
             return ssm_set_error(SSM_ERR_NUMERIC, "the loss is not finite (%g): the model "
                                  "diverged; lower the learning rate", l);
-        *loss = (float)l;
+        *loss = (float)(l + c->moe.aux_loss_coef * aux);
         g->backward_ready = g->count > 0 && mode == HEAD_TRAIN;
     } else if (mode == HEAD_SCORE) {
         CUDA_TRY(cudaMemcpyAsync(logp, a->nll, T * sizeof(float), cudaMemcpyDeviceToHost, g->stream), "the scores");
@@ -232,6 +241,7 @@ extern "C" ssm_status cuda_model_backward(ssm_model *m) {
         switch (c->layer_kind[i]) {
         case SSM_LAYER_MAMBA2: SSM_TRY(cuda_mamba2_backward(m, i)); break;
         case SSM_LAYER_MLP: SSM_TRY(cuda_mlp_backward(m, i)); break;
+        case SSM_LAYER_MOE: SSM_TRY(cuda_moe_backward(m, i)); break;
         case SSM_LAYER_ATTENTION: SSM_TRY(cuda_attention_layer_backward(m, i)); break;
         default: SSM_TRY(mamba1_backward(m, i));
         }

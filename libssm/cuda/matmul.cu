@@ -34,6 +34,23 @@ extern "C" ssm_status cuda_matmul_forward(cublasHandle_t h, void *out, int ld_ou
                 ld_out, "cuda_matmul_forward");
 }
 
+extern "C" ssm_status cuda_matmul_forward_batched(cublasHandle_t h, void *out, int ld_out,
+                                                  long long stride_out, ssm_dtype out_dtype, float beta,
+                                                  const void *in, int ld_in, long long stride_in,
+                                                  const void *w, long long stride_w, int T, int k, int n,
+                                                  int batch) {
+    if (!out || !in || !w || T <= 0 || k <= 0 || n <= 0 || batch <= 0 || ld_out < n || ld_in < k)
+        return ssm_set_error(SSM_ERR_ARG, "cuda_matmul_forward_batched: bad arguments (T=%d k=%d n=%d batch=%d)",
+                             T, k, n, batch);
+    const float alpha = 1.0f;
+    // as cuda_matmul_forward, the batch's b-th operands stride_* elements after the (b-1)-th
+    cublasStatus_t st = cublasGemmStridedBatchedEx(
+        h, CUBLAS_OP_T, CUBLAS_OP_N, n, T, k, &alpha, w, CUDA_R_16BF, k, stride_w, in, CUDA_R_16BF, ld_in,
+        stride_in, &beta, out, cuda_type(out_dtype), ld_out, stride_out, batch, CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT);
+    return st == CUBLAS_STATUS_SUCCESS ? SSM_OK : blas_fail(st, "cuda_matmul_forward_batched");
+}
+
 extern "C" ssm_status cuda_matmul_backward(cublasHandle_t h, void *d_in, int ld_din,
                                            ssm_dtype din_dtype, float beta_in, float *d_w,
                                            const void *d_out, int ld_dout, const void *in,

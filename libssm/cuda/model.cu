@@ -83,6 +83,7 @@ void cuda_decode_free(ssm_cuda_model *g) {
 static void free_acts(ssm_cuda_model *g) {
     cuda_model_release(g, g->a.blob, g->a.bytes);
     free(g->a.layers);
+    free(g->a.moe_start_host);
     memset(&g->a, 0, sizeof g->a);
 }
 
@@ -112,7 +113,7 @@ extern "C" void cuda_model_detach(ssm_model *m) {
 extern "C" ssm_status cuda_model_supports(const ssm_config *c) {
     for (int i = 0; i < c->n_layer; i++)
         if (!ssm_kind_of(c, i)->cuda)
-            return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1, Mamba-2, MLP and attention layers; "
+            return ssm_set_error(SSM_ERR_UNSUPPORTED, "the CUDA backend runs Mamba-1, Mamba-2, MLP, MoE and attention layers; "
                                  "layer %d is %s: use --device cpu for this model", i,
                                  ssm_layer_kind_name(c->layer_kind[i]));
     if (cuda_model_has_kind(c, SSM_LAYER_MAMBA1) && c->d_state > 32)
@@ -211,6 +212,9 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
     const int has_att = cuda_model_has_kind(c, SSM_LAYER_ATTENTION);
     const size_t QD = (size_t)c->attention.n_heads * c->attention.head_dim;
     const size_t KD = (size_t)c->attention.n_kv_heads * c->attention.head_dim;
+    const int has_moe = cuda_model_has_kind(c, SSM_LAYER_MOE);
+    const cuda_moe_widths we = cuda_moe_width(c);
+    const size_t X = we.X, S = T * we.k;
     Carve cv = {base, 0};
     for (int i = 0; i < c->n_layer; i++) {
         cuda_layer_acts *la = &a->layers[i];
@@ -249,6 +253,20 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
             q->o = cv.take<bf16>(T * QD);
             q->lse = cv.take<float>(T * c->attention.n_heads);
         }
+        if (training ? kind == SSM_LAYER_MOE : has_moe) {
+            cuda_moe_acts *q = &la->moe;
+            q->logits = cv.take<float>(T * X), q->prob = cv.take<float>(T * X);
+            q->sel = cv.take<int32_t>(S), q->w = cv.take<float>(S);
+            q->start = cv.take<int32_t>(X + 1), q->slot = cv.take<int32_t>(S), q->row = cv.take<int32_t>(S);
+            q->x = cv.take<bf16>(S * D), q->u = cv.take<bf16>(S * we.U), q->a = cv.take<bf16>(S * we.F);
+            q->y = cv.take<float>(S * D);
+            q->su = cv.take<bf16>(T * we.Us), q->sa = cv.take<bf16>(T * we.Fs);
+        }
+    }
+    if (has_moe) {
+        a->moe_stats = cv.take<float>((size_t)c->n_layer * 2 * X);
+        a->moe_aux_grad = cv.take<float>(X);
+        a->moe_aux = cv.take<double>(1);
     }
     a->resid_f = training ? cv.take<float>(T * D) : a->layers[0].resid;
     a->normed_f = cv.take<bf16>(T * D);
@@ -288,6 +306,14 @@ static size_t carve(cuda_acts *a, const ssm_config *c, size_t T, int training, s
             cuda_attention_acts *q = &a->d_attention;
             q->q = cv.take<bf16>(T * QD), q->k = cv.take<bf16>(T * KD), q->v = cv.take<bf16>(T * KD);
             q->o = cv.take<bf16>(T * QD);
+        }
+        if (has_moe) {
+            cuda_moe_scratch *q = &a->d_moe;
+            q->d_logits = cv.take<float>(T * X), q->d_logits16 = cv.take<bf16>(T * X);
+            q->d_w = cv.take<float>(S), q->d_y = cv.take<bf16>(S * D);
+            q->d_u = cv.take<bf16>(S * we.U), q->d_a = cv.take<bf16>(S * we.F), q->d_x = cv.take<float>(S * D);
+            q->d_su = cv.take<bf16>(T * we.Us), q->d_sa = cv.take<bf16>(T * we.Fs);
+            q->d_h = cv.take<float>(T * D);
         }
     }
     return cv.off;
@@ -341,19 +367,24 @@ ssm_status cuda_acts_plan(ssm_model *m, int B, int L, int training) {
     cuda_acts next = {};
     next.head_rows = (int)(rows < 64 ? 64 : rows > T ? T : rows);
     next.layers = (cuda_layer_acts *)calloc(c->n_layer, sizeof(cuda_layer_acts));
-    if (!next.layers) return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+    if (cuda_model_has_kind(c, SSM_LAYER_MOE))
+        next.moe_start_host = (int32_t *)calloc((size_t)c->n_layer * (c->moe.n_experts + 1), sizeof(int32_t));
+    if (!next.layers || (cuda_model_has_kind(c, SSM_LAYER_MOE) && !next.moe_start_host)) {
+        free(next.layers), free(next.moe_start_host);
+        return ssm_set_error(SSM_ERR_NOMEM, "out of memory");
+    }
     size_t work = work_bytes(m, B, L, training);
     ssm_scan_args sa = scan_shape(c, B, L);
     size_t ckpt = cuda_model_has_kind(c, SSM_LAYER_MAMBA1) ? cuda_scan_checkpoint_bytes(&sa) : 0;
     size_t need = carve(&next, c, T, training, work, ckpt, NULL);
     if (a->blob && need <= a->bytes) { // a smaller shape fits: re-carve in place
         next.blob = a->blob, next.bytes = a->bytes;
-        free(a->layers);
+        free(a->layers), free(a->moe_start_host);
     } else {
         free_acts(g);
         ssm_status s = cuda_model_alloc(g, &next.blob, need, "the activations");
         if (s) {
-            free(next.layers);
+            free(next.layers), free(next.moe_start_host);
             char msg[512];
             snprintf(msg, sizeof msg, "%s (batch %d x length %d)", ssm_last_error(), B, L);
             return ssm_set_error(s, "%s", msg);

@@ -60,6 +60,44 @@ struct cuda_attention_acts {
     float *lse;      // (B, H, L) the softmax's log-sum-exp per query row
 };
 
+// A mixture-of-experts layer's activations (moe.cu; libssm/src/moe.c's ssm_moe_acts): T rows,
+// X experts, S = T k slots (slot t k + j: token t's j-th choice), grouped by expert into rows
+// [start[e], start[e + 1]). U = F or 2F (swiglu) up's rows per expert; Us, Fs the shared
+// expert's. The decode step runs every expert on all B rows instead (S = X B dense rows,
+// row e B + b; start and slot unused there).
+struct cuda_moe_acts {
+    float *logits, *prob; // (T, X) router logits, probabilities
+    int32_t *sel;         // (S) the chosen experts
+    float *w;             // (S) their weights
+    int32_t *start;       // (X + 1)
+    int32_t *slot;        // (S) grouped row -> slot
+    int32_t *row;         // (S) slot -> grouped row
+    bf16 *x;              // (S, D) the grouped rows' inputs
+    bf16 *u;              // (S, U) up_e(x)
+    bf16 *a;              // (S, F) act(u), input of down_e
+    float *y;             // (S, D) the experts' outputs
+    bf16 *su, *sa;        // (T, Us), (T, Fs) the shared expert's u and a
+};
+// Its widths
+struct cuda_moe_widths { size_t X, k, F, U, Fs, Us; };
+static inline cuda_moe_widths cuda_moe_width(const ssm_config *c) {
+    const ssm_moe_config *o = &c->moe;
+    size_t g = o->activation == SSM_MLP_SWIGLU ? 2 : 1;
+    return {(size_t)o->n_experts, (size_t)o->top_k, (size_t)o->d_ff, g * o->d_ff, (size_t)o->shared_d_ff,
+            g * o->shared_d_ff};
+}
+// The MoE backward's scratch, shared by its layers.
+struct cuda_moe_scratch {
+    float *d_logits;  // (T, X)
+    bf16 *d_logits16; // (T, X) the router GEMM's input
+    float *d_w;       // (S)
+    bf16 *d_y;        // (S, D)
+    bf16 *d_u, *d_a;  // (S, U), (S, F)
+    float *d_x;       // (S, D)
+    bf16 *d_su, *d_sa; // (T, Us), (T, Fs)
+    float *d_h;       // (T, D) d normed summed in fp32 (router, shared expert, the k choices)
+};
+
 // Activations kept by the forward for the backward: bf16 except the residual stream and rstd
 // (fp32). T = B * L rows; D, E, N, R, XD = R + 2N as in forward.c. The block's first three;
 // then the Mamba-1 layer's (the fused path) or the Mamba-2 layer's, as the layer's kind says.
@@ -76,6 +114,7 @@ struct cuda_layer_acts {
     cuda_mamba2_acts mamba2;
     cuda_mlp_acts mlp;
     cuda_attention_acts attention;
+    cuda_moe_acts moe;
 };
 
 // Without training (scoring, prompts) nothing is kept for a backward: every layer gets layer 0's
@@ -107,6 +146,12 @@ struct cuda_acts {
     cuda_mamba2_scratch mamba2; // Mamba-2 layers' (when the model has them)
     cuda_mlp_acts d_mlp;       // MLP layers' d u (T, U), d a (T, F)
     cuda_attention_acts d_attention; // attention layers' d q, d k, d v, d o
+    cuda_moe_scratch d_moe;    // MoE layers'
+    float *moe_stats;          // (n_layer, 2X) each MoE layer's choices and probability sums
+                               // per expert (0 for other layers): the Switch auxiliary loss
+    float *moe_aux_grad;       // (X) d loss / d prob of that loss
+    double *moe_aux;           // (1) the loss itself
+    int32_t *moe_start_host;   // (n_layer, X + 1) host copies of the layers' start
     void *work;                // scan, conv, rmsnorm and reduction workspace
     size_t work_bytes;
     double *sum;               // (1) reductions' results
@@ -127,6 +172,7 @@ struct cuda_decode {
     cuda_mamba2_decode mamba2; // Mamba-2 layers' (when the model has them)
     cuda_mlp_acts mlp;     // MLP layers' u (B, U), a (B, F)
     cuda_attention_acts attention; // attention layers' q, k, v, o (B rows; no lse)
+    cuda_moe_acts moe;     // MoE layers' (dense: every expert on the B rows)
     int64_t *pos;          // (B) positions of the step's tokens (the KV caches' lengths)
     float *logits;         // (B, V)
     int32_t *out;          // (B, out_cap) greedy tokens
@@ -241,6 +287,17 @@ ssm_status cuda_attention_layer_backward(ssm_model *m, int i);
 ssm_status cuda_attention_layer_step(ssm_model *m, int i, float *cache);
 // workspace bytes of the attention backward for (B, L)
 size_t cuda_attention_work_bytes(const ssm_config *c, int B, int L);
+
+// ---- mixture-of-experts layers (moe.cu) ---------------------------------------------------------
+// r (T, D) += moe_i(la->normed); the layer's routing statistics into a.moe_stats
+ssm_status cuda_moe_forward(ssm_model *m, int i, int T, float *r);
+// from a.d_resid (d r): d normed into a.d_normed, the layer's gradients added to
+ssm_status cuda_moe_backward(ssm_model *m, int i);
+// decode: dec.r (B, D) += moe_i(RMSNorm(dec.r))
+ssm_status cuda_moe_step(ssm_model *m, int i);
+// after the forward's layers: the Switch auxiliary loss over the MoE layers (softmax routing)
+// into a.moe_aux, and its gradient into a.moe_aux_grad
+ssm_status cuda_moe_aux_loss(ssm_model *m, int T);
 
 // whether the model has a layer of this kind
 int cuda_model_has_kind(const ssm_config *c, int kind);

@@ -84,6 +84,9 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
     const int has_att = cuda_model_has_kind(c, SSM_LAYER_ATTENTION);
     const size_t QD = (size_t)c->attention.n_heads * c->attention.head_dim;
     const size_t KD = (size_t)c->attention.n_kv_heads * c->attention.head_dim;
+    const int has_moe = cuda_model_has_kind(c, SSM_LAYER_MOE);
+    const cuda_moe_widths we = cuda_moe_width(c);
+    const size_t X = we.X, S = B * we.k;
     // two passes over the same list: the first counts, the second hands out the pointers
     for (int pass = 0; pass < 2; pass++) {
         Carve cv = {(char *)d->blob, 0};
@@ -110,6 +113,13 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
         if (has_att) {
             d->attention.q = cv.take<bf16>(B * QD), d->attention.k = cv.take<bf16>(B * KD);
             d->attention.v = cv.take<bf16>(B * KD), d->attention.o = cv.take<bf16>(B * QD);
+        }
+        if (has_moe) { // every expert on the B rows
+            cuda_moe_acts *q = &d->moe;
+            q->logits = cv.take<float>(B * X), q->prob = cv.take<float>(B * X);
+            q->sel = cv.take<int32_t>(S), q->w = cv.take<float>(S), q->row = cv.take<int32_t>(S);
+            q->u = cv.take<bf16>(X * B * we.U), q->a = cv.take<bf16>(X * B * we.F), q->y = cv.take<float>(X * B * D);
+            q->su = cv.take<bf16>(B * we.Us), q->sa = cv.take<bf16>(B * we.Fs);
         }
         d->pos = cv.take<int64_t>(B);
         d->logits = cv.take<float>(B * V);
@@ -143,6 +153,7 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
         float *conv_i = conv + co;
         if (c->layer_kind[i] != SSM_LAYER_MAMBA1) { // r += mixer(RMSNorm(r))
             if (c->layer_kind[i] == SSM_LAYER_MLP) SSM_TRY(cuda_mlp_step(m, i));
+            else if (c->layer_kind[i] == SSM_LAYER_MOE) SSM_TRY(cuda_moe_step(m, i));
             else if (c->layer_kind[i] == SSM_LAYER_ATTENTION) SSM_TRY(cuda_attention_layer_step(m, i, ssm + so));
             else SSM_TRY(cuda_mamba2_step(m, i, conv_i, ssm + so));
             continue;

@@ -31,9 +31,13 @@ static int checks, failures;
  * Mamba-1 blocks each with a SwiGLU MLP sublayer ("M+-M..."); d_ff 72 (not a multiple of 8:
  * odd GEMM strides); Mamba-2 and attention layers alternating ("M*M...": 4 query heads, 2 kv
  * heads, RoPE on half of each head: NemotronH's and mamba_ssm's MHA), or Mamba-1 and attention
- * layers (4 heads, no rotation: Jamba's). Head dims 12, 16 and 32 (d_model / 4). */
+ * layers (4 heads, no rotation: Jamba's). Head dims 12, 16 and 32 (d_model / 4). Mixture of
+ * experts: Mamba-1 blocks each with a MoE sublayer ("M+EM+E...": Jamba's softmax routing, top 2
+ * of 5 SwiGLU experts, d_ff 40, the Switch auxiliary loss at 0.01), or Mamba-2 and MoE layers
+ * alternating ("MEM...": NemotronH's sigmoid routing with a random selection bias, top 3 of 6
+ * relu2 experts renormalised and scaled by 2.5, d_ff 24, a shared expert of 40). */
 enum { KINDS_MAMBA1, KINDS_MAMBA2, KINDS_MIXED, KINDS_NON_SELECTIVE, KINDS_MLP_RELU2, KINDS_MLP_SWIGLU,
-       KINDS_ATTENTION_GQA, KINDS_ATTENTION_MHA };
+       KINDS_ATTENTION_GQA, KINDS_ATTENTION_MHA, KINDS_MOE_JAMBA, KINDS_MOE_NEMOTRON };
 static int kinds = KINDS_MAMBA1;
 
 #define OK(call)                                                                                \
@@ -91,6 +95,21 @@ static ssm_model *make_model(int V, int D, int n_layer, uint64_t seed) {
         c.mamba2.d_inner = 0, c.mamba2.nheads = 0;
         OK(ssm_config_validate(&c));
     }
+    if (kinds == KINDS_MOE_JAMBA || kinds == KINDS_MOE_NEMOTRON) {
+        const int jamba = kinds == KINDS_MOE_JAMBA;
+        char pattern[2 * SSM_MAX_LAYERS + 1] = "";
+        for (int i = 0; i < n_layer; i++) strcat(pattern, i % 2 == 0 ? "M" : jamba ? "+E" : "E");
+        OK(ssm_config_set_pattern(&c, pattern, jamba ? SSM_LAYER_MAMBA1 : SSM_LAYER_MAMBA2));
+        ssm_moe_config *o = &c.moe;
+        o->n_experts = jamba ? 5 : 6, o->top_k = jamba ? 2 : 3, o->d_ff = jamba ? 40 : 24;
+        o->activation = jamba ? SSM_MLP_SWIGLU : SSM_MLP_RELU2;
+        o->routing = jamba ? SSM_MOE_SOFTMAX : SSM_MOE_SIGMOID;
+        o->norm_topk = !jamba, o->routed_scaling = jamba ? 1.0f : 2.5f;
+        o->aux_loss_coef = jamba ? 0.01f : 0.0f, o->shared_d_ff = jamba ? 0 : 40;
+        c.mamba2.headdim = 16, c.mamba2.d_state = 32, c.mamba2.ngroups = 2;
+        c.mamba2.d_inner = 0, c.mamba2.nheads = 0;
+        OK(ssm_config_validate(&c));
+    }
     if (kinds == KINDS_MAMBA2 || kinds == KINDS_MIXED) {
         ssm_config_set_kind(&c, SSM_LAYER_MAMBA2);
         c.mamba2.headdim = 16, c.mamba2.d_state = 32, c.mamba2.ngroups = 2;
@@ -109,6 +128,9 @@ static ssm_model *make_model(int V, int D, int n_layer, uint64_t seed) {
         if (strstr(t->name, "norm") || strstr(t->name, ".D"))
             for (size_t i = 0; i < t->numel; i++)
                 m->params_blob[t->offset + i] = (float)(0.5 + ssm_rng_uniform(&r));
+        if (strstr(t->name, "e_score_correction_bias")) /* a selection bias of the sigmoids' scale */
+            for (size_t i = 0; i < t->numel; i++)
+                m->params_blob[t->offset + i] = (float)(0.2 * (ssm_rng_uniform(&r) - 0.5));
     }
     return m;
 }
@@ -380,8 +402,10 @@ int main(void) {
                                              "Mamba-2 and relu2 MLP layers",
                                              "Mamba-1 blocks with a SwiGLU MLP sublayer",
                                              "Mamba-2 and attention layers (GQA, RoPE)",
-                                             "Mamba-1 and attention layers (MHA)"};
-    for (kinds = KINDS_MAMBA2; kinds <= KINDS_ATTENTION_MHA; kinds++) {
+                                             "Mamba-1 and attention layers (MHA)",
+                                             "Mamba-1 blocks with a MoE sublayer (Jamba's routing)",
+                                             "Mamba-2 and MoE layers (NemotronH's routing, a shared expert)"};
+    for (kinds = KINDS_MAMBA2; kinds <= KINDS_MOE_NEMOTRON; kinds++) {
         printf("-- %s\n", kind_names[kinds]);
         test_batch(16, 64, 2, 3, 77);
         test_batch(37, 48, 3, 4, 1);

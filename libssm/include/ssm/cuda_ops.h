@@ -84,6 +84,12 @@ ssm_status cuda_conv_step(void *u, float *state, const void *x, int ld_x, const 
 ssm_status cuda_matmul_forward(cublasHandle_t blas, void *out, int ld_out, ssm_dtype out_dtype,
                                float beta, const void *in, int ld_in, const void *w, int T, int k,
                                int n);
+/* the same for b < batch: out_b = beta * out_b + in_b . w_b^T, each operand stride_* elements
+ * after the one before it (stride_in 0: one input for every w_b) */
+ssm_status cuda_matmul_forward_batched(cublasHandle_t blas, void *out, int ld_out, long long stride_out,
+                                       ssm_dtype out_dtype, float beta, const void *in, int ld_in,
+                                       long long stride_in, const void *w, long long stride_w, int T,
+                                       int k, int n, int batch);
 /* d_in (T, k) = beta_in * d_in + d_out (T, n) . w (n, k)   (skipped when d_in is NULL)
  * d_w (n, k) += d_out^T . in                                (skipped when d_w is NULL) */
 ssm_status cuda_matmul_backward(cublasHandle_t blas, void *d_in, int ld_din, ssm_dtype din_dtype,
