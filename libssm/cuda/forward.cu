@@ -167,6 +167,7 @@ extern "C" ssm_status cuda_model_forward(ssm_model *m, const int32_t *tokens, co
                  "uploading positions");
     }
     SSM_TRY(forward_layers(m, B, L, conv, ssm, mode == HEAD_TRAIN));
+    g->routed = 1;
     if (mode == HEAD_LOGITS && g->host_logits_cap < T * V) {
         free(g->host_logits);
         g->host_logits = (float *)malloc(T * V * sizeof(float));
@@ -188,6 +189,7 @@ extern "C" ssm_status cuda_model_forward(ssm_model *m, const int32_t *tokens, co
             return ssm_set_error(SSM_ERR_NUMERIC, "the loss is not finite (%g): the model "
                                  "diverged; lower the learning rate", l);
         *loss = (float)(l + c->moe.aux_loss_coef * aux);
+        g->aux_loss = aux;
         g->backward_ready = g->count > 0 && mode == HEAD_TRAIN;
     } else if (mode == HEAD_SCORE) {
         CUDA_TRY(cudaMemcpyAsync(logp, a->nll, T * sizeof(float), cudaMemcpyDeviceToHost, g->stream), "the scores");
@@ -301,5 +303,6 @@ ssm_status cuda_forward_prompt(ssm_model *m, const int32_t *tokens, int B, int L
     g->backward_ready = 0;
     g->has_targets = 1; // no logits to show
     CUDA_TRY(cudaMemsetAsync(g->a.pos, 0, (size_t)B * sizeof(int64_t), g->stream), "the prompt's positions");
+    g->routed = 1;
     return forward_layers(m, B, L, conv, ssm, 0);
 }

@@ -395,6 +395,7 @@ ssm_status cuda_acts_plan(ssm_model *m, int B, int L, int training) {
     next.B = B, next.L = L, next.training = training, next.work_bytes = work;
     *a = next;
     g->backward_ready = 0;
+    g->routed = 0;
     return SSM_OK;
 }
 

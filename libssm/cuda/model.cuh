@@ -201,6 +201,8 @@ struct ssm_cuda_model {
     float *host_logits;     // (T, V) host copy after a forward without targets
     size_t host_logits_cap;
     int has_targets, backward_ready, has_state;
+    int routed;             // a forward since the plan: the MoE layers' routing is in the acts
+    double aux_loss;        // the last forward with targets' Switch auxiliary loss
     int64_t count;          // scored positions of the last forward with targets
     size_t bytes, peak;     // device bytes held now / at most
 };

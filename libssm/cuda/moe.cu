@@ -440,3 +440,25 @@ ssm_status cuda_moe_aux_loss(ssm_model *m, int T) {
     SSM_CUDA_CHECK_LAUNCH("the MoE auxiliary loss");
     return SSM_OK;
 }
+
+extern "C" ssm_status cuda_model_routing(const ssm_model *m, int layer, int32_t *experts, float *weights) {
+    ssm_cuda_model *g = m->cuda;
+    const cuda_acts *a = &g->a;
+    const ssm_config *c = &m->config;
+    if (!g->routed) return ssm_set_error(SSM_ERR_ARG, "ssm_model_routing: no forward of this shape on the GPU yet");
+    int last = -1;
+    for (int i = 0; i < c->n_layer; i++)
+        if (c->layer_kind[i] == SSM_LAYER_MOE) last = i;
+    if (!a->training && layer != last) // every layer shares the buffers of one
+        return ssm_set_error(SSM_ERR_ARG, "ssm_model_routing: on a GPU, a forward without targets keeps only the "
+                             "last MoE layer's routing (layer %d); run it with targets for layer %d's", last, layer);
+    SSM_TRY(cuda_model_enter(g));
+    const cuda_moe_acts *q = &a->layers[layer].moe;
+    const size_t n = (size_t)a->B * a->L * c->moe.top_k;
+    if (experts) CUDA_TRY(cudaMemcpyAsync(experts, q->sel, n * sizeof(int32_t), cudaMemcpyDeviceToHost, g->stream), "the routing");
+    if (weights) CUDA_TRY(cudaMemcpyAsync(weights, q->w, n * sizeof(float), cudaMemcpyDeviceToHost, g->stream), "the routing");
+    CUDA_TRY(cudaStreamSynchronize(g->stream), "the routing");
+    return SSM_OK;
+}
+
+extern "C" double cuda_model_aux_loss(const ssm_model *m) { return m->cuda->aux_loss; }

@@ -25,4 +25,6 @@ const ssm_backend ssm_backend_cpu = {
     .reserve = cpu_reserve,
     .peak = cpu_peak,
     .release = cpu_release,
+    .routing = ssm_cpu_moe_routing,
+    .aux_loss = ssm_cpu_moe_aux_loss,
 };

@@ -33,6 +33,9 @@ ssm_status cuda_model_generate_greedy(ssm_model *m, const int32_t *prompt, int B
 ssm_status cuda_state_to_host(ssm_state *s);
 void cuda_state_free(ssm_state *s);
 int cuda_device_count(void);
+/* the last forward's routing of MoE layer `layer`, and its Switch auxiliary loss (moe.cu) */
+ssm_status cuda_model_routing(const ssm_model *m, int layer, int32_t *experts, float *weights);
+double cuda_model_aux_loss(const ssm_model *m);
 #ifdef __cplusplus
 }
 #endif

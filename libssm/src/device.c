@@ -98,6 +98,8 @@ const ssm_backend ssm_backend_cuda = {
     .reserve = cuda_model_reserve,
     .peak = cuda_model_peak,
     .release = cuda_model_detach,
+    .routing = cuda_model_routing,
+    .aux_loss = cuda_model_aux_loss,
 };
 #endif
 

@@ -202,6 +202,10 @@ struct ssm_backend {
     ssm_status (*reserve)(ssm_model *m, int B, int L, int training);
     size_t (*peak)(const ssm_model *m);
     void (*release)(ssm_model *m); /* free the backend's copy of the model */
+    /* the last forward's routing of MoE layer `layer` (B, L, top_k), either output may be NULL;
+     * and its Switch auxiliary loss (moe.c's ssm_model_routing, ssm_model_aux_loss) */
+    ssm_status (*routing)(const ssm_model *m, int layer, int32_t *experts, float *weights);
+    double (*aux_loss)(const ssm_model *m);
 };
 extern const ssm_backend ssm_backend_cpu;  /* backend_cpu.c */
 extern const ssm_backend ssm_backend_cuda; /* device.c, in CUDA builds */
@@ -211,6 +215,8 @@ ssm_status ssm_cpu_forward(ssm_model *m, const int32_t *tokens, const int32_t *t
                            int L, ssm_state *state, float *loss, float *logp, float *entropy);
 const float *ssm_cpu_logits(ssm_model *m);
 ssm_status ssm_cpu_backward(ssm_model *m);
+ssm_status ssm_cpu_moe_routing(const ssm_model *m, int layer, int32_t *experts, float *weights);
+double ssm_cpu_moe_aux_loss(const ssm_model *m);
 ssm_status ssm_cpu_step(ssm_model *m, ssm_state *state, const int32_t *tokens, float *logits);
 ssm_status ssm_cpu_adamw_step(ssm_adamw *opt, ssm_model *m, float *grad_norm);
 ssm_status ssm_cpu_generate_greedy(ssm_model *m, const int32_t *prompt, int B, int P,

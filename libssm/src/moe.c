@@ -388,8 +388,12 @@ ssm_status ssm_model_routing(const ssm_model *m, int layer, int32_t *experts, fl
     if (!m || layer < 0 || layer >= m->config.n_layer || m->config.layer_kind[layer] != SSM_LAYER_MOE)
         return ssm_set_error(SSM_ERR_ARG, "ssm_model_routing: layer %d is not a mixture-of-experts "
                              "layer", layer);
+    return m->backend->routing(m, layer, experts, weights);
+}
+
+ssm_status ssm_cpu_moe_routing(const ssm_model *m, int layer, int32_t *experts, float *weights) {
     const ssm_activations *a = m->acts;
-    if (m->device >= 0 || !a || !a->has_hidden)
+    if (!a || !a->has_hidden)
         return ssm_set_error(SSM_ERR_ARG, "ssm_model_routing: no CPU forward of this shape yet");
     size_t n = (size_t)a->B * a->L * m->config.moe.top_k;
     if (experts) memcpy(experts, a->layers[layer].moe.sel, n * sizeof(int32_t));
@@ -397,6 +401,6 @@ ssm_status ssm_model_routing(const ssm_model *m, int layer, int32_t *experts, fl
     return SSM_OK;
 }
 
-double ssm_model_aux_loss(const ssm_model *m) {
-    return m && m->acts && m->device < 0 ? m->acts->aux_loss : 0.0;
-}
+double ssm_model_aux_loss(const ssm_model *m) { return m ? m->backend->aux_loss(m) : 0.0; }
+
+double ssm_cpu_moe_aux_loss(const ssm_model *m) { return m->acts ? m->acts->aux_loss : 0.0; }

@@ -69,6 +69,35 @@ static double rel_err(const float *a, const float *b, size_t n) {
     return den > 0 ? sqrt(num / den) : sqrt(num) < 1e-6 ? 0 : INFINITY;
 }
 
+static int moe_kinds(void) { return kinds == KINDS_MOE_JAMBA || kinds == KINDS_MOE_NEMOTRON; }
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* moe_bounds: where two experts' selection scores are nearly equal, the GPU's bf16 activations
+ * may pick the other one (a routing flip). That token's MoE output, and the Mamba layers'
+ * outputs after it, then differ by a whole expert's share: a flip is not rounding, and the
+ * checks take the bulk of the tokens at the rounding bound and all of them at a looser one.
+ * The routers' gradients, which change most where a token's choice does, are checked alone.
+ * The flips themselves are counted: the slots whose expert differs (check_routing). */
+static void check_routing(const ssm_model *cpu, const ssm_model *gpu, int B, int L) {
+    size_t n = (size_t)B * L * cpu->config.moe.top_k, differ = 0, total = 0;
+    int32_t *ec = malloc(n * sizeof *ec), *eg = malloc(n * sizeof *eg);
+    for (int i = 0; i < cpu->config.n_layer; i++) {
+        if (cpu->config.layer_kind[i] != SSM_LAYER_MOE) continue;
+        OK(ssm_model_routing(cpu, i, ec, NULL));
+        OK(ssm_model_routing(gpu, i, eg, NULL));
+        for (size_t s = 0; s < n; s++) differ += ec[s] != eg[s];
+        total += n;
+    }
+    char name[128];
+    snprintf(name, sizeof name, "  routing: slots whose expert differs (%zu of %zu)", differ, total);
+    check(name, (double)differ / total, 3e-2);
+    free(ec), free(eg);
+}
+
 /* A model with random (non-default) parameters, so that every path carries signal. */
 static ssm_model *make_model(int V, int D, int n_layer, uint64_t seed) {
     ssm_config c = ssm_config_default(V, D, n_layer);
@@ -163,7 +192,17 @@ static void test_batch(int V, int D, int n_layer, int B, int L) {
     OK(ssm_forward(cpu, tok, NULL, B, L, NULL, NULL));
     OK(ssm_forward(gpu, tok, NULL, B, L, NULL, NULL));
     snprintf(name, sizeof name, "logits V%d D%d x%d B%d L%d", V, D, n_layer, B, L);
-    check(name, rel_err(ssm_model_logits(gpu), ssm_model_logits(cpu), T * V), 2e-2);
+    if (moe_kinds()) { /* a few tokens' routing flips: the bulk, then all (moe_bounds) */
+        const float *lg = ssm_model_logits(gpu), *lc = ssm_model_logits(cpu);
+        double *e = malloc(T * sizeof *e);
+        for (size_t t = 0; t < T; t++) e[t] = rel_err(lg + t * V, lc + t * V, V);
+        qsort(e, T, sizeof *e, cmp_double);
+        check(name, e[(size_t)(0.95 * (T - 1))], 2e-2);
+        check("  ... the 95th percentile token above; all tokens", rel_err(lg, lc, T * V), 1e-1);
+        free(e);
+    } else {
+        check(name, rel_err(ssm_model_logits(gpu), ssm_model_logits(cpu), T * V), 2e-2);
+    }
 
     /* scores */
     float *lp_c = malloc(T * sizeof(float)), *lp_g = malloc(T * sizeof(float));
@@ -201,7 +240,7 @@ static void test_batch(int V, int D, int n_layer, int B, int L) {
         for (size_t j = 0; j < t->numel; j++) n2 += (double)cpu->grads_blob[t->offset + j] * cpu->grads_blob[t->offset + j];
         top = sqrt(n2) > top ? sqrt(n2) : top;
     }
-    double worst = 0;
+    double worst = 0, router = 0;
     const char *worst_name = "";
     for (int k = 0; k < cpu->n_tensors; k++) {
         const ssm_tensor_info *t = &cpu->tensors[k];
@@ -209,7 +248,12 @@ static void test_batch(int V, int D, int n_layer, int B, int L) {
         double d2 = 0, c2 = 0;
         for (size_t j = 0; j < t->numel; j++) d2 += ((double)gg[j] - gc[j]) * ((double)gg[j] - gc[j]), c2 += (double)gc[j] * gc[j];
         double e = sqrt(d2) / fmax(sqrt(c2), 1e-3 * top);
-        if (!(e <= worst)) worst = e, worst_name = t->name;
+        if (strstr(t->name, ".gate.weight")) router = fmax(router, e); /* the MoE routers: below */
+        else if (!(e <= worst)) worst = e, worst_name = t->name;
+    }
+    if (moe_kinds()) {
+        check("  the routers' gradients (moe_bounds)", router, 3e-1);
+        check_routing(cpu, gpu, B, L);
     }
     snprintf(name, sizeof name, "  every gradient (worst: %.40s)", worst_name);
     /* Mamba-2 models: 8e-2. Their worst tensors are the per-head dt_bias (and, in the mixed

@@ -490,13 +490,14 @@ SSM_API ssm_status ssm_generate_greedy(ssm_model *model, const int32_t *prompt, 
  * SSM_ERR_ARG before the first forward or for a layer outside [-1, n_layer];
  * SSM_ERR_UNSUPPORTED for a model on a GPU (the CUDA backend keeps no hidden states). */
 SSM_API ssm_status ssm_model_hidden(const ssm_model *model, int layer, float *out);
-/* The routing of mixture-of-experts layer `layer` in the last CPU forward: experts and
- * weights (B, L, top_k), batch-major as the tokens, each row's experts in the order selected
- * (highest score first; equal scores: the lower expert index first); either may be NULL.
- * SSM_ERR_ARG before a forward or for a layer that is not a MoE layer. */
+/* The routing of mixture-of-experts layer `layer` in the last forward: experts and weights
+ * (B, L, top_k), batch-major as the tokens, each row's experts in the order selected (highest
+ * score first; equal scores: the lower expert index first); either may be NULL.
+ * SSM_ERR_ARG before a forward or for a layer that is not a MoE layer; on a GPU also for any
+ * but the last MoE layer after a forward without targets (which keeps one layer's buffers). */
 SSM_API ssm_status ssm_model_routing(const ssm_model *model, int layer, int32_t *experts,
                                      float *weights);
-/* The Switch auxiliary loss of the last CPU forward over all MoE layers with softmax routing
+/* The Switch auxiliary loss of the last forward (on a GPU: with targets) over all MoE layers with softmax routing
  * (Jamba's load_balancing_loss_func, unscaled); the forward's loss includes
  * moe.aux_loss_coef times it. 0 when the model has none. */
 SSM_API double ssm_model_aux_loss(const ssm_model *model);
