@@ -473,6 +473,7 @@ extern "C" ssm_status cuda_attention_prepare(void) {
 
 extern "C" ssm_status cuda_attention_forward(const cuda_attention_args *x, cudaStream_t st) {
     SSM_TRY(check_args(x, 0));
+    if (x->L == 1 && x->prefix && x->split_work) return cuda_attention_decode(x, st);
     const Args a = device_args(x);
     const int p = padded(x->hd);
     if (x->kv_dtype == SSM_DTYPE_F32)

@@ -71,6 +71,12 @@ size_t cuda_attention_work_bytes(const ssm_config *c, int B, int L) {
     return cuda_attention_backward_workspace(&a);
 }
 
+size_t cuda_attention_step_work_bytes(const ssm_config *c, int B) {
+    const Dims d = dims(c);
+    cuda_attention_args a = op_args(d, B, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+    return cuda_attention_decode_workspace(&a);
+}
+
 ssm_status cuda_attention_layer_forward(ssm_model *m, int i, int B, int L, float *cache, const int64_t *pos, float *r) {
     ssm_cuda_model *g = m->cuda;
     const ssm_config *c = &m->config;
@@ -141,6 +147,7 @@ ssm_status cuda_attention_layer_step(ssm_model *m, int i, float *cache) {
     SSM_TRY(rotate(d, a->q, a->k, B, 1, dc->pos, 0, g->stream));
     SSM_TRY(cache_append(d, cache, a->k, a->v, dc->pos, B, 1, g->stream));
     cuda_attention_args args = op_args(d, B, 1, a->q, a->k, a->v, cache, dc->pos, a->o, NULL);
+    args.split_work = dc->attention_split, args.split_work_bytes = dc->attention_split_bytes;
     SSM_TRY(cuda_attention_forward(&args, g->stream));
     return cuda_step_project(m, dc->r, d.D, SSM_DTYPE_F32, 1.0f, a->o, d.QD, NULL, w16(g, p->o_proj), d.QD, d.D);
 }

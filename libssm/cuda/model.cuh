@@ -172,6 +172,8 @@ struct cuda_decode {
     cuda_mamba2_decode mamba2; // Mamba-2 layers' (when the model has them)
     cuda_mlp_acts mlp;     // MLP layers' u (B, U), a (B, F)
     cuda_attention_acts attention; // attention layers' q, k, v, o (B rows; no lse)
+    void *attention_split; // their split-key kernel's workspace (cuda_attention_decode)
+    size_t attention_split_bytes;
     cuda_moe_acts moe;     // MoE layers' (dense: every expert on the B rows)
     int64_t *pos;          // (B) positions of the step's tokens (the KV caches' lengths)
     float *logits;         // (B, V)
@@ -287,8 +289,9 @@ ssm_status cuda_attention_layer_forward(ssm_model *m, int i, int B, int L, float
 ssm_status cuda_attention_layer_backward(ssm_model *m, int i);
 // decode: dec.r (B, D) += attention_i(RMSNorm(dec.r)) at positions dec.pos, the cache appended to
 ssm_status cuda_attention_layer_step(ssm_model *m, int i, float *cache);
-// workspace bytes of the attention backward for (B, L)
+// workspace bytes of the attention backward for (B, L), and of the decode step's for B rows
 size_t cuda_attention_work_bytes(const ssm_config *c, int B, int L);
+size_t cuda_attention_step_work_bytes(const ssm_config *c, int B);
 
 // ---- mixture-of-experts layers (moe.cu) ---------------------------------------------------------
 // r (T, D) += moe_i(la->normed); the layer's routing statistics into a.moe_stats

@@ -113,6 +113,8 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
         if (has_att) {
             d->attention.q = cv.take<bf16>(B * QD), d->attention.k = cv.take<bf16>(B * KD);
             d->attention.v = cv.take<bf16>(B * KD), d->attention.o = cv.take<bf16>(B * QD);
+            d->attention_split_bytes = cuda_attention_step_work_bytes(c, B);
+            d->attention_split = cv.take<char>(d->attention_split_bytes);
         }
         if (has_moe) { // every expert on the B rows
             cuda_moe_acts *q = &d->moe;

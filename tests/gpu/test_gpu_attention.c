@@ -131,6 +131,24 @@ static void test_cache(int B, int L, int H, int Hkv, int hd, const int64_t *pre,
            (long long)pre[B - 1]);
     report("out", rel_err(h_out, out, T * QD), 1e-2, &ok);
     report("lse", rel_err(h_lse, lse, (size_t)B * H * L), 2e-5, &ok);
+    if (L == 1) { /* the decode step's split-key kernel, twice: the same bits */
+        size_t wb = cuda_attention_decode_workspace(&g);
+        void *work = dev_poisoned(wb / sizeof(float), SSM_DTYPE_F32);
+        void *gout2 = dev_poisoned(T * QD, SSM_DTYPE_BF16);
+        g.split_work = work, g.split_work_bytes = wb;
+        CK(cudaMemset(gout, 0xff, T * QD * sizeof(uint16_t))); /* poisoned again */
+        CK(cudaMemset(glse, 0xff, (size_t)B * H * sizeof(float)));
+        OK(cuda_attention_forward(&g, 0));
+        float *s_out = from_dev(gout, T * QD, SSM_DTYPE_BF16), *s_lse = from_dev(glse, (size_t)B * H, SSM_DTYPE_F32);
+        g.out = gout2;
+        OK(cuda_attention_forward(&g, 0));
+        float *s_out2 = from_dev(gout2, T * QD, SSM_DTYPE_BF16);
+        report("split out", rel_err(s_out, out, T * QD), 1e-2, &ok);
+        report("split lse", rel_err(s_lse, lse, (size_t)B * H), 2e-5, &ok);
+        report("split rerun", memcmp(s_out, s_out2, T * QD * sizeof(float)) ? 1 : 0, 0, &ok);
+        free(s_out), free(s_lse), free(s_out2);
+        cudaFree(work), cudaFree(gout2);
+    }
     end_case(ok);
     free(q), free(cache), free(out), free(lse), free(c.scratch), free(h_out), free(h_lse);
     cudaFree(gq), cudaFree(gc), cudaFree(gpre), cudaFree(gout), cudaFree(glse);
@@ -181,6 +199,11 @@ int main(void) {
     test_cache(3, 37, 4, 2, 24, pre_a, 200);
     test_cache(2, 1, 8, 1, 128, pre_b, 160);
     test_cache(2, 65, 2, 2, 64, pre_b, 160);
+    /* the decode step at longer caches: the split-key kernel's parts, groups of 10 query heads
+     * (two passes of its 8), head dims 100 and 64 */
+    const int64_t pre_c[2] = {2047, 700}, pre_d[1] = {5000};
+    test_cache(2, 1, 20, 2, 100, pre_c, 2100);
+    test_cache(1, 1, 12, 12, 64, pre_d, 5001);
     /* rope: B, L, heads, hd, rot_dim, padding, position of sequence 1 */
     test_rope(2, 37, 4, 24, 24, 3, 1000);
     test_rope(1, 300, 2, 64, 32, 0, 0);

@@ -181,13 +181,23 @@ typedef struct cuda_attention_args {
      * forward's), lse; writes dq (stride ld_q), dk, dv (the layout of k, v) */
     const void *d_out;
     void *dq, *dk, *dv;
+    /* the decode step (L = 1, prefix set): cuda_attention_decode_workspace bytes for the
+     * split-key kernel (attention_decode.cu), or NULL for the tiled one */
+    void *split_work;
+    size_t split_work_bytes;
 } cuda_attention_args;
 /* out and lse (when non-NULL). Also the decode step: L = 1, prefix = the caches' lengths, the
- * new keys and values already in the cache. */
+ * new keys and values already in the cache (with split_work: the split-key kernel). */
 ssm_status cuda_attention_forward(const cuda_attention_args *args, cudaStream_t stream);
 /* The kernels' shared-memory limits raised on the current device (done by the first launch
  * otherwise): call before capturing a CUDA graph that launches them. */
 ssm_status cuda_attention_prepare(void);
+/* The decode step's split-key attention (attention_decode.cu; cuda_attention_forward sends it
+ * a decode step with split_work): each (sequence, kv head) has its keys cut into parts spread
+ * over the GPU, each part's softmax sums and output kept, then the parts combined. Its
+ * workspace depends on B, H, Hkv and hd only (a CUDA graph's step keeps one). */
+size_t cuda_attention_decode_workspace(const cuda_attention_args *args);
+ssm_status cuda_attention_decode(const cuda_attention_args *args, cudaStream_t stream);
 /* dq, dk, dv of J = sum(out * d_out); deterministic (no atomics). Workspace: B H L floats. */
 size_t cuda_attention_backward_workspace(const cuda_attention_args *args);
 ssm_status cuda_attention_backward(const cuda_attention_args *args, void *workspace, size_t workspace_bytes,
