@@ -9,10 +9,13 @@
 //            step, time and peak memory
 //   m2train, m2score, m2generate  the same at the 130M Mamba-2 shape (24 x 768, headdim 64,
 //            N 128, one group; mamba_ssm's defaults)
+//   jtrain, jscore, jgenerate  the same for a Jamba-style hybrid at that width (model_on_gpu):
+//            Mamba-1, attention, SwiGLU MLP and MoE layers
 // Floors, measured in the same run: matrix flops / the cuBLAS bf16 GEMM rate (8192^3), and for
 // decoding the bf16 weights read per step / the device-to-device copy bandwidth.
 //
-//   bench_gpu_model [train|score|generate|generate1|generate64|dna1m|m2train|m2score|m2generate ...]
+//   bench_gpu_model [train|score|generate|generate1|generate64|dna1m|m2train|m2score|m2generate|
+//                    jtrain|jscore|jgenerate ...]
 //   (default: all)
 #include <chrono>
 #include <cstdio>
@@ -77,17 +80,33 @@ static void measure_floors(void) {
 }
 
 static int mamba2 = 0; // the models' layers: Mamba-1, or Mamba-2 (m2train, m2score, m2generate)
+static int jamba = 0;  // or the Jamba-style hybrid (jtrain, jscore, jgenerate)
+static const char *label(void) { return jamba ? " Jamba-style" : mamba2 ? " Mamba-2" : ""; }
 
-// Matrix flops of one forward per token: the layers' projections and the tied head.
-static double forward_flops_per_token(const ssm_config *c) {
-    double D = c->d_model, E = c->d_inner, R = c->dt_rank, XD = R + 2 * c->d_state;
-    double layer = 2 * E * D + XD * E + E * R + D * E;
-    if (mamba2) { // in_proj (I + CD + H rows) and out_proj
-        const ssm_mamba2_config *m = &c->mamba2;
-        double I = m->d_inner, CD = I + 2.0 * m->ngroups * m->d_state;
-        layer = (I + CD + m->nheads) * D + D * I;
+// Matrix flops of one forward per token at length L: each layer's projections (a MoE layer's
+// router, top_k experts and shared expert; an attention layer's q k^T and p v over L / 2 keys on
+// average) and the tied head.
+static double forward_flops_per_token(const ssm_config *c, double L) {
+    double D = c->d_model, E = c->d_inner, R = c->dt_rank, XD = R + 2 * c->d_state, sum = 0;
+    const double g = 1 + (c->mlp.activation == SSM_MLP_SWIGLU), gm = 1 + (c->moe.activation == SSM_MLP_SWIGLU);
+    const double QD = (double)c->attention.n_heads * c->attention.head_dim;
+    const double KD = (double)c->attention.n_kv_heads * c->attention.head_dim;
+    const ssm_moe_config *o = &c->moe;
+    const ssm_mamba2_config *m = &c->mamba2;
+    for (int i = 0; i < c->n_layer; i++) {
+        double layer = 2 * E * D + XD * E + E * R + D * E; // Mamba-1
+        switch (c->layer_kind[i]) {
+        case SSM_LAYER_MAMBA2: // in_proj (I + CD + H rows) and out_proj
+            layer = (2.0 * m->d_inner + 2.0 * m->ngroups * m->d_state + m->nheads) * D + D * m->d_inner;
+            break;
+        case SSM_LAYER_ATTENTION: layer = (2 * QD + 2 * KD) * D + QD * L; break;
+        case SSM_LAYER_MLP: layer = (g + 1) * c->mlp.d_ff * D; break;
+        case SSM_LAYER_MOE: layer = o->n_experts * D + (gm + 1) * D * ((double)o->top_k * o->d_ff + o->shared_d_ff); break;
+        default: break;
+        }
+        sum += layer;
     }
-    return 2.0 * (c->n_layer * layer + (double)c->vocab_size * D);
+    return 2.0 * (sum + (double)c->vocab_size * D);
 }
 
 static ssm_model *model_on_gpu(int V, int D, int n_layer, ssm_adamw **opt) {
@@ -95,6 +114,18 @@ static ssm_model *model_on_gpu(int V, int D, int n_layer, ssm_adamw **opt) {
     if (mamba2) { // mamba_ssm's Mamba2 defaults: headdim 64, N 128, one group
         ssm_config_set_kind(&c, SSM_LAYER_MAMBA2);
         c.mamba2.d_inner = 0, c.mamba2.nheads = 0;
+        OK(ssm_config_validate(&c));
+    }
+    if (jamba) { // Jamba's layout at the 130M width: 12 Mamba-1 / attention blocks (one in four
+                 // attention, GQA 12/4 heads of 64), each with a SwiGLU MLP or a MoE of 8
+                 // experts, top 2 (Jamba's routing), every FFN 2048 wide
+        OK(ssm_config_set_pattern(&c, "M+-M+E*+-M+EM+-M+E*+-M+EM+-M+E*+-M+E", SSM_LAYER_MAMBA1));
+        c.attention.n_heads = 12, c.attention.n_kv_heads = 4, c.attention.head_dim = 0;
+        c.attention.rotary_dim = 0, c.attention.max_context = 4096;
+        c.mlp.d_ff = 2048, c.mlp.activation = SSM_MLP_SWIGLU;
+        c.moe.n_experts = 8, c.moe.top_k = 2, c.moe.d_ff = 2048, c.moe.activation = SSM_MLP_SWIGLU;
+        c.moe.routing = SSM_MOE_SOFTMAX, c.moe.norm_topk = 0, c.moe.routed_scaling = 1.0f;
+        c.moe.aux_loss_coef = 0.001f, c.moe.shared_d_ff = 0;
         OK(ssm_config_validate(&c));
     }
     ssm_model *m;
@@ -142,7 +173,7 @@ static void train(const char *name, int V, int D, int n_layer, int B, int L, int
     double dt = (now() - t0) / reps;
     size_t free1;
     cudaMemGetInfo(&free1, &total);
-    double flops = 3 * forward_flops_per_token(&m->config) * T;
+    double flops = 3 * forward_flops_per_token(&m->config, L) * T;
     char ref[64] = "";
     if (ref_tps > 0) snprintf(ref, sizeof ref, " (reference %.0f: %.2fx)", ref_tps, T / dt / ref_tps);
     printf("%-9s %zu params, B %d x L %d: %.2f ms/step, %.0f tokens/s%s; "
@@ -167,9 +198,9 @@ static void score(int reps) {
         if (r == 2) t0 = now();
         OK(ssm_forward_score(m, tok, tgt, B, L, NULL, lp, NULL));
     }
-    double dt = (now() - t0) / reps, flops = forward_flops_per_token(&m->config) * T;
+    double dt = (now() - t0) / reps, flops = forward_flops_per_token(&m->config, L) * T;
     printf("score     130M%s, B %d x L %d: %.2f ms, %.0f tokens/s (Mamba-1 reference 771000: %.2fx); matrix floor "
-           "%.2f ms (%.0f%%); peak %.2f GiB; mean log p %.3f\n", mamba2 ? " Mamba-2" : "", B, L, dt * 1e3, T / dt, T / dt / 771000,
+           "%.2f ms (%.0f%%); peak %.2f GiB; mean log p %.3f\n", label(), B, L, dt * 1e3, T / dt, T / dt / 771000,
            flops / gemm_rate * 1e3, 100 * flops / gemm_rate / dt, gib(ssm_model_device_peak(m)), lp[0]);
     free(tok), free(tgt), free(lp);
     ssm_model_free(m);
@@ -191,7 +222,7 @@ static void generate(int B, double ref) {
     }
     double step_floor = m->n_params * 2.0 / copy_bw; // bf16 weights read once per step
     printf("generate  130M%s, batch %2d, prompt %d + %d new: %.1f ms, %.0f tokens/s (Mamba-1 reference %.0f: %.2fx); "
-           "%.3f ms/token step vs weight-read floor %.3f ms\n", mamba2 ? " Mamba-2" : "", B, P, n_new, best * 1e3, B * n_new / best, ref,
+           "%.3f ms/token step vs weight-read floor %.3f ms\n", label(), B, P, n_new, best * 1e3, B * n_new / best, ref,
            B * n_new / best / ref, best * 1e3 / n_new, step_floor * 1e3);
     free(prompt), free(out), free(tgt);
     ssm_model_free(m);
@@ -219,6 +250,11 @@ int main(int argc, char **argv) {
         if (all || !strcmp(w, "m2score")) score(4);
         if (all || !strcmp(w, "m2generate")) generate(1, 1150), generate(64, 62400);
         mamba2 = 0;
+        jamba = 1;
+        if (all || !strcmp(w, "jtrain")) train("jtrain", 50280, 768, 24, 8, 2048, 4, 0);
+        if (all || !strcmp(w, "jscore")) score(4);
+        if (all || !strcmp(w, "jgenerate")) generate(1, 1150), generate(64, 62400);
+        jamba = 0;
     }
     return 0;
 }
