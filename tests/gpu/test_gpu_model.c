@@ -430,6 +430,10 @@ int main(void) {
         return 77;
     }
     ssm_set_threads(0);
+    /* TEST_GPU_MODEL_ONLY=moe: the MoE models alone (a quick run after a change to moe.cu) */
+    const char *only = getenv("TEST_GPU_MODEL_ONLY");
+    const int moe_only = only && !strcmp(only, "moe");
+    if (!moe_only) {
     test_batch(16, 64, 2, 3, 77);     /* DNA-sized vocabulary */
     /* L = 1, odd vocabulary (padded to 40), E = 96; B = 4: three scored positions (position 0
      * is unscored). With B = 2 one position makes every weight gradient a rank-1 product of one
@@ -443,6 +447,7 @@ int main(void) {
     test_greedy(16, 64, 2, 3, 9, 24);
     test_greedy(256, 64, 2, 1, 1, 16);
     test_training(16, 64, 2, 4, 128, 20);
+    }
     /* the same checks over Mamba-2 layers, and over Mamba-1 and Mamba-2 layers in one model */
     static const char *const kind_names[] = {"", "Mamba-2", "Mamba-1 and Mamba-2 layers",
                                              "Mamba-1 without selection",
@@ -452,7 +457,7 @@ int main(void) {
                                              "Mamba-1 and attention layers (MHA)",
                                              "Mamba-1 blocks with a MoE sublayer (Jamba's routing)",
                                              "Mamba-2 and MoE layers (NemotronH's routing, a shared expert)"};
-    for (kinds = KINDS_MAMBA2; kinds <= KINDS_MOE_NEMOTRON; kinds++) {
+    for (kinds = moe_only ? KINDS_MOE_JAMBA : KINDS_MAMBA2; kinds <= KINDS_MOE_NEMOTRON; kinds++) {
         printf("-- %s\n", kind_names[kinds]);
         test_batch(16, 64, 2, 3, 77);
         test_batch(37, 48, 3, 4, 1);
