@@ -434,19 +434,19 @@ int main(void) {
     const char *only = getenv("TEST_GPU_MODEL_ONLY");
     const int moe_only = only && !strcmp(only, "moe");
     if (!moe_only) {
-    test_batch(16, 64, 2, 3, 77);     /* DNA-sized vocabulary */
-    /* L = 1, odd vocabulary (padded to 40), E = 96; B = 4: three scored positions (position 0
-     * is unscored). With B = 2 one position makes every weight gradient a rank-1 product of one
-     * row's bf16 gradients (0.10 to 0.15 relative for 3 of 8 seeds of pure Mamba-1 models);
-     * its gradients' bound is test_batch's L = 1 one (bench/RESULTS.md) */
-    test_batch(37, 48, 3, 4, 1);
-    test_batch(256, 128, 2, 4, 300);  /* bytes */
-    test_batch(50280, 64, 1, 2, 1400); /* GPT-NeoX vocabulary: the head runs in two row blocks */
-    test_state_and_step(16, 64, 3, 3, 50, 29, 7);
-    test_state_and_step(40, 48, 2, 1, 1, 1, 3);
-    test_greedy(16, 64, 2, 3, 9, 24);
-    test_greedy(256, 64, 2, 1, 1, 16);
-    test_training(16, 64, 2, 4, 128, 20);
+        test_batch(16, 64, 2, 3, 77);     /* DNA-sized vocabulary */
+        /* L = 1, odd vocabulary (padded to 40), E = 96; B = 4: three scored positions (position 0
+         * is unscored). With B = 2 one position makes every weight gradient a rank-1 product of one
+         * row's bf16 gradients (0.10 to 0.15 relative for 3 of 8 seeds of pure Mamba-1 models);
+         * its gradients' bound is test_batch's L = 1 one (bench/RESULTS.md) */
+        test_batch(37, 48, 3, 4, 1);
+        test_batch(256, 128, 2, 4, 300);  /* bytes */
+        test_batch(50280, 64, 1, 2, 1400); /* GPT-NeoX vocabulary: the head runs in two row blocks */
+        test_state_and_step(16, 64, 3, 3, 50, 29, 7);
+        test_state_and_step(40, 48, 2, 1, 1, 1, 3);
+        test_greedy(16, 64, 2, 3, 9, 24);
+        test_greedy(256, 64, 2, 1, 1, 16);
+        test_training(16, 64, 2, 4, 128, 20);
     }
     /* the same checks over Mamba-2 layers, and over Mamba-1 and Mamba-2 layers in one model */
     static const char *const kind_names[] = {"", "Mamba-2", "Mamba-1 and Mamba-2 layers",
