@@ -297,6 +297,15 @@ ssm_status shared_forward(ssm_model *m, const ssm_moe_params *p, bf16 *su, bf16 
     return cuda_matmul_forward(g->blas, r, D, SSM_DTYPE_F32, 1.0f, sa, Fs, w16(g, p->shared_down), T, Fs, D);
 }
 
+// f(e, g0, n) for each expert e with rows: its grouped rows [g0, g0 + n) (start: the host copy)
+template <typename F> ssm_status per_expert(const int32_t *start, int X, F f) {
+    for (int e = 0; e < X; e++) {
+        const int n = start[e + 1] - start[e];
+        if (n) SSM_TRY(f(e, (size_t)start[e], n));
+    }
+    return SSM_OK;
+}
+
 ssm_status combine(float *r, const cuda_moe_acts *q, int T, int k, int D, cudaStream_t st) {
     combine_kernel<<<T, 128, 0, st>>>(r, q->y, q->w, q->row, k, D);
     SSM_CUDA_CHECK_LAUNCH("the MoE combine");
@@ -330,17 +339,15 @@ ssm_status cuda_moe_forward(ssm_model *m, int i, int T, float *r) {
     CUDA_TRY(cudaStreamSynchronize(st), "the MoE groups");
     const bf16 *up16 = w16(g, p->up), *down16 = w16(g, p->down);
     // u = up_e(x) on each expert's rows, a = act(u) on all, y = down_e(a)
-    for (int e = 0; e < X; e++) {
-        const int g0 = start[e], n = start[e + 1] - g0;
-        if (n) SSM_TRY(cuda_matmul_forward(g->blas, q->u + (size_t)g0 * U, U, SSM_DTYPE_BF16, 0.0f, q->x + (size_t)g0 * D,
-                                           D, up16 + (size_t)e * U * D, n, D, U));
-    }
+    SSM_TRY(per_expert(start, X, [&](int e, size_t g0, int n) {
+        return cuda_matmul_forward(g->blas, q->u + g0 * U, U, SSM_DTYPE_BF16, 0.0f, q->x + g0 * D, D,
+                                   up16 + (size_t)e * U * D, n, D, U);
+    }));
     SSM_TRY(activate(c, q->a, q->u, S, F, U, st));
-    for (int e = 0; e < X; e++) {
-        const int g0 = start[e], n = start[e + 1] - g0;
-        if (n) SSM_TRY(cuda_matmul_forward(g->blas, q->y + (size_t)g0 * D, D, SSM_DTYPE_F32, 0.0f, q->a + (size_t)g0 * F,
-                                           F, down16 + (size_t)e * D * F, n, F, D));
-    }
+    SSM_TRY(per_expert(start, X, [&](int e, size_t g0, int n) {
+        return cuda_matmul_forward(g->blas, q->y + g0 * D, D, SSM_DTYPE_F32, 0.0f, q->a + g0 * F, F,
+                                   down16 + (size_t)e * D * F, n, F, D);
+    }));
     // out += shared(h) + sum_j w_j y_j
     SSM_TRY(shared_forward(m, p, q->su, q->sa, la->normed, T, r));
     return combine(r, q, T, k, D, st);
@@ -368,20 +375,16 @@ ssm_status cuda_moe_backward(ssm_model *m, int i) {
     SSM_CUDA_CHECK_LAUNCH("the MoE combine's backward");
     const bf16 *up16 = w16(g, p->up), *down16 = w16(g, p->down);
     // y = down_e(a): d a = d y . down_e; d down_e += d y^T . a
-    for (int e = 0; e < X; e++) {
-        const size_t g0 = start[e];
-        const int n = start[e + 1] - (int)g0;
-        if (n) SSM_TRY(cuda_matmul_backward(g->blas, d->d_a + g0 * F, F, BF, 0.0f, gr->down + (size_t)e * D * F,
-                                            d->d_y + g0 * D, D, q->a + g0 * F, F, down16 + (size_t)e * D * F, n, F, D));
-    }
+    SSM_TRY(per_expert(start, X, [&](int e, size_t g0, int n) {
+        return cuda_matmul_backward(g->blas, d->d_a + g0 * F, F, BF, 0.0f, gr->down + (size_t)e * D * F, d->d_y + g0 * D,
+                                    D, q->a + g0 * F, F, down16 + (size_t)e * D * F, n, F, D);
+    }));
     SSM_TRY(activate_backward(c, d->d_u, d->d_a, q->u, S, F, U, st));
     // u = up_e(x): d x = d u . up_e; d up_e += d u^T . x
-    for (int e = 0; e < X; e++) {
-        const size_t g0 = start[e];
-        const int n = start[e + 1] - (int)g0;
-        if (n) SSM_TRY(cuda_matmul_backward(g->blas, d->d_x + g0 * D, D, F32, 0.0f, gr->up + (size_t)e * U * D,
-                                            d->d_u + g0 * U, U, q->x + g0 * D, D, up16 + (size_t)e * U * D, n, D, U));
-    }
+    SSM_TRY(per_expert(start, X, [&](int e, size_t g0, int n) {
+        return cuda_matmul_backward(g->blas, d->d_x + g0 * D, D, F32, 0.0f, gr->up + (size_t)e * U * D, d->d_u + g0 * U,
+                                    U, q->x + g0 * D, D, up16 + (size_t)e * U * D, n, D, U);
+    }));
     // the weights -> d logits
     route_backward_args rb = {d->d_logits, d->d_logits16, d->d_w, q->prob, q->sel,
                               o->routing == SSM_MOE_SOFTMAX ? ac->moe_aux_grad : NULL, T, X, k,
