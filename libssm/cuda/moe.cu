@@ -8,7 +8,9 @@
 // Routing stays on the device: the slots are grouped by expert (token order within an expert,
 // as the CPU's) by one block per expert; only the X + 1 group starts come to the host, to size
 // each expert's GEMMs. The decode step, captured in a CUDA graph, cannot wait for them: it runs
-// every expert on its B rows (two batched GEMMs) and combines the chosen ones.
+// the chosen experts a GEMV per slot up to batch MOE_GEMV_MAXB (each chosen expert's weights
+// read once per slot), and above it every expert on the B rows (two batched GEMMs), combining
+// the chosen outputs.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <math.h>
@@ -18,6 +20,7 @@
 namespace {
 
 constexpr int ROUTE_WARPS = 4; // rows (one warp each) per block of the routing kernels
+constexpr int MOE_GEMV_MAXB = 8; // the decode step's batches that run the chosen experts alone
 constexpr int GROUP_THREADS = 256;
 
 struct route_args {
@@ -26,7 +29,9 @@ struct route_args {
     float *prob;          // (T, X)
     int32_t *sel;         // (T, k)
     float *w;             // (T, k)
-    int32_t *dense_row;   // (T, k) or NULL: row sel T + t of the step's dense expert outputs
+    int32_t *dense_row;   // (T, k) or NULL: the step's output row of each slot: sel T + t (every
+                          // expert on every row), or with slot_rows the slot itself
+    int slot_rows;
     int T, X, k, softmax, norm_topk;
     float scaling;
 };
@@ -92,7 +97,7 @@ __global__ void route_kernel(route_args a) {
         const size_t s = (size_t)t * k + j;
         const int e = a.sel[s];
         a.w[s] = p[e] * norm * a.scaling;
-        if (a.dense_row) a.dense_row[s] = e * a.T + t;
+        if (a.dense_row) a.dense_row[s] = a.slot_rows ? (int32_t)s : e * a.T + t;
     }
 }
 
@@ -232,6 +237,43 @@ __global__ void route_backward_kernel(route_backward_args a) {
     }
 }
 
+// The decode step's chosen experts alone, a GEMV per slot: out[s, r] = w[sel[s]][r, :] .
+// in[s / in_div, :] (in_div = k: the slot's token row; 1: the slot's own row). Grid (n / 8, S),
+// a warp per output r. VEC: kk a multiple of 8 and 16-byte aligned rows (16-byte loads).
+struct expert_gemv_args {
+    void *out;          // (S, n) bf16, or fp32 with out_f32
+    int out_f32;
+    const bf16 *in;     // (rows, kk)
+    int in_div;
+    const bf16 *w;      // (X, n, kk)
+    const int32_t *sel; // (S)
+    int n, kk;
+};
+constexpr int EG_WARPS = 8;
+template <bool VEC> __global__ void __launch_bounds__(EG_WARPS * 32) expert_gemv_kernel(expert_gemv_args a) {
+    const int lane = threadIdx.x & 31, r = blockIdx.x * EG_WARPS + (threadIdx.x >> 5), s = blockIdx.y;
+    if (r >= a.n) return;
+    const bf16 *wr = a.w + ((size_t)a.sel[s] * a.n + r) * a.kk, *x = a.in + (size_t)(s / a.in_div) * a.kk;
+    float acc = 0.0f;
+    if (VEC) {
+        for (int c = lane * 8; c < a.kk; c += 256) {
+            const uint4 wv = __ldg((const uint4 *)(wr + c)), xv = *(const uint4 *)(x + c);
+            const __nv_bfloat162 *w2 = (const __nv_bfloat162 *)&wv, *x2 = (const __nv_bfloat162 *)&xv;
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float2 wf = __bfloat1622float2(w2[i]), xf = __bfloat1622float2(x2[i]);
+                acc += wf.x * xf.x + wf.y * xf.y;
+            }
+        }
+    } else {
+        for (int c = lane; c < a.kk; c += 32) acc += to_f(wr[c]) * to_f(x[c]);
+    }
+    for (int o = 16; o; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane) return;
+    if (a.out_f32) ((float *)a.out)[(size_t)s * a.n + r] = acc;
+    else ((bf16 *)a.out)[(size_t)s * a.n + r] = __float2bfloat16_rn(acc);
+}
+
 // d normed[t] = d h[t] + sum_j d x[row[t k + j]]: the k choices' d x back to their token, in
 // slot order, and one rounding to bf16
 __global__ void scatter_kernel(bf16 *d_normed, const float *d_h, const float *d_x, const int32_t *row, int k, int D) {
@@ -273,12 +315,13 @@ ssm_status activate_backward(const ssm_config *c, bf16 *du, const bf16 *da, cons
     return cuda_relu2_backward(du, U, da, F, u, U, rows, F, SSM_DTYPE_BF16, st);
 }
 
-// T rows' routing from q->logits into q->prob, q->sel, q->w (and dense_row)
-ssm_status route(const ssm_config *c, const ssm_moe_params *p, cuda_moe_acts *q, int32_t *dense_row, int T,
-                 cudaStream_t st) {
+// T rows' routing from q->logits into q->prob, q->sel, q->w (and dense_row, slot_rows)
+ssm_status route(const ssm_config *c, const ssm_moe_params *p, cuda_moe_acts *q, int32_t *dense_row, int slot_rows,
+                 int T, cudaStream_t st) {
     const ssm_moe_config *o = &c->moe;
     route_args a = {q->logits, o->routing == SSM_MOE_SIGMOID ? p->bias : NULL, q->prob, q->sel, q->w, dense_row,
-                    T, o->n_experts, o->top_k, o->routing == SSM_MOE_SOFTMAX, o->norm_topk, o->routed_scaling};
+                    slot_rows, T, o->n_experts, o->top_k, o->routing == SSM_MOE_SOFTMAX, o->norm_topk,
+                    o->routed_scaling};
     const size_t smem = (size_t)ROUTE_WARPS * o->n_experts * sizeof(float); // <= 16 KiB (X <= 1024)
     route_kernel<<<(T + ROUTE_WARPS - 1) / ROUTE_WARPS, 32 * ROUTE_WARPS, smem, st>>>(a);
     SSM_CUDA_CHECK_LAUNCH("the MoE routing");
@@ -295,6 +338,15 @@ ssm_status shared_forward(ssm_model *m, const ssm_moe_params *p, bf16 *su, bf16 
     SSM_TRY(cuda_matmul_forward(g->blas, su, Us, SSM_DTYPE_BF16, 0.0f, h, D, w16(g, p->shared_up), T, D, Us));
     SSM_TRY(activate(c, sa, su, T, Fs, Us, g->stream));
     return cuda_matmul_forward(g->blas, r, D, SSM_DTYPE_F32, 1.0f, sa, Fs, w16(g, p->shared_down), T, Fs, D);
+}
+
+ssm_status expert_gemv(const expert_gemv_args &a, int S, cudaStream_t st) {
+    const bool vec = a.kk % 8 == 0 && ((uintptr_t)a.w & 15) == 0 && ((uintptr_t)a.in & 15) == 0;
+    const dim3 grid((a.n + EG_WARPS - 1) / EG_WARPS, S);
+    if (vec) expert_gemv_kernel<true><<<grid, EG_WARPS * 32, 0, st>>>(a);
+    else expert_gemv_kernel<false><<<grid, EG_WARPS * 32, 0, st>>>(a);
+    SSM_CUDA_CHECK_LAUNCH("the MoE step's experts");
+    return SSM_OK;
 }
 
 // f(e, g0, n) for each expert e with rows: its grouped rows [g0, g0 + n) (start: the host copy)
@@ -326,7 +378,7 @@ ssm_status cuda_moe_forward(ssm_model *m, int i, int T, float *r) {
     cudaStream_t st = g->stream;
     // l = h . router^T (fp32 logits)
     SSM_TRY(cuda_matmul_forward(g->blas, q->logits, X, SSM_DTYPE_F32, 0.0f, la->normed, D, w16(g, p->router), T, D, X));
-    SSM_TRY(route(c, p, q, NULL, T, st));
+    SSM_TRY(route(c, p, q, NULL, 0, T, st));
     // the slots grouped by expert, and the grouped rows' inputs
     group_args ga = {q->sel, q->prob, q->start, q->slot, q->row, ac->moe_stats + (size_t)i * 2 * X, S, T, X};
     group_kernel<<<X, GROUP_THREADS, 0, st>>>(ga);
@@ -421,13 +473,20 @@ ssm_status cuda_moe_step(ssm_model *m, int i) {
     // h = RMSNorm(r); l = h . router^T; the routing, with the dense rows e B + b
     SSM_TRY(cuda_rmsnorm_forward(dc->h, dc->rstd, dc->r, lp->norm, B, D, c->norm_eps, SSM_DTYPE_BF16, st));
     SSM_TRY(cuda_matmul_forward(g->blas, q->logits, X, SSM_DTYPE_F32, 0.0f, dc->h, D, w16(g, p->router), B, D, X));
-    SSM_TRY(route(c, p, q, q->row, B, st));
-    // every expert on the B rows: u (X, B, U), a (X, B, F), y (X, B, D)
-    SSM_TRY(cuda_matmul_forward_batched(g->blas, q->u, U, (long long)B * U, SSM_DTYPE_BF16, 0.0f, dc->h, D, 0,
-                                        w16(g, p->up), (long long)U * D, B, D, U, X));
-    SSM_TRY(activate(c, q->a, q->u, X * B, F, U, st));
-    SSM_TRY(cuda_matmul_forward_batched(g->blas, q->y, D, (long long)B * D, SSM_DTYPE_F32, 0.0f, q->a, F,
-                                        (long long)B * F, w16(g, p->down), (long long)D * F, B, F, D, X));
+    const int few = B <= MOE_GEMV_MAXB;
+    SSM_TRY(route(c, p, q, q->row, few, B, st));
+    if (few) { // the chosen experts alone: u (S, U), a (S, F), y (S, D), row s = slot s
+        const int S = B * k;
+        SSM_TRY(expert_gemv({q->u, 0, dc->h, k, w16(g, p->up), q->sel, U, D}, S, st));
+        SSM_TRY(activate(c, q->a, q->u, S, F, U, st));
+        SSM_TRY(expert_gemv({q->y, 1, q->a, 1, w16(g, p->down), q->sel, D, F}, S, st));
+    } else { // every expert on the B rows: u (X, B, U), a (X, B, F), y (X, B, D)
+        SSM_TRY(cuda_matmul_forward_batched(g->blas, q->u, U, (long long)B * U, SSM_DTYPE_BF16, 0.0f, dc->h, D, 0,
+                                            w16(g, p->up), (long long)U * D, B, D, U, X));
+        SSM_TRY(activate(c, q->a, q->u, X * B, F, U, st));
+        SSM_TRY(cuda_matmul_forward_batched(g->blas, q->y, D, (long long)B * D, SSM_DTYPE_F32, 0.0f, q->a, F,
+                                            (long long)B * F, w16(g, p->down), (long long)D * F, B, F, D, X));
+    }
     SSM_TRY(shared_forward(m, p, q->su, q->sa, dc->h, B, dc->r));
     return combine(dc->r, q, B, k, D, st);
 }

@@ -464,6 +464,8 @@ int main(void) {
         test_batch(256, 128, 3, 4, 300);
         test_state_and_step(16, 64, 3, 3, 50, 29, 7);
         test_state_and_step(40, 48, 2, 1, 1, 1, 3);
+        if (moe_kinds()) /* above batch 8 the MoE step runs every expert (batched GEMMs) */
+            test_state_and_step(16, 64, 3, 9, 20, 9, 5);
         test_greedy(16, 64, 2, 3, 9, 24);
         test_training(16, 64, 2, 4, 128, 20);
     }
