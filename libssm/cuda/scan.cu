@@ -41,6 +41,7 @@ struct ScanP {
     // step: dt_proj applied inside (dt is then its (B, R) input, row stride ld_dt)
     const void *dt_w; // (E, R)
     int R, ld_dt;
+    bool overlap; // launched with programmatic dependent launch: wait before reading activations
     // chunk workspace, (B, K, N, E) unless said
     float *hin;  // state entering chunk c
     float *hloc; // end state of chunk c from a zero entry
@@ -755,30 +756,48 @@ template <typename T, int NS> __global__ void scan_step_kernel(const ScanP p) {
 // moves as float4, a warp's loads cover 32 / TPC whole channels (coalesced), and the partial
 // C . h are summed with shuffles. With dt_w, dt_proj runs here too (a dot of R per channel,
 // shared by the channel's threads), which saves decode a GEMM launch per layer.
+constexpr int STEP_RMAX = 16; // dt_proj weights a thread keeps in registers: R <= STEP_RMAX * TPC
+
 template <typename T, int TPC> __global__ void scan_step_vec_kernel(const ScanP p) {
     const int gid = blockIdx.x * blockDim.x + threadIdx.x, q = gid % TPC;
     const int n_ch = p.B * p.E, i = min(gid / TPC, n_ch - 1); // clamped: all lanes shuffle
     const bool act = gid / TPC < n_ch;
-    const int b = i / p.E, e = i % p.E, N = p.N;
+    const int b = i / p.E, e = i % p.E, N = p.N, n0 = 4 * q;
+    // the weights first: under programmatic dependent launch (p.overlap) these loads overlap
+    // the kernel before; no activation or state is read before the wait
+    const float bias = p.dt_bias[e], Dv = p.D[e];
+    const float4 a4 = n0 < N ? *(const float4 *)(p.A_log + (size_t)e * N + n0) : make_float4(0, 0, 0, 0);
+    const T *w = p.dt_w ? (const T *)p.dt_w + (size_t)e * p.R : nullptr;
+    const bool wreg = w && p.R <= STEP_RMAX * TPC;
+    float wr[STEP_RMAX]; // this thread's r = q, q + TPC, ... of dt_w's row e
+#pragma unroll
+    for (int j = 0; j < STEP_RMAX; j++) wr[j] = wreg && q + TPC * j < p.R ? ldf(w + q + TPC * j) : 0.0f;
+#if __CUDA_ARCH__ >= 900
+    if (p.overlap) asm volatile("griddepcontrol.launch_dependents;\n\tgriddepcontrol.wait;" ::: "memory");
+#endif
     float x;
-    if (p.dt_w) { // dt = dt_proj(x_dbl[:, :R]) without its bias
-        const T *w = (const T *)p.dt_w + (size_t)e * p.R, *xd = (const T *)p.dt + (size_t)b * p.ld_dt;
+    if (w) { // dt = dt_proj(x_dbl[:, :R]) without its bias
+        const T *xd = (const T *)p.dt + (size_t)b * p.ld_dt;
         x = 0.0f;
-        for (int r = q; r < p.R; r += TPC) x = fmaf(ldf(w + r), ldf(xd + r), x);
+        if (wreg) {
+#pragma unroll
+            for (int j = 0; j < STEP_RMAX; j++)
+                if (q + TPC * j < p.R) x = fmaf(wr[j], ldf(xd + q + TPC * j), x);
+        } else {
+            for (int r = q; r < p.R; r += TPC) x = fmaf(ldf(w + r), ldf(xd + r), x);
+        }
 #pragma unroll
         for (int o = TPC / 2; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o, TPC);
         x = to_f(from_f<T>(x)); // rounded like the parallel path's stored dt
     } else {
         x = ldf((const T *)p.dt + i);
     }
-    x += p.dt_bias[e];
+    x += bias;
     const float uv = ldf((const T *)p.u + i), delta = softplusf(x), dBu = delta * uv;
     float y = 0.0f;
-    const int n0 = 4 * q;
     if (n0 < N) {
         const T *Bm = (const T *)p.Bm + (size_t)b * p.ld_bc + n0, *Cm = (const T *)p.Cm + (size_t)b * p.ld_bc + n0;
         float4 *hp = (float4 *)(p.state + (size_t)i * N + n0);
-        const float4 a4 = *(const float4 *)(p.A_log + (size_t)e * N + n0);
         float4 h4 = *hp;
         float h[4] = {h4.x, h4.y, h4.z, h4.w};
         const float al[4] = {a4.x, a4.y, a4.z, a4.w};
@@ -794,7 +813,7 @@ template <typename T, int TPC> __global__ void scan_step_vec_kernel(const ScanP 
     for (int o = TPC / 2; o > 0; o /= 2) y += __shfl_xor_sync(0xffffffffu, y, o, TPC);
     if (!act || q) return;
     // y += D u;  out = y * silu(z)
-    y = fmaf(p.D[e], uv, y);
+    y = fmaf(Dv, uv, y);
     if (p.z) {
         const float zz = ldf((const T *)p.z + (size_t)b * p.ld_z + e);
         y *= zz * sigmoidf_(zz);
@@ -1014,7 +1033,14 @@ template <typename T, int NS> static ssm_status step_run(ScanP p, cudaStream_t s
     const size_t n = (size_t)p.B * p.E;
     if (p.N % 4 == 0) { // the state as float4 (every (b, e) row starts 16-byte aligned)
         constexpr int TPC = NS / 4;
-        scan_step_vec_kernel<T, TPC><<<blocks_for(n * TPC, 128), 128, 0, s>>>(p);
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)blocks_for(n * TPC, 128)), cfg.blockDim = dim3(128), cfg.stream = s;
+        cudaLaunchAttribute at[1] = {};
+        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = at, cfg.numAttrs = p.overlap ? 1 : 0;
+        cudaError_t e = cudaLaunchKernelEx(&cfg, scan_step_vec_kernel<T, TPC>, p);
+        if (e != cudaSuccess) return ssm_cuda_fail(e, "cuda_scan_step");
     } else if (p.dt_w) {
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "cuda_scan_step: a fused dt_proj needs d_state a multiple of 4");
     } else {
@@ -1120,7 +1146,7 @@ extern "C" ssm_status cuda_scan_step(const ssm_scan_args *a, void *out, float *s
         return ssm_set_error(SSM_ERR_ARG, "cuda_scan_step: state and A_log must be 16-byte aligned");
     ScanP p = make_params(&a1, pl);
     p.y = out, p.state = state;
-    p.dt_w = a1.dt_w, p.R = a1.dt_rank, p.ld_dt = a1.ld_dt;
+    p.dt_w = a1.dt_w, p.R = a1.dt_rank, p.ld_dt = a1.ld_dt, p.overlap = a1.overlap != 0;
     SCAN_DISPATCH(a1.dtype, pl.NS, return (step_run<T, NSC>(p, stream)));
     return SSM_OK;
 }

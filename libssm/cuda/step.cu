@@ -184,6 +184,7 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
         }
         sa.z = d->xz + E, sa.ld_z = 2 * E;
         sa.dt_bias = p->mamba1.dt_proj_b, sa.A_log = p->mamba1.A_log, sa.D = p->mamba1.D;
+        sa.overlap = d->gemv == 2;
         SSM_TRY(cuda_scan_step(&sa, d->y, ssm + so, st));
         SSM_TRY(cuda_step_project(m, d->r, D, SSM_DTYPE_F32, 1.0f, d->y, E, NULL, w16(g, p->mamba1.out_proj), E, D));
     }

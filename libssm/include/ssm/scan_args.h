@@ -43,6 +43,9 @@ typedef struct ssm_scan_args {
                               then dt_proj's input (B, dt_rank), row stride ld_dt, and the step
                               applies the projection itself (N a multiple of 4) */
     int dt_rank, ld_dt;
+    int overlap;           /* step only: 1 launches with programmatic dependent launch (sm_90 and
+                              later): the weights' loads and the launch overlap the kernel
+                              before, which must not write them (the decode graph) */
     float *ckpt;           /* or NULL: cuda_scan_checkpoint_bytes(args) bytes (when that is not
                               0) where a training forward (zero initial state) saves the states
                               its backward needs, so that the backward does not recompute
