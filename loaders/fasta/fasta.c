@@ -497,6 +497,15 @@ static ssm_status read_fai(fasta_set *set, int fi, const char *fai_path) {
                               "rebuild it)", fai_path, ln);
             break;
         }
+        /* OFFSET, LINEBASES, LINEWIDTH: htslib divides by the bases per line when it fetches, and
+         * indexes a record whose first line is blanks alone with 0 of them (a fuzzed input) */
+        long long col[3] = {0, 0, 0};
+        for (int c = 0; c < 3 && *end == '\t'; c++) col[c] = strtoll(end + 1, &end, 10);
+        if (col[1] < 1 || col[2] < col[1]) {
+            s = ssm_set_error(SSM_ERR_FORMAT, "%s:%lld: %lld bases in lines of %lld bytes: not an index "
+                              "faidx can read (delete the file to rebuild it)", fai_path, ln, col[1], col[2]);
+            break;
+        }
         *tab = 0;
         if ((s = add_record(set, fi, line, len, 0))) break;
     }

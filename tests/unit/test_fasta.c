@@ -414,6 +414,42 @@ static void test_set_stale_index_and_fetch_check(void **st) {
     tmp_rm(dir);
 }
 
+/* A record whose first line is blanks alone: htslib indexes it with 0 bases per line and then
+ * divides by that when it fetches (SIGFPE; fuzz_fasta's finding, tests/fuzz/fasta_corpus/
+ * blank_first_line.fa). The index is refused and the bases held in memory; a written .fai with
+ * 0 bases per line is refused and rebuilt the same way. */
+static void test_set_zero_bases_per_line(void **st) {
+    (void)st;
+    char *dir = tmp_new();
+    char *p = path_in(dir, "z.fa");
+    const char *a = ">a\n \nT\n>e\nG\n";
+    write_file(p, a, strlen(a));
+    const char *files[] = {p};
+    for (int round = 0; round < 2; round++) { /* 2: beside a fresh index of 0 bases per line */
+        if (round) {
+            char *fai = path_in(dir, "z.fa.fai");
+            const char *bad = "a\t1\t3\t0\t2\ne\t1\t10\t1\t2\n";
+            write_file(fai, bad, strlen(bad));
+            struct utimbuf older = {1000000000, 1000000000}, newer = {2000000000, 2000000000};
+            utime(p, &older);
+            utime(fai, &newer);
+            free(fai);
+        }
+        fasta_set *set;
+        TU_OK(fasta_set_open(files, 1, NULL, 0, NULL, &set));
+        assert_int_equal(fasta_set_n_records(set), 2);
+        assert_int_equal(fasta_set_record(set, 0)->length, 1);
+        char buf[4] = {0};
+        TU_OK(fasta_set_fetch(set, 0, 0, 1, buf));
+        assert_int_equal(buf[0], 'T');
+        TU_OK(fasta_set_fetch(set, 1, 0, 1, buf));
+        assert_int_equal(buf[0], 'G');
+        fasta_set_free(set);
+    }
+    free(p);
+    tmp_rm(dir);
+}
+
 static void test_set_multi_file(void **st) {
     (void)st;
     char *dir = tmp_new();
@@ -661,6 +697,7 @@ int main(void) {
         cmocka_unit_test(test_set_access),
         cmocka_unit_test(test_set_index_in_memory),
         cmocka_unit_test(test_set_stale_index_and_fetch_check),
+        cmocka_unit_test(test_set_zero_bases_per_line),
         cmocka_unit_test(test_set_multi_file),
         cmocka_unit_test(test_valid_split),
         cmocka_unit_test(test_draws),
