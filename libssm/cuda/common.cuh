@@ -119,6 +119,21 @@ ssm_status ssm_cuda_fail(cudaError_t err, const char *where);
         if (ssm_err_ != cudaSuccess) return ssm_cuda_fail(ssm_err_, where);                  \
     } while (0)
 
+// Launch kern<<<grid, block, smem, st>>>(p), with programmatic dependent launch when overlap
+// (sm_90 and later): the kernel may then start before the one ahead of it finishes, and must
+// execute griddepcontrol.wait before it reads anything that kernel writes.
+template <typename P>
+static inline cudaError_t ssm_cuda_launch(void (*kern)(P), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                          bool overlap, const P &p) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = st;
+    cudaLaunchAttribute at[1] = {};
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at, cfg.numAttrs = overlap ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kern, p);
+}
+
 static inline size_t ssm_align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 // A bump allocator over one device allocation (256-byte aligned pieces): with base == NULL it

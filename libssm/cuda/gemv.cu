@@ -148,13 +148,7 @@ extern "C" ssm_status cuda_gemv(const cuda_gemv_args *a, cudaStream_t st) {
     if (a->out_dtype == SSM_DTYPE_F32) kern = norm ? gemv_kernel<true, false, float> : gemv_kernel<false, false, float>;
     else if (norm) kern = conv ? gemv_kernel<true, true, bf16> : gemv_kernel<true, false, bf16>;
     else kern = conv ? gemv_kernel<false, true, bf16> : gemv_kernel<false, false, bf16>;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(grid), cfg.blockDim = dim3(blk), cfg.dynamicSmemBytes = smem, cfg.stream = st;
-    cudaLaunchAttribute at[1] = {};
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at, cfg.numAttrs = a->overlap ? 1 : 0;
-    cudaError_t e = cudaLaunchKernelEx(&cfg, kern, p);
+    cudaError_t e = ssm_cuda_launch(kern, dim3(grid), dim3(blk), smem, st, a->overlap != 0, p);
     if (e != cudaSuccess) return ssm_cuda_fail(e, "cuda_gemv");
     SSM_CUDA_CHECK_LAUNCH("cuda_gemv");
     return SSM_OK;

@@ -752,12 +752,13 @@ template <typename T, int NS> __global__ void scan_step_kernel(const ScanP p) {
     ((T *)p.y)[i] = from_f<T>(y);
 }
 
+constexpr int STEP_RMAX = 16; // dt_proj weights a thread keeps in registers: R <= STEP_RMAX * TPC
+
 // The step with TPC = NS / 4 threads per channel, 4 states each (N a multiple of 4): the state
 // moves as float4, a warp's loads cover 32 / TPC whole channels (coalesced), and the partial
 // C . h are summed with shuffles. With dt_w, dt_proj runs here too (a dot of R per channel,
-// shared by the channel's threads), which saves decode a GEMM launch per layer.
-constexpr int STEP_RMAX = 16; // dt_proj weights a thread keeps in registers: R <= STEP_RMAX * TPC
-
+// shared by the channel's threads), which saves decode a GEMM launch per layer. With p.overlap
+// (programmatic dependent launch) the weights are loaded before the wait for the kernel ahead.
 template <typename T, int TPC> __global__ void scan_step_vec_kernel(const ScanP p) {
     const int gid = blockIdx.x * blockDim.x + threadIdx.x, q = gid % TPC;
     const int n_ch = p.B * p.E, i = min(gid / TPC, n_ch - 1); // clamped: all lanes shuffle
@@ -1033,13 +1034,8 @@ template <typename T, int NS> static ssm_status step_run(ScanP p, cudaStream_t s
     const size_t n = (size_t)p.B * p.E;
     if (p.N % 4 == 0) { // the state as float4 (every (b, e) row starts 16-byte aligned)
         constexpr int TPC = NS / 4;
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3((unsigned)blocks_for(n * TPC, 128)), cfg.blockDim = dim3(128), cfg.stream = s;
-        cudaLaunchAttribute at[1] = {};
-        at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        at[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = at, cfg.numAttrs = p.overlap ? 1 : 0;
-        cudaError_t e = cudaLaunchKernelEx(&cfg, scan_step_vec_kernel<T, TPC>, p);
+        cudaError_t e = ssm_cuda_launch(scan_step_vec_kernel<T, TPC>, dim3(blocks_for(n * TPC, 128)), dim3(128), 0, s,
+                                        p.overlap, p);
         if (e != cudaSuccess) return ssm_cuda_fail(e, "cuda_scan_step");
     } else if (p.dt_w) {
         return ssm_set_error(SSM_ERR_UNSUPPORTED, "cuda_scan_step: a fused dt_proj needs d_state a multiple of 4");
