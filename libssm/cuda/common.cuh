@@ -67,6 +67,21 @@ template <int NT> __device__ __forceinline__ float block_sum(float v, float *sh)
     return t;
 }
 
+// Argmax order: (v, i) beats (bv, bi) when larger, or equal at a smaller index; NaN never wins
+// (a row of NaNs keeps bi = INT32_MAX, which callers write as index 0).
+__device__ __forceinline__ bool argmax_better(float v, int i, float bv, int bi) {
+    return v > bv || (v == bv && i < bi);
+}
+// The warp's best (value, index) pair in every lane.
+__device__ __forceinline__ void argmax_warp(float &bv, int &bi) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (argmax_better(ov, oi, bv, bi)) bv = ov, bi = oi;
+    }
+}
+
 // ---- special functions -------------------------------------------------------------------
 
 // 2^x on the special-function unit (MUFU.EX2): ~2 ulp, 0 below -126 (flushed).

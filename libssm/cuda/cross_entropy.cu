@@ -121,30 +121,30 @@ __global__ void __launch_bounds__(BT) ce_kernel(float *nll, float *entropy, T *d
     }
 }
 
-// grid (rows), block (BT): the first index of the row's maximum
-__global__ void __launch_bounds__(BT) argmax_kernel(int32_t *out, const float *logits, int ld,
-                                                    int V) {
+// grid (rows), block (BT): the first index of the row's maximum. W = 4: float4 loads (V and
+// ld multiples of 4, 16-byte aligned rows), four in flight per thread before the compares.
+template <int W> __global__ void __launch_bounds__(BT) argmax_kernel(int32_t *out, const float *logits, int ld,
+                                                                     int V) {
     __shared__ float rv[BT / 32];
     __shared__ int ri[BT / 32];
     const int tid = threadIdx.x;
     const float *lr = logits + (size_t)blockIdx.x * ld; // (V)
     float bv = -INFINITY;
     int bi = INT32_MAX;
-    for (int c = tid; c < V; c += BT) {
-        const float v = __ldg(lr + c);
-        if (v > bv || (v == bv && c < bi)) bv = v, bi = c; // c rises: strict > keeps the first
-    }
+#pragma unroll 4
+    for (int c = tid * W; c < V; c += BT * W) {
+        float v[W];
+        ld_logits<W>(lr + c, v);
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) bv = ov, bi = oi;
+        for (int k = 0; k < W; k++) // c rises within a thread: argmax_better keeps the first
+            if (argmax_better(v[k], c + k, bv, bi)) bv = v[k], bi = c + k;
     }
+    argmax_warp(bv, bi);
     if (tid % 32 == 0) rv[tid / 32] = bv, ri[tid / 32] = bi;
     __syncthreads();
     if (tid == 0) {
         for (int i = 1; i < BT / 32; i++)
-            if (rv[i] > bv || (rv[i] == bv && ri[i] < bi)) bv = rv[i], bi = ri[i];
+            if (argmax_better(rv[i], ri[i], bv, bi)) bv = rv[i], bi = ri[i];
         out[blockIdx.x] = bi == INT32_MAX ? 0 : bi; // a row of NaNs: 0
     }
 }
@@ -207,7 +207,8 @@ extern "C" ssm_status cuda_argmax(int32_t *out, const float *logits, int ld, int
     if (rows < 1 || V < 1 || ld < V)
         return ssm_set_error(SSM_ERR_ARG, "cuda_argmax: rows=%d V=%d ld=%d (need >= 1, ld >= V)",
                              rows, V, ld);
-    argmax_kernel<<<rows, BT, 0, stream>>>(out, logits, ld, V);
+    if (V % 4 == 0 && ld % 4 == 0 && aligned(logits, 16)) argmax_kernel<4><<<rows, BT, 0, stream>>>(out, logits, ld, V);
+    else argmax_kernel<1><<<rows, BT, 0, stream>>>(out, logits, ld, V);
     SSM_CUDA_CHECK_LAUNCH("cuda_argmax");
     return SSM_OK;
 }

@@ -26,6 +26,11 @@ constexpr int THREADS = 128;
 template <bool VEC>
 __global__ void __launch_bounds__(THREADS) embed_fwd_kernel(float *out, const int32_t *tokens,
                                                             const float *table, int D) {
+#if __CUDA_ARCH__ >= 900
+    // a decode step's first projection (launched with programmatic dependent launch) may start
+    // now and load its weights; it waits for this kernel's rows before reading them
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
     const size_t t = blockIdx.x;
     const float *src = table + (size_t)__ldg(tokens + t) * D; // (D)
     float *dst = out + t * D;                                  // (D)

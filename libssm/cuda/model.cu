@@ -76,6 +76,9 @@ static ssm_status alloc_training(ssm_model *m, ssm_adamw *opt) {
 
 void cuda_decode_free(ssm_cuda_model *g) {
     if (g->dec.step_graph) cudaGraphExecDestroy(g->dec.step_graph);
+    for (int i = 0; i < 2; i++)
+        if (g->dec.gen_graph[i]) cudaGraphExecDestroy(g->dec.gen_graph[i]);
+    cuda_model_release(g, g->dec.gen_state, g->dec.gen_state_bytes);
     cuda_model_release(g, g->dec.blob, g->dec.bytes);
     memset(&g->dec, 0, sizeof g->dec);
 }

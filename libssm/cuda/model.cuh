@@ -180,8 +180,14 @@ struct cuda_decode {
     int32_t *out;          // (B, out_cap) greedy tokens
     int out_cap;
     int *counter;          // (1) tokens appended to out so far
+    float *part_v;         // (pairs, B) greedy's fused head argmax (cuda_gemv_argmax_scratch):
+    int32_t *part_i;       // (pairs, B) the blocks' best values and their indices
+    unsigned *blocks_done; // (counters) its finished blocks and groups (0 between launches)
     const void *graph_state;   // the state the step graph was captured with
     cudaGraphExec_t step_graph;   // ssm_step: tokens -> logits
+    float *gen_state;      // greedy generation's own state (B rows), NULL until the first
+    size_t gen_state_bytes;
+    cudaGraphExec_t gen_graph[2]; // greedy steps over gen_state: GRAPH_STEPS of them, and one
     int gemv;              // the step's projections through cuda_gemv (small B), see step.cu:
                            // 0 no (cuBLAS), 1 yes, 2 yes with programmatic dependent launch
 };
@@ -218,6 +224,21 @@ static inline const bf16 *w16(const ssm_cuda_model *g, const float *p) {
 // bf16 rows in (B, k), or, with norm_w, RMSNorm(eps, norm_w) of the fp32 rows in; with u set,
 // the causal-conv step on out columns [0, E) too (u (B, E) = silu(conv), conv_state (B, E, K)).
 #define GV_MAXB 8
+#define GV_KMAX 8 // the fused conv step's widest kernel (d_conv)
+// Greedy decode's head (fp32 out): tokens[b] = the first index of row b's maximum, then the
+// append of step.cu's append_tokens (out[b, *counter] = tokens[b], pos[b] += 1, *counter += 1).
+// part_v, part_i, blocks_done: scratch of cuda_gemv_argmax_scratch's sizes, the counters 0
+// before the first launch (and 0 again after each).
+struct cuda_gemv_argmax {
+    int32_t *tokens;       // (B), or NULL: no argmax
+    float *part_v;
+    int32_t *part_i;
+    unsigned *blocks_done;
+    int32_t *out;          // (B, out_cap)
+    int out_cap;
+    int *counter;
+    int64_t *pos;          // (B)
+};
 struct cuda_gemv_args {
     void *out;
     int ld_out;
@@ -234,10 +255,13 @@ struct cuda_gemv_args {
     const float *conv_w, *conv_b; // (E, K), (E)
     int E, K;
     int overlap;           // programmatic dependent launch (sm_90 and later)
+    cuda_gemv_argmax argmax;
 };
 // B <= GV_MAXB, k a multiple of 8 (at most 2048), 16-byte aligned rows: else use cuBLAS
 extern "C" bool cuda_gemv_fits(const cuda_gemv_args *a);
 extern "C" ssm_status cuda_gemv(const cuda_gemv_args *a, cudaStream_t st);
+// the fused argmax's scratch for n outputs: part_v and part_i hold pairs * B, blocks_done counters
+extern "C" void cuda_gemv_argmax_scratch(int n, int *pairs, int *counters);
 
 // A projection of the decode step (step.cu): out (B, n) = beta * out + x . w^T over dec.batch
 // rows, x the bf16 rows in (B, k) or, with norm_w, RMSNorm(norm_eps, norm_w) of the fp32 rows

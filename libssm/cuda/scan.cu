@@ -776,6 +776,18 @@ template <typename T, int TPC> __global__ void scan_step_vec_kernel(const ScanP 
 #if __CUDA_ARCH__ >= 900
     if (p.overlap) asm volatile("griddepcontrol.launch_dependents;\n\tgriddepcontrol.wait;" ::: "memory");
 #endif
+    // every activation and the state at once, before the dt dot needs the first of them
+    const float uv = ldf((const T *)p.u + i);
+    const float zz = p.z ? ldf((const T *)p.z + (size_t)b * p.ld_z + e) : 0.0f;
+    float bm[4] = {}, cm[4] = {}, h[4] = {};
+    float4 *hp = (float4 *)(p.state + (size_t)i * N + n0);
+    if (n0 < N) {
+        const T *Bm = (const T *)p.Bm + (size_t)b * p.ld_bc + n0, *Cm = (const T *)p.Cm + (size_t)b * p.ld_bc + n0;
+        const float4 h4 = *hp;
+        h[0] = h4.x, h[1] = h4.y, h[2] = h4.z, h[3] = h4.w;
+#pragma unroll
+        for (int k = 0; k < 4; k++) bm[k] = ldf(Bm + k), cm[k] = ldf(Cm + k);
+    }
     float x;
     if (w) { // dt = dt_proj(x_dbl[:, :R]) without its bias
         const T *xd = (const T *)p.dt + (size_t)b * p.ld_dt;
@@ -794,19 +806,15 @@ template <typename T, int TPC> __global__ void scan_step_vec_kernel(const ScanP 
         x = ldf((const T *)p.dt + i);
     }
     x += bias;
-    const float uv = ldf((const T *)p.u + i), delta = softplusf(x), dBu = delta * uv;
+    const float delta = softplusf(x), dBu = delta * uv;
     float y = 0.0f;
     if (n0 < N) {
-        const T *Bm = (const T *)p.Bm + (size_t)b * p.ld_bc + n0, *Cm = (const T *)p.Cm + (size_t)b * p.ld_bc + n0;
-        float4 *hp = (float4 *)(p.state + (size_t)i * N + n0);
-        float4 h4 = *hp;
-        float h[4] = {h4.x, h4.y, h4.z, h4.w};
         const float al[4] = {a4.x, a4.y, a4.z, a4.w};
 #pragma unroll
         for (int k = 0; k < 4; k++) { // h = exp(delta * A) * h + delta * B * u;  y = C . h
             const float a2 = -expf(al[k]) * SSM_LOG2E;
-            h[k] = fmaf(ex2f(delta * a2), h[k], dBu * ldf(Bm + k));
-            y = fmaf(h[k], ldf(Cm + k), y);
+            h[k] = fmaf(ex2f(delta * a2), h[k], dBu * bm[k]);
+            y = fmaf(h[k], cm[k], y);
         }
         if (act) *hp = make_float4(h[0], h[1], h[2], h[3]);
     }
@@ -815,10 +823,7 @@ template <typename T, int TPC> __global__ void scan_step_vec_kernel(const ScanP 
     if (!act || q) return;
     // y += D u;  out = y * silu(z)
     y = fmaf(Dv, uv, y);
-    if (p.z) {
-        const float zz = ldf((const T *)p.z + (size_t)b * p.ld_z + e);
-        y *= zz * sigmoidf_(zz);
-    }
+    if (p.z) y *= zz * sigmoidf_(zz);
     ((T *)p.y)[i] = from_f<T>(y);
 }
 

@@ -61,7 +61,7 @@ static int gemv_fits_model(const ssm_model *m, int B) {
         if (c->layer_kind[i] != SSM_LAYER_MAMBA1) continue; // Mamba-2's step runs on cuBLAS
         const ssm_layer_params *p = &g->p.layers[i];
         cuda_gemv_args in = gemv_args(NULL, 0, SSM_DTYPE_BF16, act, D, w16(g, p->mamba1.in_proj), B, D, 2 * E);
-        in.norm_w = p->norm;
+        in.norm_w = p->norm, in.u = (void *)act, in.E = E, in.K = c->d_conv; // with the conv step
         cuda_gemv_args xp = gemv_args(NULL, 0, SSM_DTYPE_BF16, act, E, w16(g, p->mamba1.x_proj), B, E, XD);
         cuda_gemv_args op = gemv_args(NULL, 0, SSM_DTYPE_F32, act, E, w16(g, p->mamba1.out_proj), B, E, D);
         if (!cuda_gemv_fits(&in) || !cuda_gemv_fits(&xp) || !cuda_gemv_fits(&op)) return 0;
@@ -87,6 +87,8 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
     const int has_moe = cuda_model_has_kind(c, SSM_LAYER_MOE);
     const cuda_moe_widths we = cuda_moe_width(c);
     const size_t X = we.X, S = B * we.k;
+    int pairs, counters;
+    cuda_gemv_argmax_scratch((int)V, &pairs, &counters);
     // two passes over the same list: the first counts, the second hands out the pointers
     for (int pass = 0; pass < 2; pass++) {
         Carve cv = {(char *)d->blob, 0};
@@ -127,6 +129,9 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
         d->logits = cv.take<float>(B * V);
         d->out = cv.take<int32_t>((size_t)B * (out_cap > 0 ? out_cap : 1));
         d->counter = cv.take<int>(1);
+        d->part_v = cv.take<float>((size_t)pairs * B);
+        d->part_i = cv.take<int32_t>((size_t)pairs * B);
+        d->blocks_done = cv.take<unsigned>(counters);
         if (!pass) {
             SSM_TRY(cuda_model_alloc(g, &d->blob, cv.off, "the decode buffers"));
             d->bytes = cv.off;
@@ -135,11 +140,15 @@ static ssm_status decode_plan(ssm_model *m, int B, int out_cap) {
     d->batch = B;
     d->out_cap = out_cap;
     d->gemv = gemv_fits_model(m, B);
+    CUDA_TRY(cudaMemsetAsync(d->blocks_done, 0, counters * sizeof(unsigned), g->stream), "the decode buffers");
     return SSM_OK;
 }
 
-// One step: d.tokens (B) -> d.logits (B, V), the states in ssm_state's layout (cuda_state_slots).
-static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
+static ssm_status enqueue_argmax_append(ssm_model *m);
+
+// One step: d.tokens (B) -> d.logits (B, V), the states in ssm_state's layout (cuda_state_slots);
+// with greedy, then d.tokens = each row's argmax, appended to d.out.
+static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm, int greedy) {
     ssm_cuda_model *g = m->cuda;
     cuda_decode *d = &g->dec;
     const ssm_config *c = &m->config;
@@ -188,8 +197,16 @@ static ssm_status enqueue_step(ssm_model *m, float *conv, float *ssm) {
         SSM_TRY(cuda_scan_step(&sa, d->y, ssm + so, st));
         SSM_TRY(cuda_step_project(m, d->r, D, SSM_DTYPE_F32, 1.0f, d->y, E, NULL, w16(g, p->mamba1.out_proj), E, D));
     }
-    // the final RMSNorm and the tied head (one launch on the gemv path)
-    return cuda_step_project(m, d->logits, V, SSM_DTYPE_F32, 0.0f, d->r, D, g->p.norm_f, w16(g, g->p.embedding), D, V);
+    // the final RMSNorm and the tied head: one launch on the gemv path, greedy's argmax and
+    // append in it too
+    if (greedy && d->gemv) {
+        cuda_gemv_args a = gemv_args(d->logits, V, SSM_DTYPE_F32, d->r, D, w16(g, g->p.embedding), B, D, V);
+        a.norm_w = g->p.norm_f, a.eps = c->norm_eps;
+        a.argmax = {d->tokens, d->part_v, d->part_i, d->blocks_done, d->out, d->out_cap, d->counter, d->pos};
+        if (cuda_gemv_fits(&a)) return run_gemv(d, a, st);
+    }
+    SSM_TRY(cuda_step_project(m, d->logits, V, SSM_DTYPE_F32, 0.0f, d->r, D, g->p.norm_f, w16(g, g->p.embedding), D, V));
+    return greedy ? enqueue_argmax_append(m) : SSM_OK;
 }
 
 // out[b, *counter] = tokens[b]; then *counter += 1 (one block: B is a decode batch),
@@ -211,10 +228,10 @@ static ssm_status set_positions(int64_t *pos, int B, int P, cudaStream_t st) {
     return SSM_OK;
 }
 
-static ssm_status enqueue_greedy(ssm_model *m, float *conv, float *ssm) {
+// d.tokens = argmax of d.logits per row, appended to d.out
+static ssm_status enqueue_argmax_append(ssm_model *m) {
     ssm_cuda_model *g = m->cuda;
     cuda_decode *d = &g->dec;
-    SSM_TRY(enqueue_step(m, conv, ssm));
     int V = m->config.vocab_size;
     SSM_TRY(cuda_argmax(d->tokens, d->logits, V, d->batch, V, g->stream));
     append_tokens<<<1, 128, 0, g->stream>>>(d->out, d->out_cap, d->counter, d->tokens, d->pos, d->batch);
@@ -222,13 +239,17 @@ static ssm_status enqueue_greedy(ssm_model *m, float *conv, float *ssm) {
     return SSM_OK;
 }
 
-// Capture fn's work on the model's stream into an executable graph.
-static ssm_status capture(ssm_model *m, ssm_status (*fn)(ssm_model *, float *, float *), float *conv,
-                          float *ssm, cudaGraphExec_t *exec) {
+// Greedy generation replays a graph of GRAPH_STEPS steps: a graph launch costs more than the
+// boundary between two kernels inside one
+#define GRAPH_STEPS 8
+
+// Capture `steps` decode steps (greedy or not) on the model's stream into an executable graph.
+static ssm_status capture(ssm_model *m, int greedy, int steps, float *conv, float *ssm, cudaGraphExec_t *exec) {
     ssm_cuda_model *g = m->cuda;
     cudaGraph_t graph = NULL;
     CUDA_TRY(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal), "capturing the decode step");
-    ssm_status s = fn(m, conv, ssm);
+    ssm_status s = SSM_OK;
+    for (int i = 0; !s && i < steps; i++) s = enqueue_step(m, conv, ssm, greedy);
     cudaError_t e = cudaStreamEndCapture(g->stream, &graph);
     if (s) {
         if (graph) cudaGraphDestroy(graph);
@@ -253,7 +274,7 @@ extern "C" ssm_status cuda_model_step(ssm_model *m, ssm_state *state, const int3
         d->step_graph = NULL;
     }
     if (!d->step_graph) {
-        SSM_TRY(capture(m, enqueue_step, conv, ssm, &d->step_graph));
+        SSM_TRY(capture(m, 0, 1, conv, ssm, &d->step_graph));
         d->graph_state = conv;
     }
     CUDA_TRY(cudaMemcpyAsync(d->tokens, tokens, B * sizeof(int32_t), cudaMemcpyHostToDevice, g->stream), "uploading tokens");
@@ -277,15 +298,17 @@ extern "C" ssm_status cuda_model_generate_greedy(ssm_model *m, const int32_t *pr
                              (long long)P + n_new - 1, c->attention.max_context);
     SSM_TRY(decode_plan(m, B, n_new));
     cuda_decode *d = &g->dec;
-    // the generation's own state, zero at the start, never leaves the device
+    // the generation's own state (kept with the decode buffers, so that the graphs captured over
+    // it serve the next generation of this shape too), zero at the start, never leaves the device
     size_t conv_total, ssm_total;
     cuda_state_slots(c, B, c->n_layer, &conv_total, &ssm_total);
-    size_t state_bytes = (conv_total + ssm_total) * sizeof(float);
-    float *conv = NULL;
-    SSM_TRY(cuda_model_alloc(g, (void **)&conv, state_bytes, "the generation state"));
-    float *ssm = conv + conv_total;
+    if (!d->gen_state) {
+        d->gen_state_bytes = (conv_total + ssm_total) * sizeof(float);
+        SSM_TRY(cuda_model_alloc(g, (void **)&d->gen_state, d->gen_state_bytes, "the generation state"));
+    }
+    float *conv = d->gen_state, *ssm = conv + conv_total;
     ssm_status s = SSM_OK;
-    cudaError_t e = cudaMemsetAsync(conv, 0, state_bytes, g->stream);
+    cudaError_t e = cudaMemsetAsync(conv, 0, d->gen_state_bytes, g->stream);
     if (!e) e = cudaMemsetAsync(d->counter, 0, sizeof(int), g->stream);
     if (e) s = ssm_cuda_fail(e, "the generation state");
     // the prompt in one parallel pass; the first new token from its last position
@@ -293,24 +316,20 @@ extern "C" ssm_status cuda_model_generate_greedy(ssm_model *m, const int32_t *pr
     if (!s) s = cuda_matmul_forward(g->blas, d->logits, V, SSM_DTYPE_F32, 0.0f,
                                     g->a.normed_f + (size_t)(P - 1) * D, P * D,
                                     w16(g, g->p.embedding), B, D, V);
-    if (!s) s = cuda_argmax(d->tokens, d->logits, V, B, V, g->stream);
-    if (!s) {
-        append_tokens<<<1, 128, 0, g->stream>>>(d->out, d->out_cap, d->counter, d->tokens, d->pos, B);
-        if ((e = cudaGetLastError())) s = ssm_cuda_fail(e, "append_tokens");
-    }
+    if (!s) s = enqueue_argmax_append(m);
     // the first step's token sits at position P (append_tokens moves pos on after each step)
     if (!s) s = set_positions(d->pos, B, P, g->stream);
-    // then each further token: one graph launch (captured once for this state)
-    cudaGraphExec_t exec = NULL;
-    if (!s && n_new > 1) s = capture(m, enqueue_greedy, conv, ssm, &exec);
-    for (int i = 1; !s && i < n_new; i++)
-        if ((e = cudaGraphLaunch(exec, g->stream))) s = ssm_cuda_fail(e, "the decode step");
+    // then the n_new - 1 further tokens: a graph of GRAPH_STEPS steps, one of a single step for
+    // the rest (each captured once for the decode buffers)
+    const int full = (n_new - 1) / GRAPH_STEPS, rest = (n_new - 1) % GRAPH_STEPS;
+    if (!s && full && !d->gen_graph[0]) s = capture(m, 1, GRAPH_STEPS, conv, ssm, &d->gen_graph[0]);
+    if (!s && rest && !d->gen_graph[1]) s = capture(m, 1, 1, conv, ssm, &d->gen_graph[1]);
+    for (int i = 0; !s && i < full + rest; i++)
+        if ((e = cudaGraphLaunch(d->gen_graph[i < full ? 0 : 1], g->stream))) s = ssm_cuda_fail(e, "the decode steps");
     if (!s && (e = cudaMemcpy2DAsync(out, n_new * sizeof(int32_t), d->out, d->out_cap * sizeof(int32_t),
                                      n_new * sizeof(int32_t), B, cudaMemcpyDeviceToHost, g->stream)))
         s = ssm_cuda_fail(e, "downloading tokens");
     if (!s && (e = cudaStreamSynchronize(g->stream))) s = ssm_cuda_fail(e, "the generation");
-    if (exec) cudaGraphExecDestroy(exec);
     cudaStreamSynchronize(g->stream);
-    cuda_model_release(g, conv, state_bytes);
     return s;
 }
