@@ -64,8 +64,9 @@ __device__ void block_best(const float *pv, const int32_t *pi, int n, int B, int
 }
 
 // With a.argmax (the head of greedy decode): the first index of each row's maximum over the n
-// outputs, without a second kernel. Each block writes its rows' best pair among its columns; the last block of each group of GV_GROUP blocks to finish (a counter per group, after
-// a fence) reduces the group's pairs to one; the last group's reduces the groups' and appends
+// outputs, without a second kernel. Each block writes its rows' best pair among its columns;
+// the last block of each group of GV_GROUP blocks to finish (a counter per group, after a
+// fence) reduces the group's pairs to one; the last group's reduces the groups' and appends
 // the tokens. The order (value, then the lower index) is total, so the result is the same on
 // every run.
 __device__ void argmax_blocks(const cuda_gemv_argmax &g, int B, int warp, int lane, float v, int o) {
@@ -204,24 +205,22 @@ __global__ void __launch_bounds__(32 * GV_WARPS) gemv_kernel(GemvP p) {
     for (int b = warp; NORM && b < a.B; b += GV_WARPS) {
         // rms_fwd_kernel's W = 4 loop: the same sums in the same order
         bf16 *xr = (bf16 *)(xs4 + (size_t)b * kc);
-        {
-            const float *in = (const float *)a.in + (size_t)b * a.ld_in;
-            float ss = 0.0f;
+        const float *in = (const float *)a.in + (size_t)b * a.ld_in;
+        float ss = 0.0f;
 #pragma unroll 4
-            for (int c = lane * 4; c < k; c += 128) {
-                const float4 v = __ldg((const float4 *)(in + c));
-                ss = fmaf(v.x, v.x, ss), ss = fmaf(v.y, v.y, ss);
-                ss = fmaf(v.z, v.z, ss), ss = fmaf(v.w, v.w, ss);
-            }
-            ss = warp_sum(ss);
-            const float r = 1.0f / sqrtf(ss / (float)k + a.eps);
+        for (int c = lane * 4; c < k; c += 128) {
+            const float4 v = __ldg((const float4 *)(in + c));
+            ss = fmaf(v.x, v.x, ss), ss = fmaf(v.y, v.y, ss);
+            ss = fmaf(v.z, v.z, ss), ss = fmaf(v.w, v.w, ss);
+        }
+        ss = warp_sum(ss);
+        const float r = 1.0f / sqrtf(ss / (float)k + a.eps);
 #pragma unroll 4
-            for (int c = lane * 4; c < k; c += 128) {
-                const float4 v = __ldg((const float4 *)(in + c));
-                const float4 w = __ldg((const float4 *)(a.norm_w + c));
-                *(uint2 *)(xr + c) = make_uint2(bf16bits(v.x * r * w.x) | bf16bits(v.y * r * w.y) << 16,
-                                                bf16bits(v.z * r * w.z) | bf16bits(v.w * r * w.w) << 16);
-            }
+        for (int c = lane * 4; c < k; c += 128) {
+            const float4 v = __ldg((const float4 *)(in + c));
+            const float4 w = __ldg((const float4 *)(a.norm_w + c));
+            *(uint2 *)(xr + c) = make_uint2(bf16bits(v.x * r * w.x) | bf16bits(v.y * r * w.y) << 16,
+                                            bf16bits(v.z * r * w.z) | bf16bits(v.w * r * w.w) << 16);
         }
     }
     if (!NORM) // bf16 rows: the whole block copies, one 16-byte chunk a thread at a time
